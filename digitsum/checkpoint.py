@@ -1,0 +1,65 @@
+"""Checkpoints: weights plus everything needed to rebuild the model, in one file.
+
+Loading always uses ``torch.load(..., weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from digitsum.model import DigitSumModel, ModelConfig
+
+FORMAT = "digitsum-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """The file is missing, corrupt, or not a checkpoint of ours."""
+
+
+def save_checkpoint(path: str | Path, model: DigitSumModel, config: dict, metrics: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model.config.to_dict(),
+        "config": config,
+        "metrics": metrics,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DigitSumModel, dict]:
+    """Rebuild the model from the file; returns (model in eval mode, the whole payload)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; `sweep train` writes one as <log_path>/<run_name>/best.pt")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many kinds for corrupt, truncated or foreign files
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); point to a best.pt written by sweep") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a digitsum checkpoint; point to a best.pt written by sweep")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not {VERSION}; retrain with this version")
+    try:
+        model = DigitSumModel(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: checkpoint does not match the model it describes ({str(error)[:120]})") from None
+    return model.to(device).eval(), payload

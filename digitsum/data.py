@@ -1,0 +1,306 @@
+"""Digit-sum rows: make them, read and write the tutorial's CSV, encode them to tensors, batch them.
+
+A row is a digit string ``x`` (leading zeros kept) and ``y``, the sum of its digits. Rows live in
+numpy arrays (`Rows`); encoding turns a whole split into padded tensors at once (`Encoded`), so
+training and decoding never loop over rows in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Token ids. Digits are their own ids; PAD is an input id only and never a target.
+EOS = 10  # end of the input sequence: the model answers from here on
+EOA = 11  # end of the answer
+PAD = 12
+N_INPUT_TOKENS = 13
+N_OUTPUT_TOKENS = 12  # digits, EOS (never a target), EOA
+IGNORE = -100  # target for positions that are not scored (cross_entropy's ignore_index)
+
+MAX_LENGTH = 18  # 10**18 still fits in int64
+FULL_LIMIT = 1_000_000  # above this many strings of one length, a seeded sample is drawn
+AUTO_SAMPLE = 100_000  # the sample size used when FULL_LIMIT forces sampling
+
+
+class DataError(ValueError):
+    """Bad data or a bad data request; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Digit strings ``x`` (numpy unicode array) and their digit sums ``y`` (int64 array)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.char.str_len(self.x).astype(np.int64)
+
+    def take(self, index: np.ndarray) -> Rows:
+        return Rows(self.x[index], self.y[index])
+
+
+# ---------------------------------------------------------------------------------------------
+# Making rows
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``"2-4"`` -> [2, 3, 4]; ``"5"`` -> [5]; ``"2,4,6"`` -> [2, 4, 6]."""
+    lengths: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise DataError(f"lengths {text!r}: expected a length like 5, a range like 2-4 or a list like 2,4,6")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if low > high:
+            raise DataError(f"lengths {text!r}: range {low}-{high} is empty; write the smaller length first")
+        lengths.extend(range(low, high + 1))
+    return check_lengths(lengths)
+
+
+def check_lengths(lengths: list[int]) -> list[int]:
+    bad = [n for n in lengths if not 1 <= n <= MAX_LENGTH]
+    if not lengths or bad:
+        raise DataError(f"lengths {lengths}: every length must be between 1 and {MAX_LENGTH}")
+    return sorted(set(lengths))
+
+
+def plan_rows(lengths: list[int], sample: int | None = None) -> dict[int, tuple[int, bool]]:
+    """Rows per length and whether they are a seeded sample (asked for, or forced by FULL_LIMIT)."""
+    if sample is not None and sample < 1:
+        raise DataError(f"sample {sample}: must be at least 1 row per length")
+    plan = {}
+    for length in check_lengths(lengths):
+        total = 10**length
+        if sample is not None:
+            plan[length] = (min(sample, total), sample < total)
+        elif total > FULL_LIMIT:
+            plan[length] = (AUTO_SAMPLE, True)
+        else:
+            plan[length] = (total, False)
+    return plan
+
+
+def make_rows(lengths: list[int], sample: int | None = None, seed: int = 0) -> Rows:
+    """Every digit string of each length, in numeric order, or a seeded sample per `plan_rows`."""
+    xs, ys = [], []
+    for length, (count, sampled) in plan_rows(lengths, sample).items():
+        if sampled:
+            rng = np.random.default_rng([seed, length])
+            numbers = np.sort(rng.choice(10**length, size=count, replace=False))
+        else:
+            numbers = np.arange(10**length, dtype=np.int64)
+        digits = (numbers[:, None] // 10 ** np.arange(length - 1, -1, -1, dtype=np.int64)) % 10
+        xs.append(np.char.zfill(numbers.astype(str), length))
+        ys.append(digits.sum(axis=1))
+    return Rows(np.concatenate(xs), np.concatenate(ys).astype(np.int64))
+
+
+def digit_sums(x: np.ndarray) -> np.ndarray:
+    codes = _char_codes(x)
+    return np.where(codes > 0, codes - ord("0"), 0).sum(axis=1).astype(np.int64)
+
+
+def _char_codes(x: np.ndarray) -> np.ndarray:
+    """[N] unicode strings -> [N, width] code points, right-padded with 0."""
+    width = max(int(np.char.str_len(x).max()), 1) if len(x) else 1
+    return np.ascontiguousarray(x.astype(f"<U{width}")).view(np.uint32).reshape(len(x), width).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV (headerless ``x,y``, the tutorial's format)
+
+_LINE = re.compile(r"(\d+),(\d+)")
+
+
+def read_csv(path: str | Path) -> Rows:
+    """Read and validate every line: digits only, and ``y`` is the digit sum of ``x``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; make one with `sweep data {path} --lengths 2-4`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file; expected headerless CSV lines like 1294,16") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: the file is empty; expected headerless CSV lines like 1294,16")
+    xs, ys = [], []
+    for number, line in enumerate(lines, start=1):
+        match = _LINE.fullmatch(line.strip())
+        if not match or len(match.group(1)) > MAX_LENGTH:
+            raise DataError(
+                f"{path}:{number}: {line[:40]!r} is not a row; expected digits, a comma and their digit sum, like 1294,16"
+            )
+        xs.append(match.group(1))
+        ys.append(int(match.group(2)))
+    rows = Rows(np.array(xs), np.array(ys, dtype=np.int64))
+    wrong = np.flatnonzero(digit_sums(rows.x) != rows.y)
+    if len(wrong):
+        i = int(wrong[0])
+        raise DataError(
+            f"{path}:{i + 1}: {lines[i]!r}: {ys[i]} is not the digit sum of {xs[i]} "
+            f"(it is {int(digit_sums(rows.x[i : i + 1])[0])})"
+        )
+    return rows
+
+
+def write_csv(rows: Rows, path: str | Path) -> None:
+    """Write atomically (temporary file, then rename) so a failure leaves no half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "\n".join(np.char.add(np.char.add(rows.x, ","), rows.y.astype(str)).tolist()) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A split as padded tensors.
+
+    ``inputs``: x digits, EOS, y digits, PAD...  (the teacher-forced sequence)
+    ``targets``: IGNORE over x, then y digits and EOA from the EOS position on, IGNORE after.
+    ``answers``: y digits, EOA, PAD...  (what unrolled decoding must produce)
+    ``input_lengths``: len(x); the prompt is ``inputs[:, :input_length + 1]``.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    answers: torch.Tensor
+    input_lengths: torch.Tensor
+    sequence_lengths: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, field.name) for field in fields(self)]
+
+    def take(self, index: torch.Tensor) -> Encoded:
+        return Encoded(*(t[index] for t in self._tensors()))
+
+    def to(self, device: torch.device | str) -> Encoded:
+        return Encoded(*(t.to(device) for t in self._tensors()))
+
+
+def number_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative ints -> ([N, width] most-significant-first digits, right-padded with PAD; [N] counts)."""
+    values = np.asarray(values, dtype=np.int64)
+    counts = np.ones(len(values), dtype=np.int64)
+    for power in range(1, 19):
+        counts += values >= 10**power
+    width = int(counts.max()) if len(values) else 1
+    position = np.arange(width)
+    exponent = counts[:, None] - 1 - position  # digit j of a c-digit number is 10**(c-1-j)
+    digits = (values[:, None] // 10 ** np.clip(exponent, 0, None)) % 10
+    return np.where(exponent >= 0, digits, PAD), counts
+
+
+def encode(rows: Rows) -> Encoded:
+    """Encode all rows at once, with no per-row Python loop."""
+    if len(rows) == 0:
+        raise DataError("no rows to encode")
+    codes = _char_codes(rows.x)
+    x_len = (codes > 0).sum(axis=1)
+    x_digits = np.where(codes > 0, codes - ord("0"), PAD)
+    y_digits, y_len = number_digits(rows.y)
+    width = int((x_len + 1 + y_len).max())
+    col = np.arange(width)[None, :]
+    xl, yl = x_len[:, None], y_len[:, None]
+
+    def gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(table, np.clip(index, 0, table.shape[1] - 1), axis=1)
+
+    x_at = gather(x_digits, np.broadcast_to(col, (len(rows), width)))
+    y_at = gather(y_digits, col - xl - 1)  # y digit shown as input after EOS
+    y_next = gather(y_digits, col - xl)  # y digit predicted at this position
+    inputs = np.select([col < xl, col == xl, col <= xl + yl], [x_at, EOS, y_at], PAD)
+    targets = np.select([col < xl, col < xl + yl, col == xl + yl], [IGNORE, y_next, EOA], IGNORE)
+    a_col = np.arange(int(y_len.max()) + 1)[None, :]
+    answers = np.select([a_col < yl, a_col == yl], [gather(y_digits, np.broadcast_to(a_col, (len(rows), a_col.shape[1]))), EOA], PAD)
+    as_long = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long)  # noqa: E731
+    return Encoded(
+        inputs=as_long(inputs),
+        targets=as_long(targets),
+        answers=as_long(answers),
+        input_lengths=as_long(x_len),
+        sequence_lengths=as_long(x_len + 1 + y_len),
+    )
+
+
+def encode_prompts(sequences: list[str]) -> Encoded:
+    """Encode digit strings with unknown answers (for `predict`): answers are left as PAD."""
+    bad = [s for s in sequences if not re.fullmatch(r"\d{1,%d}" % MAX_LENGTH, s)]
+    if bad or not sequences:
+        what = repr(bad[0]) if bad else "nothing"
+        raise DataError(f"{what} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")
+    x = np.array(sequences)
+    return encode(Rows(x, digit_sums(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting and batching
+
+
+def stratified_split(rows: Rows, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split, stratified by (input length, answer), with every group represented in training.
+
+    A plain random split can put a group's only row (``9999``, the only sum of 36) into validation,
+    and then 100% validation accuracy is out of reach. Returns (train_index, val_index).
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"train_split_fraction {train_fraction}: must be between 0 and 1 (exclusive)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    group = rows.lengths[order] * 1000 + rows.y[order]
+    order = order[np.argsort(group, kind="stable")]
+    group = np.sort(group, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+    sizes = np.diff(np.r_[starts, len(group)])
+    rank = np.arange(len(group)) - np.repeat(starts, sizes)
+    n_train = np.maximum(1, np.round(sizes * train_fraction)).astype(np.int64)
+    in_train = rank < np.repeat(n_train, sizes)
+    return np.sort(order[in_train]), np.sort(order[~in_train])
+
+
+def epoch_batches(
+    data: Encoded, batch_size: int, generator: torch.Generator, balance_lengths: bool = False
+) -> list[torch.Tensor]:
+    """One epoch of row indices, shuffled with `generator`, as a list of batch index tensors.
+
+    With ``balance_lengths`` every input length is drawn equally often (with replacement), so the
+    few short strings weigh as much as the many long ones; the epoch keeps ``len(data)`` rows.
+    """
+    n = len(data)
+    if balance_lengths:
+        lengths = data.input_lengths
+        counts = torch.bincount(lengths)
+        weights = 1.0 / counts[lengths].double()
+        order = torch.multinomial(weights, n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))

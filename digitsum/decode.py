@@ -1,0 +1,155 @@
+"""Batched greedy (unrolled, autoregressive) decoding and exact-match accuracy.
+
+All rows are decoded at once: the prompts (x, EOS) of each prompt length run as one forward pass,
+their states are merged, and then every row takes greedy steps in lockstep. The Python loops run
+over prompt lengths and answer positions (a handful), never over rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from digitsum.data import EOA, PAD, Encoded
+from digitsum.model import DigitSumModel, State
+
+CHUNK_ROWS = 16_384  # bounds memory when decoding 100,000+ rows
+
+
+def max_answer_tokens(input_length: int) -> int:
+    """Digits of the largest possible sum (9 * length), plus EOA."""
+    return len(str(9 * input_length)) + 1
+
+
+def _select(state: State, index: torch.Tensor) -> State:
+    if isinstance(state, tuple):
+        return tuple(s[:, index] for s in state)
+    return state[:, index]
+
+
+def _scatter(full: State | None, part: State, index: torch.Tensor, batch: int) -> State:
+    """Write a group's state into the merged state (layers, batch, hidden) at rows `index`."""
+    parts = part if isinstance(part, tuple) else (part,)
+    if full is None:
+        full = tuple(p.new_zeros(p.shape[0], batch, p.shape[2]) for p in parts)
+        full = full if isinstance(part, tuple) else full[0]
+    for whole, piece in zip(full if isinstance(full, tuple) else (full,), parts):
+        whole[:, index] = piece
+    return full
+
+
+@torch.inference_mode()
+def greedy_decode(model: DigitSumModel, data: Encoded, steps: int | None = None) -> torch.Tensor:
+    """Decoded tokens [N, steps] for every row; after a row's EOA the rest is PAD.
+
+    ``steps`` defaults to the longest possible answer for the longest input, plus EOA.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        steps = steps or max_answer_tokens(int(data.input_lengths.max()))
+        chunks = [
+            _decode_chunk(model, data.take(index).to(device), steps).cpu()
+            for index in torch.arange(len(data)).split(CHUNK_ROWS)
+        ]
+        return torch.cat(chunks)
+    finally:
+        model.train(was_training)
+
+
+def _decode_chunk(model: DigitSumModel, data: Encoded, steps: int) -> torch.Tensor:
+    batch = len(data)
+    prompt_lengths = data.input_lengths + 1
+    state, logits = None, None
+    for length in torch.unique(prompt_lengths).tolist():
+        index = torch.nonzero(prompt_lengths == length).squeeze(1)
+        group_logits, group_state = model(data.inputs[index, :length])
+        if logits is None:
+            logits = group_logits.new_empty(batch, group_logits.shape[-1])
+        logits[index] = group_logits[:, -1]
+        state = _scatter(state, group_state, index, batch)
+    decoded = torch.full((batch, steps), PAD, dtype=torch.long, device=data.inputs.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=data.inputs.device)
+    for step in range(steps):
+        token = logits.argmax(dim=-1)
+        decoded[:, step] = torch.where(finished, PAD, token)
+        finished |= token == EOA
+        if step + 1 == steps or bool(finished.all()):
+            break
+        step_logits, state = model(token.unsqueeze(1), state)
+        logits = step_logits[:, 0]
+    return decoded
+
+
+def exact_matches(decoded: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """[N] bool: the decoded digits equal the answer's and EOA follows them (no leniency)."""
+    width = max(decoded.shape[1], answers.shape[1])
+    decoded = torch.nn.functional.pad(decoded, (0, width - decoded.shape[1]), value=PAD)
+    answers = torch.nn.functional.pad(answers, (0, width - answers.shape[1]), value=PAD)
+    scored = answers != PAD  # answer digits and its EOA
+    return ((decoded == answers) | ~scored).all(dim=1)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    exact_match: float
+    n_rows: int
+    by_length: dict[int, float]  # input length -> exact match
+    rows_by_length: dict[int, int]
+
+    def to_dict(self) -> dict:
+        return {
+            "exact_match": self.exact_match,
+            "n_rows": self.n_rows,
+            "by_length": {str(k): v for k, v in self.by_length.items()},
+            "rows_by_length": {str(k): v for k, v in self.rows_by_length.items()},
+        }
+
+
+def accuracy(model: DigitSumModel, data: Encoded) -> Accuracy:
+    """Unrolled exact-match accuracy overall and per input length."""
+    correct = exact_matches(greedy_decode(model, data), data.answers)
+    return accuracy_from_matches(correct, data.input_lengths)
+
+
+def accuracy_from_matches(correct: torch.Tensor, input_lengths: torch.Tensor) -> Accuracy:
+    lengths = input_lengths.cpu()
+    hits = torch.bincount(lengths, weights=correct.double().cpu())
+    counts = torch.bincount(lengths)
+    present = torch.nonzero(counts).squeeze(1).tolist()
+    return Accuracy(
+        exact_match=float(correct.double().mean()),
+        n_rows=int(correct.numel()),
+        by_length={n: float(hits[n] / counts[n]) for n in present},
+        rows_by_length={n: int(counts[n]) for n in present},
+    )
+
+
+def answers_to_text(decoded: torch.Tensor) -> list[str | None]:
+    """Decoded tokens -> the answer as text, or None where the row never emitted EOA or a non-digit."""
+    texts: list[str | None] = []
+    for row in decoded.tolist():  # display path: a few rows, not a hot loop
+        if EOA not in row:
+            texts.append(None)
+            continue
+        digits = row[: row.index(EOA)]
+        texts.append("".join(map(str, digits)) if all(d < 10 for d in digits) else None)
+    return texts
+
+
+def answers_to_numbers(decoded: torch.Tensor) -> np.ndarray:
+    """Decoded tokens -> int64 answers, -1 where the row has no well-formed answer (vectorized)."""
+    tokens = decoded.cpu().numpy()
+    is_eoa = tokens == EOA
+    has_eoa = is_eoa.any(axis=1)
+    end = np.where(has_eoa, is_eoa.argmax(axis=1), tokens.shape[1])
+    col = np.arange(tokens.shape[1])[None, :]
+    in_answer = col < end[:, None]
+    digit = (tokens < 10) & in_answer
+    well_formed = has_eoa & (end > 0) & (digit == in_answer).all(axis=1)
+    power = np.where(in_answer, end[:, None] - 1 - col, 0)
+    value = (np.where(digit, tokens, 0) * (10 ** power.clip(0, 18))).sum(axis=1)
+    return np.where(well_formed, value, -1)

@@ -1,0 +1,59 @@
+"""DigitSumModel: a token embedding (or one-hot input), a recurrent stack and a linear head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
+
+MODEL_TYPES = ("rnn", "lstm", "gru")
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_type: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.0  # between recurrent layers and before the head
+    embedding_dim: int = 16  # 0: one-hot input, as in the tutorial
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DigitSumModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.model_type not in _CELLS:
+            raise ValueError(f"model_type {config.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+        self.config = config
+        self.embedding = nn.Embedding(N_INPUT_TOKENS, config.embedding_dim) if config.embedding_dim else None
+        self.rnn = _CELLS[config.model_type](
+            input_size=config.embedding_dim or N_INPUT_TOKENS,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, N_OUTPUT_TOKENS)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """tokens [B, T] -> logits [B, T, N_OUTPUT_TOKENS] and the recurrent state after T steps."""
+        if self.embedding is not None:
+            inputs = self.embedding(tokens)
+        else:
+            inputs = F.one_hot(tokens, N_INPUT_TOKENS).float()
+        outputs, state = self.rnn(inputs, state)
+        return self.head(self.dropout(outputs)), state
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
