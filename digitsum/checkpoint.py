@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
+from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, ModelConfig
 
 FORMAT = "digitsum-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """The file is missing, corrupt, or not a checkpoint of ours."""
 
 
@@ -51,7 +52,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many kinds for corrupt, truncated or foreign files
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        if "weights only load failed" in str(error).lower():
+            reason = "it holds Python objects, which a weights-only load refuses to run"
+        else:
+            reason = "corrupt, truncated or not a torch file"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); point to a best.pt written by sweep") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a digitsum checkpoint; point to a best.pt written by sweep")

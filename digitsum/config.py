@@ -7,16 +7,14 @@ every key has one type, one range and one error message.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from typing import Any, Callable
 
 from digitsum.data import DataError, parse_lengths
+from digitsum.errors import ConfigError
 from digitsum.model import MODEL_TYPES, ModelConfig
 from digitsum.train import LR_SCHEDULES, Config, TrainConfig
-
-
-class ConfigError(ValueError):
-    """A bad key or value; the message names the key and what is allowed."""
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -102,7 +100,7 @@ def check_value(key: str, value: Any) -> Any:
     """Convert and range-check one value for a dotted key; raises ConfigError naming the key."""
     types = _field_types()
     if key not in types:
-        close = [k for k in types if k.split(".")[-1] == key.split(".")[-1]]
+        close = difflib.get_close_matches(key, types, n=1) or [k for k in types if k.endswith("." + key)]
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(types)}"
         raise ConfigError(f"unknown config key {key!r}; {hint}")
     converted = _convert(key, value, str(types[key]))

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitsum.errors import UsageError
+
 # Token ids. Digits are their own ids; PAD is an input id only and never a target.
 EOS = 10  # end of the input sequence: the model answers from here on
 EOA = 11  # end of the answer
@@ -29,7 +31,7 @@ FULL_LIMIT = 1_000_000  # above this many strings of one length, a seeded sample
 AUTO_SAMPLE = 100_000  # the sample size used when FULL_LIMIT forces sampling
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Bad data or a bad data request; the message says what is wrong and how to fix it."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from digitsum.checkpoint import save_checkpoint
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches, make_rows
 from digitsum.data import parse_lengths, read_csv, stratified_split
 from digitsum.decode import accuracy
+from digitsum.errors import ConfigError
 from digitsum.model import DigitSumModel, ModelConfig, count_parameters
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -88,7 +90,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available here; use train.device=cpu or auto")
+        raise ConfigError(f"device {name!r}: CUDA is not available here; use train.device=cpu or auto")
     return device
 
 
@@ -167,7 +169,7 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
         return lambda step: 1.0
     if name == "cosine":
         return lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    raise ValueError(f"lr_schedule {name!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    raise ConfigError(f"lr_schedule {name!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator) -> float:
@@ -200,3 +202,30 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
         count += int((targets != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1)
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds")
+
+
+def train_run(config: Config, on_epoch: OnEpoch | None = None) -> tuple[FitResult, Path]:
+    """The tutorial's train.py: fit and write ``<log_path>/<run_name>/`` (config, history, best.pt).
+
+    ``config.json`` is written first and ``history.csv`` after every epoch, so a stopped run
+    still shows how far it got.
+    """
+    tc = config.train
+    run_dir = Path(tc.log_path) / tc.run_name
+    rows = load_rows(tc)
+    train_rows, val_rows = split_rows(rows, tc)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    history_path = run_dir / "history.csv"
+    history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
+
+    def record(result: EpochResult) -> bool | None:
+        with history_path.open("a") as handle:
+            handle.write(",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS) + "\n")
+        return on_epoch(result) if on_epoch is not None else None
+
+    result = fit(config, train_rows, val_rows, record, checkpoint_path=run_dir / "best.pt")
+    return result, run_dir

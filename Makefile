@@ -1,0 +1,35 @@
+# `make test` sets up everything on a fresh machine (venv, torch, the project, system packages)
+# and runs the tests. `make quickstart` runs the quickstart sweep on the embedded SQLite storage.
+# GPU users: make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install system test quickstart bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: an open range with no torch installed would pull a multi-GB CUDA build
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev,postgres]"
+	touch $@
+
+install: $(VENV)/.installed
+
+system:
+	bash scripts/system-deps.sh
+
+test: install system
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+quickstart: install
+	$(VENV)/bin/sweep run studies/quickstart.yaml
+	$(VENV)/bin/sweep best quickstart
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,9 @@
+"""Errors a user can fix: each message says what is wrong and how to fix it (the CLI exits 2)."""
+
+
+class UsageError(ValueError):
+    """Base of every error caused by the user's input rather than by a bug."""
+
+
+class ConfigError(UsageError):
+    """A bad config key or value; the message names the key and what is allowed."""
