@@ -1,0 +1,48 @@
+"""Shared helpers for the core (digitsum) tests: tiny configs and tiny data, so every test is fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from digitsum.data import make_rows
+from digitsum.model import ModelConfig
+from digitsum.train import Config, TrainConfig
+
+
+def _tiny_config(model: dict | None = None, **train) -> Config:
+    """A config that trains in well under a second on one CPU thread (lengths 1-2, 110 rows)."""
+    model_values = {"model_type": "gru", "hidden_size": 16, "embedding_dim": 8, **(model or {})}
+    train_values = {
+        "lengths": "1-2",
+        "n_epochs": 3,
+        "learning_rate": 0.02,
+        "batch_size": 16,
+        "lr_schedule": "constant",
+        "seed": 0,
+        "device": "cpu",
+        "num_threads": 1,
+        **train,
+    }
+    return Config(model=ModelConfig(**model_values), train=TrainConfig(**train_values))
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny_config(model={...}, **train_fields)`` -> Config (built directly, no config.py checks)."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_rows():
+    """Every string of length 1 and 2: 110 rows."""
+    return make_rows([1, 2])
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: with 2 cores shared with other work, more threads only contend."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

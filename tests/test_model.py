@@ -1,0 +1,167 @@
+"""digitsum.model: DigitSumModel shapes, input modes, layers and dropout, parameter count."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from digitsum.data import EOS, N_INPUT_TOKENS, N_OUTPUT_TOKENS, PAD
+from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig, count_parameters
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tokens(batch: int = 3, steps: int = 5, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, N_INPUT_TOKENS, (batch, steps), generator=generator)
+
+
+def make(model_type: str = "gru", **kwargs) -> DigitSumModel:
+    torch.manual_seed(0)
+    return DigitSumModel(ModelConfig(model_type=model_type, **{"hidden_size": 8, **kwargs}))
+
+
+def state_shapes(state) -> list[tuple[int, ...]]:
+    return [tuple(s.shape) for s in (state if isinstance(state, tuple) else (state,))]
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_output_and_state_shapes(model_type, num_layers):
+    model = make(model_type, hidden_size=12, num_layers=num_layers)
+    logits, state = model(tokens(batch=3, steps=5))
+    assert logits.shape == (3, 5, N_OUTPUT_TOKENS)
+    assert logits.dtype == torch.float32
+    expected = [(num_layers, 3, 12)] * (2 if model_type == "lstm" else 1)
+    assert state_shapes(state) == expected
+    assert isinstance(state, tuple) == (model_type == "lstm")
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_cell_type(model_type):
+    expected = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[model_type]
+    assert type(make(model_type).rnn) is expected
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_state_carries_over_between_calls(model_type):
+    """Running a sequence in two parts with the state passed on equals one pass (decoding relies on it)."""
+    model = make(model_type, num_layers=2).eval()
+    seq = tokens(batch=4, steps=7, seed=1)
+    whole, whole_state = model(seq)
+    first, state = model(seq[:, :4])
+    second, state = model(seq[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+    for a, b in zip(state if isinstance(state, tuple) else (state,), whole_state if isinstance(whole_state, tuple) else (whole_state,)):
+        torch.testing.assert_close(a, b)
+
+
+def test_right_padding_does_not_change_earlier_outputs():
+    """Unidirectional: PAD after a row's end cannot change logits at its earlier positions."""
+    model = make("lstm").eval()
+    seq = torch.tensor([[1, 2, EOS, 3]])
+    padded = torch.tensor([[1, 2, EOS, 3, PAD, PAD]])
+    torch.testing.assert_close(model(padded)[0][:, :4], model(seq)[0])
+
+
+def test_embedding_input():
+    model = make("rnn", embedding_dim=5)
+    assert isinstance(model.embedding, torch.nn.Embedding)
+    assert model.embedding.num_embeddings == N_INPUT_TOKENS
+    assert model.embedding.embedding_dim == 5
+    assert model.rnn.input_size == 5
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_one_hot_input(model_type):
+    model = make(model_type, embedding_dim=0)
+    assert model.embedding is None
+    assert model.rnn.input_size == N_INPUT_TOKENS
+    logits, _ = model(tokens(batch=2, steps=3))
+    assert logits.shape == (2, 3, N_OUTPUT_TOKENS)
+
+
+def test_one_hot_input_is_the_token_column():
+    """With one-hot input, the first RNN step from a zero state is tanh(W_ih[:, t] + b_ih + b_hh)."""
+    model = make("rnn", embedding_dim=0).eval()
+    token_ids = torch.arange(N_INPUT_TOKENS)
+    _, state = model(token_ids.unsqueeze(1))
+    rnn = model.rnn
+    expected = torch.tanh(rnn.weight_ih_l0.T[token_ids] + rnn.bias_ih_l0 + rnn.bias_hh_l0)
+    torch.testing.assert_close(state[0], expected)
+
+
+def test_one_hot_input_uses_every_token_id():
+    model = make("gru", embedding_dim=0).eval()
+    logits, _ = model(torch.arange(N_INPUT_TOKENS).unsqueeze(1))  # every id incl. EOS, EOA, PAD
+    assert logits.shape == (N_INPUT_TOKENS, 1, N_OUTPUT_TOKENS)
+    with pytest.raises((IndexError, RuntimeError)):
+        model(torch.tensor([[N_INPUT_TOKENS]]))
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_dropout_between_layers(model_type):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when dropout is set on a 1-layer cell
+        single = make(model_type, num_layers=1, dropout=0.3)
+        stacked = make(model_type, num_layers=3, dropout=0.3)
+    assert single.rnn.dropout == 0.0
+    assert stacked.rnn.dropout == 0.3
+    assert stacked.rnn.num_layers == 3
+    assert single.dropout.p == 0.3 and stacked.dropout.p == 0.3
+
+    seq = tokens(batch=8, steps=6)
+    stacked.train()
+    torch.manual_seed(1)
+    a, _ = stacked(seq)
+    b, _ = stacked(seq)
+    assert not torch.allclose(a, b)  # dropout active in training
+    stacked.eval()
+    c, _ = stacked(seq)
+    d, _ = stacked(seq)
+    assert torch.equal(c, d)  # and off in evaluation
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "LSTM", "", "rnn "])
+def test_unknown_model_type(model_type):
+    with pytest.raises(ValueError, match="model_type"):
+        DigitSumModel(ModelConfig(model_type=model_type))
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize(("embedding_dim", "num_layers"), [(0, 1), (6, 1), (6, 2)])
+def test_count_parameters(model_type, embedding_dim, num_layers):
+    hidden = 10
+    model = make(model_type, hidden_size=hidden, embedding_dim=embedding_dim, num_layers=num_layers)
+    gates = GATES[model_type]
+    expected = N_INPUT_TOKENS * embedding_dim
+    size_in = embedding_dim or N_INPUT_TOKENS
+    for _ in range(num_layers):
+        expected += gates * (size_in * hidden + hidden * hidden + 2 * hidden)
+        size_in = hidden
+    expected += hidden * N_OUTPUT_TOKENS + N_OUTPUT_TOKENS
+    assert count_parameters(model) == expected
+
+
+def test_same_seed_same_weights():
+    a, b = make("lstm"), make("lstm")
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_config_to_dict_round_trip():
+    config = ModelConfig(model_type="rnn", hidden_size=9, num_layers=2, dropout=0.1, embedding_dim=0)
+    values = config.to_dict()
+    assert values == {"model_type": "rnn", "hidden_size": 9, "num_layers": 2, "dropout": 0.1, "embedding_dim": 0}
+    assert ModelConfig(**values) == config
+
+
+def test_model_config_defaults():
+    config = ModelConfig()
+    assert config.model_type in MODEL_TYPES
+    assert config.hidden_size >= 1 and config.num_layers >= 1 and 0.0 <= config.dropout < 1.0
+    model = DigitSumModel(config)
+    assert model.config is config
