@@ -5,13 +5,13 @@ Loading always uses ``torch.load(..., weights_only=True)``: a checkpoint is data
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
 from pathlib import Path
 
 import torch
 
 from digitsum.errors import UsageError
+from digitsum.files import atomic_path
 from digitsum.model import DigitSumModel, ModelConfig
 
 FORMAT = "digitsum-checkpoint"
@@ -24,24 +24,26 @@ class CheckpointError(UsageError):
 
 def save_checkpoint(path: str | Path, model: DigitSumModel, config: dict, metrics: dict) -> None:
     """Write atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.config.to_dict(),
         "config": config,
         "metrics": metrics,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        "sha256": weights_digest(state),  # torch does not check the zip's CRCs: flipped bytes would load
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DigitSumModel, dict]:
@@ -61,6 +63,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{path}: not a digitsum checkpoint; point to a best.pt written by sweep")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not {VERSION}; retrain with this version")
+    if not isinstance(payload.get("state_dict"), dict) or payload.get("sha256") != weights_digest(payload["state_dict"]):
+        raise CheckpointError(f"{path}: the weights checksum does not match (corrupt or edited file); retrain or restore it")
     try:
         model = DigitSumModel(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["state_dict"])

@@ -37,10 +37,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.embedding_dim": (lambda v: v >= 0, "an integer >= 0 (0: one-hot input)"),
     "train.lengths": (_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 18)"),
     "train.n_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.learning_rate": (lambda v: 0.0 < v <= 10.0, "a number > 0 (e.g. 0.003)"),
+    "train.learning_rate": (lambda v: 0.0 < v <= 10.0, "a number in (0, 10], e.g. 0.003"),
     "train.train_split_fraction": (lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.weight_decay": (lambda v: v >= 0.0, "a number >= 0"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "train.weight_decay": (lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)"),
     "train.grad_clip": (lambda v: v >= 0.0, "a number >= 0 (0: no clipping)"),
     "train.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
     "train.device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, cuda, cuda:N or mps"),
@@ -96,14 +97,19 @@ def _convert(key: str, value: Any, type_name: str) -> Any:
     raise ConfigError(f"{key}={value!r}: expected {_RULES.get(key, (None, base))[1]}")
 
 
-def check_value(key: str, value: Any) -> Any:
-    """Convert and range-check one value for a dotted key; raises ConfigError naming the key."""
+def check_key(key: str) -> str:
+    """The key's type name; raises ConfigError (with the closest known key) for an unknown key."""
     types = _field_types()
     if key not in types:
         close = difflib.get_close_matches(key, types, n=1) or [k for k in types if k.endswith("." + key)]
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(types)}"
         raise ConfigError(f"unknown config key {key!r}; {hint}")
-    converted = _convert(key, value, str(types[key]))
+    return str(types[key])
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Convert and range-check one value for a dotted key; raises ConfigError naming the key."""
+    converted = _convert(key, value, str(check_key(key)))
     check, allowed = _RULES.get(key, (lambda v: True, ""))
     if converted is not None and not check(converted) or converted is None and key != "train.dataset_path":
         raise ConfigError(f"{key}={value!r}: expected {allowed}")

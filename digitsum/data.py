@@ -7,9 +7,7 @@ training and decoding never loop over rows in Python.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 
 from digitsum.errors import UsageError
+from digitsum.files import atomic_path
 
 # Token ids. Digits are their own ids; PAD is an input id only and never a target.
 EOS = 10  # end of the input sequence: the model answers from here on
@@ -61,7 +60,7 @@ def parse_lengths(text: str) -> list[int]:
     """``"2-4"`` -> [2, 3, 4]; ``"5"`` -> [5]; ``"2,4,6"`` -> [2, 4, 6]."""
     lengths: list[int] = []
     for part in text.replace(" ", "").split(","):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if not match:
             raise DataError(f"lengths {text!r}: expected a length like 5, a range like 2-4 or a list like 2,4,6")
         low = int(match.group(1))
@@ -124,7 +123,7 @@ def _char_codes(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # CSV (headerless ``x,y``, the tutorial's format)
 
-_LINE = re.compile(r"(\d+),(\d+)")
+_LINE = re.compile(r"([0-9]+),([0-9]{1,4})")  # [0-9], not \d: \d matches other scripts' digits
 
 
 def read_csv(path: str | Path) -> Rows:
@@ -162,18 +161,10 @@ def read_csv(path: str | Path) -> Rows:
 
 
 def write_csv(rows: Rows, path: str | Path) -> None:
-    """Write atomically (temporary file, then rename) so a failure leaves no half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically, so a failure leaves no half-written file."""
     body = "\n".join(np.char.add(np.char.add(rows.x, ","), rows.y.astype(str)).tolist()) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(body, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +247,7 @@ def encode(rows: Rows) -> Encoded:
 
 def encode_prompts(sequences: list[str]) -> Encoded:
     """Encode digit strings with unknown answers (for `predict`): answers are left as PAD."""
-    bad = [s for s in sequences if not re.fullmatch(r"\d{1,%d}" % MAX_LENGTH, s)]
+    bad = [s for s in sequences if not re.fullmatch(r"[0-9]{1,%d}" % MAX_LENGTH, s)]
     if bad or not sequences:
         what = repr(bad[0]) if bad else "nothing"
         raise DataError(f"{what} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")

@@ -129,14 +129,15 @@ def accuracy_from_matches(correct: torch.Tensor, input_lengths: torch.Tensor) ->
 
 
 def answers_to_text(decoded: torch.Tensor) -> list[str | None]:
-    """Decoded tokens -> the answer as text, or None where the row never emitted EOA or a non-digit."""
+    """Decoded tokens -> the answer as text; None where there is no EOA, no digit or a non-digit."""
     texts: list[str | None] = []
     for row in decoded.tolist():  # display path: a few rows, not a hot loop
         if EOA not in row:
             texts.append(None)
             continue
         digits = row[: row.index(EOA)]
-        texts.append("".join(map(str, digits)) if all(d < 10 for d in digits) else None)
+        well_formed = digits and all(d < 10 for d in digits)
+        texts.append("".join(map(str, digits)) if well_formed else None)
     return texts
 
 

@@ -59,6 +59,7 @@ class EpochResult:
     val_exact_match: float
     seconds: float
     learning_rate: float
+    probe_exact_match: float | None = None  # unrolled exact match on the probe rows, when given
 
 
 @dataclass
@@ -111,12 +112,14 @@ def fit(
     val_rows: Rows,
     on_epoch: OnEpoch | None = None,
     checkpoint_path: str | Path | None = None,
+    probe_rows: Rows | None = None,
 ) -> FitResult:
     """Train with teacher forcing on the answer positions; score unrolled exact match every epoch.
 
     ``on_epoch`` runs after each epoch and may return True to stop. The best epoch by validation
     exact match (the earliest on ties) is kept: written to ``checkpoint_path`` when given, and
-    loaded back into the returned model.
+    loaded back into the returned model. ``probe_rows`` (e.g. longer, unseen inputs) are scored
+    every epoch too, but never used to choose the best epoch: the probe stays a held-out test.
     """
     tc = config.train
     torch.set_flush_denormal(True)  # denormals made late LSTM epochs ~3x slower on CPU
@@ -126,6 +129,7 @@ def fit(
     torch.manual_seed(tc.seed)
     model = DigitSumModel(config.model).to(device)
     train, val = encode(train_rows).to(device), encode(val_rows).to(device)
+    probe = encode(probe_rows).to(device) if probe_rows is not None else None
     generator = torch.Generator().manual_seed(tc.seed)
 
     optimizer = torch.optim.AdamW(
@@ -143,7 +147,10 @@ def fit(
         train_loss = _train_epoch(model, train, optimizer, scheduler, tc, generator)
         val_loss = evaluate_loss(model, val)
         exact = accuracy(model, val).exact_match
-        result = EpochResult(epoch, train_loss, val_loss, exact, time.perf_counter() - start, learning_rate)
+        probe_exact = accuracy(model, probe).exact_match if probe is not None else None
+        result = EpochResult(
+            epoch, train_loss, val_loss, exact, time.perf_counter() - start, learning_rate, probe_exact
+        )
         history.append(result)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss is {train_loss} at epoch {epoch}; lower train.learning_rate")
@@ -195,12 +202,15 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for index in torch.arange(len(data), device=data.inputs.device).split(chunk_rows):
-        logits, _ = model(data.inputs[index])
-        targets = data.targets[index].reshape(-1)
-        total += float(F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), targets, ignore_index=IGNORE, reduction="sum"))
-        count += int((targets != IGNORE).sum())
-    model.train(was_training)
+    try:
+        for index in torch.arange(len(data), device=data.inputs.device).split(chunk_rows):
+            logits, _ = model(data.inputs[index])
+            targets = data.targets[index].reshape(-1)
+            loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), targets, ignore_index=IGNORE, reduction="sum")
+            total += float(loss)
+            count += int((targets != IGNORE).sum())
+    finally:
+        model.train(was_training)
     return total / max(count, 1)
 
 

@@ -184,6 +184,241 @@ def predict(
         typer.echo(f"{row['sequence']} -> {shown}  ({verdict})")
 
 
+# ---------------------------------------------------------------------------------------------
+# Sweep commands
+
+STORAGE_HELP = "Optuna storage URL (default: $SWEEP_STORAGE or sqlite:///studies/sweep.db); journal:FILE for a journal file."
+CHECKPOINT_DIR = Path("studies") / "checkpoints"
+
+
+def _storage(url: Optional[str]):
+    from sweep.storage import open_storage
+
+    return open_storage(url)
+
+
+@app.command()
+@user_errors
+def run(
+    spec_path: Path = typer.Argument(..., metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml."),
+    trials: Optional[int] = typer.Option(None, min=1, help="The study's total of finished trials (default: the spec's n_trials)."),
+    timeout: Optional[float] = typer.Option(None, min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
+    workers: int = typer.Option(1, min=1, help="Worker processes on this machine; torch threads are shared out among them."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    name: Optional[str] = typer.Option(None, help="Study name (default: the spec's name); a new name starts a new study."),
+    checkpoints: Path = typer.Option(CHECKPOINT_DIR, help="Folder for trial checkpoints."),
+) -> None:
+    """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
+
+    Example: sweep run studies/quickstart.yaml --workers 2
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sweep.run import RunPlan, prepare_study, run_study
+    from sweep.spec import load_spec
+    from sweep.storage import safe_url, default_url
+
+    spec = load_spec(spec_path)
+    study_name = name or spec.name
+    study = prepare_study(spec, _storage(storage), study_name)
+    plan = RunPlan(spec, storage, study_name, trials or spec.n_trials, timeout or spec.timeout, workers, checkpoints)
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    typer.echo(
+        f"study {study_name!r} in {safe_url(storage or default_url())}: {finished} of {plan.n_trials} trials finished; "
+        f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
+        + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+        task = progress.add_task(study_name, total=plan.n_trials, completed=min(finished, plan.n_trials))
+
+        def on_trial(trial, best) -> None:
+            if trial.user_attrs.get("surplus"):
+                return
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+            value = f"{trial.value:.4f}" if trial.value is not None else "-"
+            if trial.state.name == "PRUNED" and trial.intermediate_values:
+                value = f"{trial.intermediate_values[max(trial.intermediate_values)]:.4f}"
+            best_text = f"{best:.4f}" if best is not None else "-"
+            progress.console.print(
+                f"trial {trial.number:4d}  {trial.user_attrs.get('model_type', '?'):4s}  {trial.state.name:8s}  "
+                f"value {value}  best {best_text}  epochs {trial.user_attrs.get('epochs_run', 0):3d}  {seconds:6.1f}s",
+                highlight=False,
+            )
+            if trial.state.name in ("COMPLETE", "PRUNED"):
+                progress.advance(task)
+
+        try:
+            run_study(plan, on_trial)
+        except KeyboardInterrupt:
+            progress.stop()
+            typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+        except RuntimeError as error:
+            progress.stop()
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    _print_best(study_name, storage)
+
+
+def _best_summary(study) -> dict:
+    from optuna.trial import TrialState
+
+    trial = study.best_trial
+    checkpoint = trial.user_attrs.get("checkpoint")
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "value": trial.value,
+        "metric": study.user_attrs.get("metric", "value"),
+        "params": trial.params,
+        "val_exact_match": trial.user_attrs.get("val_exact_match"),
+        "probe_exact_match": trial.user_attrs.get("probe_exact_match"),
+        "probe_by_length": trial.user_attrs.get("probe_by_length"),
+        "epochs": trial.user_attrs.get("epochs_run"),
+        "n_parameters": trial.user_attrs.get("n_parameters"),
+        "seconds_per_epoch": trial.user_attrs.get("seconds_per_epoch"),
+        "checkpoint": checkpoint,
+        "checkpoint_exists": bool(checkpoint) and Path(checkpoint).is_file(),
+        "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+    }
+
+
+def _print_best(name: str, storage: Optional[str], as_json: bool = False) -> None:
+    from sweep.storage import load_study
+
+    study = load_study(name, _storage(storage))
+    try:
+        summary = _best_summary(study)
+    except ValueError:
+        raise DataError(f"study {name!r} has no completed trial yet; run it with `sweep run`") from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"best of {name!r}: trial {summary['trial']}, {summary['metric']} {summary['value']:.4f}")
+    for key, value in summary["params"].items():
+        typer.echo(f"  {key} = {value}")
+    if summary["probe_exact_match"] is not None:
+        typer.echo(f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}")
+    state = "" if summary["checkpoint_exists"] else " (not on this machine)"
+    typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
+
+
+@app.command()
+@user_errors
+def best(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the best trial of a study: value, parameters, probe accuracy, checkpoint.
+
+    Example: sweep best quickstart --json
+    """
+    _print_best(name, storage, as_json)
+
+
+@app.command("ls")
+@user_errors
+def list_studies(storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)) -> None:
+    """List the studies in the storage with trial counts by state and the best value.
+
+    Example: sweep ls --storage sqlite:///studies/sweep.db
+    """
+    import optuna
+
+    from sweep.storage import study_names
+
+    store = _storage(storage)
+    names = study_names(store)
+    if not names:
+        typer.echo("no studies yet; run `sweep run studies/quickstart.yaml`")
+        return
+    typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
+    for study_name in names:
+        study = optuna.load_study(study_name=study_name, storage=store)
+        trials = study.get_trials(deepcopy=False)
+        count = lambda state: sum(t.state.name == state for t in trials)  # noqa: E731
+        values = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        best_text = f"{max(values):.4f}" if values else "-"
+        typer.echo(
+            f"{study_name:24s} {count('COMPLETE'):8d} {count('PRUNED'):7d} {count('FAIL'):5d} "
+            f"{count('RUNNING') + count('WAITING'):7d} {best_text:>8s}"
+        )
+
+
+@app.command()
+@user_errors
+def export(
+    name: str = typer.Argument(..., help="Study name."),
+    out: Path = typer.Option(..., "--out", help="CSV file to write."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Export a study's trials (params, user attributes, states) as CSV.
+
+    Example: sweep export quickstart --out trials.csv
+    """
+    import os
+    import tempfile
+
+    from sweep.storage import load_study
+
+    frame = load_study(name, _storage(storage)).trials_dataframe(
+        attrs=("number", "value", "state", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    typer.echo(f"wrote {len(frame)} trials to {out}")
+
+
+@app.command()
+@user_errors
+def rerun(
+    name: str = typer.Argument(..., help="Study name."),
+    trial: int = typer.Argument(..., help="Trial number."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated train.seed values, e.g. 0,1,2 (default: the trial's own)."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Re-train one trial's config from scratch and show stored and new values.
+
+    Example: sweep rerun quickstart 7 --seeds 0,1,2
+    """
+    import statistics
+
+    from sweep.objective import rerun as rerun_trial
+    from sweep.storage import load_study
+
+    study = load_study(name, _storage(storage))
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise DataError(f"--seeds {seeds!r}: expected integers separated by commas, like 0,1,2") from None
+    stored = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
+    results = rerun_trial(study, trial, seed_list)
+    values = [r["value"] for r in results]
+    summary = {
+        "study": name, "trial": trial, "stored_value": stored.value if stored else None,
+        "stored_state": stored.state.name if stored else None, "runs": results,
+        "mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    stored_text = f"{summary['stored_value']:.4f}" if summary["stored_value"] is not None else "-"
+    typer.echo(f"trial {trial} of {name!r}: stored value {stored_text} ({summary['stored_state']})")
+    for r in results:
+        probe = f"  probe {r['probe_exact_match']:.4f}" if r["probe_exact_match"] is not None else ""
+        typer.echo(f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  epochs {r['epochs']}")
+    if len(values) > 1:
+        typer.echo(f"  mean {summary['mean']:.4f}, stdev {summary['stdev']:.4f} over {len(values)} seeds")
+
+
 def main() -> None:
     app()
 

@@ -93,10 +93,6 @@ def test_saved_weights_are_detached_cpu_copies(saved):
         assert value.device.type == "cpu" and not value.requires_grad
 
 
-@pytest.mark.xfail(
-    reason="BUG: save_checkpoint leaves mkstemp's 0600 mode on best.pt instead of the umask default",
-    strict=True,
-)
 def test_save_keeps_the_umask_permissions(tmp_path):
     path = tmp_path / "best.pt"
     previous = os.umask(0o022)
@@ -143,11 +139,6 @@ def test_corrupt_zip_directory(saved):
     assert_error(saved, "not a readable checkpoint")
 
 
-@pytest.mark.xfail(
-    reason="BUG: bytes corrupted inside the stored weights load silently (torch does not verify the "
-    "zip CRC); the checkpoint carries no checksum of its own",
-    strict=True,
-)
 def test_corrupt_weights_are_detected(saved):
     payload = torch.load(saved, weights_only=True)
     raw = payload["state_dict"]["head.weight"].numpy().tobytes()

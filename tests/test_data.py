@@ -206,10 +206,6 @@ def test_write_csv_replaces_an_existing_file(tmp_path):
     assert path.read_text() == "12,3\n"
 
 
-@pytest.mark.xfail(
-    reason="BUG: write_csv leaves mkstemp's 0600 mode on the CSV instead of the umask default",
-    strict=True,
-)
 def test_write_csv_keeps_the_umask_permissions(tmp_path):
     """An ordinary open() honours the umask (usually 0644); the atomic write should match it."""
     path = tmp_path / "rows.csv"
@@ -303,10 +299,6 @@ def test_read_csv_binary_file(tmp_path):
         read_csv(path)
 
 
-@pytest.mark.xfail(
-    reason="BUG: read_csv's regex uses \\d, which matches non-ASCII digits ('٣' U+0663), so such x are accepted",
-    strict=True,
-)
 def test_read_csv_rejects_non_ascii_digits(tmp_path):
     path = tmp_path / "arabic.csv"
     # '٣' is ARABIC-INDIC DIGIT THREE; digit_sums counts it as ord('٣') - ord('0') = 1587.
@@ -315,10 +307,6 @@ def test_read_csv_rejects_non_ascii_digits(tmp_path):
         read_csv(path)
 
 
-@pytest.mark.xfail(
-    reason="BUG: read_csv turns a y too large for int64 into an OverflowError instead of a DataError",
-    strict=True,
-)
 def test_read_csv_huge_sum_is_a_data_error(tmp_path):
     path = tmp_path / "huge.csv"
     path.write_text("12,3\n12,123456789012345678901234\n")
@@ -418,10 +406,6 @@ def test_encode_prompts_rejects(sequences):
         encode_prompts(sequences)
 
 
-@pytest.mark.xfail(
-    reason="BUG: encode_prompts' regex \\d accepts non-ASCII digits; the prompt then holds token 1587",
-    strict=True,
-)
 def test_encode_prompts_rejects_non_ascii_digits():
     with pytest.raises(DataError, match="digit sequence"):
         encode_prompts(["\u0663"])  # ARABIC-INDIC DIGIT THREE

@@ -265,10 +265,5 @@ def test_answers_to_numbers_of_an_empty_answer():
     assert answers_to_numbers(torch.tensor([[EOA, PAD]])).tolist() == [-1]
 
 
-@pytest.mark.xfail(
-    reason="BUG: answers_to_text returns '' (not None) for an answer that is only EOA, "
-    "while answers_to_numbers calls it malformed (-1)",
-    strict=True,
-)
 def test_answers_to_text_of_an_empty_answer_is_none():
     assert answers_to_text(torch.tensor([[EOA, PAD]])) == [None]

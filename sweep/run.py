@@ -1,0 +1,223 @@
+"""Run a study: one or many worker processes on one Optuna storage, and a monitor that prints.
+
+Workers use Optuna's own distributed mode: each process (on this machine or another) loads the
+same study from the same storage and runs `study.optimize` one trial at a time. What we add:
+
+* `--trials N` is the study's total of finished (complete or pruned) trials, whichever worker ran
+  them. Before each trial a worker fails stale trials (dead workers), then counts the trials that
+  are finished, running or waiting. A trial that was asked for when the budget was already taken
+  (two workers asking at the same instant) is failed at once and marked ``surplus``.
+* Workers that find no trial left to start wait for the running ones, so a trial of a worker that
+  dies is still retried (after the heartbeat grace period) and the total stays exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.objective import make_objective
+from sweep.spec import SpecError, StudySpec
+from sweep.storage import open_storage, study_names
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+POLL_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    spec: StudySpec
+    storage_url: str | None
+    study_name: str
+    n_trials: int
+    timeout: float | None
+    workers: int
+    checkpoint_dir: Path
+
+    @property
+    def threads_per_worker(self) -> int:
+        # More torch threads than cores, summed over processes, slowed epochs 5-18x here.
+        return max(1, available_cores() // self.workers)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """Create the study, or resume it if the stored one was made by the same search space."""
+    existed = name in study_names(storage)
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+        sampler=spec.make_sampler(), pruner=spec.make_pruner(),
+    )
+    stored = study.user_attrs.get("fingerprint")
+    if existed and stored is not None and stored != spec.fingerprint():
+        raise SpecError(
+            f"{spec.path}: study {name!r} in this storage was made with another metric, data or search space; "
+            f"run with --name NEW_NAME to start a new study (the stored one is kept)"
+        )
+    if stored is None:
+        # Enough to re-train any trial (`sweep rerun`) without the spec file.
+        study.set_user_attr("fingerprint", spec.fingerprint())
+        study.set_user_attr("spec_path", spec.path)
+        study.set_user_attr("metric", spec.metric)
+        study.set_user_attr("value_from", spec.value_from)
+        study.set_user_attr("base_config", spec.base.to_dict())
+        study.set_user_attr("probe", {"lengths": list(spec.probe.lengths), "sample": spec.probe.sample})
+        study.set_metric_names([spec.metric])
+    return study
+
+
+def _counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    return counts
+
+
+def next_step(study: optuna.Study, n_trials: int) -> str:
+    """'run' (start a trial), 'wait' (others' trials may still need a retry) or 'done'."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    counts = _counts(study)
+    if sum(counts[s] for s in FINISHED) >= n_trials:
+        return "done"
+    if counts[TrialState.WAITING] or sum(counts[s] for s in CLAIMED) < n_trials:
+        return "run"
+    return "wait"
+
+
+class _Surplus(Exception):
+    """The study's budget was already taken when this trial was asked for."""
+
+
+def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Callable[[optuna.Trial], float]:
+    def guarded(trial: optuna.Trial) -> float:
+        trials = trial.study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(me) is None:  # a retry replaces a counted trial
+            earlier = [
+                t for t in trials
+                if t.number < trial.number and t.state in CLAIMED
+                and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None
+            ]
+            if len(earlier) >= n_trials:
+                trial.set_user_attr("surplus", True)
+                raise _Surplus(f"the study already has {n_trials} trials")
+        return objective(trial)
+
+    return guarded
+
+
+def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Remove finished trials' checkpoints except the best trial's."""
+    try:
+        best = study.best_trial.number
+    except ValueError:
+        best = None
+    for other in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
+        path = other.user_attrs.get("checkpoint")
+        if other.number != best and path:
+            Path(path).unlink(missing_ok=True)
+
+
+def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
+    """One worker: start trials until the study's budget is taken or the deadline passes."""
+    storage = open_storage(plan.storage_url)
+    study = optuna.load_study(
+        study_name=plan.study_name, storage=storage,
+        sampler=plan.spec.make_sampler(worker), pruner=plan.spec.make_pruner(),
+    )
+    objective = _budgeted(make_objective(plan.spec, plan.checkpoint_dir, plan.threads_per_worker), plan.n_trials)
+    callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints == "best" else []
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
+    while deadline is None or time.time() < deadline:
+        step = next_step(study, plan.n_trials)
+        if step == "done":
+            return
+        if step == "wait":
+            time.sleep(POLL_SECONDS)
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+
+
+def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
+    try:
+        work(plan, worker, deadline)
+    except KeyboardInterrupt:  # Optuna already marked the running trial failed
+        pass
+
+
+def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], None] | None = None) -> optuna.Study:
+    """Run the plan's workers (in this process when there is one) while a monitor reports trials."""
+    deadline = time.time() + plan.timeout if plan.timeout else None
+    storage = open_storage(plan.storage_url, heartbeat=False)
+    study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    monitor = _Monitor(study, on_trial)
+    if plan.workers == 1:
+        thread = threading.Thread(target=monitor.watch, daemon=True)
+        thread.start()
+        try:
+            work(plan, 0, deadline)
+        finally:
+            monitor.stop.set()
+            thread.join()
+        return study
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_process, args=(plan, i, deadline)) for i in range(plan.workers)]
+    for process in processes:
+        process.start()
+    try:
+        while any(p.is_alive() for p in processes):
+            monitor.poll()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for process in processes:  # they got the same Ctrl-C; give them time to mark their trials
+            process.join(timeout=30)
+        raise
+    finally:
+        monitor.poll()
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} worker(s) exited with code(s) {failed}; run again to resume")
+    return study
+
+
+class _Monitor:
+    """Polls the storage and calls `on_trial` once for each trial that finished since the start."""
+
+    def __init__(self, study: optuna.Study, on_trial: Callable[[FrozenTrial, float | None], None] | None):
+        self.study = study
+        self.on_trial = on_trial
+        self.stop = threading.Event()
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def poll(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=lambda t: t.datetime_complete)
+        for trial in done:
+            self.seen.add(trial.number)
+            best = max((t.value for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete <= trial.datetime_complete), default=None)
+            if self.on_trial is not None:
+                self.on_trial(trial, best)
+
+    def watch(self) -> None:
+        while not self.stop.wait(1.0):
+            self.poll()
+        self.poll()

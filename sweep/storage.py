@@ -1,0 +1,115 @@
+"""Storage URL -> Optuna storage: embedded SQLite by default, a journal file, or PostgreSQL.
+
+RDB storages (SQLite, PostgreSQL) get heartbeats: a trial whose worker died is failed after the
+grace period and re-queued with the same parameters (`RetryHeartbeatStaleTrialCallback`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from digitsum.errors import UsageError
+
+ENV_VAR = "SWEEP_STORAGE"
+DEFAULT_PATH = Path("studies") / "sweep.db"
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30  # a trial silent for this long is failed and retried
+MAX_RETRY = 3
+
+
+class StorageError(UsageError):
+    """The storage cannot be opened; the message never shows a password."""
+
+
+def default_url() -> str:
+    return os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for every message and log line."""
+    if url.startswith("journal:"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable storage URL>"
+
+
+def journal_path(url: str) -> Path | None:
+    """``journal:PATH`` or a path ending in .log/.jsonl selects a journal file."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:") :].removeprefix("//"))
+    if "://" not in url and url.endswith((".log", ".jsonl")):
+        return Path(url)
+    return None
+
+
+def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """Open (and create, where it is a file) the storage; StorageError on any failure."""
+    url = url or default_url()
+    journal = journal_path(url)
+    try:
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(journal)))
+        if "://" not in url:
+            raise StorageError(
+                f"storage {url!r} is not a URL; use sqlite:///studies/sweep.db, journal:studies/sweep.log "
+                "or postgresql+psycopg://USER:PASS@HOST:PORT/DB"
+            )
+        engine_kwargs = {}
+        if url.startswith("sqlite:"):
+            database = url.split("///", 1)[-1]
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Several workers share one file: wait for the lock instead of failing at once.
+            engine_kwargs = {"connect_args": {"timeout": 60}}
+        else:
+            engine_kwargs = {"pool_pre_ping": True}
+        kwargs = {}
+        if heartbeat:
+            kwargs = dict(
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except StorageError:
+        raise
+    except ModuleNotFoundError as error:
+        hint = "pip install -e .[postgres]" if "psycopg" in str(error) else f"pip install {error.name}"
+        raise StorageError(f"storage {safe_url(url)}: driver {error.name!r} is missing; {hint}") from None
+    except Exception as error:  # sqlalchemy raises many kinds: bad URL, refused, wrong password
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        reason = reason.replace(url, safe_url(url))
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        raise StorageError(f"cannot open storage {safe_url(url)}: {reason[:200]}") from None
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    if name not in study_names(storage):
+        known = ", ".join(study_names(storage)) or "none yet; run `sweep run studies/quickstart.yaml`"
+        raise StorageError(f"no study named {name!r} in this storage; studies: {known}")
+    return optuna.load_study(study_name=name, storage=storage)
