@@ -17,8 +17,10 @@ from digitsum.errors import UsageError
 
 ENV_VAR = "SWEEP_STORAGE"
 DEFAULT_PATH = Path("studies") / "sweep.db"
-HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
-GRACE_PERIOD = 30  # a trial silent for this long is failed and retried
+# Seconds between a running trial's heartbeats, and the silence after which it is failed and
+# retried. Environment variables let tests (and impatient users) shorten them.
+HEARTBEAT_INTERVAL = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
+GRACE_PERIOD = int(os.environ.get("SWEEP_GRACE_PERIOD", "30"))
 MAX_RETRY = 3
 
 
