@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -125,6 +126,16 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
     return guarded
 
 
+def _enqueue_balanced(study: optuna.Study, param) -> None:
+    """Queue the least-tried choice of `param` (equal budgets per model type); the sampler fills in the rest."""
+    trials = study.get_trials(deepcopy=False, states=CLAIMED)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return  # a queued trial (a retry, or another worker's pick) goes first
+    counts = Counter(t.params.get(param.key, t.system_attrs.get("fixed_params", {}).get(param.key)) for t in trials)
+    choice = min(param.choices, key=lambda c: (counts[c], param.choices.index(c)))
+    study.enqueue_trial({param.key: choice})
+
+
 def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
     """Remove finished trials' checkpoints except the best trial's."""
     try:
@@ -154,6 +165,8 @@ def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
         if step == "wait":
             time.sleep(POLL_SECONDS)
             continue
+        if plan.spec.balance is not None:
+            _enqueue_balanced(study, plan.spec.balance)
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
 
 

@@ -39,7 +39,7 @@ PRUNERS = {
 }
 TOP_KEYS = {
     "name", "description", "metric", "value", "n_trials", "timeout", "data", "fixed", "sampler", "pruner",
-    "space", "keep_checkpoints",
+    "space", "keep_checkpoints", "balance",
 }
 DATA_KEYS = {"lengths", "val_fraction", "probe_lengths", "probe_sample", "dataset_path"}
 PARAM_KEYS = {"choices", "low", "high", "log", "step", "type", "when"}
@@ -96,6 +96,7 @@ class StudySpec:
     space: tuple[Param, ...]
     keep_checkpoints: str
     raw: dict
+    balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Suggest every active parameter, in spec order, so conditions can refer to earlier keys."""
@@ -110,7 +111,7 @@ class StudySpec:
 
     def fingerprint(self) -> str:
         """What a stored study must match to be resumed: metric and search space."""
-        shape = {"metric": self.metric, "space": self.raw.get("space"), "data": self.raw.get("data")}
+        shape = {key: self.raw.get(key) for key in ("metric", "space", "data", "fixed", "balance")}
         return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -184,12 +185,17 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
+    balance = None
+    if raw.get("balance") is not None:
+        balance = next((p for p in space if p.key == raw["balance"]), None)
+        if balance is None or balance.choices is None or balance.when:
+            raise fail("balance", f"{raw['balance']!r} must be an unconditional choices parameter of space")
     if metric == "probe_exact_match" and not probe.lengths:
         raise fail("metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
     spec = StudySpec(
         name=name.strip(), path=source, description=str(raw.get("description", "")).strip(), metric=metric,
         value_from=value_from, n_trials=n_trials, timeout=float(timeout) if timeout else None, base=base,
-        probe=probe, sampler=sampler, pruner=pruner, space=space, keep_checkpoints=keep, raw=raw,
+        probe=probe, sampler=sampler, pruner=pruner, space=space, keep_checkpoints=keep, raw=raw, balance=balance,
     )
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
