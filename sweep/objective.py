@@ -73,6 +73,8 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
         trial.set_user_attr("n_parameters", fitted.n_parameters)
         trial.set_user_attr("best_epoch", fitted.best_epoch)
         trial.set_user_attr("val_exact_match", fitted.best_exact_match)
+        seen = accuracy(fitted.model, encode(val_rows).to(_device(fitted)))
+        trial.set_user_attr("val_by_length", {str(k): round(v, 5) for k, v in seen.by_length.items()})
         if probe is not None:
             measured = measure_probe(fitted, probe)
             trial.set_user_attr("probe_exact_match", measured.exact_match)
@@ -89,7 +91,11 @@ def trial_value(fitted: FitResult, metric: str, value_from: str) -> float:
 
 
 def measure_probe(fitted: FitResult, probe: Rows) -> Accuracy:
-    return accuracy(fitted.model, encode(probe).to(next(fitted.model.parameters()).device))
+    return accuracy(fitted.model, encode(probe).to(_device(fitted)))
+
+
+def _device(fitted: FitResult):
+    return next(fitted.model.parameters()).device
 
 
 def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0) -> list[dict]:
