@@ -419,6 +419,65 @@ def rerun(
         typer.echo(f"  mean {summary['mean']:.4f}, stdev {summary['stdev']:.4f} over {len(values)} seeds")
 
 
+@app.command()
+@user_errors
+def report(
+    names: list[str] = typer.Argument(..., help="One or more study names; several are compared side by side."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: reports/<names>.html)."),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    attach: bool = typer.Option(True, help="Also attach the comparison figures to each study for optuna-dashboard."),
+) -> None:
+    """Write one self-contained HTML report (plotly.js embedded: opens offline) comparing trials.
+
+    Example: sweep report quickstart --out reports/quickstart.html
+    """
+    from sweep.report import figures_for_dashboard, write_report
+    from sweep.storage import default_url, load_study, safe_url
+
+    store = _storage(storage)
+    studies = [load_study(n, store) for n in names]
+    out = out or Path("reports") / f"{'-vs-'.join(names)}.html"
+    start = time.perf_counter()
+    n_figures = write_report(studies, out, safe_url(storage or default_url()))
+    typer.echo(f"wrote {out} ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
+    if attach:
+        import optuna_dashboard
+
+        for study in studies:
+            for index, figure in enumerate(figures_for_dashboard([study])):
+                optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
+
+
+@app.command()
+@user_errors
+def dashboard(
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you mean to share it."),
+    port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
+) -> None:
+    """Browse the studies in optuna-dashboard (the same storage `sweep run` writes).
+
+    Example: sweep dashboard --port 8080   (then open http://127.0.0.1:8080)
+    """
+    import socket
+
+    import optuna_dashboard
+
+    from sweep.storage import default_url, safe_url
+
+    store = _storage(storage)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise DataError(f"cannot listen on {host}:{port} ({error.strerror}); pick another --port") from None
+    typer.echo(f"optuna-dashboard on {safe_url(storage or default_url())}: http://{host}:{port}/  (Ctrl-C stops it)")
+    try:
+        optuna_dashboard.run_server(store, host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     app()
 

@@ -76,6 +76,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
         # Enough to re-train any trial (`sweep rerun`) without the spec file.
         study.set_user_attr("fingerprint", spec.fingerprint())
         study.set_user_attr("spec_path", spec.path)
+        study.set_user_attr("description", spec.description)
         study.set_user_attr("metric", spec.metric)
         study.set_user_attr("value_from", spec.value_from)
         study.set_user_attr("base_config", spec.base.to_dict())

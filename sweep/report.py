@@ -1,0 +1,373 @@
+"""Study (or studies) -> one self-contained Plotly HTML report that opens offline.
+
+`optuna.visualization` draws what it already can (importances, parallel coordinates, slices);
+our own figures cover what it lacks: comparisons by model type, learning curves coloured by model
+type, accuracy by input length, and an error analysis of the best model.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from digitsum.files import atomic_path
+
+COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
+EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+MAX_CURVES = 400  # learning curves drawn; more only slow the browser down
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    intro: str
+    figures: list[go.Figure]
+    table_html: str = ""
+
+
+def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+    """One row per trial of every study: group, state, value, params, user attributes, curve."""
+    rows = []
+    several = len(studies) > 1
+    for study in studies:
+        for t in study.get_trials(deepcopy=False):
+            if t.user_attrs.get("surplus"):
+                continue
+            model_type = t.user_attrs.get("model_type") or t.params.get("model.model_type", "?")
+            curve = dict(sorted(t.intermediate_values.items()))
+            rows.append({
+                "study": study.study_name,
+                "group": f"{study.study_name}: {model_type}" if several else model_type,
+                "model_type": model_type,
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "last_value": curve[max(curve)] if curve else None,
+                "curve": curve,
+                "params": t.params,
+                "attrs": t.user_attrs,
+                "start": t.datetime_start,
+                "complete": t.datetime_complete,
+            })
+    return pd.DataFrame(rows)
+
+
+def _color(group: str, groups: list[str]) -> str:
+    model_type = group.split(": ")[-1]
+    if len(set(g.split(": ")[-1] for g in groups)) == len(groups) and model_type in COLORS:
+        return COLORS[model_type]
+    return (list(COLORS.values()) + EXTRA_COLORS)[groups.index(group) % (len(COLORS) + len(EXTRA_COLORS))]
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=420,
+                      margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def summary_section(frame: pd.DataFrame, metric: str) -> Section:
+    rows = []
+    for group, trials in frame.groupby("group", sort=True):
+        complete = trials[trials.state == "COMPLETE"]
+        best = complete.loc[complete.value.idxmax()] if len(complete) else None
+        probe = [a.get("probe_exact_match") for a in complete.attrs if a.get("probe_exact_match") is not None]
+        rows.append({
+            "group": group,
+            "trials": len(trials),
+            "complete": int((trials.state == "COMPLETE").sum()),
+            "pruned": int((trials.state == "PRUNED").sum()),
+            "failed": int((trials.state == "FAIL").sum()),
+            f"best {metric}": _pct(best.value) if best is not None else "-",
+            f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
+            "best probe": _pct(max(probe)) if probe else "-",
+            "best trial": int(best.number) if best is not None else "-",
+            "parameters": f"{best.attrs.get('n_parameters', 0):,}" if best is not None else "-",
+            "s/epoch": f"{best.attrs.get('seconds_per_epoch', float('nan')):.2f}" if best is not None else "-",
+            "best configuration": _params_text(best.params) if best is not None else "-",
+        })
+    table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
+    return Section(
+        "Summary",
+        f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
+        "decoding, exact match); best probe accuracy on input lengths never seen in training; size and "
+        "speed of the best trial, and its configuration.",
+        [], table,
+    )
+
+
+def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
+    groups = sorted(frame.group.unique())
+    by_number, by_time, spread = go.Figure(), go.Figure(), go.Figure()
+    origin = frame.start.dropna().min()
+    for group in groups:
+        trials = frame[(frame.group == group) & frame.complete.notna()].sort_values("complete")
+        values = trials.value.where(trials.state == "COMPLETE")
+        best = values.ffill().cummax()
+        color = _color(group, groups)
+        by_number.add_trace(go.Scatter(x=trials.number, y=best, mode="lines+markers", name=group, line=dict(color=color, shape="hv")))
+        minutes = [(c - origin).total_seconds() / 60 for c in trials.complete]
+        by_time.add_trace(go.Scatter(x=minutes, y=best, mode="lines+markers", name=group, line=dict(color=color, shape="hv")))
+        complete = trials[trials.state == "COMPLETE"]
+        pruned = trials[trials.state == "PRUNED"]
+        spread.add_trace(go.Box(y=complete.value, name=group, boxpoints="all", jitter=0.4, marker_color=color,
+                                text=[f"trial {n}" for n in complete.number], legendgroup=group))
+        if len(pruned):
+            spread.add_trace(go.Box(y=pruned.last_value, name=f"{group} (pruned, last report)", boxpoints="all",
+                                    jitter=0.4, marker_color=color, opacity=0.45, fillcolor="rgba(0,0,0,0)",
+                                    line=dict(dash="dot"), text=[f"trial {n}" for n in pruned.number]))
+    return Section(
+        "Model types compared",
+        "Best value so far of each model type against trial number and against wall-clock time since the "
+        "first trial; then the distribution of final values of completed trials, with pruned trials "
+        "(their last reported value) shown beside them, faded.",
+        [
+            _layout(by_number, f"Best {metric} so far, by trial number", "trial number", metric),
+            _layout(by_time, f"Best {metric} so far, by wall-clock time", "minutes since the first trial", metric),
+            _layout(spread, f"Final {metric} per model type", "", metric),
+        ],
+    )
+
+
+def curves_section(frame: pd.DataFrame, metric: str) -> Section:
+    groups = sorted(frame.group.unique())
+    fig = go.Figure()
+    shown = frame[frame.curve.map(len) > 0]
+    if len(shown) > MAX_CURVES:  # keep every complete trial's curve first, then the latest pruned ones
+        shown = shown.sort_values(["state", "number"], ascending=[True, False]).head(MAX_CURVES)
+    legend_done: set[str] = set()
+    for row in shown.itertuples():
+        pruned = row.state == "PRUNED"
+        fig.add_trace(go.Scatter(
+            x=list(row.curve), y=list(row.curve.values()), mode="lines+markers" if pruned else "lines",
+            line=dict(color=_color(row.group, groups), width=1, dash="dot" if pruned else "solid"),
+            marker=dict(symbol="x", size=5), opacity=0.55 if pruned else 0.9,
+            name=row.group, legendgroup=row.group, showlegend=row.group not in legend_done,
+            hovertext=f"trial {row.number} ({row.state.lower()})", hoverinfo="x+y+text",
+        ))
+        legend_done.add(row.group)
+    return Section(
+        "Learning curves",
+        f"{metric} after every epoch (the values reported to the pruner), one line per trial, coloured by "
+        "model type. Pruned trials are dotted and end where the pruner stopped them.",
+        [_layout(fig, f"{metric} per epoch", "epoch", metric)],
+    )
+
+
+def hyperparameter_section(studies: list[optuna.Study], frame: pd.DataFrame, metric: str) -> Section:
+    figures = []
+    notes = []
+    for study in studies:
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if len(complete) < 2 or not study.best_trial.params:
+            notes.append(f"{study.study_name}: fewer than two completed trials, nothing to compare yet.")
+            continue
+        prefix = f"{study.study_name}: " if len(studies) > 1 else ""
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
+            notes.append(f"{study.study_name}: importances unavailable ({error}).")
+            importances = {}
+        if importances:
+            fig = optuna.visualization.plot_param_importances(study)
+            figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (fANOVA)", height=420))
+        # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
+        always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
+        if len(always) >= 2:
+            fig = optuna.visualization.plot_parallel_coordinate(study, params=always)
+            figures.append(fig.update_layout(title=f"{prefix}parallel coordinates (completed trials)", height=460))
+        top = [p for p in importances][:3] or always[:3]
+        if top:
+            fig = optuna.visualization.plot_slice(study, params=top)
+            figures.append(fig.update_layout(title=f"{prefix}{metric} against the most important parameters", height=420))
+    intro = ("Which hyperparameters mattered (Optuna's default fANOVA importance), every completed trial across "
+             "its parameters, and the value against the most important ones.")
+    if notes:
+        intro += " " + " ".join(notes)
+    return Section("Hyperparameters", intro, figures)
+
+
+def lengths_section(frame: pd.DataFrame) -> Section:
+    groups = sorted(frame.group.unique())
+    fig = go.Figure()
+    complete = frame[frame.state == "COMPLETE"]
+    trained: set[int] = set()
+    for group in groups:
+        trials = complete[complete.group == group].sort_values("value", ascending=False).head(3)
+        for rank, row in enumerate(trials.itertuples()):
+            by_length = {int(k): v for k, v in (row.attrs.get("val_by_length") or {}).items()}
+            trained |= set(by_length)
+            by_length.update({int(k): v for k, v in (row.attrs.get("probe_by_length") or {}).items()})
+            if not by_length:
+                continue
+            lengths = sorted(by_length)
+            fig.add_trace(go.Scatter(
+                x=lengths, y=[by_length[n] for n in lengths], mode="lines+markers", name=f"{group} #{rank + 1} (trial {row.number})",
+                line=dict(color=_color(group, groups), dash=["solid", "dash", "dot"][rank]),
+            ))
+    if trained:
+        fig.add_vrect(x0=min(trained) - 0.5, x1=max(trained) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
+                      annotation_text="lengths in training", annotation_position="top left")
+    return Section(
+        "Length generalization",
+        "Exact match by input length for the three best trials of each model type: validation rows of the "
+        "lengths trained on (shaded), then the probe of longer inputs that no model saw in training.",
+        [_layout(fig, "Exact match by input length", "input length (digits)", "exact match")],
+    )
+
+
+def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
+    from digitsum import config as cfg
+    from digitsum.checkpoint import CheckpointError, load_checkpoint
+    from digitsum.data import encode
+    from digitsum.decode import answers_to_numbers, exact_matches, greedy_decode
+    from sweep.objective import _data_only, _split, probe_rows
+
+    complete = frame[frame.state == "COMPLETE"]
+    if not len(complete):
+        return Section("Error analysis of the best model", "No completed trial yet.", [])
+    best = complete.loc[complete.value.idxmax()]
+    title = "Error analysis of the best model"
+    path = best.attrs.get("checkpoint")
+    if not path:
+        return Section(title, f"Trial {best.number} of {best.study} recorded no checkpoint.", [])
+    try:
+        model, payload = load_checkpoint(path)
+    except CheckpointError as error:
+        return Section(title, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", [])
+    config = cfg.from_dict(payload["config"])
+    _, val_rows = _split(_data_only(config.train))
+    study = next(s for s in studies if s.study_name == best.study)
+    probe_spec = study.user_attrs.get("probe", {})
+    parts = [("validation", val_rows)]
+    probe = probe_rows(tuple(probe_spec.get("lengths", [])), int(probe_spec.get("sample", 10_000)))
+    if probe is not None:
+        parts.append(("probe", probe))
+    records = []
+    for name, rows in parts:
+        data = encode(rows)
+        decoded = greedy_decode(model, data)
+        records.append(pd.DataFrame({
+            "part": name, "x": rows.x, "y": rows.y, "length": rows.lengths,
+            "predicted": answers_to_numbers(decoded), "correct": exact_matches(decoded, data.answers).numpy(),
+        }))
+    table = pd.concat(records, ignore_index=True)
+    by_sum = go.Figure()
+    by_length = go.Figure()
+    for name, part in table.groupby("part", sort=False):
+        per_sum = part.groupby("y").correct.agg(["mean", "size"]).reset_index()
+        by_sum.add_trace(go.Bar(x=per_sum.y, y=per_sum["mean"], name=name, text=per_sum["size"], hovertemplate="sum %{x}: %{y:.3f} of %{text} rows"))
+        per_length = part.groupby("length").correct.mean().reset_index()
+        by_length.add_trace(go.Bar(x=per_length.length, y=per_length.correct, name=name))
+    wrong = table[~table.correct]
+    common = Counter(zip(wrong.part, wrong.y, wrong.predicted)).most_common(12)
+    wrong_table = pd.DataFrame(
+        [{"rows": n, "part": p, "true sum": y, "answered": ("no answer" if a < 0 else a),
+          "example input": wrong[(wrong.part == p) & (wrong.y == y) & (wrong.predicted == a)].x.iloc[0]} for (p, y, a), n in common]
+    )
+    intro = (f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
+             + (" and on the probe" if probe is not None else "") + f": {len(wrong):,} wrong of {len(table):,}. "
+             "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
+             "never wrote them.")
+    figures = [
+        _layout(by_sum, "Exact match by true sum", "digit sum", "exact match").update_layout(barmode="group"),
+        _layout(by_length, "Exact match by input length", "input length", "exact match").update_layout(barmode="group"),
+    ]
+    return Section(title, intro, figures,
+                   "<h3>Most frequent wrong answers</h3>" + (wrong_table.to_html(index=False, border=0, classes="summary") if len(wrong_table) else "<p>None: every row is right.</p>"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; padding-bottom: 0.3rem; }
+p.intro { color: #444; max-width: 60rem; } .meta { color: #666; font-size: 0.9rem; }
+table.summary { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
+table.summary th, table.summary td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: left; vertical-align: top; }
+table.summary th { background: #f6f6f6; }
+"""
+
+
+def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, int]:
+    """The whole HTML page, and its number of figures."""
+    metric = studies[0].user_attrs.get("metric", "value")
+    frame = trials_frame(studies)
+    if frame.empty:
+        raise ValueError("the studies have no trials yet; run them with `sweep run` first")
+    sections = [
+        summary_section(frame, metric),
+        comparison_section(frame, metric),
+        curves_section(frame, metric),
+        hyperparameter_section(studies, frame, metric),
+        lengths_section(frame),
+        error_section(studies, frame),
+    ]
+    names = ", ".join(s.study_name for s in studies)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>digitsum-sweep report: {html.escape(names)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Sweep report: {html.escape(names)}</h1>",
+        f"<p class='meta'>{len(frame)} trials from {html.escape(storage_text)}; written {time.strftime('%Y-%m-%d %H:%M')}. "
+        "Accuracy is exact match of the whole answer under greedy, token-by-token decoding.</p>",
+    ]
+    for study in studies:
+        description = study.user_attrs.get("description") or ""
+        spec = study.user_attrs.get("spec_path", "?")
+        parts.append(f"<p class='meta'><b>{html.escape(study.study_name)}</b>: spec {html.escape(spec)}. {html.escape(description)}</p>")
+    first = True
+    n_figures = 0
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2><p class='intro'>{html.escape(section.intro)}</p>")
+        if section.table_html and section.title == "Summary":
+            parts.append(section.table_html)
+        for fig in section.figures:
+            # plotly.js goes into the page once, with the first figure: the file opens offline.
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
+            first = False
+            n_figures += 1
+        if section.table_html and section.title != "Summary":
+            parts.append(section.table_html)
+    parts.append("</body></html>")
+    return "\n".join(parts), n_figures
+
+
+def write_report(studies: list[optuna.Study], out: Path, storage_text: str) -> int:
+    page, n_figures = build_report(studies, storage_text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return n_figures
+
+
+def figures_for_dashboard(studies: list[optuna.Study]) -> list[go.Figure]:
+    """Our comparison figures, to attach to a study for optuna-dashboard."""
+    metric = studies[0].user_attrs.get("metric", "value")
+    frame = trials_frame(studies)
+    if frame.empty:
+        return []
+    return comparison_section(frame, metric).figures + curves_section(frame, metric).figures + lengths_section(frame).figures
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
+
+
+def _params_text(params: dict) -> str:
+    def short(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.split('.', 1)[-1]}={short(v)}" for k, v in params.items())
+
