@@ -207,6 +207,7 @@ def run(
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
     name: Optional[str] = typer.Option(None, help="Study name (default: the spec's name); a new name starts a new study."),
     checkpoints: Path = typer.Option(CHECKPOINT_DIR, help="Folder for trial checkpoints."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads per worker (default: cores / workers)."),
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
@@ -221,7 +222,7 @@ def run(
     spec = load_spec(spec_path)
     study_name = name or spec.name
     study = prepare_study(spec, _storage(storage), study_name)
-    plan = RunPlan(spec, storage, study_name, trials or spec.n_trials, timeout or spec.timeout, workers, checkpoints)
+    plan = RunPlan(spec, storage, study_name, trials or spec.n_trials, timeout or spec.timeout, workers, checkpoints, threads)
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
     typer.echo(
         f"study {study_name!r} in {safe_url(storage or default_url())}: {finished} of {plan.n_trials} trials finished; "

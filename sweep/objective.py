@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import socket
 from pathlib import Path
 from typing import Callable
@@ -51,7 +52,7 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
         train_rows, val_rows = _split(_data_only(config.train))
         path = checkpoint_path(checkpoint_dir, trial.study.study_name, trial.number)
         trial.set_user_attr("model_type", config.model.model_type)
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("checkpoint", str(path))
         epochs: list[EpochResult] = []
 

@@ -45,11 +45,12 @@ class RunPlan:
     timeout: float | None
     workers: int
     checkpoint_dir: Path
+    threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
 
     @property
     def threads_per_worker(self) -> int:
         # More torch threads than cores, summed over processes, slowed epochs 5-18x here.
-        return max(1, available_cores() // self.workers)
+        return self.threads or max(1, available_cores() // self.workers)
 
 
 def available_cores() -> int:

@@ -1,0 +1,122 @@
+"""Many workers on one PostgreSQL storage (Optuna's distributed mode), with a worker killed mid-trial.
+
+A real server: initdb + pg_ctl on a free loopback port with password authentication, stopped at
+the end even when a test fails. Skipped with a reason where PostgreSQL cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pg_server import postgres_server, why_unavailable  # noqa: E402
+
+pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
+
+SWEEP = str(Path(sys.executable).with_name("sweep"))
+SPEC = """
+name: pg-kill
+n_trials: 9
+data: {lengths: [2, 3], val_fraction: 0.2}
+fixed: {train.n_epochs: 8, train.seed: 0, model.hidden_size: 32}
+sampler: {type: random, seed: 3}
+pruner: {type: none}
+space:
+  model.model_type: {choices: [lstm, gru]}
+  train.learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def database_url():
+    with postgres_server() as url:
+        yield url
+
+
+def _env() -> dict:
+    # Short heartbeats so a killed worker's trial is failed and retried within seconds.
+    return {**os.environ, "SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
+
+
+def _start_worker(spec: Path, url: str, cwd: Path) -> subprocess.Popen:
+    command = [SWEEP, "run", str(spec), "--storage", url, "--checkpoints", str(cwd / "ckpt"), "--threads", "1"]
+    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def test_three_workers_one_killed_exact_total(tmp_path, database_url):
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(SPEC)
+    first = subprocess.run([SWEEP, "run", str(spec), "--storage", database_url, "--trials", "1",
+                            "--checkpoints", str(tmp_path / "ckpt"), "--threads", "1"],
+                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr  # creates the study once, runs one trial
+    assert database_url.split(":")[2].split("@")[0] not in first.stdout + first.stderr  # the password never shows
+
+    workers = [_start_worker(spec, database_url, tmp_path) for _ in range(3)]
+    storage = optuna.storages.RDBStorage(database_url)
+    study = optuna.load_study(study_name="pg-kill", storage=storage)
+    victim, killed_number = workers[0], None
+    try:
+        deadline = time.time() + 120
+        while killed_number is None and time.time() < deadline:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("worker", "").endswith(f":{victim.pid}") and trial.intermediate_values:
+                    killed_number = trial.number  # mid-trial: it has reported at least one epoch
+                    os.killpg(victim.pid, signal.SIGKILL)
+                    break
+            time.sleep(0.1)
+        assert killed_number is not None, "worker 0 never ran a trial"
+        outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
+        assert all(w.returncode == 0 for w in workers[1:]), outputs
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 9  # --trials is the exact total across all workers
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = next(t for t in trials if t.number == killed_number)
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in finished if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
+    assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same parameters
+
+
+def test_wrong_password_is_one_line_without_the_password(tmp_path, database_url):
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(SPEC)
+    wrong = database_url.replace("sweep:", "sweep:notthepassword", 1)
+    result = subprocess.run([SWEEP, "run", str(spec), "--storage", wrong], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), result.stderr
+    assert "notthepassword" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_one_line(tmp_path, database_url):
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(SPEC)
+    port = database_url.rsplit(":", 1)[1].split("/")[0]
+    closed = database_url.replace(f":{port}/", ":1/")
+    result = subprocess.run([SWEEP, "ls", "--storage", closed], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), result.stderr
+    assert database_url.split(":")[2].split("@")[0] not in result.stderr
