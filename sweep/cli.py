@@ -220,6 +220,7 @@ def run(
     from sweep.storage import safe_url, default_url
 
     spec = load_spec(spec_path)
+    _check_writable(checkpoints)
     study_name = name or spec.name
     study = prepare_study(spec, _storage(storage), study_name)
     plan = RunPlan(spec, storage, study_name, trials or spec.n_trials, timeout or spec.timeout, workers, checkpoints, threads)
@@ -254,11 +255,23 @@ def run(
             progress.stop()
             typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
             raise typer.Exit(130) from None
-        except RuntimeError as error:
+        except RuntimeError as error:  # a worker failed, or the storage was lost (StorageLost)
             progress.stop()
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
     _print_best(study_name, storage)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before the first trial, not inside every trial, when checkpoints cannot be written."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DataError(f"cannot write checkpoints to {folder} ({error.strerror}); pass --checkpoints DIR") from None
 
 
 def _best_summary(study) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import warnings
@@ -26,6 +27,7 @@ from typing import Callable
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.objective import make_objective
 from sweep.spec import SpecError, StudySpec
@@ -172,11 +174,23 @@ def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
 
 
+class StorageLost(RuntimeError):
+    """The storage stopped answering during a run; what it stored stays stored."""
+
+
 def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
     try:
         work(plan, worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
+    except SQLAlchemyError as error:
+        print(f"error: worker {worker}: {lost_message(error)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def lost_message(error: Exception) -> str:
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())[:160]
+    return f"lost the storage ({reason}); finished trials stay stored; run the same command again to resume"
 
 
 def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], None] | None = None) -> optuna.Study:
@@ -190,6 +204,8 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         thread.start()
         try:
             work(plan, 0, deadline)
+        except SQLAlchemyError as error:
+            raise StorageLost(lost_message(error)) from None
         finally:
             monitor.stop.set()
             thread.join()
@@ -200,17 +216,23 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         process.start()
     try:
         while any(p.is_alive() for p in processes):
-            monitor.poll()
+            try:
+                monitor.poll()
+            except SQLAlchemyError:
+                pass  # the workers report a lost storage themselves
             time.sleep(1.0)
     except KeyboardInterrupt:
         for process in processes:  # they got the same Ctrl-C; give them time to mark their trials
             process.join(timeout=30)
         raise
     finally:
-        monitor.poll()
+        try:
+            monitor.poll()
+        except SQLAlchemyError:
+            pass
     failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed:
-        raise RuntimeError(f"{len(failed)} worker(s) exited with code(s) {failed}; run again to resume")
+        raise RuntimeError(f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume")
     return study
 
 
@@ -233,6 +255,9 @@ class _Monitor:
                 self.on_trial(trial, best)
 
     def watch(self) -> None:
-        while not self.stop.wait(1.0):
+        try:
+            while not self.stop.wait(1.0):
+                self.poll()
             self.poll()
-        self.poll()
+        except SQLAlchemyError:
+            pass  # the worker meets the same error and reports it
