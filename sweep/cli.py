@@ -192,8 +192,11 @@ CHECKPOINT_DIR = Path("studies") / "checkpoints"
 
 
 def _storage(url: Optional[str]):
+    import optuna
+
     from sweep.storage import open_storage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     return open_storage(url)
 
 

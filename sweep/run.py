@@ -14,6 +14,7 @@ same study from the same storage and runs `study.optimize` one trial at a time. 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import multiprocessing
 import os
 import sys
@@ -31,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.objective import make_objective
 from sweep.spec import SpecError, StudySpec
-from sweep.storage import open_storage, study_names
+from sweep.storage import GRACE_PERIOD, open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -108,6 +109,25 @@ def next_step(study: optuna.Study, n_trials: int) -> str:
     return "wait"
 
 
+def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, adopted: set[int]) -> None:
+    """Give a heartbeat to RUNNING trials that never recorded one, so they can go stale.
+
+    Optuna only fails trials whose heartbeat went silent; a trial whose worker died (or lost the
+    database) before its first heartbeat would stay RUNNING forever and the study would never
+    reach its total. Each worker records one heartbeat per such trial, once: a live trial's own
+    thread keeps it fresh, a dead one is failed and retried a grace period later.
+    """
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        return
+    old_enough = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_PERIOD + interval)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number not in adopted and trial.datetime_start and trial.datetime_start < old_enough:
+            adopted.add(trial.number)
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+
+
 class _Surplus(Exception):
     """The study's budget was already taken when this trial was asked for."""
 
@@ -152,8 +172,19 @@ def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
             Path(path).unlink(missing_ok=True)
 
 
+def _quiet_thread_storage_errors(args: threading.ExceptHookArgs) -> None:
+    # Optuna's heartbeat thread dies with a traceback when the database goes away; the worker
+    # itself meets the same error and reports it in one line.
+    if storage_error(args.exc_value) is None:
+        _default_thread_hook(args)
+
+
+_default_thread_hook = threading.excepthook
+
+
 def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
     """One worker: start trials until the study's budget is taken or the deadline passes."""
+    threading.excepthook = _quiet_thread_storage_errors
     storage = open_storage(plan.storage_url)
     study = optuna.load_study(
         study_name=plan.study_name, storage=storage,
@@ -162,11 +193,13 @@ def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
     objective = _budgeted(make_objective(plan.spec, plan.checkpoint_dir, plan.threads_per_worker), plan.n_trials)
     callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints == "best" else []
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
+    adopted: set[int] = set()
     while deadline is None or time.time() < deadline:
         step = next_step(study, plan.n_trials)
         if step == "done":
             return
         if step == "wait":
+            _adopt_orphans(study, storage, adopted)
             time.sleep(POLL_SECONDS)
             continue
         if plan.spec.balance is not None:
@@ -183,9 +216,24 @@ def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
         work(plan, worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
-    except SQLAlchemyError as error:
-        print(f"error: worker {worker}: {lost_message(error)}", file=sys.stderr, flush=True)
+    except Exception as error:
+        lost = storage_error(error)
+        if lost is None:
+            raise
+        print(f"error: worker {worker}: {lost_message(lost)}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def storage_error(error: BaseException | None) -> SQLAlchemyError | None:
+    """The database error behind `error`, if any. Optuna 5.0 can mask a failed `tell` with an
+    UnboundLocalError raised from its own `finally`, so the whole exception chain is searched."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SQLAlchemyError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def lost_message(error: Exception) -> str:
@@ -204,8 +252,11 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         thread.start()
         try:
             work(plan, 0, deadline)
-        except SQLAlchemyError as error:
-            raise StorageLost(lost_message(error)) from None
+        except Exception as error:
+            lost = storage_error(error)
+            if lost is None:
+                raise
+            raise StorageLost(lost_message(lost)) from None
         finally:
             monitor.stop.set()
             thread.join()
@@ -218,8 +269,8 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         while any(p.is_alive() for p in processes):
             try:
                 monitor.poll()
-            except SQLAlchemyError:
-                pass  # the workers report a lost storage themselves
+            except Exception:  # a lost storage: the workers report it themselves
+                pass
             time.sleep(1.0)
     except KeyboardInterrupt:
         for process in processes:  # they got the same Ctrl-C; give them time to mark their trials
@@ -228,7 +279,7 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
     finally:
         try:
             monitor.poll()
-        except SQLAlchemyError:
+        except Exception:
             pass
     failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed:
@@ -259,5 +310,5 @@ class _Monitor:
             while not self.stop.wait(1.0):
                 self.poll()
             self.poll()
-        except SQLAlchemyError:
-            pass  # the worker meets the same error and reports it
+        except Exception:  # a lost storage: the worker meets the same error and reports it
+            pass

@@ -40,34 +40,55 @@ def why_unavailable() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yield a postgresql+psycopg:// URL of a fresh database; the server is stopped afterwards."""
-    bin_dir = find_bin()
-    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
-    password = secrets.token_hex(8)
-    port = free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    (root / "pw").write_text(password + "\n")
-    os.chmod(root, 0o777)
-    if as_postgres:
-        shutil.chown(root, "postgres")
-        shutil.chown(root / "pw", "postgres")
-    data = root / "data"
+class PostgresServer:
+    """A throwaway cluster: `url` for the database, `stop()` and `start()` to simulate an outage."""
 
-    def run(*args: str) -> None:
-        subprocess.run([*as_postgres, *args], check=True, capture_output=True, timeout=120)
+    def __init__(self) -> None:
+        self.bin_dir = find_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+        self.password = secrets.token_hex(8)
+        self.port = free_port()
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.data = self.root / "data"
+        self.url = f"postgresql+psycopg://sweep:{self.password}@127.0.0.1:{self.port}/sweep"
 
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "sweep", "--auth=scram-sha-256", f"--pwfile={root / 'pw'}")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off"
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-    try:
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_postgres, *args], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        (self.root / "pw").write_text(self.password + "\n")
+        os.chmod(self.root, 0o777)
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.root / "pw", "postgres")
+        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "sweep", "--auth=scram-sha-256",
+                  f"--pwfile={self.root / 'pw'}")
+        self.start()
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=sweep password={password} dbname=postgres", autocommit=True) as conn:
+        dsn = f"host=127.0.0.1 port={self.port} user=sweep password={self.password} dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE sweep")
-        yield f"postgresql+psycopg://sweep:{password}@127.0.0.1:{port}/sweep"
-    finally:
-        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run([*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
                        capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh server and database; stopped and removed afterwards, also when a test fails."""
+    server = PostgresServer()
+    try:
+        server.init()
+        yield server
+    finally:
+        server.remove()

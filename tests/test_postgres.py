@@ -38,9 +38,14 @@ space:
 
 
 @pytest.fixture(scope="module")
-def database_url():
-    with postgres_server() as url:
-        yield url
+def server():
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture
+def database_url(server):
+    return server.url
 
 
 def _env() -> dict:
@@ -120,3 +125,39 @@ def test_unreachable_server_is_one_line(tmp_path, database_url):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), result.stderr
     assert database_url.split(":")[2].split("@")[0] not in result.stderr
+
+
+def test_storage_lost_mid_run_then_resumed(tmp_path, server):
+    spec = tmp_path / "lost.yaml"
+    spec.write_text(SPEC.replace("name: pg-kill", "name: pg-lost").replace("n_trials: 9", "n_trials: 4"))
+    worker = _start_worker(spec, server.url, tmp_path)
+    storage = optuna.storages.RDBStorage(server.url)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            names = [s.study_name for s in storage.get_all_studies()]
+            if "pg-lost" in names and optuna.load_study(study_name="pg-lost", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,)
+            ):
+                break
+            time.sleep(0.2)
+        storage.engine.dispose()
+        server.stop("fast")  # the database goes away in the middle of a trial
+        output, _ = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        server.start()
+    assert worker.returncode == 1, output
+    error_lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "lost the storage" in error_lines[0], output
+    assert "Traceback" not in output
+    assert server.password not in output
+
+    resumed = subprocess.run([SWEEP, "run", str(spec), "--storage", server.url, "--checkpoints", str(tmp_path / "ckpt"),
+                              "--threads", "1"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = optuna.load_study(study_name="pg-lost", storage=optuna.storages.RDBStorage(server.url))
+    trials = study.get_trials(deepcopy=False)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]  # the interrupted trial was failed (stale) and retried
