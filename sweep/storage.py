@@ -82,7 +82,10 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
                 grace_period=GRACE_PERIOD,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        if url.startswith("sqlite:"):
+            _write_ahead_log(storage)
+        return storage
     except StorageError:
         raise
     except ModuleNotFoundError as error:
@@ -95,6 +98,22 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         if password:
             reason = reason.replace(password, "***")
         raise StorageError(f"cannot open storage {safe_url(url)}: {reason[:200]}") from None
+
+
+def _write_ahead_log(storage: RDBStorage) -> None:
+    """WAL journal with synchronous=NORMAL: a trial's many small commits (reports, attributes,
+    heartbeats) stop waiting for an fsync each, and readers (the dashboard, other workers) do not
+    block the writer. A crash can lose the last commits, never corrupt the file."""
+    from sqlalchemy import event
+
+    def on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened while creating the tables reconnect with the pragmas
 
 
 def _password(url: str) -> str | None:
