@@ -186,6 +186,7 @@ class Encoded:
     answers: torch.Tensor
     input_lengths: torch.Tensor
     sequence_lengths: torch.Tensor
+    sums: torch.Tensor  # y as a number, for sampling and error analysis
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -242,6 +243,7 @@ def encode(rows: Rows) -> Encoded:
         answers=as_long(answers),
         input_lengths=as_long(x_len),
         sequence_lengths=as_long(x_len + 1 + y_len),
+        sums=as_long(rows.y),
     )
 
 
@@ -281,19 +283,28 @@ def stratified_split(rows: Rows, train_fraction: float, seed: int) -> tuple[np.n
 
 
 def epoch_batches(
-    data: Encoded, batch_size: int, generator: torch.Generator, balance_lengths: bool = False
+    data: Encoded,
+    batch_size: int,
+    generator: torch.Generator,
+    balance_lengths: bool = False,
+    answer_balance: float = 0.0,
 ) -> list[torch.Tensor]:
     """One epoch of row indices, shuffled with `generator`, as a list of batch index tensors.
 
-    With ``balance_lengths`` every input length is drawn equally often (with replacement), so the
-    few short strings weigh as much as the many long ones; the epoch keeps ``len(data)`` rows.
+    With ``balance_lengths`` every input length is drawn equally often, so the few short strings
+    weigh as much as the many long ones. ``answer_balance`` in [0, 1] weighs each row by
+    ``count(its sum) ** -answer_balance``: at 1 every sum is drawn equally often, so the rare large
+    sums (which longer inputs need far more often) are learned as well as the common ones. Either
+    draws ``len(data)`` rows with replacement; with neither, the epoch is a plain permutation.
     """
     n = len(data)
-    if balance_lengths:
-        lengths = data.input_lengths
-        counts = torch.bincount(lengths)
-        weights = 1.0 / counts[lengths].double()
-        order = torch.multinomial(weights, n, replacement=True, generator=generator)
-    else:
+    if not balance_lengths and answer_balance == 0:
         order = torch.randperm(n, generator=generator)
+        return list(order.split(batch_size))
+    weights = torch.ones(n, dtype=torch.float64)
+    if balance_lengths:
+        weights /= torch.bincount(data.input_lengths)[data.input_lengths].double()
+    if answer_balance:
+        weights *= torch.bincount(data.sums)[data.sums].double() ** -answer_balance
+    order = torch.multinomial(weights, n, replacement=True, generator=generator)
     return list(order.split(batch_size))

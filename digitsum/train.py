@@ -35,6 +35,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     lr_schedule: str = "cosine"  # cosine decay to 1% stops the late-training swings of a constant rate
     balance_lengths: bool = False  # draw every input length equally often
+    answer_balance: float = 0.0  # 0..1: weigh rows by count(sum)**-answer_balance (1: every sum equally often)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     num_threads: int = 0  # torch threads; 0 leaves torch's default
@@ -182,7 +183,7 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
 def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator) -> float:
     model.train()
     loss_sum = torch.zeros((), device=data.inputs.device)
-    for index in epoch_batches(data, tc.batch_size, generator, tc.balance_lengths):
+    for index in epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance):
         index = index.to(data.inputs.device)
         logits, _ = model(data.inputs[index])
         loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
