@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from digitsum.errors import UsageError
 from digitsum.files import atomic_path
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
@@ -54,7 +55,7 @@ def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
                 "last_value": curve[max(curve)] if curve else None,
                 "curve": curve,
                 "params": t.params,
-                "attrs": t.user_attrs,
+                "user_attrs": t.user_attrs,
                 "start": t.datetime_start,
                 "complete": t.datetime_complete,
             })
@@ -83,7 +84,7 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
     for group, trials in frame.groupby("group", sort=True):
         complete = trials[trials.state == "COMPLETE"]
         best = complete.loc[complete.value.idxmax()] if len(complete) else None
-        probe = [a.get("probe_exact_match") for a in complete.attrs if a.get("probe_exact_match") is not None]
+        probe = [a.get("probe_exact_match") for a in complete.user_attrs if a.get("probe_exact_match") is not None]
         rows.append({
             "group": group,
             "trials": len(trials),
@@ -94,8 +95,8 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
             f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
             "best probe": _pct(max(probe)) if probe else "-",
             "best trial": int(best.number) if best is not None else "-",
-            "parameters": f"{best.attrs.get('n_parameters', 0):,}" if best is not None else "-",
-            "s/epoch": f"{best.attrs.get('seconds_per_epoch', float('nan')):.2f}" if best is not None else "-",
+            "parameters": f"{best.user_attrs.get('n_parameters', 0):,}" if best is not None else "-",
+            "s/epoch": f"{best.user_attrs.get('seconds_per_epoch', float('nan')):.2f}" if best is not None else "-",
             "best configuration": _params_text(best.params) if best is not None else "-",
         })
     table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
@@ -127,7 +128,7 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
         if len(pruned):
             spread.add_trace(go.Box(y=pruned.last_value, name=f"{group} (pruned, last report)", boxpoints="all",
                                     jitter=0.4, marker_color=color, opacity=0.45, fillcolor="rgba(0,0,0,0)",
-                                    line=dict(dash="dot"), text=[f"trial {n}" for n in pruned.number]))
+                                    text=[f"trial {n}" for n in pruned.number]))
     return Section(
         "Model types compared",
         "Best value so far of each model type against trial number and against wall-clock time since the "
@@ -207,9 +208,9 @@ def lengths_section(frame: pd.DataFrame) -> Section:
     for group in groups:
         trials = complete[complete.group == group].sort_values("value", ascending=False).head(3)
         for rank, row in enumerate(trials.itertuples()):
-            by_length = {int(k): v for k, v in (row.attrs.get("val_by_length") or {}).items()}
+            by_length = {int(k): v for k, v in (row.user_attrs.get("val_by_length") or {}).items()}
             trained |= set(by_length)
-            by_length.update({int(k): v for k, v in (row.attrs.get("probe_by_length") or {}).items()})
+            by_length.update({int(k): v for k, v in (row.user_attrs.get("probe_by_length") or {}).items()})
             if not by_length:
                 continue
             lengths = sorted(by_length)
@@ -240,7 +241,7 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
         return Section("Error analysis of the best model", "No completed trial yet.", [])
     best = complete.loc[complete.value.idxmax()]
     title = "Error analysis of the best model"
-    path = best.attrs.get("checkpoint")
+    path = best.user_attrs.get("checkpoint")
     if not path:
         return Section(title, f"Trial {best.number} of {best.study} recorded no checkpoint.", [])
     try:
@@ -307,7 +308,7 @@ def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, i
     metric = studies[0].user_attrs.get("metric", "value")
     frame = trials_frame(studies)
     if frame.empty:
-        raise ValueError("the studies have no trials yet; run them with `sweep run` first")
+        raise UsageError("the studies have no trials yet; run them with `sweep run` first")
     sections = [
         summary_section(frame, metric),
         comparison_section(frame, metric),

@@ -47,7 +47,7 @@ N_EPOCHS = 2
 # pruner's warm-up spans every epoch, so the shared study has a pruner but no pruned trial and the
 # report and dashboard checks can run. test_report.py::test_report_on_study_with_pruned_trials
 # shows the bug; once it passes, set PRUNER_WARMUP_STEPS = 1 so the shared study prunes too.
-PRUNER_WARMUP_STEPS = N_EPOCHS + 1
+PRUNER_WARMUP_STEPS = 1
 
 
 def tiny_spec(name: str) -> dict[str, Any]:

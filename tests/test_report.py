@@ -200,10 +200,6 @@ def test_figures_are_coloured_by_model_type(rendered):
     assert set(curves["traces"]) == set(MODEL_TYPES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sweep/report.py summary_section reads best.attrs / complete.attrs, which pandas resolves to "
-    "its metadata dict (Series.attrs / DataFrame.attrs), not the 'attrs' column: parameters show 0, "
-    "s/epoch nan and best probe '-' for every model type"))
 def test_summary_shows_size_speed_and_probe_of_the_best_trials(study, rendered):
     header = rendered.summary_header
     best_trials = {}
@@ -222,10 +218,6 @@ def test_summary_shows_size_speed_and_probe_of_the_best_trials(study, rendered):
         assert cells["s/epoch"] != "nan"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sweep/report.py error_section reads best.attrs.get('checkpoint'); pandas' Series.attrs is "
-    "its (empty) metadata dict, so the section always says 'recorded no checkpoint' and never "
-    "decodes the best model"))
 def test_error_analysis_decodes_the_best_checkpoint(report, rendered):
     intro = rendered.intros[ERROR_SECTION]
     assert "decoded on its validation rows and on the probe" in intro, intro
@@ -269,9 +261,6 @@ def test_report_on_unknown_study_exits_2_with_one_line(study):
     assert not report.out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sweep/report.py build_report raises ValueError('the studies have no trials yet ...'), which "
-    "the CLI's user_errors does not catch: exit 1 with a traceback instead of exit 2 and one error line"))
 def test_report_on_study_without_trials_exits_2_with_one_line(study):
     optuna.create_study(study_name="empty", storage=study.url, direction="maximize")
     report = write_report(study, "empty", out="empty.html")
@@ -303,9 +292,6 @@ def test_report_without_the_best_checkpoint_still_renders(report_without_checkpo
     assert ERROR_SECTION in rendered.headings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sweep/report.py error_section reads best.attrs.get('checkpoint') (pandas metadata, always "
-    "empty), so it says 'recorded no checkpoint' instead of 'its checkpoint is not available here'"))
 def test_report_without_the_best_checkpoint_says_it_is_not_available(report_without_checkpoint):
     assert_written(report_without_checkpoint)
     page = report_without_checkpoint.html
@@ -313,10 +299,6 @@ def test_report_without_the_best_checkpoint_says_it_is_not_available(report_with
     assert "checkpoint is not available" in intro, intro
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sweep/report.py comparison_section draws pruned trials with go.Box(line=dict(dash='dot')), "
-    "but a box trace's line has no 'dash' property: plotly raises ValueError, so `sweep report` "
-    "crashes (exit 1, traceback) on every study with a pruned trial"))
 def test_report_on_study_with_pruned_trials(study, browser):
     name = f"{STUDY}-pruned"
     optuna.copy_study(from_study_name=STUDY, from_storage=study.url, to_storage=study.url, to_study_name=name)
