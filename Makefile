@@ -29,7 +29,7 @@ quickstart: install
 	$(VENV)/bin/sweep best quickstart
 
 bench: install
-	$(PY) bench/bench_core.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
