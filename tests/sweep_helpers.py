@@ -1,0 +1,199 @@
+"""Shared helpers for the sweep-layer and CLI tests: tiny specs, CLI calls, storage polling.
+
+Every spec here trains in well under a second per trial (lengths 1-2, hidden 8-16, 1-3 epochs).
+Tests write specs into tmp_path and always pass an explicit SQLite storage and checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from sweep.cli import app
+
+SWEEP = Path(sys.executable).parent / "sweep"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+_BASE_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "n_trials": 2,
+    "data": {"lengths": [1, 2], "val_fraction": 0.2},
+    "fixed": {
+        "train.n_epochs": 2,
+        "train.device": "cpu",
+        "train.batch_size": 16,
+        "train.lr_schedule": "constant",
+        "model.embedding_dim": 8,
+    },
+    "sampler": {"type": "random", "seed": 1},
+    "pruner": {"type": "none"},
+    "space": {
+        "model.model_type": {"choices": ["rnn", "gru"]},
+        "model.hidden_size": {"low": 8, "high": 16},
+        "train.learning_rate": {"low": 0.01, "high": 0.1, "log": True},
+    },
+}
+
+
+# One body per sampler and per pruner, small enough for 2-trial studies.
+SAMPLER_BODIES = {
+    "tpe": {"type": "tpe", "seed": 1, "n_startup_trials": 1},
+    "random": {"type": "random", "seed": 1},
+    "grid": {"type": "grid", "seed": 1},
+    "cmaes": {"type": "cmaes", "seed": 1},
+    "nsgaii": {"type": "nsgaii", "seed": 1, "population_size": 2},
+}
+PRUNER_BODIES = {
+    "median": {"type": "median", "n_startup_trials": 1},
+    "percentile": {"type": "percentile", "percentile": 50.0},
+    "successive_halving": {"type": "successive_halving"},
+    "hyperband": {"type": "hyperband", "min_resource": 1},
+    "none": {"type": "none"},
+}
+# The grid sampler needs every parameter as choices.
+GRID_SPACE = {"model.model_type": {"choices": ["rnn", "gru"]}, "model.hidden_size": {"choices": [8, 16]}}
+
+
+def spec_dict(**changes: Any) -> dict:
+    """A copy of the tiny spec with top-level keys replaced (None removes a key)."""
+    spec = copy.deepcopy(_BASE_SPEC)
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return spec
+
+
+def write_spec(directory: Path, filename: str = "spec.yaml", spec: dict | None = None, **changes: Any) -> Path:
+    """Write ``spec`` (default: the tiny spec with ``changes``) as YAML; returns the path."""
+    path = Path(directory) / filename
+    path.write_text(yaml.safe_dump(spec if spec is not None else spec_dict(**changes), sort_keys=False))
+    return path
+
+
+def storage_url(tmp_path: Path, filename: str = "s.db") -> str:
+    return f"sqlite:///{tmp_path}/{filename}"
+
+
+def checkpoint_dir(tmp_path: Path) -> str:
+    return f"{tmp_path}/ckpt"
+
+
+def invoke(*args: Any):
+    """Run the `sweep` app in this process (typer's CliRunner); returns the Result."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def run_cli(tmp_path: Path, spec_path: Path, *extra: Any, storage: str | None = None):
+    """`sweep run SPEC --storage ... --checkpoints ...` in this process."""
+    return invoke("run", spec_path, "--storage", storage or storage_url(tmp_path), "--checkpoints", checkpoint_dir(tmp_path), *extra)
+
+
+def assert_one_error_line(result, code: int = 2) -> str:
+    """Exit ``code``, exactly one line on stderr starting with "error:", no traceback; returns the line."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return load(url, name).get_trials(deepcopy=False)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for `sweep` subprocesses: short heartbeats, unbuffered output."""
+    env = dict(os.environ)
+    env.pop("SWEEP_STORAGE", None)
+    env.update(SWEEP_HEARTBEAT_INTERVAL="1", SWEEP_GRACE_PERIOD="3", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def start_sweep(tmp_path: Path, *args: Any) -> subprocess.Popen:
+    """Start `sweep ARGS` as its own process group (so a test can signal all of it)."""
+    return subprocess.Popen(
+        [str(SWEEP), *map(str, args)], cwd=tmp_path, env=subprocess_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def sweep_process(tmp_path: Path, *args: Any, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SWEEP), *map(str, args)], cwd=tmp_path, env=subprocess_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def running_numbers(db_path: Path) -> list[int]:
+    """Numbers of RUNNING trials, read straight from the SQLite file (read-only, so a poll never
+    creates tables while `sweep run` is creating them)."""
+    if not Path(db_path).is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
+            return [n for (n,) in db.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
+    except sqlite3.Error:  # not created yet, or locked for a moment
+        return []
+
+
+def wait_for_running(db_path: Path, process: subprocess.Popen, timeout: float = 60) -> int:
+    """Poll until a trial is RUNNING; returns its number. Fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"sweep exited {process.returncode} before a trial ran:\n{out}\n{err}")
+        running = running_numbers(db_path)
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    kill_group(process)
+    pytest.fail("no trial became RUNNING in time")
+
+
+def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_spec(tmp_path: Path, spec: dict, n_trials: int | None = None, enqueue: list[dict] = (), workers: int = 1, threads: int = 1,
+             timeout: float | None = None) -> optuna.Study:
+    """Run a study in this process through the sweep layer's own API (prepare_study + run_study).
+
+    ``enqueue`` puts trials with fixed parameters first (Optuna's enqueue_trial), to decide the
+    order of good and bad trials. One torch thread: the test machine's 2 cores are shared."""
+    from sweep.run import RunPlan, prepare_study, run_study
+    from sweep.spec import parse_spec
+    from sweep.storage import open_storage
+
+    parsed = parse_spec(spec, str(tmp_path / "spec.yaml"))
+    url = storage_url(tmp_path)
+    study = prepare_study(parsed, open_storage(url), parsed.name)
+    for params in enqueue:
+        study.enqueue_trial(params)
+    plan = RunPlan(parsed, url, parsed.name, n_trials or parsed.n_trials, timeout, workers, Path(checkpoint_dir(tmp_path)), threads)
+    run_study(plan)
+    return load(url, parsed.name)

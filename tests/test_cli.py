@@ -1,0 +1,340 @@
+"""The `sweep` command line (typer's CliRunner, in this process): sweep commands and core commands.
+
+Every expected mistake is exit code 2 and one "error:" line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from digitsum.checkpoint import load_checkpoint
+from sweep.cli import app
+from sweep_helpers import assert_one_error_line, checkpoint_dir, invoke, load, run_cli, storage_url, write_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+# ---------------------------------------------------------------------------------------------
+# A small finished study shared by the sweep-command tests
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    spec = write_spec(folder, n_trials=3, data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3]})
+    result = run_cli(folder, spec, "--threads", "1")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return folder, storage_url(folder), result
+
+
+def test_run_prints_each_trial_and_the_best(studied):
+    folder, url, result = studied
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("study 'tiny' in sqlite:///") and "0 of 3 trials finished" in lines[0]
+    assert len([line for line in lines if line.startswith("trial ")]) == 3
+    assert "best of 'tiny': trial" in result.stdout
+    assert result.stderr == ""
+
+
+def test_ls(studied):
+    folder, url, _ = studied
+    result = invoke("ls", "--storage", url)
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["study", "complete", "pruned", "fail", "running", "best"]
+    fields = row.split()
+    assert fields[:5] == ["tiny", "3", "0", "0", "0"]
+    assert float(fields[5]) == load(url, "tiny").best_value
+
+
+def test_ls_empty_storage(tmp_path):
+    result = invoke("ls", "--storage", storage_url(tmp_path))
+    assert result.exit_code == 0
+    assert "no studies yet" in result.stdout
+
+
+def test_best(studied):
+    folder, url, _ = studied
+    study = load(url, "tiny")
+    result = invoke("best", "tiny", "--storage", url)
+    assert result.exit_code == 0, result.stderr
+    assert f"best of 'tiny': trial {study.best_trial.number}, val_exact_match {study.best_value:.4f}" in result.stdout
+    for key, value in study.best_params.items():
+        assert f"  {key} = {value}" in result.stdout
+    assert "probe (unseen lengths) exact match" in result.stdout
+    assert f"checkpoint: {study.best_trial.user_attrs['checkpoint']}\n" in result.stdout  # on this machine
+
+
+def test_best_json(studied):
+    folder, url, _ = studied
+    study = load(url, "tiny")
+    result = invoke("best", "tiny", "--storage", url, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {"value", "params", "checkpoint"} <= set(summary)
+    assert summary["value"] == study.best_value
+    assert summary["params"] == study.best_params
+    assert summary["trial"] == study.best_trial.number
+    assert summary["checkpoint_exists"] is True and Path(summary["checkpoint"]).is_file()
+    assert summary["n_complete"] == 3
+    assert set(summary["probe_by_length"]) == {"3"}
+
+
+def test_export(studied, tmp_path):
+    folder, url, _ = studied
+    out = tmp_path / "new" / "f.csv"
+    result = invoke("export", "tiny", "--out", out, "--storage", url)
+    assert result.exit_code == 0, result.stderr
+    assert "wrote 3 trials" in result.stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == 3
+    assert {"number", "value_val_exact_match", "state"} <= set(frame.columns)  # the value is named after the metric
+    assert {"params_model.model_type", "params_model.hidden_size", "params_train.learning_rate"} <= set(frame.columns)
+    assert {"user_attrs_n_parameters", "user_attrs_epochs_run", "user_attrs_probe_exact_match"} <= set(frame.columns)
+    assert list(frame["state"]) == ["COMPLETE"] * 3
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left
+
+
+def test_rerun_reproduces_the_stored_value(studied):
+    folder, url, _ = studied
+    stored = load(url, "tiny").trials[0].value
+    result = invoke("rerun", "tiny", "0", "--storage", url, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["stored_value"] == stored
+    assert summary["runs"][0]["value"] == stored  # exactly: same seed, same data, same code
+    assert summary["stored_state"] == "COMPLETE"
+    text = invoke("rerun", "tiny", "0", "--storage", url)
+    assert text.exit_code == 0 and f"stored value {stored:.4f} (COMPLETE)" in text.stdout
+    assert "seed 0: value" in text.stdout
+
+
+def test_rerun_bad_seeds(studied):
+    folder, url, _ = studied
+    assert "--seeds" in assert_one_error_line(invoke("rerun", "tiny", "0", "--seeds", "1,x", "--storage", url))
+
+
+def test_rerun_unknown_trial(studied):
+    folder, url, _ = studied
+    assert "has no trial 99" in assert_one_error_line(invoke("rerun", "tiny", "99", "--storage", url))
+
+
+@pytest.mark.parametrize("command", [["best", "nope"], ["export", "nope", "--out", "x.csv"], ["rerun", "nope", "0"]])
+def test_unknown_study_name(studied, command, tmp_path, monkeypatch):
+    folder, url, _ = studied
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(invoke(*command, "--storage", url))
+    assert "no study named 'nope'" in line and "tiny" in line
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_best_without_a_completed_trial(tmp_path):
+    url = storage_url(tmp_path)
+    optuna.create_study(storage=url, study_name="empty")
+    assert "no completed trial yet" in assert_one_error_line(invoke("best", "empty", "--storage", url))
+
+
+def test_predict_with_the_best_checkpoint(studied):
+    folder, url, _ = studied
+    checkpoint = load(url, "tiny").best_trial.user_attrs["checkpoint"]
+    result = invoke("predict", checkpoint, "12", "345")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("12 -> ") and lines[1].startswith("345 -> ")
+    rows = json.loads(invoke("predict", checkpoint, "12", "345", "--json").stdout)
+    assert [(r["sequence"], r["expected"]) for r in rows] == [("12", "3"), ("345", "12")]
+    assert all(r["correct"] == (r["answer"] == r["expected"]) for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Help
+
+
+COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+
+
+def test_commands_are_all_there():
+    assert {"data", "train", "evaluate", "predict", "run", "ls", "best", "export", "rerun"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.stderr
+    assert "Example" in result.stdout
+
+
+def test_top_level_help():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Core commands: data, train, evaluate, predict
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny `sweep train` run and a CSV of lengths 1-2 from `sweep data`."""
+    folder = tmp_path_factory.mktemp("train")
+    data = invoke("data", folder / "d.csv", "--lengths", "1-2")
+    assert data.exit_code == 0, data.stderr
+    result = invoke(
+        "train", "model.model_type=gru", "model.hidden_size=8", "train.lengths=1-2", "train.n_epochs=2",
+        "train.device=cpu", "train.num_threads=1", f"train.log_path={folder / 'runs'}", "train.run_name=r",
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return folder, result
+
+
+def test_data_writes_every_string(tmp_path):
+    result = invoke("data", tmp_path / "d.csv", "--lengths", "1-2")
+    assert result.exit_code == 0
+    assert "wrote 110 rows" in result.stdout
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert len(lines) == 110 and "0,0" in lines and "99,18" in lines
+
+
+def test_data_sample(tmp_path):
+    result = invoke("data", tmp_path / "d.csv", "--lengths", "5", "--sample", "7", "--seed", "3")
+    assert result.exit_code == 0
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert len(lines) == 7 and all(len(line.split(",")[0]) == 5 for line in lines)
+
+
+def test_train_writes_a_run(trained):
+    folder, result = trained
+    run_dir = folder / "runs" / "r"
+    assert "epoch   1/2" in result.stdout and "epoch   2/2" in result.stdout
+    assert f"checkpoint {run_dir / 'best.pt'}" in result.stdout
+    assert (run_dir / "config.json").is_file()
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 3
+    model, payload = load_checkpoint(run_dir / "best.pt")
+    assert payload["config"]["model"]["hidden_size"] == 8
+
+
+def test_train_with_a_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"model_type": "rnn", "hidden_size": 8},
+        "train": {"lengths": "1-2", "n_epochs": 1, "device": "cpu", "num_threads": 1, "log_path": str(tmp_path / "runs")},
+    }))
+    result = invoke("train", "--config", config, "train.run_name=fromfile")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("rnn hidden 8 x1, 1 epochs")
+    assert (tmp_path / "runs" / "fromfile" / "best.pt").is_file()
+
+
+def test_evaluate(trained):
+    folder, _ = trained
+    result = invoke("evaluate", folder / "runs" / "r" / "best.pt", folder / "d.csv")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("exact match ") and "on 110 rows" in result.stdout
+    assert "length  1:" in result.stdout and "length  2:" in result.stdout
+    summary = json.loads(invoke("evaluate", folder / "runs" / "r" / "best.pt", folder / "d.csv", "--json").stdout)
+    assert 0.0 <= summary["exact_match"] <= 1.0
+
+
+def test_predict(trained):
+    folder, _ = trained
+    result = invoke("predict", folder / "runs" / "r" / "best.pt", "7", "0042")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("7 -> ") and lines[1].startswith("0042 -> ")
+    assert ("(right)" in lines[0]) != ("wrong, expected 7" in lines[0])
+
+
+TRAIN_MISTAKES = {
+    "unknown key": (["model.hiden_size=8"], "did you mean model.hidden_size"),
+    "wrong type": (["model.hidden_size=big"], "model.hidden_size"),
+    "negative learning rate": (["train.learning_rate=-1"], "train.learning_rate"),
+    "zero hidden size": (["model.hidden_size=0"], "model.hidden_size"),
+    "split fraction 1.5": (["train.train_split_fraction=1.5"], "train.train_split_fraction"),
+    "no equals sign": (["model.hidden_size"], "key=value"),
+    "bad lengths": (["train.lengths=0-3"], "train.lengths"),
+    "missing config file": (["--config", "nope.yaml"], "no such config file"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(TRAIN_MISTAKES))
+def test_train_mistakes(mistake, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, message = TRAIN_MISTAKES[mistake]
+    assert message in assert_one_error_line(invoke("train", *args))
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.xfail(
+    reason="BUG: lengths 1 alone leave the validation split empty (each 1-digit string is its own (length, sum) "
+    "group, and every group is kept in training), and the error is the cryptic 'no rows to encode' instead "
+    "of naming the empty validation split and how to fix it",
+    strict=True,
+)
+def test_train_empty_validation_split_is_explained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(invoke("train", "train.lengths=1", "train.n_epochs=1", "train.device=cpu"))
+    assert "validation" in line
+
+
+def test_train_config_file_not_a_mapping(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("- a\n- list\n")
+    assert "mapping" in assert_one_error_line(invoke("train", "--config", config))
+
+
+def test_data_bad_lengths(tmp_path):
+    assert "lengths" in assert_one_error_line(invoke("data", tmp_path / "d.csv", "--lengths", "two"))
+    assert not (tmp_path / "d.csv").exists()
+
+
+CSV_MISTAKES = {
+    "missing": (None, "no such file"),
+    "malformed line": ("12,3\nab,1\n", ":2:"),
+    "empty": ("", "empty"),
+    "wrong sum": ("12,4\n", "not the digit sum"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(CSV_MISTAKES))
+def test_evaluate_bad_csv(mistake, trained, tmp_path):
+    folder, _ = trained
+    text, message = CSV_MISTAKES[mistake]
+    csv = tmp_path / "bad.csv"
+    if text is not None:
+        csv.write_text(text)
+    line = assert_one_error_line(invoke("evaluate", folder / "runs" / "r" / "best.pt", csv))
+    assert message in line and str(csv) in line
+
+
+@pytest.mark.parametrize(("sequence", "message"), [("12a", "'12a' is not a digit sequence"), ("", "'' is not a digit sequence"),
+                                                   ("1" * 19, "1 to 18 digits")])
+def test_predict_bad_sequence(trained, sequence, message):
+    folder, _ = trained
+    assert message in assert_one_error_line(invoke("predict", folder / "runs" / "r" / "best.pt", "12", sequence))
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b""])
+def test_not_a_checkpoint(tmp_path, content):
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(content)
+    assert "not a readable checkpoint" in assert_one_error_line(invoke("predict", fake, "12"))
+    (tmp_path / "d.csv").write_text("12,3\n")
+    assert "not a readable checkpoint" in assert_one_error_line(invoke("evaluate", fake, tmp_path / "d.csv"))
+
+
+def test_missing_checkpoint(tmp_path):
+    assert "no such checkpoint file" in assert_one_error_line(invoke("predict", tmp_path / "none.pt", "12"))
+
+
+def test_run_checkpoints_go_where_asked(studied):
+    folder, url, _ = studied
+    assert Path(checkpoint_dir(folder), "tiny").is_dir()
+    assert not (folder / "studies").exists()  # nothing written to the default places

@@ -1,0 +1,340 @@
+"""sweep.run: workers on one storage; --trials as the study's total; resume; kills and Ctrl-C."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from sweep.run import _budgeted, next_step
+from sweep_helpers import (
+    FINISHED,
+    GRID_SPACE,
+    PRUNER_BODIES,
+    SAMPLER_BODIES,
+    assert_one_error_line,
+    kill_group,
+    load,
+    run_cli,
+    run_spec,
+    running_numbers,
+    spec_dict,
+    start_sweep,
+    storage_url,
+    sweep_process,
+    trials,
+    wait_for_running,
+    write_spec,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+# Trials of about a second or two (1110 rows, batch 8): long enough to catch one RUNNING and to
+# keep two workers busy at the same time.
+SLOW_SPEC = spec_dict(
+    name="slow",
+    data={"lengths": "1-3", "val_fraction": 0.2},
+    fixed={"train.n_epochs": 5, "train.device": "cpu", "train.batch_size": 8, "model.embedding_dim": 8},
+    space={"model.model_type": {"choices": ["rnn", "gru"]}, "model.hidden_size": {"low": 8, "high": 16}},
+)
+
+
+def snapshot(study: optuna.Study) -> list[tuple]:
+    return [(t.number, t.state, t.params, t.value, t.intermediate_values) for t in study.get_trials(deepcopy=False)]
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return sum(t.state in states for t in study.get_trials(deepcopy=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# next_step and the budget, on an in-memory study
+
+
+def test_next_step():
+    study = optuna.create_study()
+    assert next_step(study, 2) == "run"
+    running = study.ask()
+    study.tell(study.ask(), 1.0)
+    assert next_step(study, 2) == "wait"  # one finished, one running: nothing to start, not done
+    study.tell(running, state=TrialState.PRUNED)
+    assert next_step(study, 2) == "done"  # pruned trials count as finished
+    study.enqueue_trial({})
+    assert next_step(study, 2) == "done"
+    assert next_step(study, 3) == "run"
+    failed = optuna.create_study()
+    failed.tell(failed.ask(), state=TrialState.FAIL)
+    assert next_step(failed, 1) == "run"  # failed trials do not count
+
+
+def test_budget_marks_surplus_trials():
+    study = optuna.create_study(direction="maximize")
+    guarded = _budgeted(lambda trial: 0.5, 2)
+    study.optimize(guarded, n_trials=3, catch=(Exception,))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[2].user_attrs["surplus"] is True
+    assert "surplus" not in study.trials[0].user_attrs
+
+
+# ---------------------------------------------------------------------------------------------
+# Every sampler and every pruner, end to end (each pairing runs a 2-trial study)
+
+
+HAS_CMAES = importlib.util.find_spec("cmaes") is not None
+CMAES_BUG = (
+    "BUG: the cmaes sampler needs the `cmaes` package, which is not a dependency; the spec is accepted, the "
+    "first trial runs (random start), then every trial fails at once and `sweep run` loops on failing trials"
+)
+PAIRS = [
+    ("tpe", "median"), ("random", "percentile"), ("grid", "successive_halving"),
+    pytest.param("cmaes", "hyperband", marks=pytest.mark.xfail(reason=CMAES_BUG, strict=True) if not HAS_CMAES else ()),
+    ("nsgaii", "none"),
+]
+
+
+def test_pairs_cover_every_sampler_and_pruner():
+    pairs = [getattr(p, "values", p) for p in PAIRS]
+    assert {s for s, _ in pairs} == set(SAMPLER_BODIES)
+    assert {p for _, p in pairs} == set(PRUNER_BODIES)
+
+
+@pytest.mark.parametrize(("sampler", "pruner"), PAIRS)
+def test_sampler_and_pruner_end_to_end(tmp_path, sampler, pruner):
+    spec = spec_dict(
+        name=f"{sampler}-{pruner}", sampler=SAMPLER_BODIES[sampler], pruner=PRUNER_BODIES[pruner],
+        space=GRID_SPACE if sampler == "grid" else spec_dict()["space"],
+    )
+    # the timeout only bounds a broken run (cmaes without its package fails trials in a loop)
+    study = run_spec(tmp_path, spec, timeout=5 if sampler == "cmaes" and not HAS_CMAES else 120)
+    assert len(study.trials) == 2  # nothing failed
+    assert count(study, *FINISHED) == 2
+    for trial in study.trials:
+        assert set(trial.params) == set(spec["space"])
+    if sampler == "grid":
+        assert len({tuple(t.params.values()) for t in study.trials}) == 2  # two distinct grid points
+
+
+def test_conditional_params_end_to_end(tmp_path):
+    spec = spec_dict(
+        n_trials=4, balance="model.model_type",
+        space={
+            "model.model_type": {"choices": ["rnn", "lstm"]},
+            "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": "lstm"}},
+            "model.hidden_size": {"low": 8, "high": 16, "when": {"model.model_type": "rnn"}},
+        },
+    )
+    study = run_spec(tmp_path, spec)
+    kinds = [t.params["model.model_type"] for t in study.trials]
+    assert sorted(kinds) == ["lstm", "lstm", "rnn", "rnn"]  # balance: equal trials per choice
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        if trial.params["model.model_type"] == "lstm":
+            assert set(trial.params) == {"model.model_type", "model.num_layers"}
+        else:
+            assert set(trial.params) == {"model.model_type", "model.hidden_size"}
+        assert trial.user_attrs["model_type"] == trial.params["model.model_type"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --trials is the study's total; resume; a changed spec under the same name
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """`sweep run --trials 3`, then `--trials 3` again, then `--trials 5`, on one storage."""
+    folder = tmp_path_factory.mktemp("resume")
+    spec = write_spec(folder)
+    url = storage_url(folder)
+    results, snapshots = [], []
+    for total in (3, 3, 5):
+        results.append(run_cli(folder, spec, "--trials", total, "--threads", "1"))
+        snapshots.append(snapshot(load(url, "tiny")))
+    return folder, spec, results, snapshots
+
+
+def test_trials_is_the_total(resumed):
+    _, _, results, snapshots = resumed
+    assert [r.exit_code for r in results] == [0, 0, 0], [r.stderr for r in results]
+    assert [len(s) for s in snapshots] == [3, 3, 5]
+    assert all(state in FINISHED for s in snapshots for _, state, *_ in s)
+    assert "0 of 3 trials finished" in results[0].stdout
+    assert "3 of 3 trials finished" in results[1].stdout
+    assert "3 of 5 trials finished" in results[2].stdout
+    trial_lines = [[line for line in r.stdout.splitlines() if line.startswith("trial ")] for r in results]
+    assert [len(lines) for lines in trial_lines] == [3, 0, 2]
+    assert [line.split()[1] for line in trial_lines[2]] == ["3", "4"]
+
+
+def test_resume_keeps_finished_trials(resumed):
+    _, _, _, snapshots = resumed
+    assert snapshots[1] == snapshots[0]
+    assert snapshots[2][:3] == snapshots[0]
+    assert [number for number, *_ in snapshots[2]] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.xfail(
+    reason="BUG: a resumed study re-seeds its sampler with the spec's seed, so the first new trials repeat "
+    "the parameters of the study's first trials (random sampler, and TPE during its startup trials)",
+    strict=True,
+)
+def test_resumed_trials_do_not_repeat_earlier_params(resumed):
+    _, _, _, snapshots = resumed
+    first = [params for _, _, params, *_ in snapshots[0]]
+    new = [params for _, _, params, *_ in snapshots[2][3:]]
+    assert not [params for params in new if params in first]
+
+
+def test_changed_space_is_refused_then_accepted_under_another_name(resumed):
+    folder, _, _, _ = resumed
+    changed = write_spec(folder, "changed.yaml", space={**spec_dict()["space"], "model.hidden_size": {"low": 8, "high": 32}})
+    line = assert_one_error_line(run_cli(folder, changed, "--trials", "5"))
+    assert "--name" in line and "'tiny'" in line
+    accepted = run_cli(folder, changed, "--trials", "1", "--name", "other", "--threads", "1")
+    assert accepted.exit_code == 0, accepted.stderr
+    assert len(trials(storage_url(folder), "other")) == 1
+    assert len(trials(storage_url(folder), "tiny")) == 5  # the stored study is kept
+
+
+def test_changed_fixed_values_are_refused(resumed):
+    folder, _, _, _ = resumed
+    changed = write_spec(folder, "fixed.yaml", fixed={**spec_dict()["fixed"], "train.n_epochs": 3})
+    line = assert_one_error_line(run_cli(folder, changed, "--trials", "5"))
+    assert "--name" in line
+
+
+@pytest.mark.xfail(
+    reason="BUG: StudySpec.fingerprint leaves out `value` (best/last): a study resumed with another value "
+    "mixes trial values of two meanings, and `sweep rerun` uses the first run's value_from for all",
+    strict=True,
+)
+def test_changed_value_is_refused(resumed):
+    folder, _, _, _ = resumed
+    changed = write_spec(folder, "value.yaml", value="last")
+    result = run_cli(folder, changed, "--trials", "5")  # 5 are finished: nothing would run if accepted
+    assert result.exit_code == 2, result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Failing trials
+
+
+@pytest.mark.xfail(
+    reason="BUG: work() never gives up when every trial fails (here train.device=mps on a machine without "
+    "MPS): FAIL trials do not count, so `sweep run` starts failing trials until the timeout, forever without one",
+    strict=True,
+)
+def test_a_study_whose_trials_all_fail_stops(tmp_path):
+    spec = write_spec(tmp_path, fixed={**spec_dict()["fixed"], "train.device": "mps"})
+    start = time.monotonic()
+    run_cli(tmp_path, spec, "--trials", "1", "--timeout", "4", "--threads", "1")
+    elapsed = time.monotonic() - start
+    failed = count(load(storage_url(tmp_path), "tiny"), TrialState.FAIL)
+    assert failed <= 5, f"{failed} failed trials in {elapsed:.1f}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducibility
+
+
+def test_same_spec_same_results(tmp_path):
+    spec = spec_dict(n_trials=3, sampler=SAMPLER_BODIES["tpe"], pruner=PRUNER_BODIES["median"])
+    first = run_spec(tmp_path / "a", spec)
+    second = run_spec(tmp_path / "b", spec)
+    strip = lambda s: [(n, st, p, v, i) for n, st, p, v, i in snapshot(s)]  # noqa: E731
+    assert strip(first) == strip(second)
+    assert len(first.trials) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes: two workers, a SIGKILLed worker, Ctrl-C
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path):
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 1}})
+    done = sweep_process(tmp_path, "run", "spec.yaml", "--workers", "2", "--trials", "6", "--threads", "1",
+                         "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    all_trials = trials(storage_url(tmp_path), "slow")
+    finished = [t for t in all_trials if t.state in FINISHED]
+    assert len(finished) == 6
+    numbers = [t.number for t in all_trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert all(t.user_attrs.get("surplus") for t in all_trials if t.state == TrialState.FAIL)
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers ran trials
+    shown = [line for line in done.stdout.splitlines() if line.lstrip().startswith("trial ")]
+    assert len(shown) == 6  # surplus trials are not reported
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path):
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 3}})
+    db = tmp_path / "s.db"
+    args = ("run", "spec.yaml", "--trials", "2", "--threads", "1", "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
+    victim = start_sweep(tmp_path, *args)
+    try:
+        killed_number = wait_for_running(db, victim)
+        time.sleep(0.3)  # mid-trial
+        kill_group(victim, signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        kill_group(victim)
+    assert victim.returncode == -signal.SIGKILL
+    assert running_numbers(db) == [killed_number]  # left RUNNING by the dead worker
+
+    done = sweep_process(tmp_path, *args, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    all_trials = trials(storage_url(tmp_path), "slow")
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state in FINISHED for t in all_trials) == 2
+    killed = next(t for t in all_trials if t.number == killed_number)
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in all_trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
+    assert len(retries) == 1
+    assert retries[0].system_attrs["failed_trial"] == killed_number
+    assert retries[0].params == killed.params and retries[0].state in FINISHED
+
+
+SWALLOWED_CTRL_C = (
+    "BUG (intermittent: about half the runs of this test here): a single Ctrl-C can be lost: Python raises KeyboardInterrupt "
+    "wherever the main thread is, and when that is a weakref/GC callback (torch, SQLAlchemy) it is printed as "
+    "'Exception ignored in ...' and training goes on; `sweep run` should turn SIGINT into a flag it checks"
+)
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    write_spec(tmp_path, spec=SLOW_SPEC)
+    db = tmp_path / "s.db"
+    process = start_sweep(tmp_path, "run", "spec.yaml", "--trials", "10", "--threads", "1",
+                          "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
+    swallowed = 0
+    try:
+        number = wait_for_running(db, process)
+        time.sleep(0.3)
+        while True:
+            kill_group(process, signal.SIGINT)  # what Ctrl-C in a terminal does: signal the whole group
+            try:
+                out, err = process.communicate(timeout=6)
+                break
+            except subprocess.TimeoutExpired:
+                swallowed += 1  # see SWALLOWED_CTRL_C; press Ctrl-C again, as a user would
+                if swallowed == 3:
+                    raise
+    finally:
+        kill_group(process)
+    assert process.returncode == 130, out + err
+    assert "interrupted: finished trials are stored; run the same command to resume" in err
+    study = load(storage_url(tmp_path), "slow")  # the storage still loads
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    if swallowed:  # the first Ctrl-C only printed an ignored traceback; the trial it hit went on
+        assert "Exception ignored in" in err and "KeyboardInterrupt" in err, err
+        pytest.xfail(SWALLOWED_CTRL_C)
+    assert "Traceback" not in err
+    assert next(t for t in study.trials if t.number == number).state == TrialState.FAIL

@@ -1,0 +1,195 @@
+"""sweep.storage: URLs -> Optuna storages; errors never show a password."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage, RDBStorage
+
+from sweep import storage as st
+from sweep.storage import StorageError, default_url, journal_path, load_study, open_storage, safe_url, study_names
+from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+HAS_PSYCOPG = importlib.util.find_spec("psycopg") is not None
+
+
+def closed_port() -> int:
+    """A local TCP port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs
+
+
+def test_default_url_without_the_environment(monkeypatch):
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    assert default_url() == "sqlite:///studies/sweep.db"
+
+
+def test_default_url_uses_sweep_storage(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{tmp_path}/env.db")
+    assert default_url() == f"sqlite:///{tmp_path}/env.db"
+
+
+def test_empty_sweep_storage_falls_back(monkeypatch):
+    monkeypatch.setenv("SWEEP_STORAGE", "")
+    assert default_url() == "sqlite:///studies/sweep.db"
+
+
+def test_safe_url_hides_the_password():
+    shown = safe_url("postgresql+psycopg://u:secret@127.0.0.1:1/db")
+    assert "secret" not in shown
+    assert shown == "postgresql+psycopg://u:***@127.0.0.1:1/db"
+
+
+def test_safe_url_leaves_urls_without_passwords():
+    assert safe_url("sqlite:///studies/sweep.db") == "sqlite:///studies/sweep.db"
+    assert safe_url("journal:studies/sweep.log") == "journal:studies/sweep.log"
+
+
+def test_safe_url_of_garbage_shows_nothing_of_it():
+    shown = safe_url("postgresql+psycopg://u:secret@host:notaport/db")
+    assert "secret" not in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("journal:studies/a.log", Path("studies/a.log")),
+        ("journal:///tmp/a.log", Path("/tmp/a.log")),
+        ("studies/a.log", Path("studies/a.log")),
+        ("a.jsonl", Path("a.jsonl")),
+        ("sqlite:///a.db", None),
+        ("studies/a.db", None),
+    ],
+)
+def test_journal_path(url, expected):
+    assert journal_path(url) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+def test_open_sqlite_creates_the_folder_and_heartbeats(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/deep/er/s.db")
+    assert isinstance(storage, RDBStorage)
+    assert (tmp_path / "deep" / "er" / "s.db").is_file()
+    assert storage.get_heartbeat_interval() == st.HEARTBEAT_INTERVAL
+    assert storage.get_heartbeat_stale_trial_callback() is not None
+    assert open_storage(f"sqlite:///{tmp_path}/deep/er/s.db", heartbeat=False).get_heartbeat_interval() is None
+
+
+def test_open_storage_uses_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{tmp_path}/env.db")
+    open_storage()
+    assert (tmp_path / "env.db").is_file()
+
+
+def test_open_journal(tmp_path):
+    storage = open_storage(f"journal:{tmp_path}/j/s.log")
+    assert isinstance(storage, JournalStorage)
+    optuna.create_study(storage=storage, study_name="j")
+    assert study_names(open_storage(f"journal:{tmp_path}/j/s.log")) == ["j"]
+
+
+@pytest.mark.parametrize("url", ["not a url", "studies/sweep.db"])
+def test_not_a_url(url):
+    with pytest.raises(StorageError, match="is not a URL"):
+        open_storage(url)
+
+
+def test_unknown_scheme():
+    with pytest.raises(StorageError, match="cannot open storage"):
+        open_storage("nosuchdb://u:secret@localhost/db")
+
+
+def test_sqlite_under_a_file_is_a_storage_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError):
+        open_storage(f"sqlite:///{tmp_path}/afile/s.db")
+
+
+def test_unparsable_postgres_url_hides_the_password():
+    with pytest.raises(StorageError) as caught:
+        open_storage("postgresql+psycopg://u:secret@127.0.0.1:notaport/db")
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.skipif(not HAS_PSYCOPG, reason="psycopg is not installed (pip install -e .[postgres])")
+def test_unreachable_postgres_hides_the_password():
+    url = f"postgresql+psycopg://u:secret@127.0.0.1:{closed_port()}/db"
+    with pytest.raises(StorageError, match="cannot open storage") as caught:
+        open_storage(url)
+    assert "secret" not in str(caught.value)
+    assert "u:***@127.0.0.1" in str(caught.value)
+
+
+@pytest.mark.skipif(not HAS_PSYCOPG, reason="psycopg is not installed (pip install -e .[postgres])")
+def test_unreachable_postgres_hides_an_escaped_password():
+    url = f"postgresql+psycopg://u:p%40ss%3Aword@127.0.0.1:{closed_port()}/db"
+    with pytest.raises(StorageError) as caught:
+        open_storage(url)
+    assert "p%40ss" not in str(caught.value) and "p@ss" not in str(caught.value)
+
+
+@pytest.mark.skipif(HAS_PSYCOPG, reason="psycopg is installed; the unreachable-server test covers this")
+def test_postgres_without_its_driver_hides_the_password():
+    url = f"postgresql+psycopg://u:secret@127.0.0.1:{closed_port()}/db"
+    with pytest.raises(StorageError, match="psycopg") as caught:
+        open_storage(url)
+    assert "secret" not in str(caught.value)
+    assert "pip install" in str(caught.value)
+
+
+def test_cli_storage_error_is_one_line_without_the_password(tmp_path):
+    url = f"postgresql+psycopg://u:secret@127.0.0.1:{closed_port()}/db"
+    line = assert_one_error_line(invoke("ls", "--storage", url))
+    assert "secret" not in line
+    line = assert_one_error_line(invoke("ls", "--storage", "not a url"))
+    assert "not a URL" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Studies
+
+
+def test_load_study_unknown_name_lists_known(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    with pytest.raises(StorageError, match="none yet"):
+        load_study("nope", storage)
+    optuna.create_study(storage=storage, study_name="alpha")
+    optuna.create_study(storage=storage, study_name="beta")
+    with pytest.raises(StorageError, match=r"no study named 'nope'.*studies: alpha, beta"):
+        load_study("nope", storage)
+    assert load_study("beta", storage).study_name == "beta"
+
+
+def test_journal_end_to_end(tmp_path):
+    url = f"journal:{tmp_path}/j.log"
+    result = run_cli(tmp_path, write_spec(tmp_path), "--trials", "2", storage=url)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "j.log").is_file()
+    study = optuna.load_study(study_name="tiny", storage=JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/j.log")))
+    assert sum(t.state in FINISHED for t in study.trials) == 2
+    listed = invoke("ls", "--storage", url)
+    assert listed.exit_code == 0 and "tiny" in listed.stdout
+    best = invoke("best", "tiny", "--storage", url)
+    assert best.exit_code == 0 and "best of 'tiny'" in best.stdout
+
+
+def test_sweep_storage_environment_reaches_the_cli(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{tmp_path}/env.db")
+    optuna.create_study(storage=f"sqlite:///{tmp_path}/env.db", study_name="from-env")
+    listed = invoke("ls")
+    assert listed.exit_code == 0, listed.stderr
+    assert "from-env" in listed.stdout
