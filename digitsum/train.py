@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches, make_rows
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Encoded, Rows, encode, epoch_batches, make_rows
 from digitsum.data import parse_lengths, read_csv, stratified_split
 from digitsum.decode import accuracy
 from digitsum.errors import ConfigError
@@ -104,6 +104,11 @@ def load_rows(config: TrainConfig) -> Rows:
 
 def split_rows(rows: Rows, config: TrainConfig) -> tuple[Rows, Rows]:
     train_index, val_index = stratified_split(rows, config.train_split_fraction, config.seed)
+    if len(val_index) == 0:
+        raise DataError(
+            f"the validation split is empty: every (length, sum) group of these {len(rows)} rows is too small to "
+            "spare a row; use more or longer lengths (e.g. train.lengths=2-4) or a smaller train.train_split_fraction"
+        )
     return rows.take(train_index), rows.take(val_index)
 
 

@@ -244,10 +244,12 @@ def run(
             if trial.state.name == "PRUNED" and trial.intermediate_values:
                 value = f"{trial.intermediate_values[max(trial.intermediate_values)]:.4f}"
             best_text = f"{best:.4f}" if best is not None else "-"
+            reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or ""
             progress.console.print(
                 f"trial {trial.number:4d}  {trial.user_attrs.get('model_type', '?'):4s}  {trial.state.name:8s}  "
-                f"value {value}  best {best_text}  epochs {trial.user_attrs.get('epochs_run', 0):3d}  {seconds:6.1f}s",
-                highlight=False,
+                f"value {value}  best {best_text}  epochs {trial.user_attrs.get('epochs_run', 0):3d}  {seconds:6.1f}s"
+                + (f"  ({reason})" if reason else ""),
+                highlight=False, markup=False,
             )
             if trial.state.name in ("COMPLETE", "PRUNED"):
                 progress.advance(task)

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +38,11 @@ def probe_rows(lengths: tuple[int, ...], sample: int) -> Rows | None:
     return make_rows(list(lengths), sample=sample if any(10**n > sample for n in lengths) else None, seed=1234)
 
 
+# Set by the first Ctrl-C (see sweep.run.work): the running trial stops at its next epoch boundary.
+# Raising from a signal handler can land inside library callbacks that swallow it.
+STOP = threading.Event()
+
+
 def checkpoint_path(directory: Path, study_name: str, trial_number: int) -> Path:
     return directory / study_name / f"trial-{trial_number:05d}.pt"
 
@@ -57,6 +63,8 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
         epochs: list[EpochResult] = []
 
         def on_epoch(result: EpochResult) -> None:
+            if STOP.is_set():
+                raise KeyboardInterrupt
             epochs.append(result)
             value = result.probe_exact_match if per_epoch_probe else result.val_exact_match
             trial.report(value, result.epoch)

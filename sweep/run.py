@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from sweep.objective import make_objective
+from sweep.objective import STOP, make_objective
 from sweep.spec import SpecError, StudySpec
 from sweep.storage import GRACE_PERIOD, open_storage, study_names
 
@@ -132,8 +133,24 @@ class _Surplus(Exception):
     """The study's budget was already taken when this trial was asked for."""
 
 
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+class TrialsKeepFailing(RuntimeError):
+    """Several trials in a row failed: something is wrong with the spec or the machine."""
+
+
 def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Callable[[optuna.Trial], float]:
     def guarded(trial: optuna.Trial) -> float:
+        try:
+            return _within_budget(trial)
+        except (optuna.TrialPruned, _Surplus, KeyboardInterrupt):
+            raise
+        except Exception as error:  # Optuna stores a FAIL without the reason; keep it on the trial
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
+            raise
+
+    def _within_budget(trial: optuna.Trial) -> float:
         trials = trial.study.get_trials(deepcopy=False)
         me = next(t for t in trials if t.number == trial.number)
         if RetryHeartbeatStaleTrialCallback.retried_trial_number(me) is None:  # a retry replaces a counted trial
@@ -182,19 +199,46 @@ def _quiet_thread_storage_errors(args: threading.ExceptHookArgs) -> None:
 _default_thread_hook = threading.excepthook
 
 
+def _stop_on_first_ctrl_c() -> None:
+    """First Ctrl-C: stop at the next epoch boundary (the trial is failed, nothing stays RUNNING).
+    Second Ctrl-C: the default, an immediate KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame) -> None:
+        if STOP.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        STOP.set()
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
     """One worker: start trials until the study's budget is taken or the deadline passes."""
     threading.excepthook = _quiet_thread_storage_errors
     storage = open_storage(plan.storage_url)
+    stored = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(
         study_name=plan.study_name, storage=storage,
-        sampler=plan.spec.make_sampler(worker), pruner=plan.spec.make_pruner(),
+        sampler=plan.spec.make_sampler(worker, stored), pruner=plan.spec.make_pruner(),
     )
+    _stop_on_first_ctrl_c()
     objective = _budgeted(make_objective(plan.spec, plan.checkpoint_dir, plan.threads_per_worker), plan.n_trials)
     callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints == "best" else []
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
+    failures: list[FrozenTrial] = []
+
+    def count_failures(_study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+            failures.append(trial)
+        else:
+            failures.clear()
+
     while deadline is None or time.time() < deadline:
+        if STOP.is_set():
+            raise KeyboardInterrupt
         step = next_step(study, plan.n_trials)
         if step == "done":
             return
@@ -204,7 +248,12 @@ def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
             continue
         if plan.spec.balance is not None:
             _enqueue_balanced(study, plan.spec.balance)
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[*callbacks, count_failures])
+        if len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            reason = failures[-1].user_attrs.get("fail_reason", "see the trials' fail_reason")
+            raise TrialsKeepFailing(
+                f"{len(failures)} trials in a row failed (last: trial {failures[-1].number}, {reason}); fix the spec or the machine, then run again"
+            )
 
 
 class StorageLost(RuntimeError):
@@ -216,6 +265,9 @@ def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
         work(plan, worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
+    except TrialsKeepFailing as error:
+        print(f"error: worker {worker}: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception as error:
         lost = storage_error(error)
         if lost is None:

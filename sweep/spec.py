@@ -111,15 +111,16 @@ class StudySpec:
 
     def fingerprint(self) -> str:
         """What a stored study must match to be resumed: metric and search space."""
-        shape = {key: self.raw.get(key) for key in ("metric", "space", "data", "fixed", "balance")}
+        shape = {key: self.raw.get(key) for key in ("metric", "value", "space", "data", "fixed", "balance")}
         return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
-        """The spec's sampler; each worker offsets the seed so parallel workers do not repeat each other."""
+    def make_sampler(self, worker: int = 0, resumed_trials: int = 0) -> optuna.samplers.BaseSampler:
+        """The spec's sampler, its seed offset per worker and per resume point (deterministically),
+        so parallel workers and a resumed study do not repeat the trials already drawn."""
         kind = self.sampler["type"]
         kwargs = {k: v for k, v in self.sampler.items() if k != "type"}
         if kwargs.get("seed") is not None:
-            kwargs["seed"] = int(kwargs["seed"]) + worker
+            kwargs["seed"] = (int(kwargs["seed"]) + worker + 100_003 * resumed_trials) % 2**32
         if kind == "grid":
             kwargs["search_space"] = {p.key: list(p.choices) for p in self.space}
         return SAMPLERS[kind](**kwargs)

@@ -272,12 +272,6 @@ def test_train_mistakes(mistake, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
 
 
-@pytest.mark.xfail(
-    reason="BUG: lengths 1 alone leave the validation split empty (each 1-digit string is its own (length, sum) "
-    "group, and every group is kept in training), and the error is the cryptic 'no rows to encode' instead "
-    "of naming the empty validation split and how to fix it",
-    strict=True,
-)
 def test_train_empty_validation_split_is_explained(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = assert_one_error_line(invoke("train", "train.lengths=1", "train.n_epochs=1", "train.device=cpu"))

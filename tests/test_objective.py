@@ -209,11 +209,6 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
     assert not Path(study.trials[0].user_attrs["checkpoint"]).exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: a trial that raises is stored as FAIL with no reason: Optuna 5 keeps the exception only in "
-    "its log, and work() sets Optuna's log level to ERROR, so the message is lost entirely",
-    strict=True,
-)
 @pytest.mark.skipif(not NO_MPS, reason="needs a machine without MPS")
 def test_failing_trial_records_its_reason(tmp_path):
     try:

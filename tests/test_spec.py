@@ -128,11 +128,6 @@ def test_every_pruner_builds(kind):
     assert isinstance(spec.make_pruner(), PRUNERS[kind])
 
 
-@pytest.mark.xfail(
-    reason="BUG: `sampler: {type: cmaes}` passes validation although the `cmaes` package it needs is not "
-    "installed (not a dependency); the sampler fails only inside the trials",
-    strict=True,
-)
 def test_cmaes_sampler_is_usable_or_refused():
     if importlib.util.find_spec("cmaes") is not None:
         return
