@@ -1,0 +1,114 @@
+"""Every command with bad input: exit code 2, one line naming the problem, no traceback, and the
+storage (a real study made first) unchanged. The README's troubleshooting table lists these cases."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep_helpers import assert_one_error_line, invoke, run_cli, spec_dict, storage_url, write_spec
+
+SPEC_MISTAKES = {
+    "unknown top key": ({"colour": "blue"}, "colour: unknown key"),
+    "unknown config key": ({"space": {"model.hiden_size": {"low": 8, "high": 16}}}, "did you mean model.hidden_size"),
+    "wrong type": ({"space": {"model.hidden_size": {"choices": ["big"]}}}, "model.hidden_size"),
+    "low > high": ({"space": {"model.hidden_size": {"low": 16, "high": 8}}}, "low 16 > high 8"),
+    "log with low <= 0": ({"space": {"train.learning_rate": {"low": 0.0, "high": 0.1, "log": True}}}, "log scale needs low > 0"),
+    "unknown sampler": ({"sampler": {"type": "bayes"}}, "sampler.type"),
+    "unknown pruner": ({"pruner": {"type": "early"}}, "pruner.type"),
+    "unknown pruner setting": ({"pruner": {"type": "median", "patience": 3}}, "pruner.patience"),
+}
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A real study with two finished trials, and a snapshot of everything stored."""
+    folder = tmp_path_factory.mktemp("bad-input")
+    spec = write_spec(folder)
+    result = run_cli(folder, spec, "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    run = invoke("train", "train.lengths=2", "train.n_epochs=1", "model.hidden_size=8", "train.num_threads=1",
+                 f"train.log_path={folder / 'runs'}", "train.run_name=r", "train.device=cpu")
+    assert run.exit_code == 0, run.stderr
+    (folder / "good.csv").write_text("12,3\n")
+    return folder
+
+
+def snapshot(folder: Path) -> list:
+    url = storage_url(folder)
+    state = []
+    for summary in optuna.get_all_study_names(url):
+        study = optuna.load_study(study_name=summary, storage=url)
+        state.append((summary, study.user_attrs, [(t.number, t.state, t.values, t.params, t.user_attrs) for t in study.trials]))
+    return state
+
+
+def cases(folder: Path) -> dict[str, tuple[list, str]]:
+    url = storage_url(folder)
+    checkpoint = folder / "runs" / "r" / "best.pt"
+    csv = {name: folder / f"{name}.csv" for name in ("malformed", "empty")}
+    csv["malformed"].write_text("12,3\n1x,1\n")
+    csv["empty"].write_text("")
+    (folder / "not-a-checkpoint.pt").write_text("hello\n")
+    table = {
+        "data: bad lengths": (["data", folder / "d.csv", "--lengths", "two"], "lengths"),
+        "data: sample 0": (["data", folder / "d.csv", "--sample", "0"], "sample 0"),
+        "train: unknown key": (["train", "model.hiden_size=8"], "did you mean model.hidden_size"),
+        "train: wrong type": (["train", "train.n_epochs=abc"], "train.n_epochs"),
+        "train: negative learning rate": (["train", "train.learning_rate=-1"], "train.learning_rate"),
+        "train: hidden size 0": (["train", "model.hidden_size=0"], "model.hidden_size"),
+        "train: split fraction 1.5": (["train", "train.train_split_fraction=1.5"], "train.train_split_fraction"),
+        "train: missing dataset": (["train", f"train.dataset_path={folder / 'nope.csv'}"], "no such file"),
+        "evaluate: malformed CSV": (["evaluate", checkpoint, csv["malformed"]], "malformed.csv:2"),
+        "evaluate: empty CSV": (["evaluate", checkpoint, csv["empty"]], "empty"),
+        "evaluate: missing CSV": (["evaluate", checkpoint, folder / "nope.csv"], "no such file"),
+        "evaluate: not a checkpoint": (["evaluate", folder / "not-a-checkpoint.pt", folder / "good.csv"], "not a readable checkpoint"),
+        "predict: non-digit sequence": (["predict", checkpoint, "12a"], "'12a' is not a digit sequence"),
+        "predict: empty sequence": (["predict", checkpoint, ""], "'' is not a digit sequence"),
+        "run: missing spec": (["run", folder / "nope.yaml", "--storage", url], "no such study spec"),
+        "run: invalid storage URL": (["run", folder / "spec.yaml", "--storage", "nonsense"], "not a URL"),
+        "ls: unreachable storage": (["ls", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"], "cannot open storage"),
+        "best: unknown study": (["best", "nope", "--storage", url], "no study named 'nope'"),
+        "export: unknown study": (["export", "nope", "--out", folder / "x.csv", "--storage", url], "no study named 'nope'"),
+        "rerun: unknown study": (["rerun", "nope", "0", "--storage", url], "no study named 'nope'"),
+        "rerun: unknown trial": (["rerun", "tiny", "99", "--storage", url], "no trial 99"),
+        "report: unknown study": (["report", "nope", "--storage", url, "--out", folder / "r.html"], "no study named 'nope'"),
+    }
+    for name, (changes, message) in SPEC_MISTAKES.items():
+        spec = spec_dict(**{k: v for k, v in changes.items() if k != "space"})
+        if "space" in changes:
+            spec["space"] = {**spec["space"], **changes["space"]}
+        path = write_spec(folder, f"bad-{len(table)}.yaml", spec)
+        table[f"run: spec {name}"] = (["run", path, "--storage", url], message)
+    changed = spec_dict()
+    changed["space"] = {**changed["space"], "model.hidden_size": {"low": 8, "high": 32}}
+    table["run: another space under the same name"] = (["run", write_spec(folder, "changed.yaml", changed), "--storage", url], "--name")
+    return table
+
+
+
+
+def test_every_bad_input_is_one_line_exit_2_and_changes_nothing(stored, monkeypatch):
+    monkeypatch.chdir(stored)
+    before = snapshot(stored)
+    results = {}
+    for name, (args, message) in cases(stored).items():
+        line = assert_one_error_line(invoke(*args))
+        assert message in line, (name, line)
+        assert "secret" not in line
+        results[name] = line
+    assert snapshot(stored) == before  # nothing stored was lost or changed
+    assert not (stored / "d.csv").exists() and not (stored / "x.csv").exists() and not (stored / "r.html").exists()
+    assert len(results) >= 30
+
+
+def test_dashboard_port_in_use(stored):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = assert_one_error_line(invoke("dashboard", "--storage", storage_url(stored), "--port", port))
+    assert str(port) in line and "pick another --port" in line
