@@ -183,7 +183,7 @@ def hyperparameter_section(studies: list[optuna.Study], frame: pd.DataFrame, met
             importances = {}
         if importances:
             fig = optuna.visualization.plot_param_importances(study)
-            figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (fANOVA)", height=420))
+            figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420))
         # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
         always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
         if len(always) >= 2:
@@ -193,7 +193,7 @@ def hyperparameter_section(studies: list[optuna.Study], frame: pd.DataFrame, met
         if top:
             fig = optuna.visualization.plot_slice(study, params=top)
             figures.append(fig.update_layout(title=f"{prefix}{metric} against the most important parameters", height=420))
-    intro = ("Which hyperparameters mattered (Optuna's default fANOVA importance), every completed trial across "
+    intro = ("Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every completed trial across "
              "its parameters, and the value against the most important ones.")
     if notes:
         intro += " " + " ".join(notes)

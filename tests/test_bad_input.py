@@ -112,3 +112,17 @@ def test_dashboard_port_in_use(stored):
         port = taken.getsockname()[1]
         line = assert_one_error_line(invoke("dashboard", "--storage", storage_url(stored), "--port", port))
     assert str(port) in line and "pick another --port" in line
+
+
+def test_unwritable_places_give_one_line_and_leave_nothing_half_written(stored):
+    blocker = stored / "a-file"
+    blocker.write_text("not a folder\n")
+    # A report or export under a path whose parent is a file cannot be written (root ignores chmod).
+    for args in (["report", "tiny", "--out", blocker / "r.html"], ["export", "tiny", "--out", blocker / "t.csv"],
+                 ["data", blocker / "d.csv", "--lengths", "2"]):
+        line = assert_one_error_line(invoke(*args, *(["--storage", storage_url(stored)] if args[0] != "data" else [])), code=1)
+        assert "a-file" in line
+    line = assert_one_error_line(invoke("run", stored / "spec.yaml", "--storage", storage_url(stored), "--checkpoints", blocker / "c"))
+    assert "cannot write checkpoints" in line
+    assert blocker.read_text() == "not a folder\n"
+    assert not [p for p in stored.rglob("*.tmp")]  # no temporary file left behind
