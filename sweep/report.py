@@ -80,7 +80,7 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
 
 
 def summary_section(frame: pd.DataFrame, metric: str) -> Section:
-    rows = []
+    rows, configs = [], []
     for group, trials in frame.groupby("group", sort=True):
         complete = trials[trials.state == "COMPLETE"]
         best = complete.loc[complete.value.idxmax()] if len(complete) else None
@@ -97,9 +97,11 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
             "best trial": int(best.number) if best is not None else "-",
             "parameters": f"{best.user_attrs.get('n_parameters', 0):,}" if best is not None else "-",
             "s/epoch": f"{best.user_attrs.get('seconds_per_epoch', float('nan')):.2f}" if best is not None else "-",
-            "best configuration": _params_text(best.params) if best is not None else "-",
         })
+        if best is not None:
+            configs.append(f"<li><b>{html.escape(group)}</b> (trial {int(best.number)}): {html.escape(_params_text(best.params))}</li>")
     table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
+    table += "<h3>Best configuration per model type</h3><ul class='configs'>" + "".join(configs) + "</ul>"
     return Section(
         "Summary",
         f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
@@ -300,6 +302,7 @@ p.intro { color: #444; max-width: 60rem; } .meta { color: #666; font-size: 0.9re
 table.summary { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
 table.summary th, table.summary td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: left; vertical-align: top; }
 table.summary th { background: #f6f6f6; }
+ul.configs { font-size: 0.85rem; }
 """
 
 
