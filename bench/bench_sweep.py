@@ -21,7 +21,7 @@ import optuna
 SPEC = """
 name: bench-sweep
 n_trials: {trials}
-data: {{lengths: [2, 3], val_fraction: 0.2}}
+data: {{lengths: [2, 3, 4], val_fraction: 0.2}}
 fixed: {{train.n_epochs: {epochs}, train.seed: 0, train.batch_size: 64}}
 sampler: {{type: random, seed: 5}}
 pruner: {{type: none}}
@@ -53,8 +53,8 @@ def run(workers: int, threads: int, trials: int, epochs: int, folder: Path) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 trials of 2 epochs")
     args = parser.parse_args()
     trials, epochs = (4, 2) if args.quick else (args.trials, args.epochs)
@@ -66,7 +66,7 @@ def main() -> None:
     # With one worker, everything that is not an epoch (fit's own set-up included) is overhead.
     overhead = 1 - one["training"] / one["wall"]
     in_trial = 1 - one["training"] / one["in_trials"]
-    print(f"sweep benchmark: {trials} trials of {epochs} epochs (LSTM/GRU hidden 32-64, lengths 2-3), SQLite")
+    print(f"sweep benchmark: {trials} trials of {epochs} epochs (LSTM/GRU hidden 32-64, lengths 2-4), SQLite")
     print(f"{'what':44s} {'measured':>12s} {'target':>10s}")
     print(f"{'1 worker x 2 threads, trials/min':44s} {one['per_minute']:12.1f} {'':>10s}")
     print(f"{'2 workers x 1 thread, trials/min':44s} {two['per_minute']:12.1f} {'':>10s}")

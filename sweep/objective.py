@@ -60,6 +60,7 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
         trial.set_user_attr("model_type", config.model.model_type)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("checkpoint", str(path))
+        trial.set_user_attr("num_threads", num_threads)  # results depend on it; `sweep rerun` reuses it
         epochs: list[EpochResult] = []
 
         def on_epoch(result: EpochResult) -> None:
@@ -120,6 +121,7 @@ def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_
     probe_spec = attrs.get("probe", {})
     probe = probe_rows(tuple(probe_spec.get("lengths", [])), int(probe_spec.get("sample", 10_000)))
     results = []
+    num_threads = num_threads or int(trial.user_attrs.get("num_threads", 0))
     for seed in seeds or [base.train.seed]:
         config = cfg.apply(base, {**trial.params, "train.seed": seed, "train.num_threads": num_threads})
         train_rows, val_rows = _split(_data_only(config.train))

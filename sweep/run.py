@@ -217,6 +217,10 @@ def _stop_on_first_ctrl_c() -> None:
 def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
     """One worker: start trials until the study's budget is taken or the deadline passes."""
     threading.excepthook = _quiet_thread_storage_errors
+    # torch imports its compiler stack (~2.5 s here) the first time any optimizer is built; pay it
+    # once at worker start rather than inside the first trial's time.
+    import torch._dynamo  # noqa: F401
+
     storage = open_storage(plan.storage_url)
     stored = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(
