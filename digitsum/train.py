@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from digitsum.checkpoint import save_checkpoint
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Encoded, Rows, encode, epoch_batches, make_rows
 from digitsum.data import parse_lengths, read_csv, stratified_split
-from digitsum.decode import accuracy
+from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import ConfigError
 from digitsum.model import DigitSumModel, ModelConfig, count_parameters
 
@@ -70,6 +70,7 @@ class FitResult:
     best_epoch: int
     best_exact_match: float
     n_parameters: int
+    best_val_accuracy: Accuracy | None = None  # the best epoch's validation accuracy, per input length too
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -146,13 +147,14 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
 
     history: list[EpochResult] = []
-    best_epoch, best_exact, best_state = 0, -1.0, None
+    best_epoch, best_exact, best_state, best_val_accuracy = 0, -1.0, None, None
     for epoch in range(1, tc.n_epochs + 1):
         start = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
         train_loss = _train_epoch(model, train, optimizer, scheduler, tc, generator)
         val_loss = evaluate_loss(model, val)
-        exact = accuracy(model, val).exact_match
+        val_accuracy = accuracy(model, val)
+        exact = val_accuracy.exact_match
         probe_exact = accuracy(model, probe).exact_match if probe is not None else None
         result = EpochResult(
             epoch, train_loss, val_loss, exact, time.perf_counter() - start, learning_rate, probe_exact
@@ -161,14 +163,14 @@ def fit(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss is {train_loss} at epoch {epoch}; lower train.learning_rate")
         if exact > best_exact:
-            best_epoch, best_exact = epoch, exact
+            best_epoch, best_exact, best_val_accuracy = epoch, exact, val_accuracy
             best_state = copy.deepcopy(model.state_dict())
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, model, config.to_dict(), {"epoch": epoch, "val_exact_match": exact})
         if on_epoch is not None and on_epoch(result):
             break
     model.load_state_dict(best_state)
-    return FitResult(model, history, best_epoch, best_exact, count_parameters(model))
+    return FitResult(model, history, best_epoch, best_exact, count_parameters(model), best_val_accuracy)
 
 
 def _fast_optimizer(device: torch.device) -> dict:

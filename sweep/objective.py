@@ -17,6 +17,7 @@ from typing import Callable
 import optuna
 
 from digitsum import config as cfg
+from digitsum.checkpoint import save_checkpoint
 from digitsum.data import Rows, encode, make_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
@@ -74,17 +75,20 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} with {value:.4f}")
 
         try:
-            fitted = fit(config, train_rows, val_rows, on_epoch, path, probe if per_epoch_probe else None)
+            # Saved once at the end, not at every better epoch: a trial that dies is retried anyway.
+            fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=probe if per_epoch_probe else None)
         except TrainingDiverged as error:
             _record_run(trial, epochs)
             trial.set_user_attr("pruned_reason", f"diverged: {error}")
             raise optuna.TrialPruned(f"diverged: {error}") from None
         _record_run(trial, epochs)
+        save_checkpoint(path, fitted.model, config.to_dict(),
+                        {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match})
         trial.set_user_attr("n_parameters", fitted.n_parameters)
         trial.set_user_attr("best_epoch", fitted.best_epoch)
         trial.set_user_attr("val_exact_match", fitted.best_exact_match)
-        seen = accuracy(fitted.model, encode(val_rows).to(_device(fitted)))
-        trial.set_user_attr("val_by_length", {str(k): round(v, 5) for k, v in seen.by_length.items()})
+        by_length = fitted.best_val_accuracy.by_length
+        trial.set_user_attr("val_by_length", {str(k): round(v, 5) for k, v in by_length.items()})
         if probe is not None:
             measured = measure_probe(fitted, probe)
             trial.set_user_attr("probe_exact_match", measured.exact_match)
