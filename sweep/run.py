@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import optuna_dashboard
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
@@ -87,7 +88,18 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
         study.set_user_attr("base_config", spec.base.to_dict())
         study.set_user_attr("probe", {"lengths": list(spec.probe.lengths), "sample": spec.probe.sample})
         study.set_metric_names([spec.metric])
+        optuna_dashboard.save_note(study, spec_note(spec))
     return study
+
+
+def spec_note(spec: StudySpec) -> str:
+    """The study's note in optuna-dashboard: which spec made it, and how to go on."""
+    return (
+        f"## {spec.name}\n\nMade by `sweep run {spec.path}`. {spec.description}\n\n"
+        f"- metric: `{spec.metric}` (maximized; each trial's value is its {spec.value_from} epoch)\n"
+        f"- sampler: `{spec.sampler['type']}`, pruner: `{spec.pruner['type']}`\n"
+        f"- report: `sweep report {spec.name}`; best trial: `sweep best {spec.name}`\n"
+    )
 
 
 def _counts(study: optuna.Study) -> dict[TrialState, int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
@@ -216,3 +217,12 @@ def test_report_attaches_its_figures_for_the_dashboard(dashboard, study, browser
         drawn = [p["title"] for p in rendered_plots(page) if p["svg"]]
         assert all(title in drawn for title in expected), drawn
         assert_page_clean(dashboard, log)
+
+
+def test_study_note_names_its_spec(dashboard, study):
+    loaded = optuna.load_study(study_name=STUDY, storage=study.url)
+    note = optuna_dashboard.get_note(loaded)
+    assert "Made by `sweep run" in note and ".yaml" in note and f"sweep report {STUDY}" in note
+    # and the dashboard serves it with the study
+    detail = get_json(f"{dashboard.base}/api/studies/{study_id(dashboard)}")
+    assert "Made by `sweep run" in json.dumps(detail.get("note", detail))
