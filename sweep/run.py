@@ -166,10 +166,14 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
         trials = trial.study.get_trials(deepcopy=False)
         me = next(t for t in trials if t.number == trial.number)
         if RetryHeartbeatStaleTrialCallback.retried_trial_number(me) is None:  # a retry replaces a counted trial
+            # Claimed trials before this one count, and so does every re-queued retry, whatever its
+            # number: it holds the place of the failed trial it replaces. (Failing a stale trial and
+            # queueing its retry are two writes; a worker that counted between them asked for a new
+            # trial, and this is where that trial turns out to be surplus.)
             earlier = [
                 t for t in trials
-                if t.number < trial.number and t.state in CLAIMED
-                and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None
+                if t.number != trial.number and t.state in CLAIMED
+                and (t.number < trial.number or RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None)
             ]
             if len(earlier) >= n_trials:
                 trial.set_user_attr("surplus", True)
