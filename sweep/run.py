@@ -152,33 +152,51 @@ class TrialsKeepFailing(RuntimeError):
     """Several trials in a row failed: something is wrong with the spec or the machine."""
 
 
+def _place(trial: FrozenTrial) -> int:
+    """Where a trial stands in the budget's order: a re-queued retry stands where its original did."""
+    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial.number if original is None else original
+
+
+def _over_budget(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """True if `n_trials` claimed trials stand before trial `number` (never true for a retry)."""
+    trials = study.get_trials(deepcopy=False)
+    me = next(t for t in trials if t.number == number)
+    if _place(me) != number:
+        return False  # a retry replaces a trial that was already counted
+    earlier = [t for t in trials if t.number != number and t.state in CLAIMED and _place(t) < number]
+    return len(earlier) >= n_trials
+
+
 def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Callable[[optuna.Trial], float]:
+    """Run `objective` only within the study's budget, and keep the reason of any failure.
+
+    The budget is checked when the trial starts and again when it ends: failing a stale trial and
+    queueing its retry are two writes, and a worker that counted between them can start a trial
+    too many; by its end the retry is visible and the extra trial is failed as surplus.
+    """
+
+    def surplus(trial: optuna.Trial) -> _Surplus:
+        trial.set_user_attr("surplus", True)
+        return _Surplus(f"the study already has {n_trials} trials")
+
     def guarded(trial: optuna.Trial) -> float:
+        if _over_budget(trial.study, trial.number, n_trials):
+            raise surplus(trial)
         try:
-            return _within_budget(trial)
-        except (optuna.TrialPruned, _Surplus, KeyboardInterrupt):
+            value = objective(trial)
+        except optuna.TrialPruned:
+            if _over_budget(trial.study, trial.number, n_trials):
+                raise surplus(trial) from None
+            raise
+        except KeyboardInterrupt:
             raise
         except Exception as error:  # Optuna stores a FAIL without the reason; keep it on the trial
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
             raise
-
-    def _within_budget(trial: optuna.Trial) -> float:
-        trials = trial.study.get_trials(deepcopy=False)
-        me = next(t for t in trials if t.number == trial.number)
-        if RetryHeartbeatStaleTrialCallback.retried_trial_number(me) is None:  # a retry replaces a counted trial
-            # Claimed trials before this one count, and so does every re-queued retry, whatever its
-            # number: it holds the place of the failed trial it replaces. (Failing a stale trial and
-            # queueing its retry are two writes; a worker that counted between them asked for a new
-            # trial, and this is where that trial turns out to be surplus.)
-            earlier = [
-                t for t in trials
-                if t.number != trial.number and t.state in CLAIMED
-                and (t.number < trial.number or RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None)
-            ]
-            if len(earlier) >= n_trials:
-                trial.set_user_attr("surplus", True)
-                raise _Surplus(f"the study already has {n_trials} trials")
-        return objective(trial)
+        if _over_budget(trial.study, trial.number, n_trials):
+            raise surplus(trial)
+        return value
 
     return guarded
 

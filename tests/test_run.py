@@ -83,6 +83,26 @@ def test_budget_marks_surplus_trials():
     assert "surplus" not in study.trials[0].user_attrs
 
 
+def test_trial_started_between_a_stale_fail_and_its_retry_is_surplus():
+    # Failing a stale trial and queueing its retry are two writes; a worker that counted between
+    # them starts one trial too many. The check at the trial's end catches it.
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)  # trial 0: complete
+    study.tell(study.ask(), state=TrialState.FAIL)  # trial 1: failed as stale, retry not queued yet
+
+    def objective(trial):
+        RetryHeartbeatStaleTrialCallback()(study, study.trials[1])  # the retry is queued meanwhile
+        return 0.7
+
+    study.optimize(_budgeted(objective, 2), n_trials=1, catch=(Exception,))
+    extra, retry = study.trials[2], study.trials[3]
+    assert extra.state == TrialState.FAIL and extra.user_attrs["surplus"] is True
+    assert retry.state == TrialState.WAITING and RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 1
+    study.optimize(_budgeted(lambda trial: 0.6, 2), n_trials=1, catch=(Exception,))  # the retry runs, not surplus
+    assert study.trials[3].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Every sampler and every pruner, end to end (each pairing runs a 2-trial study)
 
