@@ -25,9 +25,13 @@ from digitsum.train import EpochResult, FitResult, TrainConfig, TrainingDiverged
 from sweep.spec import StudySpec
 
 
+def data_split(train_config: TrainConfig) -> tuple[Rows, Rows]:
+    """The (train, validation) rows of a config; made once per process for each distinct data setting."""
+    return _split(_data_only(train_config))
+
+
 @functools.lru_cache(maxsize=4)
 def _split(train_config: TrainConfig) -> tuple[Rows, Rows]:
-    """Rows and split depend only on the data keys; a worker makes them once."""
     return split_rows(load_rows(train_config), train_config)
 
 
@@ -56,7 +60,7 @@ def make_objective(spec: StudySpec, checkpoint_dir: Path, num_threads: int = 0) 
         params = spec.suggest(trial)
         config = spec.config_for(params)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
-        train_rows, val_rows = _split(_data_only(config.train))
+        train_rows, val_rows = data_split(config.train)
         path = checkpoint_path(checkpoint_dir, trial.study.study_name, trial.number)
         trial.set_user_attr("model_type", config.model.model_type)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -105,11 +109,7 @@ def trial_value(fitted: FitResult, metric: str, value_from: str) -> float:
 
 
 def measure_probe(fitted: FitResult, probe: Rows) -> Accuracy:
-    return accuracy(fitted.model, encode(probe).to(_device(fitted)))
-
-
-def _device(fitted: FitResult):
-    return next(fitted.model.parameters()).device
+    return accuracy(fitted.model, encode(probe).to(next(fitted.model.parameters()).device))
 
 
 def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0) -> list[dict]:
@@ -128,7 +128,7 @@ def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_
     num_threads = num_threads or int(trial.user_attrs.get("num_threads", 0))
     for seed in seeds or [base.train.seed]:
         config = cfg.apply(base, {**trial.params, "train.seed": seed, "train.num_threads": num_threads})
-        train_rows, val_rows = _split(_data_only(config.train))
+        train_rows, val_rows = data_split(config.train)
         per_epoch_probe = probe if metric == "probe_exact_match" else None
         fitted = fit(config, train_rows, val_rows, probe_rows=per_epoch_probe)
         results.append({

@@ -236,7 +236,7 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     from digitsum.checkpoint import CheckpointError, load_checkpoint
     from digitsum.data import encode
     from digitsum.decode import answers_to_numbers, exact_matches, greedy_decode
-    from sweep.objective import _data_only, _split, probe_rows
+    from sweep.objective import data_split, probe_rows
 
     complete = frame[frame.state == "COMPLETE"]
     if not len(complete):
@@ -251,7 +251,7 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     except CheckpointError as error:
         return Section(title, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", [])
     config = cfg.from_dict(payload["config"])
-    _, val_rows = _split(_data_only(config.train))
+    _, val_rows = data_split(config.train)
     study = next(s for s in studies if s.study_name == best.study)
     probe_spec = study.user_attrs.get("probe", {})
     parts = [("validation", val_rows)]
