@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.exc import SQLAlchemyError
 
 from digitsum.errors import UsageError
 
@@ -98,6 +99,16 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         if password:
             reason = reason.replace(password, "***")
         raise StorageError(f"cannot open storage {safe_url(url)}: {reason[:200]}") from None
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close a storage's database connections (a no-op for a journal file)."""
+    if isinstance(storage, RDBStorage):
+        try:
+            storage.remove_session()
+            storage.engine.dispose()
+        except SQLAlchemyError:  # a database that is gone has nothing left to close
+            pass
 
 
 def _write_ahead_log(storage: RDBStorage) -> None:

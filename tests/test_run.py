@@ -262,7 +262,9 @@ def test_same_spec_same_results(tmp_path):
 
 
 def test_two_workers_share_one_sqlite_file(tmp_path):
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 1}})
+    # Trials long enough (~1-2 s) that the spawned worker, which starts a few seconds after this
+    # process's own worker, still finds trials to run.
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 8}})
     done = sweep_process(tmp_path, "run", "spec.yaml", "--workers", "2", "--trials", "6", "--threads", "1",
                          "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
