@@ -15,7 +15,14 @@ import torch
 from digitsum.data import EOA, PAD, Encoded
 from digitsum.model import DigitSumModel, State
 
-CHUNK_ROWS = 16_384  # bounds memory when decoding 100,000+ rows
+# Rows decoded together: bounds memory, and keeps each step's activations in the CPU's caches.
+# Measured on 2 cores (100,000 five-digit rows): LSTM 64 took 1.1 s in chunks of 2,048 rows and
+# 1.3 s in chunks of 16,384; LSTM 128 2.5 s in chunks of 1,024-2,048 and 4.3 s in 16,384.
+CHUNK_FLOATS = 2**17  # rows x hidden_size per chunk
+
+
+def chunk_rows(hidden_size: int) -> int:
+    return max(256, CHUNK_FLOATS // hidden_size)
 
 
 def max_answer_tokens(input_length: int) -> int:
@@ -53,7 +60,7 @@ def greedy_decode(model: DigitSumModel, data: Encoded, steps: int | None = None)
         steps = steps or max_answer_tokens(int(data.input_lengths.max()))
         chunks = [
             _decode_chunk(model, data.take(index).to(device), steps).cpu()
-            for index in torch.arange(len(data)).split(CHUNK_ROWS)
+            for index in torch.arange(len(data)).split(chunk_rows(model.config.hidden_size))
         ]
         return torch.cat(chunks)
     finally:

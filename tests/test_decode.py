@@ -89,7 +89,7 @@ def test_greedy_decode_in_chunks_and_with_fixed_steps(model_type, monkeypatch):
     data = encode(rows)
     model = make_model(model_type, seed=4, eoa_bias=2.0)
     whole = greedy_decode(model, data)
-    monkeypatch.setattr(decode, "CHUNK_ROWS", 5)  # 48 rows in 10 chunks
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size: 5)  # 48 rows in 10 chunks
     assert torch.equal(greedy_decode(model, data), whole)
     short = greedy_decode(model, data, steps=2)
     assert short.shape == (len(rows), 2)
@@ -267,3 +267,9 @@ def test_answers_to_numbers_of_an_empty_answer():
 
 def test_answers_to_text_of_an_empty_answer_is_none():
     assert answers_to_text(torch.tensor([[EOA, PAD]])) == [None]
+
+
+def test_chunks_shrink_as_the_hidden_state_grows():
+    assert decode.chunk_rows(64) > decode.chunk_rows(128) > decode.chunk_rows(256)
+    assert decode.chunk_rows(64) * 64 == decode.CHUNK_FLOATS
+    assert decode.chunk_rows(10**6) == 256  # a floor, so huge models still decode in batches
