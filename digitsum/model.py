@@ -47,12 +47,16 @@ class DigitSumModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens [B, T] -> logits [B, T, N_OUTPUT_TOKENS] and the recurrent state after T steps."""
+        outputs, state = self.hidden(tokens, state)
+        return self.head(self.dropout(outputs)), state
+
+    def hidden(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """tokens [B, T] -> the last layer's outputs [B, T, hidden_size] and the state after T steps."""
         if self.embedding is not None:
             inputs = self.embedding(tokens)
         else:
             inputs = F.one_hot(tokens, N_INPUT_TOKENS).float()
-        outputs, state = self.rnn(inputs, state)
-        return self.head(self.dropout(outputs)), state
+        return self.rnn(inputs, state)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -36,6 +36,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine decay to 1% stops the late-training swings of a constant rate
     balance_lengths: bool = False  # draw every input length equally often
     answer_balance: float = 0.0  # 0..1: weigh rows by count(sum)**-answer_balance (1: every sum equally often)
+    sum_state_weight: float = 0.0  # >0: pull the hidden states of equal running sums together (see sum_state_spread)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     num_threads: int = 0  # torch threads; 0 leaves torch's default
@@ -189,11 +190,18 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
 
 def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator) -> float:
     model.train()
+    sums = running_sums(data) if tc.sum_state_weight > 0 else None
     loss_sum = torch.zeros((), device=data.inputs.device)
     for index in epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance):
         index = index.to(data.inputs.device)
-        logits, _ = model(data.inputs[index])
+        if sums is None:
+            logits, _ = model(data.inputs[index])
+        else:
+            outputs, _ = model.hidden(data.inputs[index])
+            logits = model.head(model.dropout(outputs))
         loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
+        if sums is not None:
+            loss = loss + tc.sum_state_weight * sum_state_spread(outputs, sums[0][index], sums[1][index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
@@ -202,6 +210,30 @@ def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, ge
         scheduler.step()
         loss_sum += loss.detach() * len(index)
     return float(loss_sum) / len(data)  # one sync per epoch, not one per step
+
+
+def running_sums(data: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, T] sum of the digits up to and including each position, and the [N, T] bool mask of
+    digit positions (EOS, answer and padding are False)."""
+    positions = torch.arange(data.inputs.shape[1], device=data.inputs.device)
+    mask = positions[None, :] < data.input_lengths[:, None]
+    return torch.where(mask, data.inputs, 0).cumsum(1), mask
+
+
+def sum_state_spread(outputs: torch.Tensor, sums: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Spread of the hidden states within equal running sums, over their spread overall.
+
+    0 means the state after a digit is a function of the sum so far alone, whatever the position:
+    the counter a longer input needs. Without it the sweep's best models were position-dependent,
+    and 5-digit inputs with large sums came out ~2 too small.
+    """
+    states, groups = outputs[mask], sums[mask]
+    n_groups = 9 * outputs.shape[1] + 1  # every possible running sum; no device sync for the max
+    counts = torch.zeros(n_groups, device=states.device).index_add_(0, groups, torch.ones_like(groups, dtype=states.dtype))
+    means = torch.zeros(n_groups, states.shape[1], device=states.device).index_add_(0, groups, states) / counts.clamp(min=1)[:, None]
+    within = ((states - means[groups]) ** 2).sum(1).mean()
+    overall = ((states - states.mean(0)) ** 2).sum(1).mean()
+    return within / (overall + 1e-6)
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import load_checkpoint
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, encode, make_rows, write_csv
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Rows, encode, make_rows, write_csv
 from digitsum.decode import accuracy, answers_to_numbers, greedy_decode
 from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig, count_parameters
 from digitsum.train import (
@@ -25,7 +25,9 @@ from digitsum.train import (
     fit,
     load_rows,
     resolve_device,
+    running_sums,
     split_rows,
+    sum_state_spread,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,6 +96,36 @@ def test_fit_balanced_is_reproducible(tiny_config, tiny_rows):
     assert comparable(fit(config, train, val).history) == comparable(fit(config, train, val).history)
     plain = fit(with_train(config, balance_lengths=False), train, val)
     assert comparable(plain.history) != comparable(fit(config, train, val).history)
+
+
+def test_running_sums_cover_the_digits_only():
+    data = encode(Rows(np.array(["12", "905"]), np.array([3, 14])))
+    sums, mask = running_sums(data)
+    assert mask.tolist() == [[True, True, False, False, False, False], [True, True, True, False, False, False]]
+    assert sums[mask].tolist() == [1, 3, 9, 9, 14]
+
+
+def test_sum_state_spread_is_zero_when_states_depend_on_the_sum_alone():
+    sums = torch.tensor([[1, 3, 0], [3, 4, 7]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    by_sum = torch.randn(30, 5)
+    outputs = by_sum[sums]  # [2, 3, 5]: the state is a function of the running sum
+    assert sum_state_spread(outputs, sums, mask).item() == pytest.approx(0.0, abs=1e-6)
+    outputs[0, 1] += 1.0  # sum 3 at position 1 of row 0 now differs from sum 3 at position 0 of row 1
+    spread = sum_state_spread(outputs, sums, mask).item()
+    assert spread > 0.01
+    outputs[0, 2] = 1e6  # masked positions (after the digits) never count
+    assert sum_state_spread(outputs, sums, mask).item() == spread
+
+
+def test_sum_state_weight_changes_training_and_stays_reproducible(tiny_config, tiny_rows):
+    config = tiny_config(balance_lengths=True)
+    train, val = split(config, tiny_rows)
+    pulled = with_train(config, sum_state_weight=1.0)
+    first = fit(pulled, train, val)
+    assert comparable(first.history) == comparable(fit(pulled, train, val).history)
+    assert comparable(first.history) != comparable(fit(config, train, val).history)
+    assert all(math.isfinite(e.train_loss) for e in first.history)
 
 
 def test_fit_other_seed_differs(tiny_config, tiny_rows):
