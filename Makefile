@@ -16,12 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,postgres]"
 	touch $@
 
+# The fused LSTM kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.
 install: $(VENV)/.installed
+	$(PY) -m digitsum.fused
 
 system:
 	bash scripts/system-deps.sh
 
-test: install system
+test: system install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 quickstart: install

@@ -41,7 +41,8 @@ import baseline  # noqa: E402  (bench/baseline.py, the reference being beaten)
 from digitsum.data import encode, make_rows, stratified_split  # noqa: E402
 from digitsum.decode import accuracy  # noqa: E402
 from digitsum.model import DigitSumModel, ModelConfig  # noqa: E402
-from digitsum.train import TrainConfig, _fast_optimizer, _schedule, _train_epoch, evaluate_loss  # noqa: E402
+from digitsum.fused import make_step  # noqa: E402
+from digitsum.train import TrainConfig, _schedule, _train_epoch, evaluate_loss, make_optimizer  # noqa: E402
 
 HIDDEN_SIZES = (64, 128)
 BATCH_SIZES = (32, 256)
@@ -92,23 +93,19 @@ def machine_lines(threads: int) -> list[str]:
 class Ours:
     """One configuration set up exactly as digitsum.train.fit sets it up (on CPU)."""
 
-    def __init__(self, hidden: int, batch: int, train, val):
+    def __init__(self, hidden: int, batch: int, train, val, fused: bool = True):
         self.tc = TrainConfig(batch_size=batch, seed=0)
         torch.manual_seed(self.tc.seed)
         self.model = DigitSumModel(ModelConfig(model_type="lstm", hidden_size=hidden))
         self.train, self.val = train, val
         self.generator = torch.Generator().manual_seed(self.tc.seed)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.tc.learning_rate,
-            weight_decay=self.tc.weight_decay,
-            **_fast_optimizer(torch.device("cpu")),
-        )
+        self.fused_step = make_step(self.model, torch.device("cpu")) if fused else None
+        self.optimizer = make_optimizer(self.model, self.tc, torch.device("cpu"), self.fused_step is not None)
         total_steps = math.ceil(len(train) / batch) * self.tc.n_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.tc.lr_schedule, total_steps))
 
     def train_pass(self) -> float:
-        return _train_epoch(self.model, self.train, self.optimizer, self.scheduler, self.tc, self.generator)
+        return _train_epoch(self.model, self.train, self.optimizer, self.scheduler, self.tc, self.generator, self.fused_step)
 
     def check(self, data=None):
         return accuracy(self.model, self.val if data is None else data)

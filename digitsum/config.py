@@ -45,6 +45,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.grad_clip": (lambda v: v >= 0.0, "a number >= 0 (0: no clipping)"),
     "train.answer_balance": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1] (0: off, 1: every sum equally often)"),
     "train.sum_state_weight": (lambda v: v >= 0.0, "a number >= 0 (0: off; 1 helped length generalization)"),
+    "train.fused": (lambda v: isinstance(v, bool), "true or false"),
     "train.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
     "train.device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, cuda, cuda:N or mps"),
     "train.num_threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),

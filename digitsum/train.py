@@ -18,6 +18,7 @@ from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Encoded, Rows, enc
 from digitsum.data import parse_lengths, read_csv, stratified_split
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import ConfigError
+from digitsum.fused import FusedAdamW, make_step
 from digitsum.model import DigitSumModel, ModelConfig, count_parameters
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -37,6 +38,7 @@ class TrainConfig:
     balance_lengths: bool = False  # draw every input length equally often
     answer_balance: float = 0.0  # 0..1: weigh rows by count(sum)**-answer_balance (1: every sum equally often)
     sum_state_weight: float = 0.0  # >0: pull the hidden states of equal running sums together (see sum_state_spread)
+    fused: bool = True  # the fused CPU step for one-layer LSTMs where it applies (digitsum/fused.py)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     num_threads: int = 0  # torch threads; 0 leaves torch's default
@@ -140,9 +142,8 @@ def fit(
     probe = encode(probe_rows).to(device) if probe_rows is not None else None
     generator = torch.Generator().manual_seed(tc.seed)
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, **_fast_optimizer(device)
-    )
+    fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused else None
+    optimizer = make_optimizer(model, tc, device, fused_step is not None)
     steps_per_epoch = math.ceil(len(train) / tc.batch_size)
     total_steps = steps_per_epoch * tc.n_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
@@ -152,7 +153,7 @@ def fit(
     for epoch in range(1, tc.n_epochs + 1):
         start = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(model, train, optimizer, scheduler, tc, generator)
+        train_loss = _train_epoch(model, train, optimizer, scheduler, tc, generator, fused_step)
         val_loss = evaluate_loss(model, val)
         val_accuracy = accuracy(model, val)
         exact = val_accuracy.exact_match
@@ -174,10 +175,14 @@ def fit(
     return FitResult(model, history, best_epoch, best_exact, count_parameters(model), best_val_accuracy)
 
 
-def _fast_optimizer(device: torch.device) -> dict:
+def make_optimizer(model: DigitSumModel, tc: TrainConfig, device: torch.device, fused: bool = False):
+    """AdamW; on the fused path its update is one C++ call too (FusedAdamW)."""
+    if fused:
+        return FusedAdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
     # The fused kernel runs one op per step instead of a handful per parameter tensor; with ~1 ms
     # per step of fixed overhead on tiny models that is a large share of the time.
-    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+    fast = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    return torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, **fast)
 
 
 def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
@@ -188,28 +193,38 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
     raise ConfigError(f"lr_schedule {name!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
-def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator) -> float:
+def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator, fused_step=None) -> float:
     model.train()
     sums = running_sums(data) if tc.sum_state_weight > 0 else None
+    if fused_step is not None:  # time-major, as the kernel reads them
+        tokens, targets = data.inputs.T.contiguous(), data.targets.T.contiguous()
     loss_sum = torch.zeros((), device=data.inputs.device)
     for index in epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance):
         index = index.to(data.inputs.device)
-        if sums is None:
-            logits, _ = model(data.inputs[index])
+        if fused_step is not None:
+            loss = fused_step(tokens.index_select(1, index), targets.index_select(1, index), tc.grad_clip)
         else:
-            outputs, _ = model.hidden(data.inputs[index])
-            logits = model.head(model.dropout(outputs))
-        loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
-        if sums is not None:
-            loss = loss + tc.sum_state_weight * sum_state_spread(outputs, sums[0][index], sums[1][index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            loss = _eager_loss(model, data, index, tc, sums)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * len(index)
     return float(loss_sum) / len(data)  # one sync per epoch, not one per step
+
+
+def _eager_loss(model, data: Encoded, index: torch.Tensor, tc: TrainConfig, sums) -> torch.Tensor:
+    if sums is None:
+        logits, _ = model(data.inputs[index])
+    else:
+        outputs, _ = model.hidden(data.inputs[index])
+        logits = model.head(model.dropout(outputs))
+    loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
+    if sums is not None:
+        loss = loss + tc.sum_state_weight * sum_state_spread(outputs, sums[0][index], sums[1][index])
+    return loss
 
 
 def running_sums(data: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# System packages the tests use for real (headless Chromium, PostgreSQL). Installed with apt-get
-# when missing and running as root; otherwise the tests that need them skip with a reason.
+# System packages the tests use for real (headless Chromium, PostgreSQL) and the C++ compiler the
+# fused LSTM kernel needs. Installed with apt-get when missing and running as root; otherwise the
+# tests that need them skip with a reason (without a compiler, training falls back to nn.LSTM).
 set -u
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -1,0 +1,215 @@
+"""digitsum.fused: the fused LSTM step against autograd and nn.LSTM, FusedAdamW against AdamW, and
+fit on the fused path (reproducible, close to the nn.LSTM path, used only where it applies)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from digitsum import fused
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, encode, make_rows
+from digitsum.model import DigitSumModel, ModelConfig
+from digitsum.train import fit, make_optimizer, split_rows
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(not fused.load(), reason="the fused kernel cannot be built here (no C++ compiler?)"),
+]
+CPU = torch.device("cpu")
+
+
+def lstm(hidden_size: int = 24, embedding_dim: int = 8, seed: int = 0, **model) -> DigitSumModel:
+    torch.manual_seed(seed)
+    return DigitSumModel(ModelConfig(model_type="lstm", hidden_size=hidden_size, embedding_dim=embedding_dim, **model))
+
+
+def batch(rows: int = 40, seed: int = 0):
+    data = encode(make_rows([1, 2, 3]))
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows]
+    return data.inputs[index], data.targets[index]
+
+
+def autograd_loss_and_grads(model: DigitSumModel, inputs, targets, max_norm: float = 0.0):
+    model.zero_grad(set_to_none=True)
+    logits, _ = model(inputs)
+    loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), targets.reshape(-1), ignore_index=IGNORE)
+    loss.backward()
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("embedding_dim", [8, 0])
+def test_loss_and_gradients_equal_autograd_through_nn_lstm(embedding_dim):
+    model = lstm(embedding_dim=embedding_dim)
+    inputs, targets = batch()
+    loss, expected = autograd_loss_and_grads(model, inputs, targets)
+    step = fused.make_step(model, CPU)
+    fused_loss = step(inputs.T.contiguous(), targets.T.contiguous())
+    assert fused_loss.item() == pytest.approx(loss.item(), rel=1e-5)
+    for (name, p), want in zip(model.named_parameters(), expected):
+        assert p.grad is not None and p.grad.shape == p.shape, name
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6, msg=name)
+        assert want.abs().max() > 0, name  # every gradient is really exercised
+
+
+def test_clipping_equals_clip_grad_norm():
+    model = lstm(seed=1)
+    inputs, targets = batch(seed=1)
+    _, unclipped = autograd_loss_and_grads(model, inputs, targets)
+    total = math.sqrt(sum(float(g.square().sum()) for g in unclipped))
+    max_norm = total / 4  # well below the norm, so clipping must scale every gradient
+    _, expected = autograd_loss_and_grads(model, inputs, targets, max_norm)
+    fused.make_step(model, CPU)(inputs.T.contiguous(), targets.T.contiguous(), max_norm)
+    for (name, p), want in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6, msg=name)
+    assert math.sqrt(sum(float(p.grad.square().sum()) for p in model.parameters())) == pytest.approx(max_norm, rel=1e-4)
+
+
+def test_a_step_writes_every_gradient_afresh():
+    """The kernel overwrites .grad (no accumulation), so no zero_grad is needed between steps."""
+    model = lstm()
+    step = fused.make_step(model, CPU)
+    inputs, targets = batch(seed=2)
+    step(inputs.T.contiguous(), targets.T.contiguous())
+    first = [p.grad.clone() for p in model.parameters()]
+    step(inputs.T.contiguous(), targets.T.contiguous())
+    for p, g in zip(model.parameters(), first):
+        assert torch.equal(p.grad, g)
+
+
+def test_bad_tokens_and_shapes_are_refused():
+    model = lstm()
+    step = fused.make_step(model, CPU)
+    inputs, targets = batch()
+    tokens = inputs.T.contiguous()
+    with pytest.raises(RuntimeError, match="out of range"):
+        step(tokens.clone().fill_(99), targets.T.contiguous())
+    with pytest.raises(RuntimeError, match=r"\[T, B\]"):
+        step(tokens, targets.T.contiguous()[:, :3])
+
+
+def test_fused_adamw_equals_torch_adamw_with_a_schedule():
+    torch.manual_seed(0)
+    shapes = [(13, 8), (96, 8), (96, 24), (96,), (12,)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    optimizers = [fused.FusedAdamW(ours, lr=3e-3, weight_decay=0.05), torch.optim.AdamW(theirs, lr=3e-3, weight_decay=0.05)]
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (1 + step)) for o in optimizers]
+    for _ in range(30):
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        for optimizer, schedule in zip(optimizers, schedules):
+            optimizer.step()
+            schedule.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(ours[0], torch.zeros_like(ours[0]))
+    assert optimizers[0].state[ours[0]]["step"] == 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Where it applies, and fit on it
+
+
+@pytest.mark.parametrize(
+    ("model", "sum_state_weight", "device", "applies"),
+    [
+        ({}, 0.0, "cpu", True),
+        ({"embedding_dim": 0}, 0.0, "cpu", True),
+        ({"model_type": "gru"}, 0.0, "cpu", False),
+        ({"model_type": "rnn"}, 0.0, "cpu", False),
+        ({"num_layers": 2}, 0.0, "cpu", False),
+        ({"num_layers": 2, "dropout": 0.1}, 0.0, "cpu", False),
+        ({}, 1.0, "cpu", False),
+        ({}, 0.0, "meta", False),
+    ],
+)
+def test_applies_to_one_layer_lstms_on_the_cpu_only(model, sum_state_weight, device, applies):
+    config = {"model_type": "lstm", "hidden_size": 8, **model}
+    assert fused.applies(DigitSumModel(ModelConfig(**config)), torch.device(device), sum_state_weight) is applies
+
+
+def test_fit_uses_the_fused_step_and_is_reproducible(tiny_config, tiny_rows, monkeypatch):
+    config = tiny_config(model={"model_type": "lstm"}, n_epochs=4)
+    train, val = split_rows(tiny_rows, config.train)
+    calls = []
+    real = fused.FusedLSTMStep.__call__
+    monkeypatch.setattr(fused.FusedLSTMStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    first = fit(config, train, val)
+    assert len(calls) == 4 * math.ceil(len(train) / config.train.batch_size)
+    second = fit(config, train, val)
+    assert [(e.train_loss, e.val_loss, e.val_exact_match) for e in first.history] == [
+        (e.train_loss, e.val_loss, e.val_exact_match) for e in second.history
+    ]
+    for p, q in zip(first.model.parameters(), second.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fit_fused_follows_the_nn_lstm_path(tiny_config, tiny_rows):
+    """Same model, data, optimizer and schedule: the two paths differ by float rounding only, so the
+    losses of the first epochs agree closely (they drift apart slowly, as any rounding change does)."""
+    config = tiny_config(model={"model_type": "lstm"}, n_epochs=3, grad_clip=0.5)
+    train, val = split_rows(tiny_rows, config.train)
+    on = fit(config, train, val).history
+    off = fit(replace(config, train=replace(config.train, fused=False)), train, val).history
+    for a, b in zip(on, off):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3)
+    assert [e.train_loss for e in on] != [e.train_loss for e in off]  # really two different paths
+
+
+def test_fused_false_and_other_cells_train_through_nn_lstm(tiny_config, monkeypatch):
+    monkeypatch.setattr(fused, "FusedLSTMStep", None)  # any use would fail
+    model = lstm()
+    assert fused.make_step(model, CPU, sum_state_weight=1.0) is None
+    assert fused.make_step(DigitSumModel(ModelConfig(model_type="gru", hidden_size=8)), CPU) is None
+    config = tiny_config(model={"model_type": "lstm"}, fused=False)
+    assert isinstance(make_optimizer(model, config.train, CPU, fused=False), torch.optim.AdamW)
+
+
+def test_divergence_is_detected_on_the_fused_path(tiny_config, tiny_rows):
+    from digitsum.train import TrainingDiverged
+
+    config = tiny_config(model={"model_type": "lstm"})
+    config = replace(config, train=replace(config.train, learning_rate=float("inf")))
+    with pytest.raises(TrainingDiverged):
+        fit(config, *split_rows(tiny_rows, config.train))
+
+
+FALLBACK = """
+import sys
+from digitsum import fused
+from digitsum.data import make_rows
+from digitsum.train import Config, TrainConfig, fit, split_rows
+from digitsum.model import ModelConfig
+config = Config(ModelConfig(model_type="lstm", hidden_size=8), TrainConfig(lengths="1-2", n_epochs=1, num_threads=1))
+result = fit(config, *split_rows(make_rows([1, 2]), config.train))
+print(fused.load(), type(result.model.rnn).__name__, len(result.history))
+"""
+
+
+@pytest.mark.parametrize(
+    ("compiler", "says"),
+    [
+        ("/nonexistent/c++", "digitsum: no C++ compiler (/nonexistent/c++) found, so training uses torch.nn.LSTM"),
+        ("/bin/false", "digitsum: the fused LSTM kernel could not be built ("),
+    ],
+)
+def test_without_a_working_compiler_training_falls_back_with_one_line(compiler, says, tmp_path):
+    """A real build attempt in a fresh extension cache, with a compiler that is missing or broken."""
+    env = {**os.environ, "CXX": compiler, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "LSTM", "1"]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("digitsum:") and "compiling" not in line]
+    assert len(notes) == 1 and notes[0].startswith(says), result.stderr
+    assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
