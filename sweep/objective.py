@@ -120,7 +120,7 @@ def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_
     attrs = study.user_attrs
     if "base_config" not in attrs:
         raise UsageError(f"study {study.study_name!r} was not made by `sweep run`; it cannot be re-run")
-    base = cfg.from_dict(attrs["base_config"])
+    base = cfg.from_dict(stored_base_config(attrs["base_config"]))
     metric, value_from = attrs.get("metric", "val_exact_match"), attrs.get("value_from", "best")
     probe_spec = attrs.get("probe", {})
     probe = probe_rows(tuple(probe_spec.get("lengths", [])), int(probe_spec.get("sample", 10_000)))
@@ -139,6 +139,16 @@ def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_
             "epochs": len(fitted.history),
         })
     return results
+
+
+def stored_base_config(values: dict) -> dict:
+    """A study's stored base config, as the code that made it ran it.
+
+    Studies made before the fused LSTM step (their config has no ``train.fused``) trained LSTMs
+    through torch.nn.LSTM; a rerun does the same, so it repeats the same computation (the two
+    paths differ in float rounding)."""
+    train = values.get("train", {})
+    return values if "fused" in train else {**values, "train": {**train, "fused": False}}
 
 
 def _data_only(train_config: TrainConfig) -> TrainConfig:

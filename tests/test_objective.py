@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import os
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from digitsum.checkpoint import load_checkpoint
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
-from sweep.objective import checkpoint_path, probe_rows, rerun, trial_value
+from sweep.objective import checkpoint_path, probe_rows, rerun, stored_base_config, trial_value
 from sweep.spec import parse_spec
 from sweep_helpers import run_spec, spec_dict
 
@@ -243,6 +245,23 @@ def test_rerun_with_seeds(probe_study):
     results = rerun(study, 0, seeds=[0, 5], num_threads=1)
     assert [r["seed"] for r in results] == [0, 5]
     assert results[0]["value"] == study.trials[0].value
+
+
+def test_rerun_of_a_study_made_before_the_fused_step_trains_through_nn_lstm(tmp_path):
+    """A stored config without train.fused comes from before the fused LSTM step: rerun it the old way."""
+    spec = spec_dict(
+        n_trials=1, fixed={"train.n_epochs": 2, "train.seed": 0, "train.fused": False},
+        space={"model.model_type": {"choices": ["lstm"]}, "model.hidden_size": {"choices": [8]}},
+    )
+    study = run_spec(tmp_path, spec)
+    old = copy.deepcopy(study.user_attrs["base_config"])
+    assert old["train"]["fused"] is False
+    del old["train"]["fused"]  # as a study made before the option existed stores it
+    study.set_user_attr("base_config", old)
+    (result,) = rerun(study, 0, num_threads=1)
+    assert result["value"] == study.trials[0].value
+    assert stored_base_config(old)["train"]["fused"] is False
+    assert stored_base_config({"train": {"fused": True}})["train"]["fused"] is True
 
 
 def test_rerun_unknown_trial(probe_study):
