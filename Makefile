@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,postgres]"
 	touch $@
 
-# The fused LSTM kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.
+# The fused training kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.
 install: $(VENV)/.installed
 	$(PY) -m digitsum.fused
 

@@ -5,7 +5,7 @@
 On lengths 2-4 (all 11,100 strings, stratified 80/20 split with seed 0) it measures:
 
 1. For LSTM hidden 64 and 128 at batch 32 and 256: one training pass (digitsum.train._train_epoch
-   with fit's optimizer, schedule and clipping, on the fused LSTM step as fit uses it; at LSTM 64,
+   with fit's optimizer, schedule and clipping, on the fused training step as fit uses it; at LSTM 64,
    batch 32 also through torch.nn.LSTM, as with train.fused=false), the unrolled accuracy check on the validation split
    (digitsum.decode.accuracy) and the validation-loss pass (digitsum.train.evaluate_loss).
 2. The reference at LSTM 64, batch 32: its training pass, its validation-loss pass and its per-row
@@ -195,7 +195,7 @@ def main() -> None:
                 fmt_s(t_loss), f"{acc.exact_match:.3f}",
             ])
             print(f"  measured LSTM {hidden}, batch {batch}", file=sys.stderr, flush=True)
-    print("1. digitsum core as fit runs it (embedding 16, the fused LSTM step, FusedAdamW, grad clip 1.0, cosine schedule)")
+    print("1. digitsum core as fit runs it (embedding 16, the fused training step, FusedAdamW, grad clip 1.0, cosine schedule)")
     print_table(
         ["config", "train pass", "train rows/s", "accuracy check", "decoded rows/s", "val-loss pass", "val exact"],
         table,

@@ -1,10 +1,11 @@
-"""The fused CPU training step for one-layer LSTMs (fused_lstm.cpp), built on first use.
+"""The fused CPU training step for one-layer LSTMs and GRUs (fused_step.cpp), built on first use.
 
-At batch 32 an eager LSTM step spends most of its time in per-op overhead, not arithmetic. The
-fused step computes the loss and every gradient of one batch in one C++ call (same model, same
-parameters, same loss; different float rounding), and `fit` uses it wherever it applies: CPU, LSTM,
-one layer, no dropout, no `sum_state_weight`, and `train.fused` on. Everything else, and any
-machine where the kernel cannot be built (no C++ compiler), trains through torch.nn.LSTM.
+At batch 32 an eager step spends most of its time in per-op overhead, not arithmetic. The fused
+step computes the loss and every gradient of one batch in one C++ call (same model, same
+parameters, same loss; different float rounding), and `fit` uses it wherever it applies: CPU, LSTM
+or GRU, one layer, no dropout, no `sum_state_weight`, and `train.fused` on. Everything else (the
+plain RNN among it), and any machine where the kernel cannot be built (no C++ compiler), trains
+through torch.nn.
 
 The kernel is compiled once per machine with torch.utils.cpp_extension (~30 s, needs g++ or
 clang and ninja) into torch's extension cache; later processes load it in well under a second.
@@ -22,7 +23,8 @@ import torch
 
 from digitsum.model import DigitSumModel
 
-SOURCE = Path(__file__).with_name("fused_lstm.cpp")
+SOURCE = Path(__file__).with_name("fused_step.cpp")
+FUSED_TYPES = ("lstm", "gru")
 _loaded: bool | None = None  # None: not tried yet in this process
 
 
@@ -43,8 +45,8 @@ def _build_options() -> tuple[str, list[str]]:
     # would set flush-to-zero for the whole process. These two are what vectorizing needs.
     flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     if {"avx2", "fma"} <= _cpu_flags():
-        return "digitsum_fused_avx2", [*flags, "-mavx2", "-mfma"]
-    return "digitsum_fused", flags
+        return "digitsum_fused_step_avx2", [*flags, "-mavx2", "-mfma"]
+    return "digitsum_fused_step", flags
 
 
 def load() -> bool:
@@ -60,8 +62,8 @@ def _load() -> bool:
 
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
-        _say(f"no C++ compiler ({compiler}) found, so training uses torch.nn.LSTM; install one (e.g. apt-get "
-             "install g++) for the fused LSTM step, ~5x faster at batch 32")
+        _say(f"no C++ compiler ({compiler}) found, so training uses torch.nn; install one (e.g. apt-get "
+             "install g++) for the fused training step, ~5x faster at batch 32")
         return False
     name, flags = _build_options()
     # pip's ninja lands next to the interpreter, which is not on PATH unless the venv is active.
@@ -73,12 +75,12 @@ def _load() -> bool:
     try:
         build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
         if not (build_dir / f"{name}.so").exists():
-            _say(f"compiling the fused LSTM kernel into {build_dir} (once per machine, ~30 s)")
+            _say(f"compiling the fused training kernel into {build_dir} (once per machine, ~30 s)")
         cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, is_python_module=False)
-    except Exception as error:  # a broken compiler, no ninja, missing headers: train through nn.LSTM
+    except Exception as error:  # a broken compiler, no ninja, missing headers: train through torch.nn
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1])[:160]
-        _say(f"the fused LSTM kernel could not be built ({reason}); training uses torch.nn.LSTM")
+        _say(f"the fused training kernel could not be built ({reason}); training uses torch.nn")
         return False
     finally:
         os.environ["PATH"] = path
@@ -95,7 +97,7 @@ def applies(model: DigitSumModel, device: torch.device, sum_state_weight: float 
     config = model.config
     return (
         device.type == "cpu"
-        and config.model_type == "lstm"
+        and config.model_type in FUSED_TYPES
         and config.num_layers == 1
         and config.dropout == 0.0
         and sum_state_weight == 0.0
@@ -103,18 +105,19 @@ def applies(model: DigitSumModel, device: torch.device, sum_state_weight: float 
     )
 
 
-class FusedLSTMStep:
+class FusedStep:
     """Loss and (clipped) gradients of one batch in one call, written to each parameter's .grad."""
 
     def __init__(self, model: DigitSumModel):
         rnn = model.rnn
         self.parameters = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
                            model.head.weight, model.head.bias]
+        self.op = getattr(torch.ops.digitsum, f"{model.config.model_type}_train_step")
         self.embedding = model.embedding.weight if model.embedding is not None else None
         if self.embedding is not None:
             self.parameters.insert(0, self.embedding)
         if {id(p) for p in self.parameters} != {id(p) for p in model.parameters()}:
-            raise ValueError("FusedLSTMStep: the model has parameters the fused step does not know")
+            raise ValueError("FusedStep: the model has parameters the fused step does not know")
         self.grads = [torch.zeros_like(p) for p in self.parameters]
         for p, g in zip(self.parameters, self.grads):
             p.grad = g  # the kernel overwrites them every step; nothing may set them to None
@@ -124,7 +127,7 @@ class FusedLSTMStep:
         """tokens, targets [T, B] (time-major) -> the mean loss; fills every parameter's .grad,
         clipped to ``max_grad_norm`` (as torch.nn.utils.clip_grad_norm_) when it is above 0."""
         weights = self.parameters[1:] if self.embedding is not None else self.parameters
-        return torch.ops.digitsum.lstm_train_step(
+        return self.op(
             tokens, targets, self.embedding, *weights, self.grads, float(max_grad_norm)
         )
 
@@ -163,12 +166,12 @@ class FusedAdamW(torch.optim.Optimizer):
         return None
 
 
-def make_step(model: DigitSumModel, device: torch.device, sum_state_weight: float = 0.0) -> FusedLSTMStep | None:
+def make_step(model: DigitSumModel, device: torch.device, sum_state_weight: float = 0.0) -> FusedStep | None:
     """The fused step for this model, or None where it does not apply or cannot be built."""
     if not applies(model, device, sum_state_weight) or not load():
         return None
-    return FusedLSTMStep(model)
+    return FusedStep(model)
 
 
 if __name__ == "__main__":  # `python -m digitsum.fused`: build now (make install does), say whether it works
-    print("fused LSTM kernel: " + ("ready" if load() else "not available; training uses torch.nn.LSTM"))
+    print("fused training kernel: " + ("ready" if load() else "not available; training uses torch.nn"))

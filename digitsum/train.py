@@ -38,7 +38,7 @@ class TrainConfig:
     balance_lengths: bool = False  # draw every input length equally often
     answer_balance: float = 0.0  # 0..1: weigh rows by count(sum)**-answer_balance (1: every sum equally often)
     sum_state_weight: float = 0.0  # >0: pull the hidden states of equal running sums together (see sum_state_spread)
-    fused: bool = True  # the fused CPU step for one-layer LSTMs where it applies (digitsum/fused.py)
+    fused: bool = True  # the fused CPU step for one-layer LSTMs and GRUs where it applies (digitsum/fused.py)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     num_threads: int = 0  # torch threads; 0 leaves torch's default

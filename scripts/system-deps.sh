@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use for real (headless Chromium, PostgreSQL) and the C++ compiler the
-# fused LSTM kernel needs. Installed with apt-get when missing and running as root; otherwise the
-# tests that need them skip with a reason (without a compiler, training falls back to nn.LSTM).
+# fused training kernel needs. Installed with apt-get when missing and running as root; otherwise the
+# tests that need them skip with a reason (without a compiler, training falls back to torch.nn).
 set -u
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

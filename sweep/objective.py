@@ -144,8 +144,8 @@ def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_
 def stored_base_config(values: dict) -> dict:
     """A study's stored base config, as the code that made it ran it.
 
-    Studies made before the fused LSTM step (their config has no ``train.fused``) trained LSTMs
-    through torch.nn.LSTM; a rerun does the same, so it repeats the same computation (the two
+    Studies made before the fused training step (their config has no ``train.fused``) trained
+    through torch.nn; a rerun does the same, so it repeats the same computation (the two
     paths differ in float rounding)."""
     train = values.get("train", {})
     return values if "fused" in train else {**values, "train": {**train, "fused": False}}

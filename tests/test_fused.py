@@ -1,5 +1,5 @@
-"""digitsum.fused: the fused LSTM step against autograd and nn.LSTM, FusedAdamW against AdamW, and
-fit on the fused path (reproducible, close to the nn.LSTM path, used only where it applies)."""
+"""digitsum.fused: the fused LSTM and GRU steps against autograd through torch.nn, FusedAdamW against
+AdamW, and fit on the fused path (reproducible, close to the torch.nn path, used only where it applies)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ pytestmark = [
 CPU = torch.device("cpu")
 
 
-def lstm(hidden_size: int = 24, embedding_dim: int = 8, seed: int = 0, **model) -> DigitSumModel:
+def recurrent(model_type: str = "lstm", hidden_size: int = 24, embedding_dim: int = 8, seed: int = 0) -> DigitSumModel:
     torch.manual_seed(seed)
-    return DigitSumModel(ModelConfig(model_type="lstm", hidden_size=hidden_size, embedding_dim=embedding_dim, **model))
+    return DigitSumModel(ModelConfig(model_type=model_type, hidden_size=hidden_size, embedding_dim=embedding_dim))
 
 
 def batch(rows: int = 40, seed: int = 0):
@@ -47,8 +47,9 @@ def autograd_loss_and_grads(model: DigitSumModel, inputs, targets, max_norm: flo
 
 
 @pytest.mark.parametrize("embedding_dim", [8, 0])
-def test_loss_and_gradients_equal_autograd_through_nn_lstm(embedding_dim):
-    model = lstm(embedding_dim=embedding_dim)
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_loss_and_gradients_equal_autograd_through_torch_nn(model_type, embedding_dim):
+    model = recurrent(model_type, embedding_dim=embedding_dim)
     inputs, targets = batch()
     loss, expected = autograd_loss_and_grads(model, inputs, targets)
     step = fused.make_step(model, CPU)
@@ -60,8 +61,9 @@ def test_loss_and_gradients_equal_autograd_through_nn_lstm(embedding_dim):
         assert want.abs().max() > 0, name  # every gradient is really exercised
 
 
-def test_clipping_equals_clip_grad_norm():
-    model = lstm(seed=1)
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_clipping_equals_clip_grad_norm(model_type):
+    model = recurrent(model_type, seed=1)
     inputs, targets = batch(seed=1)
     _, unclipped = autograd_loss_and_grads(model, inputs, targets)
     total = math.sqrt(sum(float(g.square().sum()) for g in unclipped))
@@ -73,9 +75,10 @@ def test_clipping_equals_clip_grad_norm():
     assert math.sqrt(sum(float(p.grad.square().sum()) for p in model.parameters())) == pytest.approx(max_norm, rel=1e-4)
 
 
-def test_a_step_writes_every_gradient_afresh():
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_a_step_writes_every_gradient_afresh(model_type):
     """The kernel overwrites .grad (no accumulation), so no zero_grad is needed between steps."""
-    model = lstm()
+    model = recurrent(model_type)
     step = fused.make_step(model, CPU)
     inputs, targets = batch(seed=2)
     step(inputs.T.contiguous(), targets.T.contiguous())
@@ -86,7 +89,7 @@ def test_a_step_writes_every_gradient_afresh():
 
 
 def test_bad_tokens_and_shapes_are_refused():
-    model = lstm()
+    model = recurrent()
     step = fused.make_step(model, CPU)
     inputs, targets = batch()
     tokens = inputs.T.contiguous()
@@ -125,25 +128,28 @@ def test_fused_adamw_equals_torch_adamw_with_a_schedule():
     [
         ({}, 0.0, "cpu", True),
         ({"embedding_dim": 0}, 0.0, "cpu", True),
-        ({"model_type": "gru"}, 0.0, "cpu", False),
+        ({"model_type": "gru"}, 0.0, "cpu", True),
+        ({"model_type": "gru", "embedding_dim": 0}, 0.0, "cpu", True),
         ({"model_type": "rnn"}, 0.0, "cpu", False),
         ({"num_layers": 2}, 0.0, "cpu", False),
         ({"num_layers": 2, "dropout": 0.1}, 0.0, "cpu", False),
         ({}, 1.0, "cpu", False),
+        ({"model_type": "gru"}, 1.0, "cpu", False),
         ({}, 0.0, "meta", False),
     ],
 )
-def test_applies_to_one_layer_lstms_on_the_cpu_only(model, sum_state_weight, device, applies):
+def test_applies_to_one_layer_lstms_and_grus_on_the_cpu_only(model, sum_state_weight, device, applies):
     config = {"model_type": "lstm", "hidden_size": 8, **model}
     assert fused.applies(DigitSumModel(ModelConfig(**config)), torch.device(device), sum_state_weight) is applies
 
 
-def test_fit_uses_the_fused_step_and_is_reproducible(tiny_config, tiny_rows, monkeypatch):
-    config = tiny_config(model={"model_type": "lstm"}, n_epochs=4)
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_fit_uses_the_fused_step_and_is_reproducible(model_type, tiny_config, tiny_rows, monkeypatch):
+    config = tiny_config(model={"model_type": model_type}, n_epochs=4)
     train, val = split_rows(tiny_rows, config.train)
     calls = []
-    real = fused.FusedLSTMStep.__call__
-    monkeypatch.setattr(fused.FusedLSTMStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    real = fused.FusedStep.__call__
+    monkeypatch.setattr(fused.FusedStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
     first = fit(config, train, val)
     assert len(calls) == 4 * math.ceil(len(train) / config.train.batch_size)
     second = fit(config, train, val)
@@ -154,10 +160,11 @@ def test_fit_uses_the_fused_step_and_is_reproducible(tiny_config, tiny_rows, mon
         assert torch.equal(p, q)
 
 
-def test_fit_fused_follows_the_nn_lstm_path(tiny_config, tiny_rows):
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_fit_fused_follows_the_torch_nn_path(model_type, tiny_config, tiny_rows):
     """Same model, data, optimizer and schedule: the two paths differ by float rounding only, so the
     losses of the first epochs agree closely (they drift apart slowly, as any rounding change does)."""
-    config = tiny_config(model={"model_type": "lstm"}, n_epochs=3, grad_clip=0.5)
+    config = tiny_config(model={"model_type": model_type}, n_epochs=3, grad_clip=0.5)
     train, val = split_rows(tiny_rows, config.train)
     on = fit(config, train, val).history
     off = fit(replace(config, train=replace(config.train, fused=False)), train, val).history
@@ -167,19 +174,20 @@ def test_fit_fused_follows_the_nn_lstm_path(tiny_config, tiny_rows):
     assert [e.train_loss for e in on] != [e.train_loss for e in off]  # really two different paths
 
 
-def test_fused_false_and_other_cells_train_through_nn_lstm(tiny_config, monkeypatch):
-    monkeypatch.setattr(fused, "FusedLSTMStep", None)  # any use would fail
-    model = lstm()
+def test_fused_false_and_other_models_train_through_torch_nn(tiny_config, monkeypatch):
+    monkeypatch.setattr(fused, "FusedStep", None)  # any use would fail
+    model = recurrent()
     assert fused.make_step(model, CPU, sum_state_weight=1.0) is None
-    assert fused.make_step(DigitSumModel(ModelConfig(model_type="gru", hidden_size=8)), CPU) is None
+    assert fused.make_step(DigitSumModel(ModelConfig(model_type="rnn", hidden_size=8)), CPU) is None
     config = tiny_config(model={"model_type": "lstm"}, fused=False)
     assert isinstance(make_optimizer(model, config.train, CPU, fused=False), torch.optim.AdamW)
 
 
-def test_divergence_is_detected_on_the_fused_path(tiny_config, tiny_rows):
+@pytest.mark.parametrize("model_type", fused.FUSED_TYPES)
+def test_divergence_is_detected_on_the_fused_path(model_type, tiny_config, tiny_rows):
     from digitsum.train import TrainingDiverged
 
-    config = tiny_config(model={"model_type": "lstm"})
+    config = tiny_config(model={"model_type": model_type})
     config = replace(config, train=replace(config.train, learning_rate=float("inf")))
     with pytest.raises(TrainingDiverged):
         fit(config, *split_rows(tiny_rows, config.train))
@@ -200,8 +208,8 @@ print(fused.load(), type(result.model.rnn).__name__, len(result.history))
 @pytest.mark.parametrize(
     ("compiler", "says"),
     [
-        ("/nonexistent/c++", "digitsum: no C++ compiler (/nonexistent/c++) found, so training uses torch.nn.LSTM"),
-        ("/bin/false", "digitsum: the fused LSTM kernel could not be built ("),
+        ("/nonexistent/c++", "digitsum: no C++ compiler (/nonexistent/c++) found, so training uses torch.nn"),
+        ("/bin/false", "digitsum: the fused training kernel could not be built ("),
     ],
 )
 def test_without_a_working_compiler_training_falls_back_with_one_line(compiler, says, tmp_path):

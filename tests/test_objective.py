@@ -248,7 +248,7 @@ def test_rerun_with_seeds(probe_study):
 
 
 def test_rerun_of_a_study_made_before_the_fused_step_trains_through_nn_lstm(tmp_path):
-    """A stored config without train.fused comes from before the fused LSTM step: rerun it the old way."""
+    """A stored config without train.fused comes from before the fused step: rerun it the old way."""
     spec = spec_dict(
         n_trials=1, fixed={"train.n_epochs": 2, "train.seed": 0, "train.fused": False},
         space={"model.model_type": {"choices": ["lstm"]}, "model.hidden_size": {"choices": [8]}},

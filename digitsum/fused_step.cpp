@@ -1,0 +1,386 @@
+// One training step of a one-layer LSTM or GRU DigitSumModel on the CPU: embedding, recurrence,
+// head, cross-entropy, the whole backward pass and gradient clipping in one call; and AdamW's
+// update in one more (see digitsum/fused.py).
+//
+// Why: at batch 32 an eager step is ~60 small ATen ops and ~20 tiny GEMMs, and per-op overhead
+// costs more than the arithmetic. Here the GEMMs are the only ATen calls; the gates, the loss and
+// every elementwise backward formula are plain loops the compiler vectorizes.
+//
+// Layout: time-major rows, row n = t * B + b. Gate order as in torch.nn: LSTM i, f, g, o; GRU r, z, n.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kIgnore = -100;  // digitsum.data.IGNORE
+enum class Cell { kLstm, kGru };
+
+// exp on a clamped argument (Cody-Waite reduction and Cephes' polynomial, ~2 ulp), written
+// without calls or branches so that the loops below vectorize. The clamp keeps results normal
+// floats; NaN still propagates.
+inline float exp_clamped(float x) {
+  x = x < -87.0f ? -87.0f : (x > 80.0f ? 80.0f : x);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
+inline float tanh_(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }  // torch.tanh is ~5x slower here
+
+// The row functions stay out of line: inlined into train_step, GCC stopped vectorizing some of them.
+#define ROW __attribute__((noinline))
+
+// LSTM: gate pre-activations (i, f, g, o) become activations.
+ROW void lstm_gates(float* __restrict a, int64_t H) {
+  for (int64_t j = 0; j < 2 * H; ++j) a[j] = sigmoid(a[j]);
+  for (int64_t j = 2 * H; j < 3 * H; ++j) a[j] = tanh_(a[j]);
+  for (int64_t j = 3 * H; j < 4 * H; ++j) a[j] = sigmoid(a[j]);
+}
+
+// LSTM: c_t, tanh(c_t) and h_t of one row from its gate activations (i, f, g, o: H each).
+ROW void cell_forward(const float* __restrict a, const float* __restrict c_prev, float* __restrict c,
+                      float* __restrict tc, float* __restrict h, int64_t H) {
+  for (int64_t k = 0; k < H; ++k) {
+    c[k] = a[H + k] * c_prev[k] + a[k] * a[2 * H + k];
+    tc[k] = tanh_(c[k]);
+    h[k] = a[3 * H + k] * tc[k];
+  }
+}
+
+// LSTM: one row's gate activations ad (i, f, g, o) become the gradients of their pre-activations, in
+// place; dc carries d loss / d c from step t to step t - 1.
+ROW void cell_backward(float* __restrict ad, const float* __restrict tc, const float* __restrict c_prev,
+                       const float* __restrict dh_in, const float* __restrict dh_next, float* __restrict dc, int64_t H) {
+  for (int64_t k = 0; k < H; ++k) {
+    const float i = ad[k], f = ad[H + k], g = ad[2 * H + k], o = ad[3 * H + k];
+    const float dh = dh_next[k] + dh_in[k];
+    const float dck = dc[k] + dh * o * (1.0f - tc[k] * tc[k]);
+    ad[k] = dck * g * i * (1.0f - i);
+    ad[H + k] = dck * c_prev[k] * f * (1.0f - f);
+    ad[2 * H + k] = dck * i * (1.0f - g * g);
+    ad[3 * H + k] = dh * tc[k] * o * (1.0f - o);
+    dc[k] = dck * f;
+  }
+}
+
+// GRU: gi (r, z, n input parts) becomes r, z, n; h_t from them and gh = h_{t-1} W_hh^T + b_hh.
+ROW void gru_forward(float* __restrict a, const float* __restrict gh, const float* __restrict h_prev,
+                     float* __restrict h, int64_t H) {
+  for (int64_t j = 0; j < 2 * H; ++j) a[j] = sigmoid(a[j] + gh[j]);
+  for (int64_t k = 0; k < H; ++k) {
+    const float n = tanh_(a[2 * H + k] + a[k] * gh[2 * H + k]);
+    a[2 * H + k] = n;
+    h[k] = (1.0f - a[H + k]) * n + a[H + k] * h_prev[k];
+  }
+}
+
+// GRU, one row: a (r, z, n) becomes d loss / d gi and gh becomes d loss / d gh, in place; carry gets
+// the part of d loss / d h_{t-1} that does not go through W_hh.
+ROW void gru_backward(float* __restrict a, float* __restrict gh, const float* __restrict h_prev,
+                      const float* __restrict dh_in, const float* __restrict dh_next, float* __restrict carry,
+                      int64_t H) {
+  for (int64_t k = 0; k < H; ++k) {
+    const float r = a[k], z = a[H + k], n = a[2 * H + k], ghn = gh[2 * H + k];
+    const float dh = dh_next[k] + dh_in[k];
+    const float dn = dh * (1.0f - z) * (1.0f - n * n);
+    const float dr = dn * ghn * r * (1.0f - r);
+    const float dz = dh * (h_prev[k] - n) * z * (1.0f - z);
+    carry[k] = dh * z;
+    a[k] = dr;
+    a[H + k] = dz;
+    a[2 * H + k] = dn;
+    gh[k] = dr;
+    gh[H + k] = dz;
+    gh[2 * H + k] = dn * r;
+  }
+}
+
+float* ptr(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// Scratch tensors kept between calls, one per slot: a step allocates nothing large, so its
+// memory stays mapped and cached (fresh buffers cost page faults on every step).
+at::Tensor scratch(int slot, at::IntArrayRef sizes) {
+  thread_local std::array<at::Tensor, 10> kept;
+  at::Tensor& t = kept.at(slot);
+  if (!t.defined()) t = at::empty({0}, at::kFloat);
+  t.resize_(sizes);
+  return t;
+}
+
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(grad.sizes() == like.sizes() && grad.is_contiguous() && grad.scalar_type() == at::kFloat,
+              op, ": grad for ", name, " must be a contiguous float tensor shaped like it");
+}
+
+// Mean cross-entropy over the scored positions (as F.cross_entropy with ignore_index); logits
+// become d loss / d logits in place.
+double cross_entropy_(const char* op, const at::Tensor& logits, const int64_t* tgt) {
+  const int64_t N = logits.size(0), O = logits.size(1);
+  float* z = ptr(logits);
+  double loss_sum = 0.0;
+  int64_t scored = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    float* zn = z + n * O;
+    if (tgt[n] == kIgnore) {
+      std::fill(zn, zn + O, 0.0f);
+      continue;
+    }
+    TORCH_CHECK(tgt[n] >= 0 && tgt[n] < O, op, ": target ", tgt[n], " out of range");
+    float top = zn[0];
+    for (int64_t j = 1; j < O; ++j) top = zn[j] > top ? zn[j] : top;
+    const float picked = zn[tgt[n]];
+    float total = 0.0f;
+    for (int64_t j = 0; j < O; ++j) total += (zn[j] = std::exp(zn[j] - top));
+    loss_sum += std::log(total) + top - picked;
+    for (int64_t j = 0; j < O; ++j) zn[j] /= total;
+    zn[tgt[n]] -= 1.0f;
+    ++scored;
+  }
+  logits.div_(static_cast<double>(scored));
+  return loss_sum / static_cast<double>(scored);
+}
+
+// As torch.nn.utils.clip_grad_norm_(grads, max_norm).
+void clip_(std::vector<at::Tensor>& grads, double max_norm) {
+  double squares = 0.0;
+  for (const at::Tensor& g : grads) {
+    const float* p = ptr(g);
+    for (int64_t k = 0, size = g.numel(); k < size; ++k) squares += static_cast<double>(p[k]) * p[k];
+  }
+  const float scale = static_cast<float>(max_norm / (std::sqrt(squares) + 1e-6));
+  if (scale < 1.0f) {
+    for (const at::Tensor& g : grads) {
+      float* p = ptr(g);
+      for (int64_t k = 0, size = g.numel(); k < size; ++k) p[k] *= scale;
+    }
+  }
+}
+
+// grads (written in place, contiguous): embedding (when given), w_ih, w_hh, b_ih, b_hh, head_w,
+// head_b: the order of DigitSumModel.parameters(). With max_grad_norm > 0 they are clipped as by
+// torch.nn.utils.clip_grad_norm_. Returns the mean loss over scored positions.
+at::Tensor train_step(Cell kind, const at::Tensor& tokens_in, const at::Tensor& targets_in,
+                      const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                      const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
+                      const at::Tensor& head_b, at::TensorList grad_list, double max_grad_norm) {
+  const char* op = kind == Cell::kLstm ? "lstm_train_step" : "gru_train_step";
+  TORCH_CHECK(tokens_in.dim() == 2 && tokens_in.sizes() == targets_in.sizes(), op,
+              ": tokens and targets must both be [T, B]");
+  TORCH_CHECK(tokens_in.scalar_type() == at::kLong && targets_in.scalar_type() == at::kLong, op,
+              ": tokens and targets must be int64");
+  TORCH_CHECK(w_hh.scalar_type() == at::kFloat, op, ": float32 parameters only");
+  const bool embedded = embedding.has_value();
+  std::vector<at::Tensor> grads(grad_list.begin(), grad_list.end());  // handles on the caller's tensors
+  TORCH_CHECK(static_cast<int64_t>(grads.size()) == (embedded ? 7 : 6), op, ": one grad per parameter");
+  const at::Tensor tokens = tokens_in.contiguous();
+  const at::Tensor targets = targets_in.contiguous();
+  const int64_t T = tokens.size(0), B = tokens.size(1), N = T * B;
+  const int64_t H = w_hh.size(1), G = w_hh.size(0), O = head_w.size(0);
+  TORCH_CHECK(G == (kind == Cell::kLstm ? 4 : 3) * H, op, ": w_hh has the wrong shape for this cell");
+  const int e = embedded ? 1 : 0;  // index of w_ih's grad
+  if (embedded) check_grad(op, grads[0], *embedding, "embedding");
+  check_grad(op, grads[e], w_ih, "w_ih");
+  check_grad(op, grads[e + 1], w_hh, "w_hh");
+  check_grad(op, grads[e + 2], b_ih, "b_ih");
+  check_grad(op, grads[e + 3], b_hh, "b_hh");
+  check_grad(op, grads[e + 4], head_w, "head_w");
+  check_grad(op, grads[e + 5], head_b, "head_b");
+
+  // Input projection as a table, one row per token id: embedding @ w_ih^T + b_ih (+ b_hh for an
+  // LSTM; a GRU's b_hh sits inside r * (...) and stays in the recurrent part).
+  const at::Tensor bias = kind == Cell::kLstm ? b_ih + b_hh : b_ih;
+  const at::Tensor table = embedded ? at::addmm(bias, *embedding, w_ih.t()) : (w_ih.t() + bias).contiguous();
+  const int64_t V = table.size(0);
+  const int64_t* tok = tokens.data_ptr<int64_t>();
+  const int64_t* tgt = targets.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n) {
+    TORCH_CHECK(tok[n] >= 0 && tok[n] < V, op, ": token id ", tok[n], " out of range");
+  }
+
+  const auto opts = w_hh.options();
+  at::Tensor act = scratch(0, {N, G});  // gate activations; later d loss / d (input-side pre-activations)
+  at::Tensor out = scratch(1, {N, H});  // h_t
+  at::Tensor cell = scratch(2, {N, H});   // LSTM: c_t
+  at::Tensor tcell = scratch(3, {N, H});  // LSTM: tanh(c_t)
+  at::Tensor gh = scratch(8, {kind == Cell::kGru ? N : 0, G});  // GRU: h_{t-1} W_hh^T + b_hh; later its gradient
+  const at::Tensor w_hh_t = w_hh.t();
+  float* const act_p = ptr(act);
+  float* const out_p = ptr(out);
+  float* const cell_p = ptr(cell);
+  float* const tcell_p = ptr(tcell);
+  float* const gh_p = ptr(gh);
+  const float* const table_p = ptr(table);
+  const std::vector<float> zeros(H, 0.0f);  // h_{-1} and c_{-1}: real rows keep the loops branch-free
+
+  // Forward recurrence.
+  for (int64_t t = 0; t < T; ++t) {
+    at::Tensor a_t = act.narrow(0, t * B, B);
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(act_p + (t * B + b) * G, table_p + tok[t * B + b] * G, G * sizeof(float));
+    }
+    if (kind == Cell::kLstm) {
+      if (t > 0) at::addmm_out(a_t, a_t, out.narrow(0, (t - 1) * B, B), w_hh_t);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = t * B + b;
+        float* a = act_p + n * G;
+        lstm_gates(a, H);
+        const float* c_prev = t > 0 ? cell_p + (n - B) * H : zeros.data();
+        cell_forward(a, c_prev, cell_p + n * H, tcell_p + n * H, out_p + n * H, H);
+      }
+    } else {
+      at::Tensor gh_t = gh.narrow(0, t * B, B);
+      if (t > 0) {
+        at::addmm_out(gh_t, b_hh, out.narrow(0, (t - 1) * B, B), w_hh_t);
+      } else {
+        gh_t.copy_(b_hh.expand({B, G}));
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = t * B + b;
+        const float* h_prev = t > 0 ? out_p + (n - B) * H : zeros.data();
+        gru_forward(act_p + n * G, gh_p + n * G, h_prev, out_p + n * H, H);
+      }
+    }
+  }
+
+  // Head and loss.
+  at::Tensor d_logits = scratch(4, {N, O});
+  at::addmm_out(d_logits, head_b, out, head_w.t());
+  const double loss = cross_entropy_(op, d_logits, tgt);
+  at::mm_out(grads[e + 4], d_logits.t(), out);
+  at::sum_out(grads[e + 5], d_logits, 0);
+  at::Tensor d_out = scratch(5, {N, H});
+  at::mm_out(d_out, d_logits, head_w);
+
+  // Backward recurrence: act ends as d loss / d (input-side gate pre-activations) for every row.
+  at::Tensor d_h = scratch(6, {B, H}).zero_();
+  at::Tensor carry = scratch(9, {B, H});  // GRU: d loss / d h_{t-1} not through W_hh
+  std::vector<float> d_c(B * H, 0.0f);
+  const float* const d_out_p = ptr(d_out);
+  float* const d_h_p = ptr(d_h);
+  float* const carry_p = ptr(carry);
+  // The recurrent-side gradient: the same as act for an LSTM, gh for a GRU.
+  const at::Tensor& d_rec = kind == Cell::kLstm ? act : gh;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = t * B + b;
+      if (kind == Cell::kLstm) {
+        const float* c_prev = t > 0 ? cell_p + (n - B) * H : zeros.data();
+        cell_backward(act_p + n * G, tcell_p + n * H, c_prev, d_out_p + n * H, d_h_p + b * H, d_c.data() + b * H, H);
+      } else {
+        const float* h_prev = t > 0 ? out_p + (n - B) * H : zeros.data();
+        gru_backward(act_p + n * G, gh_p + n * G, h_prev, d_out_p + n * H, d_h_p + b * H, carry_p + b * H, H);
+      }
+    }
+    if (t == 0) break;
+    if (kind == Cell::kLstm) {
+      at::mm_out(d_h, d_rec.narrow(0, t * B, B), w_hh);
+    } else {
+      at::addmm_out(d_h, carry, d_rec.narrow(0, t * B, B), w_hh);
+    }
+  }
+  if (T > 1) {
+    at::mm_out(grads[e + 1], d_rec.narrow(0, B, N - B).t(), out.narrow(0, 0, N - B));
+  } else {
+    grads[e + 1].zero_();
+  }
+
+  // Back through the table: scatter the input-side gradients onto the token rows.
+  at::Tensor d_table = scratch(7, {V, G}).zero_();
+  float* const d_table_p = ptr(d_table);
+  for (int64_t n = 0; n < N; ++n) {
+    float* __restrict row = d_table_p + tok[n] * G;
+    const float* __restrict d = act_p + n * G;
+    for (int64_t j = 0; j < G; ++j) row[j] += d[j];
+  }
+  at::sum_out(grads[e + 2], d_table, 0);
+  if (kind == Cell::kLstm) {
+    grads[e + 3].copy_(grads[e + 2]);
+  } else {
+    at::sum_out(grads[e + 3], gh, 0);
+  }
+  if (embedded) {
+    at::mm_out(grads[e], d_table.t(), *embedding);
+    at::mm_out(grads[0], d_table, w_ih);
+  } else {
+    grads[e].copy_(d_table.t());
+  }
+  if (max_grad_norm > 0) clip_(grads, max_grad_norm);
+  return at::scalar_tensor(loss, opts);
+}
+
+at::Tensor lstm_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
+                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                           const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+  return train_step(Cell::kLstm, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b, grads, max_grad_norm);
+}
+
+at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
+                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                          const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+  return train_step(Cell::kGru, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b, grads, max_grad_norm);
+}
+
+// torch.optim.AdamW's update (no amsgrad), every tensor in place; step counts from 1.
+void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+            int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay) {
+  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)));
+  const float decay = static_cast<float>(1.0 - lr * weight_decay);
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+  const float step_size = static_cast<float>(lr / bias_correction1);
+  const float inv_bc2 = static_cast<float>(1.0 / bias_correction2_sqrt), epsilon = static_cast<float>(eps);
+  for (size_t index = 0; index < params.size(); ++index) {
+    TORCH_CHECK(params[index].is_contiguous() && grads[index].is_contiguous() && exp_avgs[index].is_contiguous() &&
+                    exp_avg_sqs[index].is_contiguous() && params[index].numel() == grads[index].numel(),
+                "adamw_: contiguous tensors of matching sizes only");
+    float* __restrict p = ptr(params[index]);
+    const float* __restrict g = ptr(grads[index]);
+    float* __restrict m = ptr(exp_avgs[index]);
+    float* __restrict v = ptr(exp_avg_sqs[index]);
+    const int64_t n = params[index].numel();
+    for (int64_t k = 0; k < n; ++k) {
+      p[k] *= decay;
+      m[k] += (g[k] - m[k]) * (1.0f - b1);
+      v[k] = v[k] * b2 + (1.0f - b2) * g[k] * g[k];
+      p[k] -= step_size * m[k] / (std::sqrt(v[k]) * inv_bc2 + epsilon);
+    }
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(digitsum, m) {
+#define DIGITSUM_STEP_ARGS                                                                                \
+  "(Tensor tokens, Tensor targets, Tensor? embedding, Tensor w_ih, Tensor w_hh, Tensor b_ih, Tensor b_hh, " \
+  "Tensor head_w, Tensor head_b, Tensor(a!)[] grads, float max_grad_norm) -> Tensor"
+  m.def("lstm_train_step" DIGITSUM_STEP_ARGS);
+  m.def("gru_train_step" DIGITSUM_STEP_ARGS);
+#undef DIGITSUM_STEP_ARGS
+  m.def(
+      "adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, int step, "
+      "float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(digitsum, CPU, m) {
+  m.impl("lstm_train_step", &lstm_train_step);
+  m.impl("gru_train_step", &gru_train_step);
+  m.impl("adamw_", &adamw_);
+}
