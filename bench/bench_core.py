@@ -6,7 +6,7 @@ On lengths 2-4 (all 11,100 strings, stratified 80/20 split with seed 0) it measu
 
 1. For LSTM hidden 64 and 128 at batch 32 and 256: one training pass (digitsum.train._train_epoch
    with fit's optimizer, schedule and clipping, on the fused training step as fit uses it; at LSTM 64,
-   batch 32 also through torch.nn.LSTM, as with train.fused=false), the unrolled accuracy check on the validation split
+   batch 32 also through torch.nn.LSTM, as with train.fused=false, and a GRU 64 both ways), the unrolled accuracy check on the validation split
    (digitsum.decode.accuracy) and the validation-loss pass (digitsum.train.evaluate_loss).
 2. The reference at LSTM 64, batch 32: its training pass, its validation-loss pass and its per-row
    accuracy check. The per-row check runs on weights copied from our trained LSTM 64 model (our
@@ -94,10 +94,10 @@ def machine_lines(threads: int) -> list[str]:
 class Ours:
     """One configuration set up exactly as digitsum.train.fit sets it up (on CPU)."""
 
-    def __init__(self, hidden: int, batch: int, train, val, fused: bool = True):
+    def __init__(self, hidden: int, batch: int, train, val, fused: bool = True, model_type: str = "lstm"):
         self.tc = TrainConfig(batch_size=batch, seed=0)
         torch.manual_seed(self.tc.seed)
-        self.model = DigitSumModel(ModelConfig(model_type="lstm", hidden_size=hidden))
+        self.model = DigitSumModel(ModelConfig(model_type=model_type, hidden_size=hidden))
         self.train, self.val = train, val
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         self.fused_step = make_step(self.model, torch.device("cpu")) if fused else None
@@ -206,7 +206,9 @@ def main() -> None:
     ours, t_train, t_check, t_loss, acc = results[REFERENCE]
     eager = Ours(hidden, batch, train, val, fused=False)  # train.fused=false: through torch.nn.LSTM
     t_eager, _ = timed(eager.train_pass, train_warmup, repeats)
-    print("  measured the nn.LSTM path (train.fused=false)", file=sys.stderr, flush=True)
+    t_gru, _ = timed(Ours(hidden, batch, train, val, model_type="gru").train_pass, train_warmup, repeats)
+    t_gru_eager, _ = timed(Ours(hidden, batch, train, val, False, "gru").train_pass, train_warmup, repeats)
+    print("  measured the torch.nn paths (train.fused=false) and the GRU", file=sys.stderr, flush=True)
     torch.manual_seed(0)
     ref_model = baseline.TutorialModel(hidden)
     ref_train = baseline.DigitSequenceDataset(train_rows.x.tolist(), train_rows.y.tolist())
@@ -246,6 +248,8 @@ def main() -> None:
              f">= {TARGET_TRAIN:g}x", yes(r_train / t_train >= TARGET_TRAIN)],
             ["  rows/s", fmt_rate(n_train, t_train), fmt_rate(n_train, r_train), "", "", ""],
             ["  via nn.LSTM (train.fused=false)", fmt_s(t_eager), fmt_s(r_train), f"{r_train / t_eager:.1f}x", "", ""],
+            [f"  GRU {hidden} instead (fused)", fmt_s(t_gru), "", f"{t_gru_eager / t_gru:.1f}x vs nn.GRU", "", ""],
+            [f"  GRU {hidden} via nn.GRU (train.fused=false)", fmt_s(t_gru_eager), "", "", "", ""],
             [f"validation-loss pass, {n_val:,} rows", fmt_s(t_loss), fmt_s(r_loss), f"{r_loss / t_loss:.1f}x", "", ""],
             [f"accuracy check, {n_val:,} rows", fmt_s(t_check), fmt_s(r_check), f"{r_check / t_check:.0f}x",
              f">= {TARGET_CHECK:g}x", yes(r_check / t_check >= TARGET_CHECK)],

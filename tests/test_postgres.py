@@ -28,7 +28,7 @@ SPEC = """
 name: pg-kill
 n_trials: 9
 data: {lengths: [2, 3], val_fraction: 0.2}
-fixed: {train.n_epochs: 8, train.seed: 0, model.hidden_size: 32}
+fixed: {train.n_epochs: 16, train.seed: 0, model.hidden_size: 32}  # ~1 s trials: time to kill one mid-trial
 sampler: {type: random, seed: 3}
 pruner: {type: none}
 space:

@@ -262,9 +262,9 @@ def test_same_spec_same_results(tmp_path):
 
 
 def test_two_workers_share_one_sqlite_file(tmp_path):
-    # Trials long enough (~1-2 s) that the spawned worker, which starts a few seconds after this
-    # process's own worker, still finds trials to run.
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 8}})
+    # Trials long enough (~1-3 s; the fused GRU step is ~4x faster than nn.GRU) that the spawned
+    # worker, which starts a few seconds after this process's own worker, still finds trials to run.
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 20}})
     done = sweep_process(tmp_path, "run", "spec.yaml", "--workers", "2", "--trials", "6", "--threads", "1",
                          "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -282,7 +282,8 @@ def test_two_workers_share_one_sqlite_file(tmp_path):
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path):
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 3}})
+    # Trials long enough that the one seen RUNNING is still running 0.3 s later.
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 15}})
     db = tmp_path / "s.db"
     args = ("run", "spec.yaml", "--trials", "2", "--threads", "1", "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
     victim = start_sweep(tmp_path, *args)
@@ -315,7 +316,8 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly(tmp_path):
-    write_spec(tmp_path, spec=SLOW_SPEC)
+    # Trials long enough that the one seen RUNNING is still running when Ctrl-C arrives.
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 40}})
     db = tmp_path / "s.db"
     process = start_sweep(tmp_path, "run", "spec.yaml", "--trials", "10", "--threads", "1",
                           "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
