@@ -141,7 +141,18 @@ class FusedAdamW(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2):
+        if not load():
+            raise RuntimeError("FusedAdamW needs the fused kernel, which could not be built here; use torch.optim.AdamW")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    def add_param_group(self, param_group: dict) -> None:
+        # torch.optim.Optimizer's own is wrapped in torch._disable_dynamo, whose first call imports
+        # torch._dynamo: ~2 s per process, paid by every sweep worker in its first trial.
+        params = param_group["params"]
+        param_group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
+        for key, value in self.defaults.items():
+            param_group.setdefault(key, value)
+        self.param_groups.append(param_group)
 
     @torch.no_grad()
     def step(self, closure=None):

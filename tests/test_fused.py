@@ -119,6 +119,20 @@ def test_fused_adamw_equals_torch_adamw_with_a_schedule():
     assert optimizers[0].state[ours[0]]["step"] == 30
 
 
+def test_fused_adamw_does_not_import_the_compiler_stack():
+    """torch.optim.Optimizer.add_param_group's first call imports torch._dynamo (~2 s a process)."""
+    code = (
+        "import sys, torch; from digitsum import fused\n"
+        "p = [torch.nn.Parameter(torch.ones(4))]; opt = fused.FusedAdamW(p, lr=0.1, weight_decay=0.0)\n"
+        "sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)\n"
+        "p[0].grad = torch.ones(4); opt.step(); sched.step()\n"
+        "print('torch._dynamo' in sys.modules, opt.param_groups[0]['lr'], round(float(p[0][0]), 4))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "0.05", "0.95"]  # lr 0.1 * 0.5; Adam's first step moves by lr
+
+
 # ---------------------------------------------------------------------------------------------
 # Where it applies, and fit on it
 
