@@ -50,7 +50,7 @@ def _build_options() -> tuple[str, list[str]]:
 
 
 def load() -> bool:
-    """Build (first time on this machine) and load the kernel; False, with a warning, if it cannot."""
+    """Build (first time on this machine) and load the kernel; False, saying why in one line, if it cannot."""
     global _loaded
     if _loaded is None:
         _loaded = _load()
