@@ -116,6 +116,7 @@ class FusedStep:
         self.embedding = model.embedding.weight if model.embedding is not None else None
         if self.embedding is not None:
             self.parameters.insert(0, self.embedding)
+        self.weights = self.parameters[1:] if self.embedding is not None else self.parameters  # all but the embedding
         if {id(p) for p in self.parameters} != {id(p) for p in model.parameters()}:
             raise ValueError("FusedStep: the model has parameters the fused step does not know")
         self.grads = [torch.zeros_like(p) for p in self.parameters]
@@ -126,10 +127,7 @@ class FusedStep:
     def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
         """tokens, targets [T, B] (time-major) -> the mean loss; fills every parameter's .grad,
         clipped to ``max_grad_norm`` (as torch.nn.utils.clip_grad_norm_) when it is above 0."""
-        weights = self.parameters[1:] if self.embedding is not None else self.parameters
-        return self.op(
-            tokens, targets, self.embedding, *weights, self.grads, float(max_grad_norm)
-        )
+        return self.op(tokens, targets, self.embedding, *self.weights, self.grads, float(max_grad_norm))
 
 
 class FusedAdamW(torch.optim.Optimizer):
