@@ -20,7 +20,6 @@
 namespace {
 
 constexpr int64_t kIgnore = -100;  // digitsum.data.IGNORE
-enum class Cell { kLstm, kGru };
 
 // exp on a clamped argument (Cody-Waite reduction and Cephes' polynomial, ~2 ulp), written
 // without calls or branches so that the loops below vectorize. The clamp keeps results normal
@@ -45,7 +44,7 @@ inline float exp_clamped(float x) {
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
 inline float tanh_(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }  // torch.tanh is ~5x slower here
 
-// The row functions stay out of line: inlined into train_step, GCC stopped vectorizing some of them.
+// The row functions stay out of line: inlined into the time loops, GCC stopped vectorizing some of them.
 #define ROW __attribute__((noinline))
 
 // LSTM: gate pre-activations (i, f, g, o) become activations.
@@ -174,168 +173,285 @@ void clip_(std::vector<at::Tensor>& grads, double max_norm) {
   }
 }
 
-// grads (written in place, contiguous): embedding (when given), w_ih, w_hh, b_ih, b_hh, head_w,
-// head_b: the order of DigitSumModel.parameters(). With max_grad_norm > 0 they are clipped as by
-// torch.nn.utils.clip_grad_norm_. Returns the mean loss over scored positions.
-at::Tensor train_step(Cell kind, const at::Tensor& tokens_in, const at::Tensor& targets_in,
-                      const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                      const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
-                      const at::Tensor& head_b, at::TensorList grad_list, double max_grad_norm) {
-  const char* op = kind == Cell::kLstm ? "lstm_train_step" : "gru_train_step";
-  TORCH_CHECK(tokens_in.dim() == 2 && tokens_in.sizes() == targets_in.sizes(), op,
-              ": tokens and targets must both be [T, B]");
-  TORCH_CHECK(tokens_in.scalar_type() == at::kLong && targets_in.scalar_type() == at::kLong, op,
+// The parameters of one step, as the ops take them.
+struct Params {
+  const std::optional<at::Tensor>& embedding;
+  const at::Tensor &w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b;
+};
+
+enum Param { kWih, kWhh, kBih, kBhh, kHeadW, kHeadB };  // the grads after the embedding's
+
+// One step's checked inputs and the sizes every stage uses.
+struct Step {
+  const char* op;
+  at::Tensor tokens, targets;  // contiguous [T, B]
+  const int64_t* tok;
+  const int64_t* tgt;
+  int64_t T, B, N, H, G, O;
+  bool embedded;
+  std::vector<at::Tensor> grads;  // handles on the caller's tensors
+  std::vector<float> zeros;       // h_{-1} and c_{-1}: real rows keep the loops branch-free
+  at::Tensor& grad(Param k) { return grads[(embedded ? 1 : 0) + k]; }
+};
+
+// The prologue both cells share: check the arguments (gates: 4 for an LSTM, 3 for a GRU) and
+// take their sizes.
+Step check_step(const char* op, int64_t gates, const at::Tensor& tokens, const at::Tensor& targets, const Params& p,
+                at::TensorList grads) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.sizes() == targets.sizes(), op, ": tokens and targets must both be [T, B]");
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && targets.scalar_type() == at::kLong, op,
               ": tokens and targets must be int64");
-  TORCH_CHECK(w_hh.scalar_type() == at::kFloat, op, ": float32 parameters only");
-  const bool embedded = embedding.has_value();
-  std::vector<at::Tensor> grads(grad_list.begin(), grad_list.end());  // handles on the caller's tensors
-  TORCH_CHECK(static_cast<int64_t>(grads.size()) == (embedded ? 7 : 6), op, ": one grad per parameter");
-  const at::Tensor tokens = tokens_in.contiguous();
-  const at::Tensor targets = targets_in.contiguous();
-  const int64_t T = tokens.size(0), B = tokens.size(1), N = T * B;
-  const int64_t H = w_hh.size(1), G = w_hh.size(0), O = head_w.size(0);
-  TORCH_CHECK(G == (kind == Cell::kLstm ? 4 : 3) * H, op, ": w_hh has the wrong shape for this cell");
-  const int e = embedded ? 1 : 0;  // index of w_ih's grad
-  if (embedded) check_grad(op, grads[0], *embedding, "embedding");
-  check_grad(op, grads[e], w_ih, "w_ih");
-  check_grad(op, grads[e + 1], w_hh, "w_hh");
-  check_grad(op, grads[e + 2], b_ih, "b_ih");
-  check_grad(op, grads[e + 3], b_hh, "b_hh");
-  check_grad(op, grads[e + 4], head_w, "head_w");
-  check_grad(op, grads[e + 5], head_b, "head_b");
+  TORCH_CHECK(p.w_hh.scalar_type() == at::kFloat, op, ": float32 parameters only");
+  Step s;
+  s.op = op;
+  s.embedded = p.embedding.has_value();
+  s.grads.assign(grads.begin(), grads.end());
+  TORCH_CHECK(static_cast<int64_t>(s.grads.size()) == (s.embedded ? 7 : 6), op, ": one grad per parameter");
+  s.tokens = tokens.contiguous();
+  s.targets = targets.contiguous();
+  s.tok = s.tokens.data_ptr<int64_t>();
+  s.tgt = s.targets.data_ptr<int64_t>();
+  s.T = s.tokens.size(0), s.B = s.tokens.size(1), s.N = s.T * s.B;
+  s.H = p.w_hh.size(1), s.G = p.w_hh.size(0), s.O = p.head_w.size(0);
+  TORCH_CHECK(s.G == gates * s.H, op, ": w_hh has the wrong shape for this cell");
+  if (s.embedded) check_grad(op, s.grads[0], *p.embedding, "embedding");
+  check_grad(op, s.grad(kWih), p.w_ih, "w_ih");
+  check_grad(op, s.grad(kWhh), p.w_hh, "w_hh");
+  check_grad(op, s.grad(kBih), p.b_ih, "b_ih");
+  check_grad(op, s.grad(kBhh), p.b_hh, "b_hh");
+  check_grad(op, s.grad(kHeadW), p.head_w, "head_w");
+  check_grad(op, s.grad(kHeadB), p.head_b, "head_b");
+  s.zeros.assign(s.H, 0.0f);
+  return s;
+}
 
-  // Input projection as a table, one row per token id: embedding @ w_ih^T + b_ih (+ b_hh for an
-  // LSTM; a GRU's b_hh sits inside r * (...) and stays in the recurrent part).
-  const at::Tensor bias = kind == Cell::kLstm ? b_ih + b_hh : b_ih;
-  const at::Tensor table = embedded ? at::addmm(bias, *embedding, w_ih.t()) : (w_ih.t() + bias).contiguous();
+// Input projection as a table, one row per token id: embedding @ w_ih^T + bias (w_ih^T + bias
+// for one-hot input), so that the forward pass copies rows instead of multiplying by w_ih.
+at::Tensor input_table(const Step& s, const Params& p, const at::Tensor& bias) {
+  const at::Tensor table = s.embedded ? at::addmm(bias, *p.embedding, p.w_ih.t()) : (p.w_ih.t() + bias).contiguous();
   const int64_t V = table.size(0);
-  const int64_t* tok = tokens.data_ptr<int64_t>();
-  const int64_t* tgt = targets.data_ptr<int64_t>();
-  for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(tok[n] >= 0 && tok[n] < V, op, ": token id ", tok[n], " out of range");
+  for (int64_t n = 0; n < s.N; ++n) {
+    TORCH_CHECK(s.tok[n] >= 0 && s.tok[n] < V, s.op, ": token id ", s.tok[n], " out of range");
   }
+  return table;
+}
 
-  const auto opts = w_hh.options();
-  at::Tensor act = scratch(0, {N, G});  // gate activations; later d loss / d (input-side pre-activations)
-  at::Tensor out = scratch(1, {N, H});  // h_t
-  at::Tensor cell = scratch(2, {N, H});   // LSTM: c_t
-  at::Tensor tcell = scratch(3, {N, H});  // LSTM: tanh(c_t)
-  at::Tensor gh = scratch(8, {kind == Cell::kGru ? N : 0, G});  // GRU: h_{t-1} W_hh^T + b_hh; later its gradient
-  const at::Tensor w_hh_t = w_hh.t();
-  float* const act_p = ptr(act);
-  float* const out_p = ptr(out);
-  float* const cell_p = ptr(cell);
-  float* const tcell_p = ptr(tcell);
-  float* const gh_p = ptr(gh);
-  const float* const table_p = ptr(table);
-  const std::vector<float> zeros(H, 0.0f);  // h_{-1} and c_{-1}: real rows keep the loops branch-free
-
-  // Forward recurrence.
-  for (int64_t t = 0; t < T; ++t) {
-    at::Tensor a_t = act.narrow(0, t * B, B);
-    for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(act_p + (t * B + b) * G, table_p + tok[t * B + b] * G, G * sizeof(float));
-    }
-    if (kind == Cell::kLstm) {
-      if (t > 0) at::addmm_out(a_t, a_t, out.narrow(0, (t - 1) * B, B), w_hh_t);
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t n = t * B + b;
-        float* a = act_p + n * G;
-        lstm_gates(a, H);
-        const float* c_prev = t > 0 ? cell_p + (n - B) * H : zeros.data();
-        cell_forward(a, c_prev, cell_p + n * H, tcell_p + n * H, out_p + n * H, H);
-      }
-    } else {
-      at::Tensor gh_t = gh.narrow(0, t * B, B);
-      if (t > 0) {
-        at::addmm_out(gh_t, b_hh, out.narrow(0, (t - 1) * B, B), w_hh_t);
-      } else {
-        gh_t.copy_(b_hh.expand({B, G}));
-      }
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t n = t * B + b;
-        const float* h_prev = t > 0 ? out_p + (n - B) * H : zeros.data();
-        gru_forward(act_p + n * G, gh_p + n * G, h_prev, out_p + n * H, H);
-      }
-    }
+// The rows of step t start as their tokens' table rows: the input-side pre-activations.
+void gather_inputs(const Step& s, const float* table_p, float* act_p, int64_t t) {
+  const int64_t B = s.B, G = s.G;
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(act_p + (t * B + b) * G, table_p + s.tok[t * B + b] * G, G * sizeof(float));
   }
+}
 
-  // Head and loss.
-  at::Tensor d_logits = scratch(4, {N, O});
-  at::addmm_out(d_logits, head_b, out, head_w.t());
-  const double loss = cross_entropy_(op, d_logits, tgt);
-  at::mm_out(grads[e + 4], d_logits.t(), out);
-  at::sum_out(grads[e + 5], d_logits, 0);
-  at::Tensor d_out = scratch(5, {N, H});
-  at::mm_out(d_out, d_logits, head_w);
+// Head and loss: d_logits gets the logits, which cross_entropy_ turns into d loss / d logits.
+double head_and_loss(const Step& s, const Params& p, const at::Tensor& out, at::Tensor& d_logits) {
+  at::addmm_out(d_logits, p.head_b, out, p.head_w.t());
+  return cross_entropy_(s.op, d_logits, s.tgt);
+}
 
-  // Backward recurrence: act ends as d loss / d (input-side gate pre-activations) for every row.
-  at::Tensor d_h = scratch(6, {B, H}).zero_();
-  at::Tensor carry = scratch(9, {B, H});  // GRU: d loss / d h_{t-1} not through W_hh
-  std::vector<float> d_c(B * H, 0.0f);
-  const float* const d_out_p = ptr(d_out);
-  float* const d_h_p = ptr(d_h);
-  float* const carry_p = ptr(carry);
-  // The recurrent-side gradient: the same as act for an LSTM, gh for a GRU.
-  const at::Tensor& d_rec = kind == Cell::kLstm ? act : gh;
-  for (int64_t t = T - 1; t >= 0; --t) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t n = t * B + b;
-      if (kind == Cell::kLstm) {
-        const float* c_prev = t > 0 ? cell_p + (n - B) * H : zeros.data();
-        cell_backward(act_p + n * G, tcell_p + n * H, c_prev, d_out_p + n * H, d_h_p + b * H, d_c.data() + b * H, H);
-      } else {
-        const float* h_prev = t > 0 ? out_p + (n - B) * H : zeros.data();
-        gru_backward(act_p + n * G, gh_p + n * G, h_prev, d_out_p + n * H, d_h_p + b * H, carry_p + b * H, H);
-      }
-    }
-    if (t == 0) break;
-    if (kind == Cell::kLstm) {
-      at::mm_out(d_h, d_rec.narrow(0, t * B, B), w_hh);
-    } else {
-      at::addmm_out(d_h, carry, d_rec.narrow(0, t * B, B), w_hh);
-    }
-  }
-  if (T > 1) {
-    at::mm_out(grads[e + 1], d_rec.narrow(0, B, N - B).t(), out.narrow(0, 0, N - B));
+// Back through the head: its grads, and d loss / d h_t from the head for every row.
+at::Tensor head_backward(Step& s, const Params& p, const at::Tensor& d_logits, const at::Tensor& out) {
+  at::mm_out(s.grad(kHeadW), d_logits.t(), out);
+  at::sum_out(s.grad(kHeadB), d_logits, 0);
+  at::Tensor d_out = scratch(5, {s.N, s.H});
+  at::mm_out(d_out, d_logits, p.head_w);
+  return d_out;
+}
+
+// W_hh's grad from the recurrent-side gradients d_rec of steps 1 .. T-1 and h_0 .. h_{T-2}; step 0
+// saw h_{-1} = 0.
+void w_hh_grad(Step& s, const at::Tensor& d_rec, const at::Tensor& out) {
+  if (s.T > 1) {
+    at::mm_out(s.grad(kWhh), d_rec.narrow(0, s.B, s.N - s.B).t(), out.narrow(0, 0, s.N - s.B));
   } else {
-    grads[e + 1].zero_();
+    s.grad(kWhh).zero_();
   }
+}
 
-  // Back through the table: scatter the input-side gradients onto the token rows.
-  at::Tensor d_table = scratch(7, {V, G}).zero_();
+// Back through the table: scatter the input-side gradients act onto the token rows. b_ih's grad
+// is their sum.
+at::Tensor table_backward(Step& s, const at::Tensor& table, const at::Tensor& act) {
+  const int64_t N = s.N, G = s.G;
+  const int64_t* const tok = s.tok;
+  at::Tensor d_table = scratch(7, {table.size(0), G}).zero_();
   float* const d_table_p = ptr(d_table);
+  const float* const act_p = ptr(act);
   for (int64_t n = 0; n < N; ++n) {
     float* __restrict row = d_table_p + tok[n] * G;
     const float* __restrict d = act_p + n * G;
     for (int64_t j = 0; j < G; ++j) row[j] += d[j];
   }
-  at::sum_out(grads[e + 2], d_table, 0);
-  if (kind == Cell::kLstm) {
-    grads[e + 3].copy_(grads[e + 2]);
-  } else {
-    at::sum_out(grads[e + 3], gh, 0);
-  }
-  if (embedded) {
-    at::mm_out(grads[e], d_table.t(), *embedding);
-    at::mm_out(grads[0], d_table, w_ih);
-  } else {
-    grads[e].copy_(d_table.t());
-  }
-  if (max_grad_norm > 0) clip_(grads, max_grad_norm);
-  return at::scalar_tensor(loss, opts);
+  at::sum_out(s.grad(kBih), d_table, 0);
+  return d_table;
 }
 
+// w_ih's grad and, with an embedding, the embedding's, from the table's.
+void embedding_backward(Step& s, const Params& p, const at::Tensor& d_table) {
+  if (s.embedded) {
+    at::mm_out(s.grad(kWih), d_table.t(), *p.embedding);
+    at::mm_out(s.grads[0], d_table, p.w_ih);
+  } else {
+    s.grad(kWih).copy_(d_table.t());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSTM
+
+struct LstmForward {
+  at::Tensor act;    // gate activations; later d loss / d (gate pre-activations)
+  at::Tensor out;    // h_t
+  at::Tensor cell;   // c_t
+  at::Tensor tcell;  // tanh(c_t)
+};
+
+// Forward recurrence: the table rows plus h_{t-1} W_hh^T become gate activations, then c_t and h_t.
+LstmForward lstm_forward(const Step& s, const Params& p, const at::Tensor& table) {
+  const int64_t T = s.T, B = s.B, N = s.N, H = s.H, G = s.G;
+  LstmForward f{scratch(0, {N, G}), scratch(1, {N, H}), scratch(2, {N, H}), scratch(3, {N, H})};
+  const at::Tensor w_hh_t = p.w_hh.t();
+  float* const act_p = ptr(f.act);
+  float* const out_p = ptr(f.out);
+  float* const cell_p = ptr(f.cell);
+  float* const tcell_p = ptr(f.tcell);
+  const float* const table_p = ptr(table);
+  for (int64_t t = 0; t < T; ++t) {
+    at::Tensor a_t = f.act.narrow(0, t * B, B);
+    gather_inputs(s, table_p, act_p, t);
+    if (t > 0) at::addmm_out(a_t, a_t, f.out.narrow(0, (t - 1) * B, B), w_hh_t);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = t * B + b;
+      float* a = act_p + n * G;
+      lstm_gates(a, H);
+      const float* c_prev = t > 0 ? cell_p + (n - B) * H : s.zeros.data();
+      cell_forward(a, c_prev, cell_p + n * H, tcell_p + n * H, out_p + n * H, H);
+    }
+  }
+  return f;
+}
+
+// Backward recurrence: act ends as d loss / d (gate pre-activations) for every row. Input and
+// recurrent side add into the same pre-activations, so act is the gradient of both.
+void lstm_backward(Step& s, const Params& p, const LstmForward& f, const at::Tensor& d_out) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G;
+  at::Tensor d_h = scratch(6, {B, H}).zero_();  // d loss / d h_t through W_hh, from step t + 1
+  std::vector<float> d_c(B * H, 0.0f);
+  float* const act_p = ptr(f.act);
+  const float* const cell_p = ptr(f.cell);
+  const float* const tcell_p = ptr(f.tcell);
+  const float* const d_out_p = ptr(d_out);
+  float* const d_h_p = ptr(d_h);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = t * B + b;
+      const float* c_prev = t > 0 ? cell_p + (n - B) * H : s.zeros.data();
+      cell_backward(act_p + n * G, tcell_p + n * H, c_prev, d_out_p + n * H, d_h_p + b * H, d_c.data() + b * H, H);
+    }
+    if (t == 0) break;
+    at::mm_out(d_h, f.act.narrow(0, t * B, B), p.w_hh);
+  }
+  w_hh_grad(s, f.act, f.out);
+}
+
+// grads (written in place, contiguous): embedding (when given), w_ih, w_hh, b_ih, b_hh, head_w,
+// head_b: the order of DigitSumModel.parameters(). With max_grad_norm > 0 they are clipped as by
+// torch.nn.utils.clip_grad_norm_. Returns the mean loss over scored positions.
 at::Tensor lstm_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
                            const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
                            const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  return train_step(Cell::kLstm, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b, grads, max_grad_norm);
+  const Params p{embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b};
+  Step s = check_step("lstm_train_step", 4, tokens, targets, p, grads);
+  // An LSTM's b_hh adds to the same pre-activations as b_ih, so the table takes both.
+  const at::Tensor table = input_table(s, p, b_ih + b_hh);
+  const LstmForward f = lstm_forward(s, p, table);
+  at::Tensor d_logits = scratch(4, {s.N, s.O});
+  const double loss = head_and_loss(s, p, f.out, d_logits);
+  const at::Tensor d_out = head_backward(s, p, d_logits, f.out);
+  lstm_backward(s, p, f, d_out);
+  const at::Tensor d_table = table_backward(s, table, f.act);
+  s.grad(kBhh).copy_(s.grad(kBih));  // both biases sit in the table: the same grad
+  embedding_backward(s, p, d_table);
+  if (max_grad_norm > 0) clip_(s.grads, max_grad_norm);
+  return at::scalar_tensor(loss, w_hh.options());
 }
 
+// ---------------------------------------------------------------------------------------------
+// GRU
+
+struct GruForward {
+  at::Tensor act;  // r, z, n; later d loss / d gi (the input-side pre-activations)
+  at::Tensor out;  // h_t
+  at::Tensor gh;   // h_{t-1} W_hh^T + b_hh; later its gradient
+};
+
+// Forward recurrence: gh from h_{t-1} (b_hh alone at t = 0, where h_{-1} = 0), then r, z, n and h_t.
+GruForward gru_forward_pass(const Step& s, const Params& p, const at::Tensor& table) {
+  const int64_t T = s.T, B = s.B, N = s.N, H = s.H, G = s.G;
+  GruForward f{scratch(0, {N, G}), scratch(1, {N, H}), scratch(8, {N, G})};
+  const at::Tensor w_hh_t = p.w_hh.t();
+  float* const act_p = ptr(f.act);
+  float* const out_p = ptr(f.out);
+  float* const gh_p = ptr(f.gh);
+  const float* const table_p = ptr(table);
+  for (int64_t t = 0; t < T; ++t) {
+    gather_inputs(s, table_p, act_p, t);
+    at::Tensor gh_t = f.gh.narrow(0, t * B, B);
+    if (t > 0) {
+      at::addmm_out(gh_t, p.b_hh, f.out.narrow(0, (t - 1) * B, B), w_hh_t);
+    } else {
+      gh_t.copy_(p.b_hh.expand({B, G}));
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = t * B + b;
+      const float* h_prev = t > 0 ? out_p + (n - B) * H : s.zeros.data();
+      gru_forward(act_p + n * G, gh_p + n * G, h_prev, out_p + n * H, H);
+    }
+  }
+  return f;
+}
+
+// Backward recurrence: act ends as d loss / d gi and gh as d loss / d gh for every row.
+void gru_backward_pass(Step& s, const Params& p, const GruForward& f, const at::Tensor& d_out) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G;
+  at::Tensor d_h = scratch(6, {B, H}).zero_();  // d loss / d h_t from step t + 1
+  at::Tensor carry = scratch(9, {B, H});        // d loss / d h_{t-1} not through W_hh
+  float* const act_p = ptr(f.act);
+  float* const gh_p = ptr(f.gh);
+  const float* const out_p = ptr(f.out);
+  const float* const d_out_p = ptr(d_out);
+  float* const d_h_p = ptr(d_h);
+  float* const carry_p = ptr(carry);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = t * B + b;
+      const float* h_prev = t > 0 ? out_p + (n - B) * H : s.zeros.data();
+      gru_backward(act_p + n * G, gh_p + n * G, h_prev, d_out_p + n * H, d_h_p + b * H, carry_p + b * H, H);
+    }
+    if (t == 0) break;
+    at::addmm_out(d_h, carry, f.gh.narrow(0, t * B, B), p.w_hh);
+  }
+  w_hh_grad(s, f.gh, f.out);
+}
+
+// As lstm_train_step.
 at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
                           const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  return train_step(Cell::kGru, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b, grads, max_grad_norm);
+  const Params p{embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b};
+  Step s = check_step("gru_train_step", 3, tokens, targets, p, grads);
+  // A GRU's b_hh sits inside r * (...), so it stays in the recurrent part (gh), not in the table.
+  const at::Tensor table = input_table(s, p, b_ih);
+  const GruForward f = gru_forward_pass(s, p, table);
+  at::Tensor d_logits = scratch(4, {s.N, s.O});
+  const double loss = head_and_loss(s, p, f.out, d_logits);
+  const at::Tensor d_out = head_backward(s, p, d_logits, f.out);
+  gru_backward_pass(s, p, f, d_out);
+  const at::Tensor d_table = table_backward(s, table, f.act);
+  at::sum_out(s.grad(kBhh), f.gh, 0);
+  embedding_backward(s, p, d_table);
+  if (max_grad_norm > 0) clip_(s.grads, max_grad_norm);
+  return at::scalar_tensor(loss, w_hh.options());
 }
 
 // torch.optim.AdamW's update (no amsgrad), every tensor in place; step counts from 1.
