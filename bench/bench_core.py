@@ -41,9 +41,10 @@ import baseline  # noqa: E402  (bench/baseline.py, the reference being beaten)
 
 from digitsum.data import encode, make_rows, stratified_split  # noqa: E402
 from digitsum.decode import accuracy  # noqa: E402
-from digitsum.model import DigitSumModel, ModelConfig  # noqa: E402
+from digitsum.config import ModelConfig, TrainConfig  # noqa: E402
+from digitsum.model import DigitSumModel  # noqa: E402
 from digitsum.fused import make_step  # noqa: E402
-from digitsum.train import TrainConfig, _schedule, _train_epoch, evaluate_loss, make_optimizer  # noqa: E402
+from digitsum.train import _schedule, _train_epoch, evaluate_loss, make_optimizer  # noqa: E402
 
 HIDDEN_SIZES = (64, 128)
 BATCH_SIZES = (32, 256)

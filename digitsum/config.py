@@ -1,23 +1,29 @@
-"""Dotted config keys (``model.hidden_size=64``): parse, type-check and range-check them.
+"""The config: every key declared once (type, default, allowed values, help), and dotted overrides.
 
-`sweep train` overrides, `--config` files and study-spec search spaces all go through here, so
-every key has one type, one range and one error message.
+`sweep train` overrides (``model.hidden_size=64``), `--config` files and study specs all go
+through here, so every key has one type, one range and one error message. To add a config key,
+add a field with `key(...)` to `ModelConfig` or `TrainConfig`: its checks, its `sweep keys` line
+and the README's table follow from that field. Imports no torch, so the CLI can check a config
+(or a study spec) at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
-from typing import Any, Callable
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
 
-from digitsum.data import DataError, parse_lengths
-from digitsum.errors import ConfigError
-from digitsum.model import MODEL_TYPES, ModelConfig
-from digitsum.train import LR_SCHEDULES, Config, TrainConfig
+from digitsum.errors import ConfigError, DataError
+from digitsum.keys import Rule, at_least, canonical_of, did_you_mean, help_of, key, one_of, rule_of, within
+from digitsum.lengths import lengths_text, parse_lengths
 
-
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MODEL_TYPES = ("rnn", "lstm", "gru")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _lengths_ok(value: str) -> bool:
@@ -28,102 +34,177 @@ def _lengths_ok(value: str) -> bool:
         return False
 
 
-# key -> (check, what is allowed)
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model.model_type": (lambda v: v in MODEL_TYPES, f"one of {', '.join(MODEL_TYPES)}"),
-    "model.hidden_size": (lambda v: v >= 1, "an integer >= 1"),
-    "model.num_layers": (lambda v: v >= 1, "an integer >= 1"),
-    "model.dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
-    "model.embedding_dim": (lambda v: v >= 0, "an integer >= 0 (0: one-hot input)"),
-    "train.lengths": (_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 18)"),
-    "train.n_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.learning_rate": (lambda v: 0.0 < v <= 10.0, "a number in (0, 10], e.g. 0.003"),
-    "train.train_split_fraction": (lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
-    "train.weight_decay": (lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)"),
-    "train.grad_clip": (lambda v: v >= 0.0, "a number >= 0 (0: no clipping)"),
-    "train.answer_balance": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1] (0: off, 1: every sum equally often)"),
-    "train.sum_state_weight": (lambda v: v >= 0.0, "a number >= 0 (0: off; 1 helped length generalization)"),
-    "train.fused": (lambda v: isinstance(v, bool), "true or false"),
-    "train.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
-    "train.device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, cuda, cuda:N or mps"),
-    "train.num_threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
-    "train.run_name": (lambda v: bool(re.fullmatch(r"[\w.-]+", v)), "letters, digits, '.', '_' or '-'"),
-    "train.log_path": (lambda v: bool(v), "a folder path"),
-    "train.dataset_path": (lambda v: v is None or bool(v), "a CSV path, or none to generate the data"),
-}
+_LENGTHS = Rule(_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 18)")
+_DEVICE = Rule(lambda v: bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v)), "auto, cpu, cuda, cuda:N or mps")
+_NAME = Rule(lambda v: bool(re.fullmatch(r"[\w.-]+", v)), "letters, digits, '.', '_' or '-'")
 
 
-def _field_types() -> dict[str, type]:
-    types = {}
-    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+@dataclass(frozen=True)
+class ModelConfig:
+    model_type: str = key("lstm", "the recurrent cell", one_of(MODEL_TYPES))
+    hidden_size: int = key(128, "units per recurrent layer", at_least(1))
+    num_layers: int = key(1, "stacked recurrent layers", at_least(1))
+    dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
+    embedding_dim: int = key(16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did",
+                             at_least(0, note=" (0: one-hot input)"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset_path: str | None = key(None, "headerless x,y CSV to train on; none generates every string of lengths",
+                                   Rule(bool, "a CSV path, or none to generate the data"))
+    lengths: str = key("2-4", "input lengths generated when dataset_path is none", _LENGTHS,
+                       canonical=lambda v: lengths_text(parse_lengths(v)))
+    n_epochs: int = key(40, "training epochs", at_least(1))
+    learning_rate: float = key(3e-3, "AdamW's peak learning rate", within(0, 10, open_low=True, note=", e.g. 0.003"))
+    train_split_fraction: float = key(0.8, "share of rows in training; the rest is validation (stratified)",
+                                      Rule(lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"))
+    batch_size: int = key(64, "rows per training step", at_least(1))
+    weight_decay: float = key(0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)"))
+    grad_clip: float = key(1.0, "max gradient norm; 0 turns clipping off", at_least(0, "a number", " (0: no clipping)"))
+    # cosine decay to 1% stops the late-training swings of a constant rate
+    lr_schedule: str = key("cosine", "learning-rate schedule over all steps", one_of(LR_SCHEDULES))
+    balance_lengths: bool = key(False, "draw every input length equally often", Rule(lambda v: True, "true or false"))
+    answer_balance: float = key(0.0, "weigh rows by count(sum)**-answer_balance; 1: every sum equally often",
+                                within(0, 1, note=" (0: off, 1: every sum equally often)"))
+    sum_state_weight: float = key(0.0, "pull the hidden states of equal running sums together (length generalization)",
+                                  at_least(0, "a number", " (0: off; 1 helped length generalization)"))
+    fused: bool = key(True, "the fused C++ CPU step for one-layer LSTMs and GRUs where it applies",
+                      Rule(lambda v: True, "true or false"))
+    seed: int = key(0, "seeds initialization, the split and the batch order",
+                    Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"))
+    device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", _DEVICE)
+    num_threads: int = key(0, "torch threads; 0 leaves torch's default", at_least(0, note=" (0: torch's default)"))
+    run_name: str = key("run", "the run's folder under log_path (sweep train)", _NAME)
+    log_path: str = key("runs", "where sweep train writes its run folders", Rule(bool, "a folder path"))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema, read off the dataclasses
+
+
+@dataclass(frozen=True)
+class Key:
+    """One dotted config key, as declared on its dataclass field."""
+
+    name: str  # "model.hidden_size"
+    type: type  # int, float, bool or str
+    optional: bool  # None is allowed
+    default: Any
+    help: str
+    rule: Rule
+    field: dataclasses.Field
+
+    @property
+    def type_name(self) -> str:
+        return self.type.__name__ + (" | None" if self.optional else "")
+
+
+@functools.cache
+def schema() -> dict[str, Key]:
+    """Every config key, in declaration order."""
+    keys = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            types[f"{section}.{f.name}"] = f.type
-    return types
+            base, optional = _unwrap_optional(hints[f.name])
+            name = f"{section}.{f.name}"
+            keys[name] = Key(name, base, optional, f.default, help_of(f), rule_of(f), f)
+    return keys
+
+
+def _unwrap_optional(annotation: Any) -> tuple[type, bool]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
 
 
 def known_keys() -> list[str]:
-    return list(_field_types())
+    return list(schema())
 
 
-def _convert(key: str, value: Any, type_name: str) -> Any:
-    """Convert a string (from the command line) or a YAML/JSON value to the key's type."""
-    text = value.strip() if isinstance(value, str) else None
-    optional = "None" in type_name
-    if optional and (value is None or (text is not None and text.lower() in ("none", "null", ""))):
+def check_key(name: str) -> Key:
+    """The key's declaration; ConfigError (with the closest known key) for an unknown key."""
+    keys = schema()
+    if name not in keys:
+        close = difflib.get_close_matches(name, keys, n=1) or [k for k in keys if k.endswith("." + name)]
+        hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(keys)}"
+        raise ConfigError(f"unknown config key {name!r}; {hint}")
+    return keys[name]
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Convert and range-check one value for a dotted key; ConfigError naming the key."""
+    spec = check_key(name)
+    converted = convert(value, spec.type, spec.optional)
+    if converted is None and spec.optional:
         return None
-    base = type_name.replace(" | None", "")
-    try:
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if text is not None and text.lower() in ("true", "yes", "1", "on"):
-                return True
-            if text is not None and text.lower() in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(text) if text is not None else int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(text) if text is not None else float(value)
-        if base == "str":
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise ConfigError(f"{key}={value!r}: expected {_RULES.get(key, (None, base))[1]}")
-
-
-def check_key(key: str) -> str:
-    """The key's type name; raises ConfigError (with the closest known key) for an unknown key."""
-    types = _field_types()
-    if key not in types:
-        close = difflib.get_close_matches(key, types, n=1) or [k for k in types if k.endswith("." + key)]
-        hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(types)}"
-        raise ConfigError(f"unknown config key {key!r}; {hint}")
-    return str(types[key])
-
-
-def check_value(key: str, value: Any) -> Any:
-    """Convert and range-check one value for a dotted key; raises ConfigError naming the key."""
-    converted = _convert(key, value, str(check_key(key)))
-    check, allowed = _RULES.get(key, (lambda v: True, ""))
-    if converted is not None and not check(converted) or converted is None and key != "train.dataset_path":
-        raise ConfigError(f"{key}={value!r}: expected {allowed}")
+    if converted is None or not spec.rule.check(converted):
+        raise ConfigError(f"{name}={value!r}: expected {spec.rule.allowed}{did_you_mean(value, spec.rule)}")
     return converted
 
 
-def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+_NONE = ("none", "null", "")
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+
+
+def convert(value: Any, to: type, optional: bool = False) -> Any:
+    """A command-line string or a YAML/JSON value as ``to``; None where it cannot be one."""
+    text = value.strip() if isinstance(value, str) else None
+    if optional and (value is None or (text is not None and text.lower() in _NONE)):
+        return None
+    try:
+        if to is bool:
+            if isinstance(value, bool):
+                return value
+            lowered = text.lower() if text is not None else None
+            return True if lowered in _TRUE else False if lowered in _FALSE else None
+        if isinstance(value, bool) or value is None:
+            return None
+        if to is int:
+            if isinstance(value, float) and not value.is_integer():
+                return None
+            return int(text) if text is not None else int(value)
+        if to is float:
+            return float(text) if text is not None else float(value)
+        if to is str:
+            return str(value) if isinstance(value, (str, int, float)) else None
+    except (TypeError, ValueError):
+        return None
+    raise TypeError(f"no conversion to {to}")  # a field type this module does not know: a bug
+
+
+def canonical(name: str, value: Any) -> Any:
+    """One spelling for equivalent values (lengths ``2-4`` and ``2,3,4``), for fingerprints."""
+    return canonical_of(check_key(name).field, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dotted overrides
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"hidden_size": 64}} -> {"model.hidden_size": 64}; dotted keys pass through."""
     flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
+    for name, value in mapping.items():
+        dotted = f"{prefix}{name}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{dotted}."))
         else:
@@ -133,11 +214,11 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
 
 def apply(config: Config, values: dict[str, Any]) -> Config:
     """A new Config with the dotted ``values`` set (each checked)."""
-    sections = {"model": {}, "train": {}}
-    for key, value in flatten(values).items():
-        converted = check_value(key, value)
-        section, name = key.split(".", 1)
-        sections[section][name] = converted
+    sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    for name, value in flatten(values).items():
+        converted = check_value(name, value)
+        section, field_name = name.split(".", 1)
+        sections[section][field_name] = converted
     return Config(
         model=dataclasses.replace(config.model, **sections["model"]),
         train=dataclasses.replace(config.train, **sections["train"]),
@@ -148,12 +229,27 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     """``["model.hidden_size=64", ...]`` -> {"model.hidden_size": "64"}."""
     values = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
             raise ConfigError(f"{item!r}: write overrides as key=value, like model.hidden_size=64")
-        values[key.strip()] = value
+        values[name.strip()] = value
     return values
 
 
 def from_dict(values: dict[str, Any]) -> Config:
     return apply(Config(), values)
+
+
+def as_flat(config: Config) -> dict[str, Any]:
+    """{"model.hidden_size": 128, ...}: every key of a config, dotted."""
+    return flatten(config.to_dict())
+
+
+def changed_keys(config: Config) -> dict[str, Any]:
+    """The keys that differ from the defaults, in canonical spelling."""
+    defaults = as_flat(Config())
+    return {
+        name: canonical(name, value)
+        for name, value in as_flat(config).items()
+        if canonical(name, value) != canonical(name, defaults[name])
+    }

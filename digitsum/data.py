@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitsum.errors import UsageError
+from digitsum.errors import DataError
 from digitsum.files import atomic_path
+from digitsum.lengths import MAX_LENGTH, check_lengths
 
 # Token ids. Digits are their own ids; PAD is an input id only and never a target.
 EOS = 10  # end of the input sequence: the model answers from here on
@@ -25,13 +26,8 @@ N_INPUT_TOKENS = 13
 N_OUTPUT_TOKENS = 12  # digits, EOS (never a target), EOA
 IGNORE = -100  # target for positions that are not scored (cross_entropy's ignore_index)
 
-MAX_LENGTH = 18  # 10**18 still fits in int64
 FULL_LIMIT = 1_000_000  # above this many strings of one length, a seeded sample is drawn
 AUTO_SAMPLE = 100_000  # the sample size used when FULL_LIMIT forces sampling
-
-
-class DataError(UsageError):
-    """Bad data or a bad data request; the message says what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -54,28 +50,6 @@ class Rows:
 
 # ---------------------------------------------------------------------------------------------
 # Making rows
-
-
-def parse_lengths(text: str) -> list[int]:
-    """``"2-4"`` -> [2, 3, 4]; ``"5"`` -> [5]; ``"2,4,6"`` -> [2, 4, 6]."""
-    lengths: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
-        if not match:
-            raise DataError(f"lengths {text!r}: expected a length like 5, a range like 2-4 or a list like 2,4,6")
-        low = int(match.group(1))
-        high = int(match.group(2) or low)
-        if low > high:
-            raise DataError(f"lengths {text!r}: range {low}-{high} is empty; write the smaller length first")
-        lengths.extend(range(low, high + 1))
-    return check_lengths(lengths)
-
-
-def check_lengths(lengths: list[int]) -> list[int]:
-    bad = [n for n in lengths if not 1 <= n <= MAX_LENGTH]
-    if not lengths or bad:
-        raise DataError(f"lengths {lengths}: every length must be between 1 and {MAX_LENGTH}")
-    return sorted(set(lengths))
 
 
 def plan_rows(lengths: list[int], sample: int | None = None) -> dict[int, tuple[int, bool]]:

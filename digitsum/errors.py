@@ -7,3 +7,7 @@ class UsageError(ValueError):
 
 class ConfigError(UsageError):
     """A bad config key or value; the message names the key and what is allowed."""
+
+
+class DataError(UsageError):
+    """Bad data or a bad data request; the message says what is wrong and how to fix it."""

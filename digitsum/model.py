@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
 
-MODEL_TYPES = ("rnn", "lstm", "gru")
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    model_type: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    dropout: float = 0.0  # between recurrent layers and before the head
-    embedding_dim: int = 16  # 0: one-hot input, as in the tutorial
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class DigitSumModel(nn.Module):

@@ -1,4 +1,4 @@
-"""Training: TrainConfig, the data a run trains on, and `fit`, the epoch loop."""
+"""Training: `fit`, the epoch loop (teacher-forced loss, unrolled accuracy every epoch), and `train_run`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -14,46 +14,13 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Encoded, Rows, encode, epoch_batches, make_rows
-from digitsum.data import parse_lengths, read_csv, stratified_split
+from digitsum.config import LR_SCHEDULES, Config, TrainConfig
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
+from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import ConfigError
 from digitsum.fused import FusedAdamW, make_step
-from digitsum.model import DigitSumModel, ModelConfig, count_parameters
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset_path: str | None = None  # headerless x,y CSV; None: generate every string of `lengths`
-    lengths: str = "2-4"
-    n_epochs: int = 40
-    learning_rate: float = 3e-3
-    train_split_fraction: float = 0.8
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    lr_schedule: str = "cosine"  # cosine decay to 1% stops the late-training swings of a constant rate
-    balance_lengths: bool = False  # draw every input length equally often
-    answer_balance: float = 0.0  # 0..1: weigh rows by count(sum)**-answer_balance (1: every sum equally often)
-    sum_state_weight: float = 0.0  # >0: pull the hidden states of equal running sums together (see sum_state_spread)
-    fused: bool = True  # the fused CPU step for one-layer LSTMs and GRUs where it applies (digitsum/fused.py)
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    num_threads: int = 0  # torch threads; 0 leaves torch's default
-    run_name: str = "run"
-    log_path: str = "runs"
-
-
-@dataclass(frozen=True)
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict:
-        return {"model": asdict(self.model), "train": asdict(self.train)}
-
+from digitsum.model import DigitSumModel, count_parameters
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -98,22 +65,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r}: CUDA is not available here; use train.device=cpu or auto")
     return device
-
-
-def load_rows(config: TrainConfig) -> Rows:
-    if config.dataset_path:
-        return read_csv(config.dataset_path)
-    return make_rows(parse_lengths(config.lengths))
-
-
-def split_rows(rows: Rows, config: TrainConfig) -> tuple[Rows, Rows]:
-    train_index, val_index = stratified_split(rows, config.train_split_fraction, config.seed)
-    if len(val_index) == 0:
-        raise DataError(
-            f"the validation split is empty: every (length, sum) group of these {len(rows)} rows is too small to "
-            "spare a row; use more or longer lengths (e.g. train.lengths=2-4) or a smaller train.train_split_fraction"
-        )
-    return rows.take(train_index), rows.take(val_index)
 
 
 def fit(

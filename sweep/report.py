@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 
 from digitsum.errors import UsageError
 from digitsum.files import atomic_path
+from sweep.records import StudyMeta, TrialRecord, model_type
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
 EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
@@ -33,46 +35,56 @@ class Section:
     intro: str
     figures: list[go.Figure]
     table_html: str = ""
+    table_first: bool = False  # the table before the figures (a summary), or after them (details)
 
 
 def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
-    """One row per trial of every study: group, state, value, params, user attributes, curve."""
+    """One row per trial of every study: group, state, value, params, the trial's record, curve."""
     rows = []
     several = len(studies) > 1
     for study in studies:
         for t in study.get_trials(deepcopy=False):
-            if t.user_attrs.get("surplus"):
+            record = TrialRecord.read(t)
+            if record.surplus:
                 continue
-            model_type = t.user_attrs.get("model_type") or t.params.get("model.model_type", "?")
+            kind = model_type(t)
             curve = dict(sorted(t.intermediate_values.items()))
             rows.append({
                 "study": study.study_name,
-                "group": f"{study.study_name}: {model_type}" if several else model_type,
-                "model_type": model_type,
+                "group": f"{study.study_name}: {kind}" if several else kind,
+                "model_type": kind,
                 "number": t.number,
-                "state": t.state.name,
+                "state": t.state,
                 "value": t.value,
                 "last_value": curve[max(curve)] if curve else None,
                 "curve": curve,
                 "params": t.params,
-                "user_attrs": t.user_attrs,
+                "record": record,
                 "start": t.datetime_start,
                 "complete": t.datetime_complete,
             })
     return pd.DataFrame(rows)
 
 
-def _color(group: str, groups: list[str]) -> str:
-    model_type = group.split(": ")[-1]
-    if len(set(g.split(": ")[-1] for g in groups)) == len(groups) and model_type in COLORS:
-        return COLORS[model_type]
-    return (list(COLORS.values()) + EXTRA_COLORS)[groups.index(group) % (len(COLORS) + len(EXTRA_COLORS))]
+def group_colors(frame: pd.DataFrame) -> dict[str, str]:
+    """A colour per group: its model type's where each group is one model type, else one per group."""
+    groups = frame[["group", "model_type"]].drop_duplicates().sort_values("group")
+    palette = list(COLORS.values()) + EXTRA_COLORS
+    one_per_type = groups.model_type.is_unique and groups.model_type.isin(list(COLORS)).all()
+    return {
+        row.group: COLORS[row.model_type] if one_per_type else palette[index % len(palette)]
+        for index, row in enumerate(groups.itertuples())
+    }
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=420,
                       margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def _complete(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame.state == TrialState.COMPLETE]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,24 +94,12 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
 def summary_section(frame: pd.DataFrame, metric: str) -> Section:
     rows, configs = [], []
     for group, trials in frame.groupby("group", sort=True):
-        complete = trials[trials.state == "COMPLETE"]
+        complete = _complete(trials)
         best = complete.loc[complete.value.idxmax()] if len(complete) else None
-        probe = [a.get("probe_exact_match") for a in complete.user_attrs if a.get("probe_exact_match") is not None]
-        rows.append({
-            "group": group,
-            "trials": len(trials),
-            "complete": int((trials.state == "COMPLETE").sum()),
-            "pruned": int((trials.state == "PRUNED").sum()),
-            "failed": int((trials.state == "FAIL").sum()),
-            f"best {metric}": _pct(best.value) if best is not None else "-",
-            f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
-            "best probe": _pct(max(probe)) if probe else "-",
-            "best trial": int(best.number) if best is not None else "-",
-            "parameters": f"{best.user_attrs.get('n_parameters', 0):,}" if best is not None else "-",
-            "s/epoch": f"{best.user_attrs.get('seconds_per_epoch', float('nan')):.2f}" if best is not None else "-",
-        })
+        rows.append(_summary_row(str(group), trials, complete, best, metric))
         if best is not None:
-            configs.append(f"<li><b>{html.escape(group)}</b> (trial {int(best.number)}): {html.escape(_params_text(best.params))}</li>")
+            configs.append(f"<li><b>{html.escape(str(group))}</b> (trial {int(best.number)}): "
+                           f"{html.escape(_params_text(best.params))}</li>")
     table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
     table += "<h3>Best configuration per model type</h3><ul class='configs'>" + "".join(configs) + "</ul>"
     return Section(
@@ -107,30 +107,42 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
         f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
         "decoding, exact match); best probe accuracy on input lengths never seen in training; size and "
         "speed of the best trial, and its configuration.",
-        [], table,
+        [], table, table_first=True,
     )
 
 
+def _summary_row(group: str, trials: pd.DataFrame, complete: pd.DataFrame, best: pd.Series | None,
+                 metric: str) -> dict[str, Any]:
+    probe = [r.probe_exact_match for r in complete.record if r.probe_exact_match is not None]
+    record: TrialRecord | None = best.record if best is not None else None
+    seconds = record.seconds_per_epoch if record is not None else None
+    return {
+        "group": group,
+        "trials": len(trials),
+        "complete": len(complete),
+        "pruned": int((trials.state == TrialState.PRUNED).sum()),
+        "failed": int((trials.state == TrialState.FAIL).sum()),
+        f"best {metric}": _pct(best.value) if best is not None else "-",
+        f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
+        "best probe": _pct(max(probe)) if probe else "-",
+        "best trial": int(best.number) if best is not None else "-",
+        "parameters": f"{record.n_parameters or 0:,}" if record is not None else "-",
+        "s/epoch": f"{seconds:.2f}" if seconds is not None else "-",
+    }
+
+
 def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
-    groups = sorted(frame.group.unique())
+    colors = group_colors(frame)
     by_number, by_time, spread = go.Figure(), go.Figure(), go.Figure()
     origin = frame.start.dropna().min()
-    for group in groups:
+    for group, color in colors.items():
         trials = frame[(frame.group == group) & frame.complete.notna()].sort_values("complete")
-        values = trials.value.where(trials.state == "COMPLETE")
-        best = values.ffill().cummax()
-        color = _color(group, groups)
-        by_number.add_trace(go.Scatter(x=trials.number, y=best, mode="lines+markers", name=group, line=dict(color=color, shape="hv")))
+        best = trials.value.where(trials.state == TrialState.COMPLETE).ffill().cummax()
+        line = dict(color=color, shape="hv")
+        by_number.add_trace(go.Scatter(x=trials.number, y=best, mode="lines+markers", name=group, line=line))
         minutes = [(c - origin).total_seconds() / 60 for c in trials.complete]
-        by_time.add_trace(go.Scatter(x=minutes, y=best, mode="lines+markers", name=group, line=dict(color=color, shape="hv")))
-        complete = trials[trials.state == "COMPLETE"]
-        pruned = trials[trials.state == "PRUNED"]
-        spread.add_trace(go.Box(y=complete.value, name=group, boxpoints="all", jitter=0.4, marker_color=color,
-                                text=[f"trial {n}" for n in complete.number], legendgroup=group))
-        if len(pruned):
-            spread.add_trace(go.Box(y=pruned.last_value, name=f"{group} (pruned, last report)", boxpoints="all",
-                                    jitter=0.4, marker_color=color, opacity=0.45, fillcolor="rgba(0,0,0,0)",
-                                    text=[f"trial {n}" for n in pruned.number]))
+        by_time.add_trace(go.Scatter(x=minutes, y=best, mode="lines+markers", name=group, line=line))
+        _add_spread(spread, group, color, trials)
     return Section(
         "Model types compared",
         "Best value so far of each model type against trial number and against wall-clock time since the "
@@ -144,21 +156,34 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
     )
 
 
+def _add_spread(fig: go.Figure, group: str, color: str, trials: pd.DataFrame) -> None:
+    complete = _complete(trials)
+    pruned = trials[trials.state == TrialState.PRUNED]
+    fig.add_trace(go.Box(y=complete.value, name=group, boxpoints="all", jitter=0.4, marker_color=color,
+                         text=[f"trial {n}" for n in complete.number], legendgroup=group))
+    if len(pruned):
+        fig.add_trace(go.Box(y=pruned.last_value, name=f"{group} (pruned, last report)", boxpoints="all",
+                             jitter=0.4, marker_color=color, opacity=0.45, fillcolor="rgba(0,0,0,0)",
+                             text=[f"trial {n}" for n in pruned.number]))
+
+
 def curves_section(frame: pd.DataFrame, metric: str) -> Section:
-    groups = sorted(frame.group.unique())
+    colors = group_colors(frame)
     fig = go.Figure()
     shown = frame[frame.curve.map(len) > 0]
     if len(shown) > MAX_CURVES:  # keep every complete trial's curve first, then the latest pruned ones
-        shown = shown.sort_values(["state", "number"], ascending=[True, False]).head(MAX_CURVES)
+        complete_first = shown.state.map(lambda state: state != TrialState.COMPLETE)
+        shown = shown.assign(later=complete_first).sort_values(["later", "number"], ascending=[True, False])
+        shown = shown.head(MAX_CURVES)
     legend_done: set[str] = set()
     for row in shown.itertuples():
-        pruned = row.state == "PRUNED"
+        pruned = row.state == TrialState.PRUNED
         fig.add_trace(go.Scatter(
             x=list(row.curve), y=list(row.curve.values()), mode="lines+markers" if pruned else "lines",
-            line=dict(color=_color(row.group, groups), width=1, dash="dot" if pruned else "solid"),
+            line=dict(color=colors[row.group], width=1, dash="dot" if pruned else "solid"),
             marker=dict(symbol="x", size=5), opacity=0.55 if pruned else 0.9,
             name=row.group, legendgroup=row.group, showlegend=row.group not in legend_done,
-            hovertext=f"trial {row.number} ({row.state.lower()})", hoverinfo="x+y+text",
+            hovertext=f"trial {row.number} ({row.state.name.lower()})", hoverinfo="x+y+text",
         ))
         legend_done.add(row.group)
     return Section(
@@ -169,56 +194,63 @@ def curves_section(frame: pd.DataFrame, metric: str) -> Section:
     )
 
 
-def hyperparameter_section(studies: list[optuna.Study], frame: pd.DataFrame, metric: str) -> Section:
-    figures = []
-    notes = []
+def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
+    figures: list[go.Figure] = []
+    notes: list[str] = []
     for study in studies:
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if len(complete) < 2 or not study.best_trial.params:
-            notes.append(f"{study.study_name}: fewer than two completed trials, nothing to compare yet.")
-            continue
         prefix = f"{study.study_name}: " if len(studies) > 1 else ""
-        try:
-            importances = optuna.importance.get_param_importances(study)
-        except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
-            notes.append(f"{study.study_name}: importances unavailable ({error}).")
-            importances = {}
-        if importances:
-            fig = optuna.visualization.plot_param_importances(study)
-            figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420))
-        # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
-        always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
-        if len(always) >= 2:
-            fig = optuna.visualization.plot_parallel_coordinate(study, params=always)
-            figures.append(fig.update_layout(title=f"{prefix}parallel coordinates (completed trials)", height=460))
-        top = [p for p in importances][:3] or always[:3]
-        if top:
-            fig = optuna.visualization.plot_slice(study, params=top)
-            figures.append(fig.update_layout(title=f"{prefix}{metric} against the most important parameters", height=420))
-    intro = ("Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every completed trial across "
-             "its parameters, and the value against the most important ones.")
+        figures += _study_hyperparameter_figures(study, prefix, metric, notes)
+    intro = ("Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every "
+             "completed trial across its parameters, and the value against the most important ones.")
     if notes:
         intro += " " + " ".join(notes)
     return Section("Hyperparameters", intro, figures)
 
 
+def _study_hyperparameter_figures(study: optuna.Study, prefix: str, metric: str, notes: list[str]) -> list[go.Figure]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2 or not study.best_trial.params:
+        notes.append(f"{study.study_name}: fewer than two completed trials, nothing to compare yet.")
+        return []
+    figures = []
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
+        notes.append(f"{study.study_name}: importances unavailable ({error}).")
+        importances = {}
+    if importances:
+        fig = optuna.visualization.plot_param_importances(study)
+        figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420))
+    # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
+    always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
+    if len(always) >= 2:
+        fig = optuna.visualization.plot_parallel_coordinate(study, params=always)
+        figures.append(fig.update_layout(title=f"{prefix}parallel coordinates (completed trials)", height=460))
+    top = list(importances)[:3] or always[:3]
+    if top:
+        fig = optuna.visualization.plot_slice(study, params=top)
+        figures.append(fig.update_layout(title=f"{prefix}{metric} against the most important parameters", height=420))
+    return figures
+
+
 def lengths_section(frame: pd.DataFrame) -> Section:
-    groups = sorted(frame.group.unique())
+    colors = group_colors(frame)
     fig = go.Figure()
-    complete = frame[frame.state == "COMPLETE"]
+    complete = _complete(frame)
     trained: set[int] = set()
-    for group in groups:
+    for group, color in colors.items():
         trials = complete[complete.group == group].sort_values("value", ascending=False).head(3)
         for rank, row in enumerate(trials.itertuples()):
-            by_length = {int(k): v for k, v in (row.user_attrs.get("val_by_length") or {}).items()}
+            record: TrialRecord = row.record
+            by_length = {int(k): v for k, v in record.val_by_length.items()}
             trained |= set(by_length)
-            by_length.update({int(k): v for k, v in (row.user_attrs.get("probe_by_length") or {}).items()})
+            by_length.update({int(k): v for k, v in record.probe_by_length.items()})
             if not by_length:
                 continue
             lengths = sorted(by_length)
             fig.add_trace(go.Scatter(
-                x=lengths, y=[by_length[n] for n in lengths], mode="lines+markers", name=f"{group} #{rank + 1} (trial {row.number})",
-                line=dict(color=_color(group, groups), dash=["solid", "dash", "dot"][rank]),
+                x=lengths, y=[by_length[n] for n in lengths], mode="lines+markers",
+                name=f"{group} #{rank + 1} (trial {row.number})", line=dict(color=color, dash=["solid", "dash", "dot"][rank]),
             ))
     if trained:
         fig.add_vrect(x0=min(trained) - 0.5, x1=max(trained) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
@@ -231,31 +263,43 @@ def lengths_section(frame: pd.DataFrame) -> Section:
     )
 
 
-def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
-    from digitsum import config as cfg
-    from digitsum.checkpoint import CheckpointError, load_checkpoint
-    from digitsum.data import encode
-    from digitsum.decode import answers_to_numbers, exact_matches, greedy_decode
-    from sweep.objective import data_split, probe_rows
+ERROR_TITLE = "Error analysis of the best model"
 
-    complete = frame[frame.state == "COMPLETE"]
+
+def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
+    from digitsum.checkpoint import CheckpointError, load_checkpoint
+
+    complete = _complete(frame)
     if not len(complete):
-        return Section("Error analysis of the best model", "No completed trial yet.", [])
+        return Section(ERROR_TITLE, "No completed trial yet.", [])
     best = complete.loc[complete.value.idxmax()]
-    title = "Error analysis of the best model"
-    path = best.user_attrs.get("checkpoint")
+    path = best.record.checkpoint
     if not path:
-        return Section(title, f"Trial {best.number} of {best.study} recorded no checkpoint.", [])
+        return Section(ERROR_TITLE, f"Trial {best.number} of {best.study} recorded no checkpoint.", [])
     try:
         model, payload = load_checkpoint(path)
     except CheckpointError as error:
-        return Section(title, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", [])
-    config = cfg.from_dict(payload["config"])
-    _, val_rows = data_split(config.train)
+        return Section(ERROR_TITLE, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", [])
     study = next(s for s in studies if s.study_name == best.study)
-    probe_spec = study.user_attrs.get("probe", {})
+    table = _decoded_rows(model, payload["config"], StudyMeta.read(study))
+    wrong = table[~table.correct]
+    intro = (f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
+             + (" and on the probe" if table.part.nunique() > 1 else "") + f": {len(wrong):,} wrong of {len(table):,}. "
+             "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
+             "never wrote them.")
+    return Section(ERROR_TITLE, intro, _error_figures(table), _wrong_answers_html(wrong))
+
+
+def _decoded_rows(model: Any, config_values: dict[str, Any], meta: StudyMeta) -> pd.DataFrame:
+    """Every validation (and probe) row of the trial with its decoded answer and whether it is right."""
+    from digitsum import config as cfg
+    from digitsum.data import encode
+    from digitsum.datasets import data_split, probe_rows
+    from digitsum.decode import answers_to_numbers, exact_matches, greedy_decode
+
+    _, val_rows = data_split(cfg.from_dict(config_values).train)
     parts = [("validation", val_rows)]
-    probe = probe_rows(tuple(probe_spec.get("lengths", [])), int(probe_spec.get("sample", 10_000)))
+    probe = probe_rows(meta.probe)
     if probe is not None:
         parts.append(("probe", probe))
     records = []
@@ -266,30 +310,32 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
             "part": name, "x": rows.x, "y": rows.y, "length": rows.lengths,
             "predicted": answers_to_numbers(decoded), "correct": exact_matches(decoded, data.answers).numpy(),
         }))
-    table = pd.concat(records, ignore_index=True)
-    by_sum = go.Figure()
-    by_length = go.Figure()
+    return pd.concat(records, ignore_index=True)
+
+
+def _error_figures(table: pd.DataFrame) -> list[go.Figure]:
+    by_sum, by_length = go.Figure(), go.Figure()
     for name, part in table.groupby("part", sort=False):
         per_sum = part.groupby("y").correct.agg(["mean", "size"]).reset_index()
-        by_sum.add_trace(go.Bar(x=per_sum.y, y=per_sum["mean"], name=name, text=per_sum["size"], hovertemplate="sum %{x}: %{y:.3f} of %{text} rows"))
+        by_sum.add_trace(go.Bar(x=per_sum.y, y=per_sum["mean"], name=str(name), text=per_sum["size"],
+                                hovertemplate="sum %{x}: %{y:.3f} of %{text} rows"))
         per_length = part.groupby("length").correct.mean().reset_index()
-        by_length.add_trace(go.Bar(x=per_length.length, y=per_length.correct, name=name))
-    wrong = table[~table.correct]
-    common = Counter(zip(wrong.part, wrong.y, wrong.predicted)).most_common(12)
-    wrong_table = pd.DataFrame(
-        [{"rows": n, "part": p, "true sum": y, "answered": ("no answer" if a < 0 else a),
-          "example input": wrong[(wrong.part == p) & (wrong.y == y) & (wrong.predicted == a)].x.iloc[0]} for (p, y, a), n in common]
-    )
-    intro = (f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
-             + (" and on the probe" if probe is not None else "") + f": {len(wrong):,} wrong of {len(table):,}. "
-             "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
-             "never wrote them.")
-    figures = [
+        by_length.add_trace(go.Bar(x=per_length.length, y=per_length.correct, name=str(name)))
+    return [
         _layout(by_sum, "Exact match by true sum", "digit sum", "exact match").update_layout(barmode="group"),
         _layout(by_length, "Exact match by input length", "input length", "exact match").update_layout(barmode="group"),
     ]
-    return Section(title, intro, figures,
-                   "<h3>Most frequent wrong answers</h3>" + (wrong_table.to_html(index=False, border=0, classes="summary") if len(wrong_table) else "<p>None: every row is right.</p>"))
+
+
+def _wrong_answers_html(wrong: pd.DataFrame) -> str:
+    common = Counter(zip(wrong.part, wrong.y, wrong.predicted)).most_common(12)
+    table = pd.DataFrame([
+        {"rows": n, "part": p, "true sum": y, "answered": ("no answer" if a < 0 else a),
+         "example input": wrong[(wrong.part == p) & (wrong.y == y) & (wrong.predicted == a)].x.iloc[0]}
+        for (p, y, a), n in common
+    ])
+    html_table = table.to_html(index=False, border=0, classes="summary") if len(table) else "<p>None: every row is right.</p>"
+    return "<h3>Most frequent wrong answers</h3>" + html_table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +354,7 @@ ul.configs { font-size: 0.85rem; }
 
 def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, int]:
     """The whole HTML page, and its number of figures."""
-    metric = studies[0].user_attrs.get("metric", "value")
+    metric = StudyMeta.read(studies[0]).metric
     frame = trials_frame(studies)
     if frame.empty:
         raise UsageError("the studies have no trials yet; run them with `sweep run` first")
@@ -316,37 +362,45 @@ def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, i
         summary_section(frame, metric),
         comparison_section(frame, metric),
         curves_section(frame, metric),
-        hyperparameter_section(studies, frame, metric),
+        hyperparameter_section(studies, metric),
         lengths_section(frame),
         error_section(studies, frame),
     ]
+    page = _page_head(studies, len(frame), storage_text)
+    n_figures = 0
+    for section in sections:
+        page.append(_section_html(section, include_plotlyjs=n_figures == 0))
+        n_figures += len(section.figures)
+    page.append("</body></html>")
+    return "\n".join(page), n_figures
+
+
+def _page_head(studies: list[optuna.Study], n_trials: int, storage_text: str) -> list[str]:
     names = ", ".join(s.study_name for s in studies)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>digitsum-sweep report: {html.escape(names)}</title><style>{CSS}</style></head><body>",
         f"<h1>Sweep report: {html.escape(names)}</h1>",
-        f"<p class='meta'>{len(frame)} trials from {html.escape(storage_text)}; written {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"<p class='meta'>{n_trials} trials from {html.escape(storage_text)}; written {time.strftime('%Y-%m-%d %H:%M')}. "
         "Accuracy is exact match of the whole answer under greedy, token-by-token decoding.</p>",
     ]
     for study in studies:
-        description = study.user_attrs.get("description") or ""
-        spec = study.user_attrs.get("spec_path", "?")
-        parts.append(f"<p class='meta'><b>{html.escape(study.study_name)}</b>: spec {html.escape(spec)}. {html.escape(description)}</p>")
-    first = True
-    n_figures = 0
-    for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2><p class='intro'>{html.escape(section.intro)}</p>")
-        if section.table_html and section.title == "Summary":
-            parts.append(section.table_html)
-        for fig in section.figures:
-            # plotly.js goes into the page once, with the first figure: the file opens offline.
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
-            first = False
-            n_figures += 1
-        if section.table_html and section.title != "Summary":
-            parts.append(section.table_html)
-    parts.append("</body></html>")
-    return "\n".join(parts), n_figures
+        meta = StudyMeta.read(study)
+        parts.append(f"<p class='meta'><b>{html.escape(study.study_name)}</b>: spec {html.escape(meta.spec_path)}. "
+                     f"{html.escape(meta.description)}</p>")
+    return parts
+
+
+def _section_html(section: Section, include_plotlyjs: bool) -> str:
+    """The section's heading, intro, table and figures; plotly.js goes into the page once, with the
+    first figure, so the file opens offline."""
+    parts = [f"<h2>{html.escape(section.title)}</h2><p class='intro'>{html.escape(section.intro)}</p>"]
+    figures = []
+    for fig in section.figures:
+        figures.append(fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, config={"displaylogo": False}))
+        include_plotlyjs = False
+    parts += [section.table_html, *figures] if section.table_first else [*figures, section.table_html]
+    return "\n".join(p for p in parts if p)
 
 
 def write_report(studies: list[optuna.Study], out: Path, storage_text: str) -> int:
@@ -358,7 +412,7 @@ def write_report(studies: list[optuna.Study], out: Path, storage_text: str) -> i
 
 def figures_for_dashboard(studies: list[optuna.Study]) -> list[go.Figure]:
     """Our comparison figures, to attach to a study for optuna-dashboard."""
-    metric = studies[0].user_attrs.get("metric", "value")
+    metric = StudyMeta.read(studies[0]).metric
     frame = trials_frame(studies)
     if frame.empty:
         return []
@@ -369,8 +423,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
 
 
-def _params_text(params: dict) -> str:
-    def short(v):
+def _params_text(params: dict[str, Any]) -> str:
+    def short(v: Any) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     return ", ".join(f"{k.split('.', 1)[-1]}={short(v)}" for k, v in params.items())

@@ -13,18 +13,20 @@ same study from the same storage and runs `study.optimize` one trial at a time. 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import enum
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import optuna
 import optuna_dashboard
@@ -32,16 +34,17 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from sweep.objective import STOP, make_objective
-from sweep.spec import SpecError, StudySpec
-from sweep.storage import GRACE_PERIOD, close_storage, open_storage, study_names
+from sweep.objective import make_objective
+from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_trial
+from sweep.spec import Param, SpecError, StudySpec
+from sweep.storage import close_storage, heartbeat_settings, open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunPlan:
     spec: StudySpec
     storage_url: str | None
@@ -72,23 +75,22 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
         storage=storage, study_name=name, direction="maximize", load_if_exists=True,
         sampler=spec.make_sampler(), pruner=spec.make_pruner(),
     )
-    stored = study.user_attrs.get("fingerprint")
-    if existed and stored is not None and stored != spec.fingerprint():
+    stored = StudyMeta.read(study).fingerprint
+    if existed and stored is not None and not spec.matches(stored):
         raise SpecError(
             f"{spec.path}: study {name!r} in this storage was made with another metric, data or search space; "
             f"run with --name NEW_NAME to start a new study (the stored one is kept)"
         )
     if stored is None:
         # Enough to re-train any trial (`sweep rerun`) without the spec file.
-        study.set_user_attr("fingerprint", spec.fingerprint())
-        study.set_user_attr("spec_path", spec.path)
-        study.set_user_attr("description", spec.description)
-        study.set_user_attr("metric", spec.metric)
-        study.set_user_attr("value_from", spec.value_from)
-        study.set_user_attr("base_config", spec.base.to_dict())
-        study.set_user_attr("probe", {"lengths": list(spec.probe.lengths), "sample": spec.probe.sample})
+        StudyMeta(
+            fingerprint=spec.fingerprint(), spec_path=spec.path, description=spec.description, metric=spec.metric,
+            value_from=spec.value_from, base_config=spec.base.to_dict(), probe=spec.probe,
+        ).write(study)
         study.set_metric_names([spec.metric])
         optuna_dashboard.save_note(study, spec_note(spec))
+    elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
+        study.set_user_attr("fingerprint", spec.fingerprint())
     return study
 
 
@@ -109,17 +111,22 @@ def _counts(study: optuna.Study) -> dict[TrialState, int]:
     return counts
 
 
-def next_step(study: optuna.Study, n_trials: int) -> str:
-    """'run' (start a trial), 'wait' (others' trials may still need a retry) or 'done'."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+class Step(enum.Enum):
+    """What a worker does next."""
+
+    RUN = "run"  # start a trial
+    WAIT = "wait"  # others' trials may still need a retry
+    DONE = "done"  # the budget is finished
+
+
+def next_step(study: optuna.Study, n_trials: int) -> Step:
+    optuna.storages.fail_stale_trials(study)
     counts = _counts(study)
     if sum(counts[s] for s in FINISHED) >= n_trials:
-        return "done"
+        return Step.DONE
     if counts[TrialState.WAITING] or sum(counts[s] for s in CLAIMED) < n_trials:
-        return "run"
-    return "wait"
+        return Step.RUN
+    return Step.WAIT
 
 
 def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, adopted: set[int]) -> None:
@@ -131,9 +138,10 @@ def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, ad
     thread keeps it fresh, a dead one is failed and retried a grace period later.
     """
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
+    if not interval or not isinstance(storage, optuna.storages.RDBStorage):
         return
-    old_enough = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_PERIOD + interval)
+    grace = heartbeat_settings().grace_period
+    old_enough = datetime.datetime.now() - datetime.timedelta(seconds=grace + interval)
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number not in adopted and trial.datetime_start and trial.datetime_start < old_enough:
@@ -177,7 +185,7 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
     """
 
     def surplus(trial: optuna.Trial) -> _Surplus:
-        trial.set_user_attr("surplus", True)
+        write_trial(trial, surplus=True)
         return _Surplus(f"the study already has {n_trials} trials")
 
     def guarded(trial: optuna.Trial) -> float:
@@ -192,7 +200,7 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
         except KeyboardInterrupt:
             raise
         except Exception as error:  # Optuna stores a FAIL without the reason; keep it on the trial
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
+            write_trial(trial, fail_reason=f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
             raise
         if _over_budget(trial.study, trial.number, n_trials):
             raise surplus(trial)
@@ -201,13 +209,14 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
     return guarded
 
 
-def _enqueue_balanced(study: optuna.Study, param) -> None:
+def _enqueue_balanced(study: optuna.Study, param: Param) -> None:
     """Queue the least-tried choice of `param` (equal budgets per model type); the sampler fills in the rest."""
     trials = study.get_trials(deepcopy=False, states=CLAIMED)
     if any(t.state == TrialState.WAITING for t in trials):
         return  # a queued trial (a retry, or another worker's pick) goes first
-    counts = Counter(t.params.get(param.key, t.system_attrs.get("fixed_params", {}).get(param.key)) for t in trials)
-    choice = min(param.choices, key=lambda c: (counts[c], param.choices.index(c)))
+    counts = Counter(param_or_queued(t, param.key) for t in trials)
+    choices = list(param.choices or ())
+    choice = min(choices, key=lambda c: (counts[c], choices.index(c)))
     study.enqueue_trial({param.key: choice})
 
 
@@ -218,86 +227,112 @@ def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
     except ValueError:
         best = None
     for other in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
-        path = other.user_attrs.get("checkpoint")
+        path = TrialRecord.read(other).checkpoint
         if other.number != best and path:
             Path(path).unlink(missing_ok=True)
 
 
-def _quiet_thread_storage_errors(args: threading.ExceptHookArgs) -> None:
-    # Optuna's heartbeat thread dies with a traceback when the database goes away; the worker
-    # itself meets the same error and reports it in one line.
-    if storage_error(args.exc_value) is None:
-        _default_thread_hook(args)
+@contextlib.contextmanager
+def _quiet_storage_errors_in_threads() -> Iterator[None]:
+    """Optuna's heartbeat thread dies with a traceback when the database goes away; the worker
+    itself meets the same error and reports it in one line. The previous hook is restored."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if storage_error(args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
-_default_thread_hook = threading.excepthook
-
-
-def _stop_on_first_ctrl_c() -> None:
-    """First Ctrl-C: stop at the next epoch boundary (the trial is failed, nothing stays RUNNING).
-    Second Ctrl-C: the default, an immediate KeyboardInterrupt."""
+@contextlib.contextmanager
+def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: set ``stop``; the running trial ends at its next epoch boundary (failed, nothing
+    stays RUNNING). Raising from the handler could land inside library callbacks that swallow it.
+    Second Ctrl-C: an immediate KeyboardInterrupt. The previous handler is restored at the end."""
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
-    def handler(signum, frame) -> None:
-        if STOP.is_set():
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        STOP.set()
+        stop.set()
 
-    signal.signal(signal.SIGINT, handler)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def work(plan: RunPlan, worker: int = 0, deadline: float | None = None) -> None:
-    """One worker: start trials until the study's budget is taken or the deadline passes."""
-    threading.excepthook = _quiet_thread_storage_errors
+def work(plan: RunPlan, stop: threading.Event, worker: int = 0, deadline: float | None = None) -> None:
+    """One worker: start trials until the study's budget is taken, the deadline passes or ``stop`` is set."""
     # No preloading of torch._dynamo (~2.5 s): torch.optim's optimizers import it on first use, but
     # the fused step's FusedAdamW (LSTM and GRU on the CPU) never does; other trials pay it once.
-
     storage = open_storage(plan.storage_url)
     try:
-        _run_trials(plan, worker, deadline, storage)
+        with _quiet_storage_errors_in_threads(), _ctrl_c_stops(stop):
+            _run_trials(plan, stop, worker, deadline, storage)
     finally:
         close_storage(storage)
 
 
-def _run_trials(plan: RunPlan, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage) -> None:
+def _run_trials(plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None,
+                storage: optuna.storages.BaseStorage) -> None:
     stored = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(
         study_name=plan.study_name, storage=storage,
         sampler=plan.spec.make_sampler(worker, stored), pruner=plan.spec.make_pruner(),
     )
-    _stop_on_first_ctrl_c()
-    objective = _budgeted(make_objective(plan.spec, plan.checkpoint_dir, plan.threads_per_worker), plan.n_trials)
+    objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
+    guarded = _budgeted(objective, plan.n_trials)
+    failures = _FailureCount()
     callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints == "best" else []
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
-    failures: list[FrozenTrial] = []
-
-    def count_failures(_study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
-            failures.append(trial)
-        else:
-            failures.clear()
-
     while deadline is None or time.time() < deadline:
-        if STOP.is_set():
+        if stop.is_set():
             raise KeyboardInterrupt
         step = next_step(study, plan.n_trials)
-        if step == "done":
+        if step is Step.DONE:
             return
-        if step == "wait":
+        if step is Step.WAIT:
             _adopt_orphans(study, storage, adopted)
             time.sleep(POLL_SECONDS)
             continue
         if plan.spec.balance is not None:
             _enqueue_balanced(study, plan.spec.balance)
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[*callbacks, count_failures])
-        if len(failures) >= MAX_CONSECUTIVE_FAILURES:
-            reason = failures[-1].user_attrs.get("fail_reason", "see the trials' fail_reason")
-            raise TrialsKeepFailing(
-                f"{len(failures)} trials in a row failed (last: trial {failures[-1].number}, {reason}); fix the spec or the machine, then run again"
-            )
+        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[*callbacks, failures])
+        failures.check()
+
+
+class _FailureCount:
+    """A study.optimize callback that counts trials failing in a row (surplus trials aside)."""
+
+    def __init__(self) -> None:
+        self.failures: list[FrozenTrial] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and not TrialRecord.read(trial).surplus:
+            self.failures.append(trial)
+        else:
+            self.failures.clear()
+
+    def check(self) -> None:
+        if len(self.failures) < MAX_CONSECUTIVE_FAILURES:
+            return
+        last = self.failures[-1]
+        reason = TrialRecord.read(last).fail_reason or "see the trials' fail_reason"
+        raise TrialsKeepFailing(
+            f"{len(self.failures)} trials in a row failed (last: trial {last.number}, {reason}); "
+            "fix the spec or the machine, then run again"
+        )
 
 
 class StorageLost(RuntimeError):
@@ -307,7 +342,7 @@ class StorageLost(RuntimeError):
 def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
     code = 0
     try:
-        work(plan, worker, deadline)
+        work(plan, threading.Event(), worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
     except TrialsKeepFailing as error:
@@ -361,7 +396,20 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
     thread = threading.Thread(target=monitor.watch, daemon=True)
     thread.start()
     try:
-        work(plan, 0, deadline)
+        _work_with_helpers(plan, helpers, deadline)
+    finally:
+        monitor.stop.set()
+        thread.join()
+    failed = [p.exitcode for p in helpers if p.exitcode not in (0, None)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume")
+    return study
+
+
+def _work_with_helpers(plan: RunPlan, helpers: list[Any], deadline: float | None) -> None:
+    """Worker 0's share, then wait for the helpers (on a Ctrl-C, for at most 30 s)."""
+    try:
+        work(plan, threading.Event(), 0, deadline)
         _join(helpers)
     except KeyboardInterrupt:
         _join(helpers, timeout=30)  # they got the same Ctrl-C; give them time to mark their trials
@@ -372,16 +420,9 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         if lost is None:
             raise
         raise StorageLost(lost_message(lost)) from None
-    finally:
-        monitor.stop.set()
-        thread.join()
-    failed = [p.exitcode for p in helpers if p.exitcode not in (0, None)]
-    if failed:
-        raise RuntimeError(f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume")
-    return study
 
 
-def _join(processes: list, timeout: float | None = None) -> None:
+def _join(processes: list[Any], timeout: float | None = None) -> None:
     end = None if timeout is None else time.monotonic() + timeout
     for process in processes:
         process.join(None if end is None else max(0.0, end - time.monotonic()))
@@ -390,7 +431,7 @@ def _join(processes: list, timeout: float | None = None) -> None:
 class _Monitor:
     """Polls the storage and calls `on_trial` once for each trial that finished since the start."""
 
-    def __init__(self, study: optuna.Study, on_trial: Callable[[FrozenTrial, float | None], None] | None):
+    def __init__(self, study: optuna.Study, on_trial: Callable[[FrozenTrial, float | None], None] | None) -> None:
         self.study = study
         self.on_trial = on_trial
         self.stop = threading.Event()
@@ -398,12 +439,13 @@ class _Monitor:
 
     def poll(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=lambda t: t.datetime_complete)
+        done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=_completed_at)
         for trial in done:
             self.seen.add(trial.number)
-            best = max((t.value for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete <= trial.datetime_complete), default=None)
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                      and _completed_at(t) <= _completed_at(trial)]
             if self.on_trial is not None:
-                self.on_trial(trial, best)
+                self.on_trial(trial, max(values, default=None))
 
     def watch(self) -> None:
         try:
@@ -412,3 +454,7 @@ class _Monitor:
             self.poll()
         except Exception:  # a lost storage: the worker meets the same error and reports it
             pass
+
+
+def _completed_at(trial: FrozenTrial) -> datetime.datetime:
+    return trial.datetime_complete or datetime.datetime.max

@@ -1,14 +1,20 @@
 """Study specs: YAML -> a validated search space, sampler, pruner and fixed config.
 
-Every mistake is a `SpecError` whose one line names the file, the key and what is allowed.
+Every spec key is declared once, as a field of `SpecKeys`, `DataKeys` or `ParamKeys` (default,
+allowed values, help); the parser, the error messages and `sweep keys` read those fields. Every
+mistake is a `SpecError` whose one line names the file, the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import inspect
 import json
 import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,36 +23,164 @@ import optuna
 import yaml
 
 from digitsum import config as cfg
-from digitsum.data import DataError, check_lengths, parse_lengths
-from digitsum.errors import UsageError
-from digitsum.train import Config
+from digitsum.config import Config
+from digitsum.errors import DataError, UsageError
+from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of
+from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, lengths_text, parse_lengths
 
 METRICS = ("val_exact_match", "probe_exact_match")
 VALUE_FROM = ("best", "last")  # the trial's value: its best epoch, or its last
-SAMPLERS = {
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
     "grid": optuna.samplers.GridSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "nsgaii": optuna.samplers.NSGAIISampler,
 }
-PRUNERS = {
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
-TOP_KEYS = {
-    "name", "description", "metric", "value", "n_trials", "timeout", "data", "fixed", "sampler", "pruner",
-    "space", "keep_checkpoints", "balance",
-}
-DATA_KEYS = {"lengths", "val_fraction", "probe_lengths", "probe_sample", "dataset_path"}
-PARAM_KEYS = {"choices", "low", "high", "log", "step", "type", "when"}
 
 
 class SpecError(UsageError):
     """A bad study spec."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec's keys, declared once
+
+
+def _lengths(value: Any) -> str | None:
+    """[2, 3, 4], "2-4" or 5 -> train.lengths' spelling; None where it is none of these."""
+    if isinstance(value, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        return lengths_text(value)
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+def _probe_lengths(value: Any) -> tuple[int, ...] | None:
+    values = [value] if isinstance(value, int) else value
+    if not isinstance(values, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in values):
+        return None
+    return tuple(values)
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True)
+class SpecKeys:
+    """The top level of a study spec."""
+
+    name: str = key("", "the study's name in the storage (required); --name overrides it",
+                    Rule(lambda v: True, "the study's name, e.g. name: quickstart"))
+    description: str = key("", "one line for reports and the dashboard note")
+    metric: str = key("val_exact_match", "what a trial maximizes; probe_exact_match needs data.probe_lengths",
+                      one_of(METRICS))
+    value: str = key("best", "which epoch's metric is the trial's value: the best by validation, or the last",
+                     one_of(VALUE_FROM))
+    n_trials: int = key(20, "finished trials the study runs to, over all workers; --trials overrides it",
+                        at_least(1))
+    timeout: float | None = key(None, "seconds after which no new trial starts; --timeout overrides it",
+                                Rule(lambda v: v > 0, "seconds > 0, or leave it out for no limit"))
+    keep_checkpoints: str = key("best", "keep the best trial's checkpoint only, or every trial's", one_of(("best", "all")))
+    balance: str | None = key(None, "a choices parameter of space whose choices get equal numbers of trials")
+    data: dict[str, Any] | None = key(None, "the rows trials train, validate and probe on (see data.*)", parse=_mapping)
+    fixed: dict[str, Any] | None = key(None, "config keys set for every trial, e.g. {train.n_epochs: 30}", parse=_mapping)
+    space: dict[str, Any] | None = key(None, "config keys to search: {choices: [...]} or {low: .., high: ..} each (required)",
+                                       parse=_mapping)
+    sampler: Any = key("tpe", f"Optuna sampler: a type ({', '.join(SAMPLERS)}) or {{type: .., its settings}}")
+    pruner: Any = key("none", f"Optuna pruner: a type ({', '.join(PRUNERS)}) or {{type: .., its settings}}")
+
+
+@dataclass(frozen=True)
+class DataKeys:
+    """``data:``, the rows of every trial."""
+
+    lengths: str | None = key(None, "training input lengths, e.g. [2, 3, 4] or 2-4 (train.lengths)",
+                              Rule(lambda v: True, "lengths like [2, 3, 4] or 2-4"), parse=_lengths)
+    val_fraction: float | None = key(None, "the validation share, e.g. 0.2 (train.train_split_fraction = 1 - it)",
+                                     Rule(lambda v: 0 < v < 1, "a number between 0 and 1, e.g. 0.2"))
+    dataset_path: str | None = key(None, "a headerless x,y CSV to train on instead (train.dataset_path)")
+    probe_lengths: tuple[int, ...] = key((), "unseen input lengths scored after training, e.g. [5, 6]",
+                                         Rule(lambda v: True, "a list of lengths, e.g. [5, 6]"), parse=_probe_lengths)
+    probe_sample: int = key(PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)",
+                            at_least(1))
+
+
+@dataclass(frozen=True)
+class ParamKeys:
+    """One entry of ``space:``, a search dimension over a config key."""
+
+    choices: list[Any] | None = key(None, "values to choose from (categorical); or give low and high",
+                                    Rule(bool, "a non-empty list"), parse=lambda v: v if isinstance(v, list) else None)
+    low: float | None = key(None, "the range's lower end", Rule(math.isfinite, "a number"))
+    high: float | None = key(None, "the range's upper end", Rule(math.isfinite, "a number"))
+    log: bool = key(False, "sample the range on a log scale (low > 0)", Rule(lambda v: True, "true or false"))
+    step: float | None = key(None, "the range's step (not with log)", Rule(lambda v: v > 0, "a number > 0"))
+    type: str | None = key(None, "int or float; default: the config key's type", one_of(("int", "float")))
+    when: dict[str, Any] | None = key(None, "only search it when earlier choices took these values",
+                                      Rule(lambda v: True, "a mapping like {model.model_type: [lstm, gru]}"), parse=_mapping)
+
+
+SPEC_SECTIONS = {"data", "fixed", "space", "sampler", "pruner"}  # parsed by their own functions
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def read_keys(cls: type, body: dict[str, Any], where: str, fail: Callable[[str, str], SpecError]) -> dict[str, Any]:
+    """The declared fields of ``cls`` that ``body`` gives, type- and rule-checked; unknown keys refused."""
+    names = field_names(cls)
+    unknown = sorted(set(body) - set(names), key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(sorted(names))}"
+        raise fail(f"{where}{unknown[0]}", f"unknown key; {hint}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body or f.name in SPEC_SECTIONS and cls is SpecKeys:
+            continue
+        raw, rule = body[f.name], rule_of(f)
+        value = _strict(raw, hints[f.name], parse_of(f))
+        if value is _INVALID or (value is not None and not rule.check(value)):
+            raise fail(f"{where}{f.name}", f"{raw!r}: expected {rule.allowed}{did_you_mean(raw, rule)}")
+        values[f.name] = value
+    return values
+
+
+_INVALID = object()
+
+
+def _strict(value: Any, annotation: Any, parse: Callable[[Any], Any] | None) -> Any:
+    """A YAML value as the field's type, with no conversion from text (YAML already typed it)."""
+    if parse is not None:
+        parsed = parse(value)
+        return _INVALID if parsed is None else parsed
+    base, optional = cfg._unwrap_optional(annotation)
+    if value is None:
+        return None if optional else _INVALID
+    if base is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if isinstance(value, bool):
+        return _INVALID
+    if base is int:
+        return value if isinstance(value, int) else _INVALID
+    if base is float:
+        return float(value) if isinstance(value, (int, float)) else _INVALID
+    if base is str:
+        return value if isinstance(value, str) else _INVALID
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The parsed spec
 
 
 @dataclass(frozen=True)
@@ -54,16 +188,16 @@ class Param:
     """One search dimension over a dotted config key."""
 
     key: str
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    low: float = 0.0
+    high: float = 0.0
     log: bool = False
     step: float | None = None
     is_int: bool = False
-    when: dict[str, tuple] = field(default_factory=dict)  # only suggested when these keys took these values
+    when: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # only suggested when these keys took these values
 
     def active(self, chosen: dict[str, Any]) -> bool:
-        return all(chosen.get(key) in values for key, values in self.when.items())
+        return all(chosen.get(name) in values for name, values in self.when.items())
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.choices is not None:
@@ -73,11 +207,15 @@ class Param:
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=step, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    lengths: tuple[int, ...] = ()
-    sample: int = 10_000  # rows per length where 10**length is more than this
+    def shape(self) -> dict[str, Any]:
+        """What the dimension searches, in one spelling (for the fingerprint)."""
+        number = int if self.is_int else float
+        return {
+            "key": self.key,
+            "choices": None if self.choices is None else [cfg.canonical(self.key, cfg.check_value(self.key, c)) for c in self.choices],
+            "range": None if self.choices is not None else [number(self.low), number(self.high), self.log, self.step, self.is_int],
+            "when": {name: list(values) for name, values in sorted(self.when.items())},
+        }
 
 
 @dataclass(frozen=True)
@@ -90,12 +228,12 @@ class StudySpec:
     n_trials: int
     timeout: float | None
     base: Config  # defaults + data + fixed values
-    probe: ProbeSpec
-    sampler: dict
-    pruner: dict
+    probe: Probe
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
     space: tuple[Param, ...]
     keep_checkpoints: str
-    raw: dict
+    raw: dict[str, Any]  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
     balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -110,9 +248,30 @@ class StudySpec:
         return cfg.apply(self.base, params)
 
     def fingerprint(self) -> str:
-        """What a stored study must match to be resumed: metric and search space."""
-        shape = {key: self.raw.get(key) for key in ("metric", "value", "space", "data", "fixed", "balance")}
+        """What a stored study must match to be resumed: metric, data, fixed values, search space.
+
+        Taken from the validated spec, so equivalent spellings (``lengths: 2-4`` or ``[2, 3, 4]``,
+        a fixed value equal to its default, ``val_fraction`` or ``train.train_split_fraction``)
+        give the same fingerprint; the name, the sampler and the pruner may change on resume."""
+        shape = {
+            "metric": self.metric,
+            "value": self.value_from,
+            "config": cfg.changed_keys(self.base),
+            "probe": [list(self.probe.lengths), self.probe.sample] if self.probe.lengths else None,
+            "space": [param.shape() for param in self.space],
+            "balance": self.balance.key if self.balance else None,
+        }
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
+        return f"v2:{digest[:16]}"
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of studies made before the validated one: a hash of the raw YAML."""
+        shape = {name: self.raw.get(name) for name in ("metric", "value", "space", "data", "fixed", "balance")}
         return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def matches(self, stored: str) -> bool:
+        """Whether a study stored with fingerprint ``stored`` was made by this spec's search."""
+        return stored == (self.fingerprint() if stored.startswith("v2:") else self.legacy_fingerprint())
 
     def make_sampler(self, worker: int = 0, resumed_trials: int = 0) -> optuna.samplers.BaseSampler:
         """The spec's sampler, its seed offset per worker and per resume point (deterministically),
@@ -122,7 +281,7 @@ class StudySpec:
         if kwargs.get("seed") is not None:
             kwargs["seed"] = (int(kwargs["seed"]) + worker + 100_003 * resumed_trials) % 2**32
         if kind == "grid":
-            kwargs["search_space"] = {p.key: list(p.choices) for p in self.space}
+            kwargs["search_space"] = {p.key: list(p.choices or ()) for p in self.space}
         return SAMPLERS[kind](**kwargs)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
@@ -131,6 +290,10 @@ class StudySpec:
         if kind == "hyperband":
             kwargs.setdefault("max_resource", self.base.train.n_epochs)
         return PRUNERS[kind](**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -145,58 +308,24 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
-    def fail(key: str, message: str) -> SpecError:
-        return SpecError(f"{source}: {key}: {message}")
+    def fail(name: str, message: str) -> SpecError:
+        return SpecError(f"{source}: {name}: {message}")
 
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study spec is a YAML mapping with name, space, ...; see studies/quickstart.yaml")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise fail(sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
+    top = {**_defaults(SpecKeys), **read_keys(SpecKeys, raw, "", fail)}
+    if not top["name"].strip():
         raise fail("name", "required: the study's name, e.g. name: quickstart")
-    metric = raw.get("metric", "val_exact_match")
-    if metric not in METRICS:
-        raise fail("metric", f"{metric!r} is not one of {', '.join(METRICS)}")
-    value_from = raw.get("value", "best")
-    if value_from not in VALUE_FROM:
-        raise fail("value", f"{value_from!r} is not one of {', '.join(VALUE_FROM)} (which epoch's accuracy is the trial's value)")
-    n_trials = _positive_int(raw.get("n_trials", 20), "n_trials", fail)
-    timeout = raw.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise fail("timeout", f"{timeout!r}: expected seconds > 0, or leave it out for no limit")
-    keep = raw.get("keep_checkpoints", "best")
-    if keep not in ("best", "all"):
-        raise fail("keep_checkpoints", f"{keep!r} is not one of best, all")
-
-    base, probe = _parse_data(raw.get("data") or {}, fail)
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise fail("fixed", "expected a mapping of config keys, like {train.n_epochs: 30}")
-    try:
-        base = cfg.apply(base, fixed)
-    except UsageError as error:
-        raise fail("fixed", str(error)) from None
-
+    base, probe = _parse_data(raw.get("data"), fail)
+    base = _apply_fixed(base, raw.get("fixed"), fail)
     space = _parse_space(raw.get("space"), fail)
-    sampler = _parse_component(raw.get("sampler") or {"type": "tpe"}, "sampler", SAMPLERS, fail)
-    pruner = _parse_component(raw.get("pruner") or {"type": "none"}, "pruner", PRUNERS, fail)
-    if sampler["type"] == "grid":
-        bad = [p.key for p in space if p.choices is None or p.when]
-        if bad:
-            raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
-    balance = None
-    if raw.get("balance") is not None:
-        balance = next((p for p in space if p.key == raw["balance"]), None)
-        if balance is None or balance.choices is None or balance.when:
-            raise fail("balance", f"{raw['balance']!r} must be an unconditional choices parameter of space")
-    if metric == "probe_exact_match" and not probe.lengths:
-        raise fail("metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
+    sampler = _parse_component(raw.get("sampler") or "tpe", "sampler", SAMPLERS, fail)
+    pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
+    balance = _check_combinations(top, space, sampler, probe, fail)
     spec = StudySpec(
-        name=name.strip(), path=source, description=str(raw.get("description", "")).strip(), metric=metric,
-        value_from=value_from, n_trials=n_trials, timeout=float(timeout) if timeout else None, base=base,
-        probe=probe, sampler=sampler, pruner=pruner, space=space, keep_checkpoints=keep, raw=raw, balance=balance,
+        name=top["name"].strip(), path=source, description=top["description"].strip(), metric=top["metric"],
+        value_from=top["value"], n_trials=top["n_trials"], timeout=top["timeout"], base=base, probe=probe,
+        sampler=sampler, pruner=pruner, space=space, keep_checkpoints=top["keep_checkpoints"], raw=raw, balance=balance,
     )
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
@@ -206,146 +335,156 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     return spec
 
 
-def _positive_int(value: Any, key: str, fail) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise fail(key, f"{value!r}: expected an integer >= 1")
-    return value
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
-def _parse_data(data: Any, fail) -> tuple[Config, ProbeSpec]:
+def _check_combinations(top: dict[str, Any], space: tuple[Param, ...], sampler: dict[str, Any], probe: Probe,
+                        fail: Callable[[str, str], SpecError]) -> Param | None:
+    """What no single key can check: the grid sampler, balance and the probe metric. Returns balance."""
+    if sampler["type"] == "grid":
+        bad = [p.key for p in space if p.choices is None or p.when]
+        if bad:
+            raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
+    if top["metric"] == "probe_exact_match" and not probe.lengths:
+        raise fail("metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
+    if top["balance"] is None:
+        return None
+    balance = next((p for p in space if p.key == top["balance"]), None)
+    if balance is None or balance.choices is None or balance.when:
+        raise fail("balance", f"{top['balance']!r} must be an unconditional choices parameter of space")
+    return balance
+
+
+def _parse_data(data: Any, fail: Callable[[str, str], SpecError]) -> tuple[Config, Probe]:
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise fail("data", "expected a mapping like {lengths: [2, 3, 4], val_fraction: 0.2, probe_lengths: [5]}")
-    unknown = set(data) - DATA_KEYS
-    if unknown:
-        raise fail(f"data.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(DATA_KEYS))}")
+    given = read_keys(DataKeys, data, "data.", fail)
     values: dict[str, Any] = {}
     try:
-        if "lengths" in data:
-            lengths = data["lengths"]
-            text = ",".join(map(str, lengths)) if isinstance(lengths, list) else str(lengths)
-            parse_lengths(text)
-            values["train.lengths"] = text
-        if "dataset_path" in data:
-            values["train.dataset_path"] = data["dataset_path"]
-        if "val_fraction" in data:
-            fraction = data["val_fraction"]
-            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-                raise fail("data.val_fraction", f"{fraction!r}: expected a number between 0 and 1, e.g. 0.2")
-            values["train.train_split_fraction"] = round(1.0 - fraction, 10)
-        probe_lengths = data.get("probe_lengths", [])
-        if isinstance(probe_lengths, int):
-            probe_lengths = [probe_lengths]
-        if not isinstance(probe_lengths, list) or not all(isinstance(n, int) for n in probe_lengths):
-            raise fail("data.probe_lengths", f"{probe_lengths!r}: expected a list of lengths, e.g. [5, 6]")
-        probe = ProbeSpec(tuple(check_lengths(probe_lengths)) if probe_lengths else (), data.get("probe_sample", 10_000))
-        if isinstance(probe.sample, bool) or not isinstance(probe.sample, int) or probe.sample < 1:
-            raise fail("data.probe_sample", f"{probe.sample!r}: expected an integer >= 1")
+        if "lengths" in given:
+            parse_lengths(given["lengths"])
+            values["train.lengths"] = given["lengths"]
+        if "dataset_path" in given:
+            values["train.dataset_path"] = given["dataset_path"]
+        if "val_fraction" in given:
+            values["train.train_split_fraction"] = round(1.0 - given["val_fraction"], 10)
+        lengths = given.get("probe_lengths", ())
+        probe = Probe(tuple(check_lengths(list(lengths))) if lengths else (), given.get("probe_sample", PROBE_SAMPLE))
         return cfg.apply(Config(), values), probe
     except (DataError, UsageError) as error:
-        if isinstance(error, SpecError):
-            raise
         raise fail("data", str(error)) from None
 
 
-def _parse_space(space: Any, fail) -> tuple[Param, ...]:
+def _apply_fixed(base: Config, fixed: Any, fail: Callable[[str, str], SpecError]) -> Config:
+    if fixed is None:
+        return base
+    if not isinstance(fixed, dict):
+        raise fail("fixed", "expected a mapping of config keys, like {train.n_epochs: 30}")
+    try:
+        return cfg.apply(base, fixed)
+    except UsageError as error:
+        raise fail("fixed", str(error)) from None
+
+
+def _parse_space(space: Any, fail: Callable[[str, str], SpecError]) -> tuple[Param, ...]:
     if not isinstance(space, dict) or not space:
         raise fail("space", "required: a mapping of config keys to {choices: [...]} or {low: .., high: ..}")
-    params: list[Param] = []
-    seen: dict[str, Param] = {}
-    for key, body in space.items():
-        where = f"space.{key}"
+    params: dict[str, Param] = {}
+    for name, body in space.items():
+        where = f"space.{name}"
         try:
-            field_type = cfg.check_key(key).replace(" | None", "")
+            declared = cfg.check_key(name)
         except UsageError as error:
             raise fail(where, str(error)) from None
         if not isinstance(body, dict):
             raise fail(where, "expected {choices: [...]} or {low: .., high: .., log: .., step: ..}")
-        unknown = set(body) - PARAM_KEYS
-        if unknown:
-            raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(PARAM_KEYS))}")
-        when = _parse_when(body.get("when"), seen, where, fail)
-        if "choices" in body:
-            choices = body["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise fail(f"{where}.choices", "expected a non-empty list")
-            for choice in choices:
-                _check(key, choice, where, fail)
-            if set(body) - {"choices", "when", "type"}:
-                raise fail(where, "give either choices or low/high, not both")
-            param = Param(key, choices=tuple(choices), when=when)
+        given = read_keys(ParamKeys, body, f"{where}.", fail)
+        when = _parse_when(given.get("when"), params, where, fail)
+        if "choices" in given:
+            params[name] = _parse_choices(name, given, when, where, fail)
         else:
-            param = _parse_range(key, field_type, body, when, where, fail)
-        params.append(param)
-        seen[key] = param
-    return tuple(params)
+            params[name] = _parse_range(declared, given, when, where, fail)
+    return tuple(params.values())
 
 
-def _parse_when(when: Any, seen: dict[str, Param], where: str, fail) -> dict[str, tuple]:
+def _parse_choices(name: str, given: dict[str, Any], when: dict[str, tuple[Any, ...]], where: str,
+                   fail: Callable[[str, str], SpecError]) -> Param:
+    if set(given) - {"choices", "when", "type"}:
+        raise fail(where, "give either choices or low/high, not both")
+    for choice in given["choices"]:
+        _check(name, choice, where, fail)
+    return Param(name, choices=tuple(given["choices"]), when=when)
+
+
+def _parse_when(when: Any, seen: dict[str, Param], where: str, fail: Callable[[str, str], SpecError]) -> dict[str, tuple[Any, ...]]:
     if when is None:
         return {}
-    if not isinstance(when, dict) or not when:
+    if not when:
         raise fail(f"{where}.when", "expected a mapping like {model.model_type: [lstm, gru]}")
     parsed = {}
-    for key, values in when.items():
+    for name, values in when.items():
         values = tuple(values) if isinstance(values, list) else (values,)
-        earlier = seen.get(key)
+        earlier = seen.get(name)
         if earlier is None or earlier.choices is None:
-            raise fail(f"{where}.when", f"{key!r} must be a choices parameter listed earlier in space")
+            raise fail(f"{where}.when", f"{name!r} must be a choices parameter listed earlier in space")
         stray = [v for v in values if v not in earlier.choices]
         if stray:
-            raise fail(f"{where}.when", f"{stray[0]!r} is not one of {key}'s choices {list(earlier.choices)}")
-        parsed[key] = values
+            raise fail(f"{where}.when", f"{stray[0]!r} is not one of {name}'s choices {list(earlier.choices)}")
+        parsed[name] = values
     return parsed
 
 
-def _parse_range(key: str, field_type: str, body: dict, when: dict, where: str, fail) -> Param:
-    if "low" not in body or "high" not in body:
+def _parse_range(declared: cfg.Key, given: dict[str, Any], when: dict[str, tuple[Any, ...]], where: str,
+                 fail: Callable[[str, str], SpecError]) -> Param:
+    if "low" not in given or "high" not in given:
         raise fail(where, "a range needs low and high (or give choices: [...])")
-    low, high = body["low"], body["high"]
-    for name, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise fail(f"{where}.{name}", f"{value!r}: expected a number")
-    if field_type not in ("int", "float"):
-        raise fail(where, f"{key} is not numeric; use choices: [...]")
-    declared = body.get("type", field_type)
-    if declared not in ("int", "float") or (declared == "float" and field_type == "int"):
-        raise fail(f"{where}.type", f"{declared!r}: {key} takes {field_type} values")
-    is_int = declared == "int"
-    if is_int and not (float(low).is_integer() and float(high).is_integer()):
-        raise fail(where, f"low and high must be integers for {key}")
+    low, high, log, step = given["low"], given["high"], given.get("log", False), given.get("step")
+    if declared.type not in (int, float):
+        raise fail(where, f"{declared.name} is not numeric; use choices: [...]")
+    kind = given.get("type") or declared.type.__name__
+    if kind == "float" and declared.type is int:
+        raise fail(f"{where}.type", f"{kind!r}: {declared.name} takes int values")
+    is_int = kind == "int"
+    if is_int and not (low.is_integer() and high.is_integer()):
+        raise fail(where, f"low and high must be integers for {declared.name}")
     if low > high:
-        raise fail(where, f"low {low} > high {high}; swap them")
-    log = body.get("log", False)
-    if not isinstance(log, bool):
-        raise fail(f"{where}.log", f"{log!r}: expected true or false")
+        raise fail(where, f"low {_number(low)} > high {_number(high)}; swap them")
     if log and low <= 0:
-        raise fail(where, f"log scale needs low > 0 (got {low})")
-    step = body.get("step")
-    if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-            raise fail(f"{where}.step", f"{step!r}: expected a number > 0")
-        if log:
-            raise fail(where, "step and log cannot be combined (Optuna does not support it)")
-    for value in (low, high):
-        _check(key, int(value) if is_int else float(value), where, fail)
-    return Param(key, low=low, high=high, log=log, step=step, is_int=is_int, when=when)
+        raise fail(where, f"log scale needs low > 0 (got {_number(low)})")
+    if log and step is not None:
+        raise fail(where, "step and log cannot be combined (Optuna does not support it)")
+    for bound in (low, high):
+        _check(declared.name, int(bound) if is_int else bound, where, fail)
+    number = int if is_int else float
+    return Param(declared.name, low=number(low), high=number(high), log=log, step=step, is_int=is_int, when=when)
 
 
-def _check(key: str, value: Any, where: str, fail) -> None:
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _check(name: str, value: Any, where: str, fail: Callable[[str, str], SpecError]) -> None:
     try:
-        cfg.check_value(key, value)
+        cfg.check_value(name, value)
     except UsageError as error:
         raise fail(where, str(error)) from None
 
 
-def _parse_component(body: Any, what: str, kinds: dict, fail) -> dict:
+def _parse_component(body: Any, what: str, kinds: dict[str, Callable[..., Any]],
+                     fail: Callable[[str, str], SpecError]) -> dict[str, Any]:
     if isinstance(body, str):
         body = {"type": body}
     if not isinstance(body, dict) or body.get("type") not in kinds:
         kind = body.get("type") if isinstance(body, dict) else body
-        raise fail(f"{what}.type", f"{kind!r} is not one of {', '.join(kinds)}")
+        close = difflib.get_close_matches(str(kind), kinds, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise fail(f"{what}.type", f"{kind!r} is not one of {', '.join(kinds)}{hint}")
     allowed = set(inspect.signature(kinds[body["type"]]).parameters) - {"search_space"}
     unknown = set(body) - allowed - {"type"}
     if unknown:
-        raise fail(f"{what}.{sorted(unknown)[0]}", f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+        raise fail(f"{what}.{sorted(unknown)[0]}",
+                   f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}")
     return dict(body)

@@ -7,7 +7,10 @@ grace period and re-queued with the same parameters (`RetryHeartbeatStaleTrialCa
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -16,13 +19,34 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from digitsum.errors import UsageError
 
+# Heartbeats, fail_stale_trials and RetryHeartbeatStaleTrialCallback are marked experimental since
+# Optuna 2.8; we rely on them on purpose, so their warnings would only be noise on every command.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
 ENV_VAR = "SWEEP_STORAGE"
 DEFAULT_PATH = Path("studies") / "sweep.db"
-# Seconds between a running trial's heartbeats, and the silence after which it is failed and
-# retried. Environment variables let tests (and impatient users) shorten them.
-HEARTBEAT_INTERVAL = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
-GRACE_PERIOD = int(os.environ.get("SWEEP_GRACE_PERIOD", "30"))
 MAX_RETRY = 3
+
+
+@dataclass(frozen=True)
+class Heartbeats:
+    """Seconds between a running trial's heartbeats, and the silence after which it is failed and
+    retried. SWEEP_HEARTBEAT_INTERVAL and SWEEP_GRACE_PERIOD shorten them (tests, impatient users)."""
+
+    interval: int = 10
+    grace_period: int = 30
+
+
+def heartbeat_settings() -> Heartbeats:
+    """Read from the environment now, when a storage is opened (not when this module is imported)."""
+    defaults = Heartbeats()
+    try:
+        return Heartbeats(
+            int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", defaults.interval)),
+            int(os.environ.get("SWEEP_GRACE_PERIOD", defaults.grace_period)),
+        )
+    except ValueError:
+        raise StorageError("SWEEP_HEARTBEAT_INTERVAL and SWEEP_GRACE_PERIOD must be whole seconds, like 10") from None
 
 
 class StorageError(UsageError):
@@ -67,7 +91,7 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
                 f"storage {url!r} is not a URL; use sqlite:///studies/sweep.db, journal:studies/sweep.log "
                 "or postgresql+psycopg://USER:PASS@HOST:PORT/DB"
             )
-        engine_kwargs = {}
+        engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:"):
             database = url.split("///", 1)[-1]
             if database and database != ":memory:":
@@ -76,14 +100,7 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
             engine_kwargs = {"connect_args": {"timeout": 60}}
         else:
             engine_kwargs = {"pool_pre_ping": True}
-        kwargs = {}
-        if heartbeat:
-            kwargs = dict(
-                heartbeat_interval=HEARTBEAT_INTERVAL,
-                grace_period=GRACE_PERIOD,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = _rdb_storage(url, engine_kwargs, heartbeat)
         if url.startswith("sqlite:"):
             _write_ahead_log(storage)
         return storage
@@ -99,6 +116,16 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         if password:
             reason = reason.replace(password, "***")
         raise StorageError(f"cannot open storage {safe_url(url)}: {reason[:200]}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:
+    if not heartbeat:
+        return RDBStorage(url, engine_kwargs=engine_kwargs)
+    beats = heartbeat_settings()
+    return RDBStorage(
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=beats.interval, grace_period=beats.grace_period,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+    )
 
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:

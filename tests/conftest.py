@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from digitsum.data import make_rows
-from digitsum.model import ModelConfig
-from digitsum.train import Config, TrainConfig
+from digitsum.config import Config, ModelConfig, TrainConfig
 
 
 def _tiny_config(model: dict | None = None, **train) -> Config:

@@ -194,6 +194,7 @@ def run_spec(tmp_path: Path, spec: dict, n_trials: int | None = None, enqueue: l
     study = prepare_study(parsed, open_storage(url), parsed.name)
     for params in enqueue:
         study.enqueue_trial(params)
-    plan = RunPlan(parsed, url, parsed.name, n_trials or parsed.n_trials, timeout, workers, Path(checkpoint_dir(tmp_path)), threads)
+    plan = RunPlan(spec=parsed, storage_url=url, study_name=parsed.name, n_trials=n_trials or parsed.n_trials, timeout=timeout,
+                   workers=workers, checkpoint_dir=Path(checkpoint_dir(tmp_path)), threads=threads)
     run_study(plan)
     return load(url, parsed.name)

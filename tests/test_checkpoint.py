@@ -13,7 +13,8 @@ import torch
 from digitsum.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from digitsum.data import encode, make_rows
 from digitsum.decode import greedy_decode
-from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig
+from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.model import DigitSumModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,8 @@ import pytest
 
 from digitsum.config import ConfigError, apply, check_value, flatten, from_dict, known_keys, parse_overrides
 from digitsum.data import make_rows
-from digitsum.model import ModelConfig
-from digitsum.train import Config, TrainConfig, split_rows
+from digitsum.config import Config, ModelConfig, TrainConfig
+from digitsum.datasets import split_rows
 
 
 def default_values() -> dict:

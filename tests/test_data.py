@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from digitsum import data
+from digitsum.errors import DataError
+from digitsum.lengths import MAX_LENGTH, parse_lengths
 from digitsum.data import (
     AUTO_SAMPLE,
     EOA,
     EOS,
     FULL_LIMIT,
     IGNORE,
-    MAX_LENGTH,
     PAD,
-    DataError,
     Rows,
     digit_sums,
     encode,
@@ -27,7 +27,6 @@ from digitsum.data import (
     epoch_batches,
     make_rows,
     number_digits,
-    parse_lengths,
     plan_rows,
     read_csv,
     stratified_split,

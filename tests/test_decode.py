@@ -17,7 +17,8 @@ from digitsum.decode import (
     greedy_decode,
     max_answer_tokens,
 )
-from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig
+from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.model import DigitSumModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,8 +15,10 @@ from torch.nn import functional as F
 
 from digitsum import fused
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, encode, make_rows
-from digitsum.model import DigitSumModel, ModelConfig
-from digitsum.train import fit, make_optimizer, split_rows
+from digitsum.config import ModelConfig
+from digitsum.datasets import split_rows
+from digitsum.model import DigitSumModel
+from digitsum.train import fit, make_optimizer
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -211,8 +213,8 @@ FALLBACK = """
 import sys
 from digitsum import fused
 from digitsum.data import make_rows
-from digitsum.train import Config, TrainConfig, fit, split_rows
-from digitsum.model import ModelConfig
+from digitsum.config import Config, TrainConfig
+from digitsum.train import fit
 config = Config(ModelConfig(model_type="lstm", hidden_size=8), TrainConfig(lengths="1-2", n_epochs=1, num_threads=1))
 result = fit(config, *split_rows(make_rows([1, 2]), config.train))
 print(fused.load(), type(result.model.rnn).__name__, len(result.history))

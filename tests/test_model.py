@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from digitsum.data import EOS, N_INPUT_TOKENS, N_OUTPUT_TOKENS, PAD
-from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig, count_parameters
+from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.model import DigitSumModel, count_parameters
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 pytestmark = pytest.mark.usefixtures("one_thread")

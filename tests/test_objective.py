@@ -16,7 +16,7 @@ from digitsum.checkpoint import load_checkpoint
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
-from sweep.objective import checkpoint_path, probe_rows, rerun, stored_base_config, trial_value
+from sweep.objective import checkpoint_path, rerun, stored_base_config, trial_value
 from sweep.spec import parse_spec
 from sweep_helpers import run_spec, spec_dict
 
@@ -101,15 +101,6 @@ def test_probe_metric_is_the_value(tmp_path):
 
 def test_checkpoint_path_layout(tmp_path):
     assert checkpoint_path(tmp_path, "study", 7) == tmp_path / "study" / "trial-00007.pt"
-
-
-def test_probe_rows_all_or_a_sample():
-    assert probe_rows((), 100) is None
-    assert len(probe_rows((3,), 10_000)) == 1000
-    sampled = probe_rows((6,), 300)
-    assert len(sampled) == 300 and set(map(len, sampled.x)) == {6}
-    again = probe_rows.__wrapped__((6,), 300)  # seeded: the same rows every time
-    assert list(again.x) == list(sampled.x)
 
 
 def _fit_result(values: list[float], best_epoch: int) -> FitResult:

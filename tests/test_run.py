@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from sweep.run import _budgeted, next_step
+from sweep.run import Step, _budgeted, next_step
 from sweep_helpers import (
     FINISHED,
     GRID_SPACE,
@@ -59,18 +59,18 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 def test_next_step():
     study = optuna.create_study()
-    assert next_step(study, 2) == "run"
+    assert next_step(study, 2) is Step.RUN
     running = study.ask()
     study.tell(study.ask(), 1.0)
-    assert next_step(study, 2) == "wait"  # one finished, one running: nothing to start, not done
+    assert next_step(study, 2) is Step.WAIT  # one finished, one running: nothing to start, not done
     study.tell(running, state=TrialState.PRUNED)
-    assert next_step(study, 2) == "done"  # pruned trials count as finished
+    assert next_step(study, 2) is Step.DONE  # pruned trials count as finished
     study.enqueue_trial({})
-    assert next_step(study, 2) == "done"
-    assert next_step(study, 3) == "run"
+    assert next_step(study, 2) is Step.DONE
+    assert next_step(study, 3) is Step.RUN
     failed = optuna.create_study()
     failed.tell(failed.ask(), state=TrialState.FAIL)
-    assert next_step(failed, 1) == "run"  # failed trials do not count
+    assert next_step(failed, 1) is Step.RUN  # failed trials do not count
 
 
 def test_budget_marks_surplus_trials():

@@ -84,9 +84,20 @@ def test_open_sqlite_creates_the_folder_and_heartbeats(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/deep/er/s.db")
     assert isinstance(storage, RDBStorage)
     assert (tmp_path / "deep" / "er" / "s.db").is_file()
-    assert storage.get_heartbeat_interval() == st.HEARTBEAT_INTERVAL
+    assert storage.get_heartbeat_interval() == st.heartbeat_settings().interval
     assert storage.get_heartbeat_stale_trial_callback() is not None
     assert open_storage(f"sqlite:///{tmp_path}/deep/er/s.db", heartbeat=False).get_heartbeat_interval() is None
+
+
+def test_heartbeat_settings_are_read_when_a_storage_is_opened(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "7")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "21")
+    assert st.heartbeat_settings() == st.Heartbeats(7, 21)
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    assert storage.get_heartbeat_interval() == 7
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "soon")
+    with pytest.raises(StorageError, match="whole seconds"):
+        open_storage(f"sqlite:///{tmp_path}/s.db")
 
 
 def test_open_storage_uses_the_environment(monkeypatch, tmp_path):

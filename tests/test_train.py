@@ -12,21 +12,21 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import load_checkpoint
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, DataError, Rows, encode, make_rows, write_csv
+from digitsum.errors import DataError
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Rows, encode, make_rows, write_csv
 from digitsum.decode import accuracy, answers_to_numbers, greedy_decode
-from digitsum.model import MODEL_TYPES, DigitSumModel, ModelConfig, count_parameters
+from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.model import DigitSumModel, count_parameters
+from digitsum.config import LR_SCHEDULES, TrainConfig
+from digitsum.datasets import load_rows, split_rows
 from digitsum.train import (
-    LR_SCHEDULES,
     EpochResult,
-    TrainConfig,
     TrainingDiverged,
     _schedule,
     evaluate_loss,
     fit,
-    load_rows,
     resolve_device,
     running_sums,
-    split_rows,
     sum_state_spread,
 )
 
@@ -332,7 +332,7 @@ def test_resolve_device_cuda_missing():
 
 
 def test_config_to_dict():
-    from digitsum.train import Config
+    from digitsum.config import Config
 
     values = Config().to_dict()
     assert set(values) == {"model", "train"}

@@ -1,0 +1,96 @@
+"""Declaring a key once: its default, the values it allows and its help, on the dataclass field.
+
+`ModelConfig` and `TrainConfig` (and the sweep layer's study spec) declare every field with `key`;
+validation, error messages, `sweep keys` and the README's key tables all read this metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What values a key allows: a check on the converted value, and the words for it."""
+
+    check: Callable[[Any], bool]
+    allowed: str  # completes "expected ...", e.g. "an integer >= 1"
+    choices: tuple[Any, ...] = ()  # for "did you mean ...?"
+
+
+ANY = Rule(lambda value: True, "")
+
+
+def at_least(low: float, what: str = "an integer", note: str = "") -> Rule:
+    return Rule(lambda v: v >= low, f"{what} >= {low:g}{note}")
+
+
+def within(low: float, high: float, *, open_low: bool = False, open_high: bool = False, note: str = "") -> Rule:
+    """A number in an interval; the words use interval notation, e.g. "a number in (0, 10]"."""
+
+    def check(v: float) -> bool:
+        above = v > low if open_low else v >= low
+        below = v < high if open_high else v <= high
+        return above and below
+
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    return Rule(check, f"a number in {interval}{note}")
+
+
+def one_of(choices: Sequence[Any]) -> Rule:
+    return Rule(lambda v: v in choices, f"one of {', '.join(map(str, choices))}", tuple(choices))
+
+
+def finite(rule: Rule) -> Rule:
+    """The rule, and the number must not be NaN (NaN fails every comparison but `!=`)."""
+    return Rule(lambda v: not (isinstance(v, float) and math.isnan(v)) and rule.check(v), rule.allowed)
+
+
+def key(
+    default: Any,
+    help: str,
+    rule: Rule = ANY,
+    canonical: Callable[[Any], Any] | None = None,
+    parse: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A dataclass field with its rule and help.
+
+    ``canonical`` maps equivalent spellings to one value (lengths ``2-4`` and ``2,3,4``);
+    ``parse`` turns a raw value of a type other than the annotation into one (None: not valid).
+    """
+    metadata = {"rule": rule, "help": help, "canonical": canonical, "parse": parse}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def did_you_mean(value: Any, rule: Rule) -> str:
+    """"; did you mean lstm?" for a near miss among the rule's choices, else ""."""
+    if not isinstance(value, str) or not rule.choices:
+        return ""
+    names = [str(c) for c in rule.choices]
+    close = difflib.get_close_matches(value.strip(), names, n=1) or [n for n in names if n.lower() == value.strip().lower()]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def rule_of(field: dataclasses.Field) -> Rule:
+    rule = field.metadata.get("rule", ANY)
+    assert isinstance(rule, Rule)
+    return rule
+
+
+def help_of(field: dataclasses.Field) -> str:
+    return str(field.metadata.get("help", ""))
+
+
+def parse_of(field: dataclasses.Field) -> Callable[[Any], Any] | None:
+    parse = field.metadata.get("parse")
+    return parse if callable(parse) else None
+
+
+def canonical_of(field: dataclasses.Field, value: Any) -> Any:
+    canonical = field.metadata.get("canonical")
+    return canonical(value) if canonical is not None and value is not None else value

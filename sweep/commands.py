@@ -1,0 +1,316 @@
+"""What each `sweep` command does, once `sweep.cli` has parsed its arguments: call, then print.
+
+Each function imports the heavy parts (torch, optuna) itself, so a command loads only what it
+uses; errors a user can fix are raised as `UsageError` and printed by the CLI's error boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from digitsum.errors import DataError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from digitsum.train import EpochResult
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Core commands
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML or JSON ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise DataError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
+    return values
+
+
+def train_one(config_file: Path | None, overrides: list[str]) -> None:
+    from digitsum import config as cfg
+    from digitsum.train import train_run
+
+    values = _load_config_file(config_file) if config_file else {}
+    config = cfg.apply(cfg.from_dict(values), cfg.parse_overrides(overrides))
+    m, t = config.model, config.train
+    data_name = t.dataset_path or f"lengths {t.lengths} (generated)"
+    typer.echo(f"{m.model_type} hidden {m.hidden_size} x{m.num_layers}, {t.n_epochs} epochs, batch {t.batch_size}, "
+               f"lr {t.learning_rate:g}, data {data_name}")
+    best = [0.0]
+
+    def show(result: EpochResult) -> None:
+        best[0] = max(best[0], result.val_exact_match)
+        typer.echo(
+            f"epoch {result.epoch:3d}/{t.n_epochs}  train loss {result.train_loss:.4f}  val loss {result.val_loss:.4f}  "
+            f"val exact {result.val_exact_match:7.2%}  best {best[0]:7.2%}  {result.seconds:5.1f}s"
+        )
+
+    start = time.perf_counter()
+    result, run_dir = train_run(config, show)
+    typer.echo(
+        f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
+        f"{result.n_parameters:,} parameters; {time.perf_counter() - start:.0f}s; checkpoint {run_dir / 'best.pt'}"
+    )
+
+
+def evaluate(checkpoint: Path, data_csv: Path, device: str, as_json: bool) -> None:
+    from digitsum.checkpoint import load_checkpoint
+    from digitsum.data import encode, read_csv
+    from digitsum.decode import accuracy
+    from digitsum.train import resolve_device
+
+    model, _ = load_checkpoint(checkpoint, resolve_device(device))
+    rows = read_csv(data_csv)
+    start = time.perf_counter()
+    result = accuracy(model, encode(rows))
+    seconds = time.perf_counter() - start
+    if as_json:
+        _echo_json({**result.to_dict(), "seconds": round(seconds, 4)})
+        return
+    typer.echo(f"exact match {result.exact_match:.2%} on {result.n_rows:,} rows ({seconds:.2f}s)")
+    for length, value in result.by_length.items():
+        typer.echo(f"  length {length:2d}: {value:7.2%}  ({result.rows_by_length[length]:,} rows)")
+
+
+def predict(checkpoint: Path, sequences: list[str], device: str, as_json: bool) -> None:
+    from digitsum.checkpoint import load_checkpoint
+    from digitsum.data import encode_prompts
+    from digitsum.decode import answers_to_text, greedy_decode
+    from digitsum.train import resolve_device
+
+    prompts = encode_prompts(sequences)
+    model, _ = load_checkpoint(checkpoint, resolve_device(device))
+    answers = answers_to_text(greedy_decode(model, prompts))
+    rows = []
+    for sequence, answer in zip(sequences, answers, strict=True):
+        expected = str(sum(map(int, sequence)))
+        rows.append({"sequence": sequence, "answer": answer, "expected": expected, "correct": answer == expected})
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        shown = row["answer"] if row["answer"] is not None else "(no answer)"
+        verdict = "right" if row["correct"] else f"wrong, expected {row['expected']}"
+        typer.echo(f"{row['sequence']} -> {shown}  ({verdict})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep commands
+
+
+def open_store(url: str | None) -> optuna.storages.BaseStorage:
+    import optuna
+
+    from sweep.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    return open_storage(url)
+
+
+def _storage_text(url: str | None) -> str:
+    from sweep.storage import default_url, safe_url
+
+    return safe_url(url or default_url())
+
+
+def run(spec_path: Path, storage: str | None, *, name: str | None, trials: int | None, timeout: float | None,
+        workers: int, checkpoints: Path, threads: int | None) -> None:
+    from sweep.progress import TrialPrinter
+    from sweep.run import FINISHED, RunPlan, prepare_study, run_study
+    from sweep.spec import load_spec
+
+    spec = load_spec(spec_path)
+    _check_writable(checkpoints)
+    study_name = name or spec.name
+    study = prepare_study(spec, open_store(storage), study_name)
+    plan = RunPlan(spec=spec, storage_url=storage, study_name=study_name, n_trials=trials or spec.n_trials,
+                   timeout=timeout or spec.timeout, workers=workers, checkpoint_dir=checkpoints, threads=threads)
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    typer.echo(
+        f"study {study_name!r} in {_storage_text(storage)}: {finished} of {plan.n_trials} trials finished; "
+        f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
+        + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
+    )
+    with TrialPrinter(study_name, plan.n_trials, finished) as printer:
+        try:
+            run_study(plan, printer.on_trial)
+        except KeyboardInterrupt:
+            printer.stop()
+            typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+        except RuntimeError as error:  # a worker failed, or the storage was lost (StorageLost)
+            printer.stop()
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    print_best(study_name, storage)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before the first trial, not inside every trial, when checkpoints cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DataError(f"cannot write checkpoints to {folder} ({error.strerror}); pass --checkpoints DIR") from None
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any]:
+    """The best trial as `sweep best --json` prints it; ValueError when no trial is complete."""
+    from optuna.trial import TrialState
+
+    from sweep.records import StudyMeta, TrialRecord
+
+    trial = study.best_trial
+    record = TrialRecord.read(trial)
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "value": trial.value,
+        "metric": StudyMeta.read(study).metric,
+        "params": trial.params,
+        "val_exact_match": record.val_exact_match,
+        "probe_exact_match": record.probe_exact_match,
+        "probe_by_length": record.probe_by_length or None,
+        "epochs": record.epochs_run,
+        "n_parameters": record.n_parameters,
+        "seconds_per_epoch": record.seconds_per_epoch,
+        "checkpoint": record.checkpoint,
+        "checkpoint_exists": bool(record.checkpoint) and Path(str(record.checkpoint)).is_file(),
+        "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+    }
+
+
+def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
+    from sweep.storage import load_study
+
+    study = load_study(name, open_store(storage))
+    try:
+        summary = best_summary(study)
+    except ValueError:
+        raise DataError(f"study {name!r} has no completed trial yet; run it with `sweep run`") from None
+    if as_json:
+        _echo_json(summary)
+        return
+    typer.echo(f"best of {name!r}: trial {summary['trial']}, {summary['metric']} {summary['value']:.4f}")
+    for key, value in summary["params"].items():
+        typer.echo(f"  {key} = {value}")
+    if summary["probe_exact_match"] is not None:
+        typer.echo(f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}")
+    state = "" if summary["checkpoint_exists"] else " (not on this machine)"
+    typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
+
+
+def list_studies(storage: str | None) -> None:
+    from optuna.trial import TrialState
+
+    store = open_store(storage)
+    summaries = store.get_all_studies()
+    if not summaries:
+        typer.echo("no studies yet; run `sweep run studies/quickstart.yaml`")
+        return
+    typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
+    for summary in summaries:
+        trials = store.get_all_trials(store.get_study_id_from_name(summary.study_name), deepcopy=False)
+        counts = {state: 0 for state in TrialState}
+        for trial in trials:
+            counts[trial.state] += 1
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        best_text = f"{max(values):.4f}" if values else "-"
+        typer.echo(
+            f"{summary.study_name:24s} {counts[TrialState.COMPLETE]:8d} {counts[TrialState.PRUNED]:7d} "
+            f"{counts[TrialState.FAIL]:5d} {counts[TrialState.RUNNING] + counts[TrialState.WAITING]:7d} {best_text:>8s}"
+        )
+
+
+def export(name: str, out: Path, storage: str | None) -> None:
+    from digitsum.files import atomic_path
+    from sweep.storage import load_study
+
+    frame = load_study(name, open_store(storage)).trials_dataframe(
+        attrs=("number", "value", "state", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
+    )
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)
+    typer.echo(f"wrote {len(frame)} trials to {out}")
+
+
+def rerun(name: str, number: int, seeds: list[int] | None, storage: str | None, as_json: bool) -> None:
+    from sweep.objective import rerun as rerun_trial
+    from sweep.storage import load_study
+
+    study = load_study(name, open_store(storage))
+    stored = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    results = rerun_trial(study, number, seeds)
+    values = [r["value"] for r in results]
+    summary = {
+        "study": name, "trial": number, "stored_value": stored.value if stored else None,
+        "stored_state": stored.state.name if stored else None, "runs": results,
+        "mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+    if as_json:
+        _echo_json(summary)
+        return
+    stored_text = f"{summary['stored_value']:.4f}" if summary["stored_value"] is not None else "-"
+    typer.echo(f"trial {number} of {name!r}: stored value {stored_text} ({summary['stored_state']})")
+    for r in results:
+        probe = f"  probe {r['probe_exact_match']:.4f}" if r["probe_exact_match"] is not None else ""
+        typer.echo(f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  epochs {r['epochs']}")
+    if len(values) > 1:
+        typer.echo(f"  mean {summary['mean']:.4f}, stdev {summary['stdev']:.4f} over {len(values)} seeds")
+
+
+def report(names: list[str], out: Path | None, storage: str | None, attach: bool) -> tuple[Path, int]:
+    """Write the report; returns its path and number of figures."""
+    from sweep.report import figures_for_dashboard, write_report
+    from sweep.storage import load_study
+
+    store = open_store(storage)
+    studies = [load_study(n, store) for n in names]
+    out = out or Path("reports") / f"{'-vs-'.join(names)}.html"
+    n_figures = write_report(studies, out, _storage_text(storage))
+    if attach:
+        import optuna_dashboard
+
+        for study in studies:
+            for index, figure in enumerate(figures_for_dashboard([study])):
+                optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
+    return out, n_figures
+
+
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    import socket
+
+    import optuna_dashboard
+
+    store = open_store(storage)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise DataError(f"cannot listen on {host}:{port} ({error.strerror}); pick another --port") from None
+    typer.echo(f"optuna-dashboard on {_storage_text(storage)}: http://{host}:{port}/  (Ctrl-C stops it)")
+    try:
+        optuna_dashboard.run_server(store, host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+

@@ -1,0 +1,98 @@
+"""What a sweep stores in Optuna: the study's metadata and each trial's record.
+
+The only module that reads or writes Optuna user attributes. Each stored key is a field of
+`StudyMeta` or `TrialRecord` (its name is the stored key, its default is what a study or trial
+that lacks it reads as), so studies stored by older versions load with the defaults. To store a
+new key, add a field here and write it with `write_trial` or `StudyMeta.write`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from digitsum.lengths import PROBE_SAMPLE, Probe
+
+MODEL_TYPE_KEY = "model.model_type"
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """Written once, when `sweep run` makes the study: enough to resume, report and re-train it."""
+
+    fingerprint: str | None = None  # what a resumed spec must match (sweep.spec.StudySpec.fingerprint)
+    spec_path: str = "?"
+    description: str = ""
+    metric: str = "value"  # a study not made by `sweep run` has only Optuna's value
+    value_from: str = "best"  # the trial's value: its best epoch (by validation) or its last
+    base_config: dict[str, Any] | None = None  # defaults + data + fixed; None: not made by `sweep run`
+    probe: Probe = Probe()
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> StudyMeta:
+        attrs = study.user_attrs
+        known = {f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs and f.name != "probe"}
+        stored_probe = attrs.get("probe") or {}
+        probe = Probe(tuple(stored_probe.get("lengths", ())), int(stored_probe.get("sample", PROBE_SAMPLE)))
+        return cls(**known, probe=probe)
+
+    def write(self, study: optuna.Study) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "probe":
+                value = {"lengths": list(self.probe.lengths), "sample": self.probe.sample}
+            study.set_user_attr(f.name, value)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's user attributes: what it trained, how far, how well, and where its checkpoint is."""
+
+    model_type: str | None = None
+    worker: str | None = None  # host:pid
+    checkpoint: str | None = None  # path of the trial's best-epoch checkpoint
+    num_threads: int = 0  # torch threads: results depend on it, so `sweep rerun` reuses it
+    epochs_run: int = 0
+    seconds_per_epoch: float | None = None
+    n_parameters: int | None = None
+    best_epoch: int | None = None
+    val_exact_match: float | None = None  # at the best epoch
+    val_by_length: dict[str, float] = field(default_factory=dict)
+    probe_exact_match: float | None = None
+    probe_by_length: dict[str, float] = field(default_factory=dict)
+    pruned_reason: str | None = None
+    fail_reason: str | None = None
+    surplus: bool = False  # asked for when the budget was already taken; not a real trial
+
+    @classmethod
+    def read(cls, trial: FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        return cls(**{f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs})
+
+
+TRIAL_KEYS = frozenset(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def write_trial(trial: optuna.Trial, **values: Any) -> None:
+    """Store fields of the trial's record; a name that is not a `TrialRecord` field is a bug."""
+    unknown = set(values) - TRIAL_KEYS
+    if unknown:
+        raise KeyError(f"not TrialRecord fields: {sorted(unknown)}")
+    for name, value in values.items():
+        trial.set_user_attr(name, value)
+
+
+def model_type(trial: FrozenTrial) -> str:
+    """The trial's model type: recorded, else its parameter, else queued (a retry not yet started)."""
+    return TrialRecord.read(trial).model_type or str(param_or_queued(trial, MODEL_TYPE_KEY) or "?")
+
+
+def param_or_queued(trial: FrozenTrial, name: str) -> Any:
+    """A parameter's value, or the value queued for it by `enqueue_trial` (Optuna's ``fixed_params``)."""
+    if name in trial.params:
+        return trial.params[name]
+    return trial.system_attrs.get("fixed_params", {}).get(name)
