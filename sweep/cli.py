@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from digitsum.errors import UsageError
 
@@ -23,6 +24,12 @@ class _ErrorBoundary(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except TyperException as error:  # typer's own usage errors: a bad option value, a missing argument
+            if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
+                raise
+            command = getattr(getattr(error, "ctx", None), "command_path", "sweep")
+            typer.echo(f"error: {error.format_message()}; see {command} --help", err=True)
+            raise typer.Exit(2) from None
         except UsageError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None

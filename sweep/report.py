@@ -54,7 +54,7 @@ def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
                 "group": f"{study.study_name}: {kind}" if several else kind,
                 "model_type": kind,
                 "number": t.number,
-                "state": t.state,
+                "state": t.state,  # an IntEnum: pandas may keep it as a plain int
                 "value": t.value,
                 "last_value": curve[max(curve)] if curve else None,
                 "curve": curve,
@@ -183,7 +183,7 @@ def curves_section(frame: pd.DataFrame, metric: str) -> Section:
             line=dict(color=colors[row.group], width=1, dash="dot" if pruned else "solid"),
             marker=dict(symbol="x", size=5), opacity=0.55 if pruned else 0.9,
             name=row.group, legendgroup=row.group, showlegend=row.group not in legend_done,
-            hovertext=f"trial {row.number} ({row.state.name.lower()})", hoverinfo="x+y+text",
+            hovertext=f"trial {row.number} ({TrialState(row.state).name.lower()})", hoverinfo="x+y+text",
         ))
         legend_done.add(row.group)
     return Section(
