@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install system test quickstart bench clean
+.PHONY: install system lint test quickstart bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,7 +23,13 @@ install: $(VENV)/.installed
 system:
 	bash scripts/system-deps.sh
 
-test: system install
+# The gates first (ruff's rules and format, mypy; configured in pyproject.toml), then the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: system install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 quickstart: install

@@ -244,11 +244,10 @@ def list_studies(storage: str | None) -> None:
 
 def export(name: str, out: Path, storage: str | None) -> None:
     from digitsum.files import atomic_path
+    from sweep.records import trials_table
     from sweep.storage import load_study
 
-    frame = load_study(name, open_store(storage)).trials_dataframe(
-        attrs=("number", "value", "state", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
-    )
+    frame = trials_table(load_study(name, open_store(storage)))
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     typer.echo(f"wrote {len(frame)} trials to {out}")

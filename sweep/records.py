@@ -48,6 +48,11 @@ class StudyMeta:
             study.set_user_attr(f.name, value)
 
 
+def write_fingerprint(study: optuna.Study, fingerprint: str) -> None:
+    """Replace the stored fingerprint (a study made before fingerprints came from the validated spec)."""
+    study.set_user_attr("fingerprint", fingerprint)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """A trial's user attributes: what it trained, how far, how well, and where its checkpoint is."""
@@ -96,3 +101,9 @@ def param_or_queued(trial: FrozenTrial, name: str) -> Any:
     if name in trial.params:
         return trial.params[name]
     return trial.system_attrs.get("fixed_params", {}).get(name)
+
+
+def trials_table(study: optuna.Study) -> Any:
+    """Every trial as a pandas DataFrame: number, value, state, params, the record's keys, times."""
+    attrs = ("number", "value", "state", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
+    return study.trials_dataframe(attrs=attrs)

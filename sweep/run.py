@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.objective import make_objective
-from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_trial
+from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
 from sweep.spec import Param, SpecError, StudySpec
 from sweep.storage import close_storage, heartbeat_settings, open_storage, study_names
 
@@ -90,7 +90,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
         study.set_metric_names([spec.metric])
         optuna_dashboard.save_note(study, spec_note(spec))
     elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
-        study.set_user_attr("fingerprint", spec.fingerprint())
+        write_fingerprint(study, spec.fingerprint())
     return study
 
 

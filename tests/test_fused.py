@@ -212,8 +212,9 @@ def test_divergence_is_detected_on_the_fused_path(model_type, tiny_config, tiny_
 FALLBACK = """
 import sys
 from digitsum import fused
+from digitsum.config import Config, ModelConfig, TrainConfig
 from digitsum.data import make_rows
-from digitsum.config import Config, TrainConfig
+from digitsum.datasets import split_rows
 from digitsum.train import fit
 config = Config(ModelConfig(model_type="lstm", hidden_size=8), TrainConfig(lengths="1-2", n_epochs=1, num_threads=1))
 result = fit(config, *split_rows(make_rows([1, 2]), config.train))
