@@ -138,7 +138,7 @@ def check_accuracy(model: TutorialModel, xs: list[str], ys: list[int]) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             expected = [int(c) for c in str(int(y))] + [EOA]
             correct += predict_one(model, x) == expected
     return correct / len(xs)

@@ -6,7 +6,8 @@ On lengths 2-4 (all 11,100 strings, stratified 80/20 split with seed 0) it measu
 
 1. For LSTM hidden 64 and 128 at batch 32 and 256: one training pass (digitsum.train._train_epoch
    with fit's optimizer, schedule and clipping, on the fused training step as fit uses it; at LSTM 64,
-   batch 32 also through torch.nn.LSTM, as with train.fused=false, and a GRU 64 both ways), the unrolled accuracy check on the validation split
+   batch 32 also through torch.nn.LSTM, as with train.fused=false, and a GRU 64 both ways), the unrolled accuracy
+   check on the validation split
    (digitsum.decode.accuracy) and the validation-loss pass (digitsum.train.evaluate_loss).
 2. The reference at LSTM 64, batch 32: its training pass, its validation-loss pass and its per-row
    accuracy check. The per-row check runs on weights copied from our trained LSTM 64 model (our
@@ -30,21 +31,21 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import baseline  # noqa: E402  (bench/baseline.py, the reference being beaten)
+import baseline
 
-from digitsum.data import encode, make_rows, stratified_split  # noqa: E402
-from digitsum.decode import accuracy  # noqa: E402
-from digitsum.config import ModelConfig, TrainConfig  # noqa: E402
-from digitsum.model import DigitSumModel  # noqa: E402
-from digitsum.fused import make_step  # noqa: E402
-from digitsum.train import _schedule, _train_epoch, evaluate_loss, make_optimizer  # noqa: E402
+from digitsum.config import ModelConfig, TrainConfig
+from digitsum.data import encode, make_rows, stratified_split
+from digitsum.decode import accuracy
+from digitsum.fused import make_step
+from digitsum.model import DigitSumModel
+from digitsum.train import _schedule, _train_epoch, evaluate_loss, make_optimizer
 
 HIDDEN_SIZES = (64, 128)
 BATCH_SIZES = (32, 256)
@@ -107,7 +108,9 @@ class Ours:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.tc.lr_schedule, total_steps))
 
     def train_pass(self) -> float:
-        return _train_epoch(self.model, self.train, self.optimizer, self.scheduler, self.tc, self.generator, self.fused_step)
+        return _train_epoch(
+            self.model, self.train, self.optimizer, self.scheduler, self.tc, self.generator, self.fused_step
+        )
 
     def check(self, data=None):
         return accuracy(self.model, self.val if data is None else data)
@@ -146,7 +149,11 @@ def fmt_rate(rows: int, seconds: float) -> str:
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(r: list) -> str:
+        cells = enumerate(zip(r, widths, strict=True))
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in cells)
+
     print(line(header))
     print("  ".join("-" * w for w in widths))
     for r in rows:
@@ -157,7 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one repeat, no training warm-up (~20 s)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per measurement (default 3; 1 with --quick)"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -176,8 +185,10 @@ def main() -> None:
     train_rows, val_rows = rows.take(train_index), rows.take(val_index)
     train, val = encode(train_rows), encode(val_rows)
     n_train, n_val = len(train), len(val)
-    print(f"data:    lengths 2-4, {len(rows):,} rows -> {n_train:,} train / {n_val:,} validation; "
-          f"median of {repeats} repeat(s)\n")
+    print(
+        f"data:    lengths 2-4, {len(rows):,} rows -> {n_train:,} train / {n_val:,} validation; "
+        f"median of {repeats} repeat(s)\n"
+    )
 
     # 1. Our core, four configurations -------------------------------------------------------
     results = {}
@@ -189,14 +200,22 @@ def main() -> None:
             t_check, acc = timed(ours.check, 1, repeats)
             t_loss, _ = timed(ours.val_loss, 1, repeats)
             results[hidden, batch] = (ours, t_train, t_check, t_loss, acc)
-            table.append([
-                f"LSTM {hidden}, batch {batch}",
-                fmt_s(t_train), fmt_rate(n_train, t_train),
-                fmt_s(t_check), fmt_rate(n_val, t_check),
-                fmt_s(t_loss), f"{acc.exact_match:.3f}",
-            ])
+            table.append(
+                [
+                    f"LSTM {hidden}, batch {batch}",
+                    fmt_s(t_train),
+                    fmt_rate(n_train, t_train),
+                    fmt_s(t_check),
+                    fmt_rate(n_val, t_check),
+                    fmt_s(t_loss),
+                    f"{acc.exact_match:.3f}",
+                ]
+            )
             print(f"  measured LSTM {hidden}, batch {batch}", file=sys.stderr, flush=True)
-    print("1. digitsum core as fit runs it (embedding 16, the fused training step, FusedAdamW, grad clip 1.0, cosine schedule)")
+    print(
+        "1. digitsum core as fit runs it "
+        "(embedding 16, the fused training step, FusedAdamW, grad clip 1.0, cosine schedule)"
+    )
     print_table(
         ["config", "train pass", "train rows/s", "accuracy check", "decoded rows/s", "val-loss pass", "val exact"],
         table,
@@ -245,28 +264,53 @@ def main() -> None:
     print_table(
         ["what", "ours", "reference", "ratio", "target", "met"],
         [
-            [f"training pass, {n_train:,} rows", fmt_s(t_train), fmt_s(r_train), f"{r_train / t_train:.1f}x",
-             f">= {TARGET_TRAIN:g}x", yes(r_train / t_train >= TARGET_TRAIN)],
+            [
+                f"training pass, {n_train:,} rows",
+                fmt_s(t_train),
+                fmt_s(r_train),
+                f"{r_train / t_train:.1f}x",
+                f">= {TARGET_TRAIN:g}x",
+                yes(r_train / t_train >= TARGET_TRAIN),
+            ],
             ["  rows/s", fmt_rate(n_train, t_train), fmt_rate(n_train, r_train), "", "", ""],
             ["  via nn.LSTM (train.fused=false)", fmt_s(t_eager), fmt_s(r_train), f"{r_train / t_eager:.1f}x", "", ""],
             [f"  GRU {hidden} instead (fused)", fmt_s(t_gru), "", f"{t_gru_eager / t_gru:.1f}x vs nn.GRU", "", ""],
             [f"  GRU {hidden} via nn.GRU (train.fused=false)", fmt_s(t_gru_eager), "", "", "", ""],
             [f"validation-loss pass, {n_val:,} rows", fmt_s(t_loss), fmt_s(r_loss), f"{r_loss / t_loss:.1f}x", "", ""],
-            [f"accuracy check, {n_val:,} rows", fmt_s(t_check), fmt_s(r_check), f"{r_check / t_check:.0f}x",
-             f">= {TARGET_CHECK:g}x", yes(r_check / t_check >= TARGET_CHECK)],
+            [
+                f"accuracy check, {n_val:,} rows",
+                fmt_s(t_check),
+                fmt_s(r_check),
+                f"{r_check / t_check:.0f}x",
+                f">= {TARGET_CHECK:g}x",
+                yes(r_check / t_check >= TARGET_CHECK),
+            ],
             ["  decoded rows/s", fmt_rate(n_val, t_check), fmt_rate(n_val, r_check), "", "", ""],
-            [f"decode all {len(rows_5):,} 5-digit strings", fmt_s(t_decode_5), f"~{fmt_s(r_decode_5)} (est.)",
-             f"{r_decode_5 / t_decode_5:.0f}x", f"~{TARGET_DECODE_5:g} s", yes(t_decode_5 <= 1.25 * TARGET_DECODE_5)],
+            [
+                f"decode all {len(rows_5):,} 5-digit strings",
+                fmt_s(t_decode_5),
+                f"~{fmt_s(r_decode_5)} (est.)",
+                f"{r_decode_5 / t_decode_5:.0f}x",
+                f"~{TARGET_DECODE_5:g} s",
+                yes(t_decode_5 <= 1.25 * TARGET_DECODE_5),
+            ],
         ],
     )
-    print(f"\nnotes:  the reference's 5-digit time is extrapolated from {len(sample_x):,} strings "
-          f"(a seeded random sample, {fmt_s(t_sample)}); the tutorial's per-row test took {TUTORIAL_DECODE_5} for all of them.")
+    print(
+        f"\nnotes:  the reference's 5-digit time is extrapolated from {len(sample_x):,} strings "
+        f"(a seeded random sample, {fmt_s(t_sample)}); "
+        f"the tutorial's per-row test took {TUTORIAL_DECODE_5} for all of them."
+    )
     print(f"        encoding the 100,000 strings (not timed above) took {fmt_s(t_encode_5)}.")
-    print(f"        same weights, same answers: validation exact match ours {acc.exact_match:.4f}, "
-          f"reference {r_exact:.4f}; 5-digit ours {acc_5.exact_match:.4f}; on the 5-digit sample ours {o_exact_5:.4f}, "
-          f"reference {r_exact_5:.4f}.")
-    print("        the reference trains its own one-hot model (Adam, no clipping, no schedule, DataLoader "
-          "with per-row __getitem__ and a padding collate, num_workers=0).")
+    print(
+        f"        same weights, same answers: validation exact match ours {acc.exact_match:.4f}, "
+        f"reference {r_exact:.4f}; 5-digit ours {acc_5.exact_match:.4f}; on the 5-digit sample ours {o_exact_5:.4f}, "
+        f"reference {r_exact_5:.4f}."
+    )
+    print(
+        "        the reference trains its own one-hot model (Adam, no clipping, no schedule, DataLoader "
+        "with per-row __getitem__ and a padding collate, num_workers=0)."
+    )
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s")
 
 

@@ -36,7 +36,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-import sweep.objective  # noqa: F401  (the report's error section imports it: torch, digitsum)
+import sweep.objective
 import sweep.report
 
 TARGET_SECONDS = 10.0
@@ -62,7 +62,9 @@ def n_parameters(model_type: str, hidden: int, embedding: int = 16, vocab: int =
 
 def curve(rng: random.Random, model_type: str, hidden: int, lr: float, batch: int, epochs: int) -> list[float]:
     """A saturating learning curve with noise, in [0, 1]."""
-    quality = CEILING[model_type] * min(1.0, 0.55 + 0.1 * math.log2(hidden / 16)) * (1.0 - 0.25 * abs(math.log10(lr / 3e-3)))
+    quality = (
+        CEILING[model_type] * min(1.0, 0.55 + 0.1 * math.log2(hidden / 16)) * (1.0 - 0.25 * abs(math.log10(lr / 3e-3)))
+    )
     speed = 2.0 + 6.0 * (batch / 256) / (lr / 3e-3) ** 0.5
     values = []
     for epoch in range(1, epochs + 1):
@@ -75,12 +77,16 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
     rng = random.Random(seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=STUDY, direction="maximize", storage=optuna.storages.InMemoryStorage(),
+        study_name=STUDY,
+        direction="maximize",
+        storage=optuna.storages.InMemoryStorage(),
         sampler=optuna.samplers.RandomSampler(seed=seed),
     )
     study.set_user_attr("metric", "val_exact_match")
     study.set_user_attr("value_from", "best")
-    study.set_user_attr("description", f"synthetic: {n_trials} trials, about {pruned_fraction:.0%} pruned, nothing trained")
+    study.set_user_attr(
+        "description", f"synthetic: {n_trials} trials, about {pruned_fraction:.0%} pruned, nothing trained"
+    )
     study.set_user_attr("spec_path", "bench/bench_report.py")
     study.set_user_attr("probe", {"lengths": list(PROBE_LENGTHS), "sample": 10_000})
     study.set_metric_names(["val_exact_match"])
@@ -89,7 +95,9 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
         trial = study.ask(SPACE)
         model_type = trial.params["model.model_type"]
         hidden = trial.params["model.hidden_size"]
-        values = curve(rng, model_type, hidden, trial.params["train.learning_rate"], trial.params["train.batch_size"], N_EPOCHS)
+        values = curve(
+            rng, model_type, hidden, trial.params["train.learning_rate"], trial.params["train.batch_size"], N_EPOCHS
+        )
         epochs = rng.randint(3, N_EPOCHS - 1) if number in pruned else N_EPOCHS
         for epoch, value in enumerate(values[:epochs], start=1):
             trial.report(value, epoch)
@@ -99,7 +107,10 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
         trial.set_user_attr("seconds_per_epoch", round(seconds, 4))
         trial.set_user_attr("epochs_run", epochs)
         best = max(values[:epochs])
-        by_length = {str(n): round(min(1.0, max(0.0, best * (1.03 - 0.02 * (n - 2)) + rng.gauss(0, 0.01))), 5) for n in TRAIN_LENGTHS}
+        by_length = {
+            str(n): round(min(1.0, max(0.0, best * (1.03 - 0.02 * (n - 2)) + rng.gauss(0, 0.01))), 5)
+            for n in TRAIN_LENGTHS
+        }
         trial.set_user_attr("val_by_length", by_length)
         if number in pruned:
             study.tell(trial, state=TrialState.PRUNED)
@@ -132,9 +143,15 @@ def main() -> int:
             study = optuna.load_study(study_name=STUDY, storage=url)
         else:
             url, study = "in-memory", built
-        counts = {s.name: n for s, n in ((s, sum(t.state == s for t in study.get_trials(deepcopy=False))) for s in TrialState) if n}
-        print(f"built {args.trials} trials in {time.perf_counter() - start:.1f}s ({url}): "
-              + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+        counts = {
+            s.name: n
+            for s, n in ((s, sum(t.state == s for t in study.get_trials(deepcopy=False))) for s in TrialState)
+            if n
+        }
+        print(
+            f"built {args.trials} trials in {time.perf_counter() - start:.1f}s ({url}): "
+            + ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+        )
         print(f"python {platform.python_version()}, optuna {optuna.__version__}, {platform.machine()}")
 
         out = Path(tmp) / "report.html"
@@ -149,8 +166,11 @@ def main() -> int:
                 return 1
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
-        print(f"write_report: {seconds:.2f}s for {args.trials} trials ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB)"
-              + (f", median of {args.repeats}" if args.repeats > 1 else ""))
+        print(
+            f"write_report: {seconds:.2f}s for {args.trials} trials "
+            f"({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB)"
+            + (f", median of {args.repeats}" if args.repeats > 1 else "")
+        )
         ratio = seconds / TARGET_SECONDS
         verdict = f"within target, {1 / ratio:.1f}x headroom" if ratio <= 1.0 else "OVER target"
         print(f"target {TARGET_SECONDS:.0f}s: ratio {ratio:.2f} ({verdict})")

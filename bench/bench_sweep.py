@@ -43,15 +43,36 @@ def run(workers: int, threads: int, trials: int, epochs: int, folder: Path) -> d
     storage = f"sqlite:///{folder}/w{workers}.db"
     sweep = str(Path(sys.executable).with_name("sweep"))
     start = time.perf_counter()
-    subprocess.run([sweep, "run", str(spec), "--workers", str(workers), "--threads", str(threads), "--storage", storage,
-                    "--checkpoints", str(folder / f"ckpt{workers}")], check=True, cwd=folder, capture_output=True)
+    subprocess.run(
+        [
+            sweep,
+            "run",
+            str(spec),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--storage",
+            storage,
+            "--checkpoints",
+            str(folder / f"ckpt{workers}"),
+        ],
+        check=True,
+        cwd=folder,
+        capture_output=True,
+    )
     wall = time.perf_counter() - start
     study = optuna.load_study(study_name="bench-sweep", storage=storage)
     trials_done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     training = sum(t.user_attrs["seconds_per_epoch"] * t.user_attrs["epochs_run"] for t in trials_done)
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials_done)
-    return {"wall": wall, "trials": len(trials_done), "per_minute": 60 * len(trials_done) / wall,
-            "training": training, "in_trials": in_trials}
+    return {
+        "wall": wall,
+        "trials": len(trials_done),
+        "per_minute": 60 * len(trials_done) / wall,
+        "training": training,
+        "in_trials": in_trials,
+    }
 
 
 def main() -> None:
@@ -75,13 +96,18 @@ def main() -> None:
     overhead = 1 - one["training"] / one["wall"]
     in_trial = 1 - one["training"] / one["in_trials"]
     walls = lambda runs: ", ".join(f"{r['wall']:.1f}" for r in runs)  # noqa: E731
-    print(f"sweep benchmark: {trials} trials of {epochs} epochs (LSTM/GRU hidden 32-64, lengths 2-4), SQLite; "
-          f"fastest of {repeats} run(s) each")
+    print(
+        f"sweep benchmark: {trials} trials of {epochs} epochs (LSTM/GRU hidden 32-64, lengths 2-4), SQLite; "
+        f"fastest of {repeats} run(s) each"
+    )
     print(f"{'what':44s} {'measured':>12s} {'target':>10s}")
     print(f"{'1 worker x 2 threads, trials/min':44s} {one['per_minute']:12.1f} {'':>10s}")
     print(f"{'2 workers x 1 thread, trials/min':44s} {two['per_minute']:12.1f} {'':>10s}")
     print(f"{'speed-up of 2 workers over 1':44s} {speedup:11.2f}x {f'>= {TARGET_SPEEDUP}x':>10s}")
-    print(f"{'sweep overhead inside trials (1 worker)':44s} {100 * in_trial:11.1f}% {f'< {100 * TARGET_OVERHEAD:.0f}%':>10s}")
+    print(
+        f"{'sweep overhead inside trials (1 worker)':44s} {100 * in_trial:11.1f}% "
+        f"{f'< {100 * TARGET_OVERHEAD:.0f}%':>10s}"
+    )
     print(f"{'all non-training time, process start incl.':44s} {100 * overhead:11.1f}% {'':>10s}")
     print(f"wall seconds per run: 1 worker {walls(ones)}; 2 workers {walls(twos)}")
 

@@ -31,8 +31,9 @@ def peak_memory_of_training(epochs: int) -> None:
     print("\n=== peak memory of a training run ===", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([SWEEP, "train", f"train.n_epochs={epochs}", f"train.log_path={tmp}"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [SWEEP, "train", f"train.n_epochs={epochs}", f"train.log_path={tmp}"], check=True, capture_output=True
+        )
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
     print(f"sweep train (LSTM 128, lengths 2-4, {epochs} epochs): peak RSS {peak_mb:.0f} MB, {seconds:.0f}s")
@@ -45,9 +46,16 @@ def main() -> None:
     quick = ["--quick"] if args.quick else []
     start = time.perf_counter()
     peak_memory_of_training(2 if args.quick else 10)
-    run("core: training, decoding, evaluation vs the tutorial-style reference", [sys.executable, str(HERE / "bench_core.py"), *quick])
+    run("cli: how fast sweep answers", [sys.executable, str(HERE / "bench_cli.py"), *quick])
+    run(
+        "core: training, decoding, evaluation vs the tutorial-style reference",
+        [sys.executable, str(HERE / "bench_core.py"), *quick],
+    )
     run("sweep: trials per minute, 1 vs 2 workers, overhead", [sys.executable, str(HERE / "bench_sweep.py"), *quick])
-    run("report: 500 trials", [sys.executable, str(HERE / "bench_report.py"), *(["--trials", "100"] if args.quick else [])])
+    run(
+        "report: 500 trials",
+        [sys.executable, str(HERE / "bench_report.py"), *(["--trials", "100"] if args.quick else [])],
+    )
     print(f"\nall benchmarks: {time.perf_counter() - start:.0f}s")
 
 

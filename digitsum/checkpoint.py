@@ -50,7 +50,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model from the file; returns (model in eval mode, the whole payload)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; `sweep train` writes one as <log_path>/<run_name>/best.pt")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; `sweep train` writes one as <log_path>/<run_name>/best.pt"
+        )
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many kinds for corrupt, truncated or foreign files
@@ -58,16 +60,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             reason = "it holds Python objects, which a weights-only load refuses to run"
         else:
             reason = "corrupt, truncated or not a torch file"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); point to a best.pt written by sweep") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({reason}); point to a best.pt written by sweep"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a digitsum checkpoint; point to a best.pt written by sweep")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not {VERSION}; retrain with this version")
-    if not isinstance(payload.get("state_dict"), dict) or payload.get("sha256") != weights_digest(payload["state_dict"]):
-        raise CheckpointError(f"{path}: the weights checksum does not match (corrupt or edited file); retrain or restore it")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')} is not {VERSION}; retrain with this version"
+        )
+    if not isinstance(payload.get("state_dict"), dict) or payload.get("sha256") != weights_digest(
+        payload["state_dict"]
+    ):
+        raise CheckpointError(
+            f"{path}: the weights checksum does not match (corrupt or edited file); retrain or restore it"
+        )
     try:
         model = DigitSumModel(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: checkpoint does not match the model it describes ({str(error)[:120]})") from None
+        raise CheckpointError(
+            f"{path}: checkpoint does not match the model it describes ({str(error)[:120]})"
+        ) from None
     return model.to(device).eval(), payload

@@ -45,8 +45,9 @@ class ModelConfig:
     hidden_size: int = key(128, "units per recurrent layer", at_least(1))
     num_layers: int = key(1, "stacked recurrent layers", at_least(1))
     dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
-    embedding_dim: int = key(16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did",
-                             at_least(0, note=" (0: one-hot input)"))
+    embedding_dim: int = key(
+        16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", at_least(0, note=" (0: one-hot input)")
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,28 +55,52 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset_path: str | None = key(None, "headerless x,y CSV to train on; none generates every string of lengths",
-                                   Rule(bool, "a CSV path, or none to generate the data"))
-    lengths: str = key("2-4", "input lengths generated when dataset_path is none", _LENGTHS,
-                       canonical=lambda v: lengths_text(parse_lengths(v)))
+    dataset_path: str | None = key(
+        None,
+        "headerless x,y CSV to train on; none generates every string of lengths",
+        Rule(bool, "a CSV path, or none to generate the data"),
+    )
+    lengths: str = key(
+        "2-4",
+        "input lengths generated when dataset_path is none",
+        _LENGTHS,
+        canonical=lambda v: lengths_text(parse_lengths(v)),
+    )
     n_epochs: int = key(40, "training epochs", at_least(1))
     learning_rate: float = key(3e-3, "AdamW's peak learning rate", within(0, 10, open_low=True, note=", e.g. 0.003"))
-    train_split_fraction: float = key(0.8, "share of rows in training; the rest is validation (stratified)",
-                                      Rule(lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"))
+    train_split_fraction: float = key(
+        0.8,
+        "share of rows in training; the rest is validation (stratified)",
+        Rule(lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"),
+    )
     batch_size: int = key(64, "rows per training step", at_least(1))
-    weight_decay: float = key(0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)"))
+    weight_decay: float = key(
+        0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)")
+    )
     grad_clip: float = key(1.0, "max gradient norm; 0 turns clipping off", at_least(0, "a number", " (0: no clipping)"))
     # cosine decay to 1% stops the late-training swings of a constant rate
     lr_schedule: str = key("cosine", "learning-rate schedule over all steps", one_of(LR_SCHEDULES))
     balance_lengths: bool = key(False, "draw every input length equally often", Rule(lambda v: True, "true or false"))
-    answer_balance: float = key(0.0, "weigh rows by count(sum)**-answer_balance; 1: every sum equally often",
-                                within(0, 1, note=" (0: off, 1: every sum equally often)"))
-    sum_state_weight: float = key(0.0, "pull the hidden states of equal running sums together (length generalization)",
-                                  at_least(0, "a number", " (0: off; 1 helped length generalization)"))
-    fused: bool = key(True, "the fused C++ CPU step for one-layer LSTMs and GRUs where it applies",
-                      Rule(lambda v: True, "true or false"))
-    seed: int = key(0, "seeds initialization, the split and the batch order",
-                    Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"))
+    answer_balance: float = key(
+        0.0,
+        "weigh each row by 1 / count(its sum) ^ answer_balance; 1: every sum equally often",
+        within(0, 1, note=" (0: off, 1: every sum equally often)"),
+    )
+    sum_state_weight: float = key(
+        0.0,
+        "pull the hidden states of equal running sums together (length generalization)",
+        at_least(0, "a number", " (0: off; 1 helped length generalization)"),
+    )
+    fused: bool = key(
+        True,
+        "the fused C++ CPU step for one-layer LSTMs and GRUs where it applies",
+        Rule(lambda v: True, "true or false"),
+    )
+    seed: int = key(
+        0,
+        "seeds initialization, the split and the batch order",
+        Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    )
     device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", _DEVICE)
     num_threads: int = key(0, "torch threads; 0 leaves torch's default", at_least(0, note=" (0: torch's default)"))
     run_name: str = key("run", "the run's folder under log_path (sweep train)", _NAME)

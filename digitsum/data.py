@@ -119,7 +119,8 @@ def read_csv(path: str | Path) -> Rows:
         match = _LINE.fullmatch(line.strip())
         if not match or len(match.group(1)) > MAX_LENGTH:
             raise DataError(
-                f"{path}:{number}: {line[:40]!r} is not a row; expected digits, a comma and their digit sum, like 1294,16"
+                f"{path}:{number}: {line[:40]!r} is not a row; "
+                "expected digits, a comma and their digit sum, like 1294,16"
             )
         xs.append(match.group(1))
         ys.append(int(match.group(2)))
@@ -209,7 +210,9 @@ def encode(rows: Rows) -> Encoded:
     inputs = np.select([col < xl, col == xl, col <= xl + yl], [x_at, EOS, y_at], PAD)
     targets = np.select([col < xl, col < xl + yl, col == xl + yl], [IGNORE, y_next, EOA], IGNORE)
     a_col = np.arange(int(y_len.max()) + 1)[None, :]
-    answers = np.select([a_col < yl, a_col == yl], [gather(y_digits, np.broadcast_to(a_col, (len(rows), a_col.shape[1]))), EOA], PAD)
+    answers = np.select(
+        [a_col < yl, a_col == yl], [gather(y_digits, np.broadcast_to(a_col, (len(rows), a_col.shape[1]))), EOA], PAD
+    )
     as_long = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long)  # noqa: E731
     return Encoded(
         inputs=as_long(inputs),
@@ -223,7 +226,7 @@ def encode(rows: Rows) -> Encoded:
 
 def encode_prompts(sequences: list[str]) -> Encoded:
     """Encode digit strings with unknown answers (for `predict`): answers are left as PAD."""
-    bad = [s for s in sequences if not re.fullmatch(r"[0-9]{1,%d}" % MAX_LENGTH, s)]
+    bad = [s for s in sequences if not re.fullmatch(f"[0-9]{{1,{MAX_LENGTH}}}", s)]
     if bad or not sequences:
         what = repr(bad[0]) if bad else "nothing"
         raise DataError(f"{what} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")

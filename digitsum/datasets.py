@@ -59,5 +59,3 @@ def probe_rows(probe: Probe) -> Rows | None:
         return None
     sampled = any(10**n > probe.sample for n in probe.lengths)
     return make_rows(list(probe.lengths), sample=probe.sample if sampled else None, seed=PROBE_SEED)
-
-

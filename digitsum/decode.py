@@ -30,21 +30,9 @@ def max_answer_tokens(input_length: int) -> int:
     return len(str(9 * input_length)) + 1
 
 
-def _select(state: State, index: torch.Tensor) -> State:
-    if isinstance(state, tuple):
-        return tuple(s[:, index] for s in state)
-    return state[:, index]
-
-
-def _scatter(full: State | None, part: State, index: torch.Tensor, batch: int) -> State:
-    """Write a group's state into the merged state (layers, batch, hidden) at rows `index`."""
-    parts = part if isinstance(part, tuple) else (part,)
-    if full is None:
-        full = tuple(p.new_zeros(p.shape[0], batch, p.shape[2]) for p in parts)
-        full = full if isinstance(part, tuple) else full[0]
-    for whole, piece in zip(full if isinstance(full, tuple) else (full,), parts):
-        whole[:, index] = piece
-    return full
+def _as_state(tensors: list[torch.Tensor]) -> State:
+    """(h, c) for an LSTM, h for the other cells."""
+    return (tensors[0], tensors[1]) if len(tensors) == 2 else tensors[0]
 
 
 @torch.inference_mode()
@@ -67,17 +55,29 @@ def greedy_decode(model: DigitSumModel, data: Encoded, steps: int | None = None)
         model.train(was_training)
 
 
-def _decode_chunk(model: DigitSumModel, data: Encoded, steps: int) -> torch.Tensor:
+def _read_prompts(model: DigitSumModel, data: Encoded) -> tuple[torch.Tensor, State]:
+    """One forward pass per prompt length; the last logits [N, tokens] and the merged state."""
     batch = len(data)
     prompt_lengths = data.input_lengths + 1
-    state, logits = None, None
+    logits: torch.Tensor | None = None
+    merged: list[torch.Tensor] = []  # (layers, batch, hidden) each: h, and c for an LSTM
     for length in torch.unique(prompt_lengths).tolist():
         index = torch.nonzero(prompt_lengths == length).squeeze(1)
         group_logits, group_state = model(data.inputs[index, :length])
+        parts = list(group_state) if isinstance(group_state, tuple) else [group_state]
         if logits is None:
             logits = group_logits.new_empty(batch, group_logits.shape[-1])
+            merged = [p.new_zeros(p.shape[0], batch, p.shape[2]) for p in parts]
         logits[index] = group_logits[:, -1]
-        state = _scatter(state, group_state, index, batch)
+        for whole, piece in zip(merged, parts, strict=True):
+            whole[:, index] = piece
+    assert logits is not None, "a chunk has at least one row"
+    return logits, _as_state(merged)
+
+
+def _decode_chunk(model: DigitSumModel, data: Encoded, steps: int) -> torch.Tensor:
+    batch = len(data)
+    logits, state = _read_prompts(model, data)
     decoded = torch.full((batch, steps), PAD, dtype=torch.long, device=data.inputs.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=data.inputs.device)
     for step in range(steps):

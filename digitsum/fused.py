@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -62,8 +63,10 @@ def _load() -> bool:
 
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
-        _say(f"no C++ compiler ({compiler}) found, so training uses torch.nn; install one (e.g. apt-get "
-             "install g++) for the fused training step, ~5x faster at batch 32")
+        _say(
+            f"no C++ compiler ({compiler}) found, so training uses torch.nn; install one (e.g. apt-get "
+            "install g++) for the fused training step, ~5x faster at batch 32"
+        )
         return False
     name, flags = _build_options()
     # pip's ninja lands next to the interpreter, which is not on PATH unless the venv is active.
@@ -110,8 +113,14 @@ class FusedStep:
 
     def __init__(self, model: DigitSumModel):
         rnn = model.rnn
-        self.parameters = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
-                           model.head.weight, model.head.bias]
+        self.parameters = [
+            rnn.weight_ih_l0,
+            rnn.weight_hh_l0,
+            rnn.bias_ih_l0,
+            rnn.bias_hh_l0,
+            model.head.weight,
+            model.head.bias,
+        ]
         self.op = getattr(torch.ops.digitsum, f"{model.config.model_type}_train_step")
         self.embedding = model.embedding.weight if model.embedding is not None else None
         if self.embedding is not None:
@@ -120,7 +129,7 @@ class FusedStep:
         if {id(p) for p in self.parameters} != {id(p) for p in model.parameters()}:
             raise ValueError("FusedStep: the model has parameters the fused step does not know")
         self.grads = [torch.zeros_like(p) for p in self.parameters]
-        for p, g in zip(self.parameters, self.grads):
+        for p, g in zip(self.parameters, self.grads, strict=True):
             p.grad = g  # the kernel overwrites them every step; nothing may set them to None
 
     @torch.no_grad()
@@ -137,10 +146,18 @@ class FusedAdamW(torch.optim.Optimizer):
     training step that is worth removing. Learning-rate schedulers work on it as usual.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         if not load():
-            raise RuntimeError("FusedAdamW needs the fused kernel, which could not be built here; use torch.optim.AdamW")
+            raise RuntimeError(
+                "FusedAdamW needs the fused kernel, which could not be built here; use torch.optim.AdamW"
+            )
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     def add_param_group(self, param_group: dict) -> None:
@@ -161,7 +178,7 @@ class FusedAdamW(torch.optim.Optimizer):
             if not params:
                 continue
             states = [self.state[p] for p in params]
-            for p, state in zip(params, states):
+            for p, state in zip(params, states, strict=True):
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
@@ -169,8 +186,16 @@ class FusedAdamW(torch.optim.Optimizer):
                 state["step"] += 1
             beta1, beta2 = group["betas"]
             torch.ops.digitsum.adamw_(
-                params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                states[0]["step"], group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                states[0]["step"],
+                group["lr"],
+                beta1,
+                beta2,
+                group["eps"],
+                group["weight_decay"],
             )
         return None
 

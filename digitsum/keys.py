@@ -68,11 +68,13 @@ def key(
 
 
 def did_you_mean(value: Any, rule: Rule) -> str:
-    """"; did you mean lstm?" for a near miss among the rule's choices, else ""."""
+    """ "; did you mean lstm?" for a near miss among the rule's choices, else ""."""
     if not isinstance(value, str) or not rule.choices:
         return ""
     names = [str(c) for c in rule.choices]
-    close = difflib.get_close_matches(value.strip(), names, n=1) or [n for n in names if n.lower() == value.strip().lower()]
+    close = difflib.get_close_matches(value.strip(), names, n=1) or [
+        n for n in names if n.lower() == value.strip().lower()
+    ]
     return f"; did you mean {close[0]}?" if close else ""
 
 

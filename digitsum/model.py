@@ -38,10 +38,7 @@ class DigitSumModel(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens [B, T] -> the last layer's outputs [B, T, hidden_size] and the state after T steps."""
-        if self.embedding is not None:
-            inputs = self.embedding(tokens)
-        else:
-            inputs = F.one_hot(tokens, N_INPUT_TOKENS).float()
+        inputs = self.embedding(tokens) if self.embedding is not None else F.one_hot(tokens, N_INPUT_TOKENS).float()
         return self.rnn(inputs, state)
 
 

@@ -6,9 +6,9 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -19,8 +19,9 @@ from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_
 from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import ConfigError
-from digitsum.fused import FusedAdamW, make_step
+from digitsum.fused import FusedAdamW, FusedStep, make_step
 from digitsum.model import DigitSumModel, count_parameters
+
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -82,58 +83,84 @@ def fit(
     loaded back into the returned model. ``probe_rows`` (e.g. longer, unseen inputs) are scored
     every epoch too, but never used to choose the best epoch: the probe stays a held-out test.
     """
-    tc = config.train
-    torch.set_flush_denormal(True)  # denormals made late LSTM epochs ~3x slower on CPU
-    if tc.num_threads > 0:
-        torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device)
-    torch.manual_seed(tc.seed)
-    model = DigitSumModel(config.model).to(device)
-    train, val = encode(train_rows).to(device), encode(val_rows).to(device)
-    probe = encode(probe_rows).to(device) if probe_rows is not None else None
-    generator = torch.Generator().manual_seed(tc.seed)
-
-    fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused else None
-    optimizer = make_optimizer(model, tc, device, fused_step is not None)
-    steps_per_epoch = math.ceil(len(train) / tc.batch_size)
-    total_steps = steps_per_epoch * tc.n_epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
-
+    run = _Run.start(config, train_rows, val_rows, probe_rows)
     history: list[EpochResult] = []
     best_epoch, best_exact, best_state, best_val_accuracy = 0, -1.0, None, None
-    for epoch in range(1, tc.n_epochs + 1):
-        start = time.perf_counter()
-        learning_rate = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(model, train, optimizer, scheduler, tc, generator, fused_step)
-        val_loss = evaluate_loss(model, val)
-        val_accuracy = accuracy(model, val)
-        exact = val_accuracy.exact_match
-        probe_exact = accuracy(model, probe).exact_match if probe is not None else None
-        result = EpochResult(
-            epoch, train_loss, val_loss, exact, time.perf_counter() - start, learning_rate, probe_exact
-        )
+    for epoch in range(1, config.train.n_epochs + 1):
+        result, val_accuracy = run.epoch(epoch)
         history.append(result)
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss is {train_loss} at epoch {epoch}; lower train.learning_rate")
-        if exact > best_exact:
-            best_epoch, best_exact, best_val_accuracy = epoch, exact, val_accuracy
-            best_state = copy.deepcopy(model.state_dict())
+        if not math.isfinite(result.train_loss):
+            raise TrainingDiverged(f"training loss is {result.train_loss} at epoch {epoch}; lower train.learning_rate")
+        if result.val_exact_match > best_exact:
+            best_epoch, best_exact, best_val_accuracy = epoch, result.val_exact_match, val_accuracy
+            best_state = copy.deepcopy(run.model.state_dict())
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, config.to_dict(), {"epoch": epoch, "val_exact_match": exact})
+                metrics = {"epoch": epoch, "val_exact_match": best_exact}
+                save_checkpoint(checkpoint_path, run.model, config.to_dict(), metrics)
         if on_epoch is not None and on_epoch(result):
             break
-    model.load_state_dict(best_state)
-    return FitResult(model, history, best_epoch, best_exact, count_parameters(model), best_val_accuracy)
+    assert best_state is not None, "the first epoch is always the best so far"
+    run.model.load_state_dict(best_state)
+    return FitResult(run.model, history, best_epoch, best_exact, count_parameters(run.model), best_val_accuracy)
 
 
-def make_optimizer(model: DigitSumModel, tc: TrainConfig, device: torch.device, fused: bool = False):
+@dataclass
+class _Run:
+    """What one training run holds between epochs."""
+
+    config: TrainConfig
+    model: DigitSumModel
+    train: Encoded
+    val: Encoded
+    probe: Encoded | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    fused_step: FusedStep | None
+
+    @classmethod
+    def start(cls, config: Config, train_rows: Rows, val_rows: Rows, probe_rows: Rows | None) -> _Run:
+        tc = config.train
+        torch.set_flush_denormal(True)  # denormals made late LSTM epochs ~3x slower on CPU
+        if tc.num_threads > 0:
+            torch.set_num_threads(tc.num_threads)
+        device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        model = DigitSumModel(config.model).to(device)
+        train, val = encode(train_rows).to(device), encode(val_rows).to(device)
+        probe = encode(probe_rows).to(device) if probe_rows is not None else None
+        generator = torch.Generator().manual_seed(tc.seed)
+        fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused else None
+        optimizer = make_optimizer(model, tc, device, fused_step is not None)
+        total_steps = math.ceil(len(train) / tc.batch_size) * tc.n_epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
+        return cls(tc, model, train, val, probe, optimizer, scheduler, generator, fused_step)
+
+    def epoch(self, epoch: int) -> tuple[EpochResult, Accuracy]:
+        """Train one epoch, then score it: validation loss and unrolled exact match, and the probe."""
+        start = time.perf_counter()
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        train_loss = _train_epoch(
+            self.model, self.train, self.optimizer, self.scheduler, self.config, self.generator, self.fused_step
+        )
+        val_loss = evaluate_loss(self.model, self.val)
+        val_accuracy = accuracy(self.model, self.val)
+        probe_exact = accuracy(self.model, self.probe).exact_match if self.probe is not None else None
+        seconds = time.perf_counter() - start
+        result = EpochResult(epoch, train_loss, val_loss, val_accuracy.exact_match, seconds, learning_rate, probe_exact)
+        return result, val_accuracy
+
+
+def make_optimizer(
+    model: DigitSumModel, tc: TrainConfig, device: torch.device, fused: bool = False
+) -> torch.optim.Optimizer:
     """AdamW; on the fused path its update is one C++ call too (FusedAdamW)."""
     if fused:
         return FusedAdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
     # The fused kernel runs one op per step instead of a handful per parameter tensor; with ~1 ms
     # per step of fixed overhead on tiny models that is a large share of the time.
-    fast = {"fused": True} if device.type in ("cpu", "cuda") else {}
-    return torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, **fast)
+    fast = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=fast or None)
 
 
 def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
@@ -144,7 +171,15 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
     raise ConfigError(f"lr_schedule {name!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
-def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, generator, fused_step=None) -> float:
+def _train_epoch(
+    model: DigitSumModel,
+    data: Encoded,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    tc: TrainConfig,
+    generator: torch.Generator,
+    fused_step: FusedStep | None = None,
+) -> float:
     model.train()
     sums = running_sums(data) if tc.sum_state_weight > 0 else None
     if fused_step is not None:  # time-major, as the kernel reads them
@@ -166,7 +201,13 @@ def _train_epoch(model, data: Encoded, optimizer, scheduler, tc: TrainConfig, ge
     return float(loss_sum) / len(data)  # one sync per epoch, not one per step
 
 
-def _eager_loss(model, data: Encoded, index: torch.Tensor, tc: TrainConfig, sums) -> torch.Tensor:
+def _eager_loss(
+    model: DigitSumModel,
+    data: Encoded,
+    index: torch.Tensor,
+    tc: TrainConfig,
+    sums: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
     if sums is None:
         logits, _ = model(data.inputs[index])
     else:
@@ -195,8 +236,13 @@ def sum_state_spread(outputs: torch.Tensor, sums: torch.Tensor, mask: torch.Tens
     """
     states, groups = outputs[mask], sums[mask]
     n_groups = 9 * outputs.shape[1] + 1  # every possible running sum; no device sync for the max
-    counts = torch.zeros(n_groups, device=states.device).index_add_(0, groups, torch.ones_like(groups, dtype=states.dtype))
-    means = torch.zeros(n_groups, states.shape[1], device=states.device).index_add_(0, groups, states) / counts.clamp(min=1)[:, None]
+    counts = torch.zeros(n_groups, device=states.device).index_add_(
+        0, groups, torch.ones_like(groups, dtype=states.dtype)
+    )
+    means = (
+        torch.zeros(n_groups, states.shape[1], device=states.device).index_add_(0, groups, states)
+        / counts.clamp(min=1)[:, None]
+    )
     within = ((states - means[groups]) ** 2).sum(1).mean()
     overall = ((states - states.mean(0)) ** 2).sum(1).mean()
     return within / (overall + 1e-6)
@@ -240,7 +286,10 @@ def train_run(config: Config, on_epoch: OnEpoch | None = None) -> tuple[FitResul
 
     def record(result: EpochResult) -> bool | None:
         with history_path.open("a") as handle:
-            handle.write(",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS) + "\n")
+            handle.write(
+                ",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS)
+                + "\n"
+            )
         return on_epoch(result) if on_epoch is not None else None
 
     result = fit(config, train_rows, val_rows, record, checkpoint_path=run_dir / "best.pt")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -59,13 +59,17 @@ def _parse_seeds(text: str) -> Seeds:
         raise typer.BadParameter(f"{text!r}: expected integers separated by commas, like 0,1,2") from None
 
 
-STORAGE_HELP = "Optuna storage URL (default: $SWEEP_STORAGE or sqlite:///studies/sweep.db); journal:FILE for a journal file."
+STORAGE_HELP = (
+    "Optuna storage URL (default: $SWEEP_STORAGE or sqlite:///studies/sweep.db); journal:FILE for a journal file."
+)
 CHECKPOINT_DIR = Path("studies") / "checkpoints"
-Storage = Annotated[Optional[str], typer.Option(help=STORAGE_HELP)]
+Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, ...")]
 StudyName = Annotated[str, typer.Argument(help="Study name.")]
-CheckpointArg = Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A best.pt written by `sweep train` or a sweep.")]
+CheckpointArg = Annotated[
+    Path, typer.Argument(metavar="CHECKPOINT", help="A best.pt written by `sweep train` or a sweep.")
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +80,9 @@ CheckpointArg = Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A bes
 def data(
     out: Annotated[Path, typer.Argument(metavar="OUT.csv", help="CSV file to write (headerless x,y).")],
     lengths: Annotated[str, typer.Option(help="Input lengths: 5, a range 2-4, or a list 2,4,6.")] = "2-4",
-    sample: Annotated[Optional[int], typer.Option(help="Draw a seeded sample of N rows per length instead of all.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Draw a seeded sample of N rows per length instead of all.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
 ) -> None:
     """Write every digit string of the given lengths with its digit sum.
@@ -89,7 +95,10 @@ def data(
     wanted = parse_lengths(lengths)
     for length, (count, sampled) in plan_rows(wanted, sample).items():
         if sampled and sample is None:
-            typer.echo(f"length {length}: 10^{length} strings is too many; drawing a seeded sample of {count:,} (set --sample to change)")
+            typer.echo(
+                f"length {length}: 10^{length} strings is too many; "
+                f"drawing a seeded sample of {count:,} (set --sample to change)"
+            )
     rows = make_rows(wanted, sample, seed)
     write_csv(rows, out)
     typer.echo(f"wrote {len(rows):,} rows (lengths {lengths}) to {out}")
@@ -97,8 +106,12 @@ def data(
 
 @app.command(context_settings={"allow_extra_args": False})
 def train(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")] = None,
-    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")
+    ] = None,
 ) -> None:
     """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
 
@@ -160,14 +173,27 @@ def keys(
 
 @app.command()
 def run(
-    spec_path: Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")],
-    trials: Annotated[Optional[int], typer.Option(min=1, help="The study's total of finished trials (default: the spec's n_trials).")] = None,
-    timeout: Annotated[Optional[float], typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine; torch threads are shared out among them.")] = 1,
+    spec_path: Annotated[
+        Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")
+    ],
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="The study's total of finished trials (default: the spec's n_trials).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on this machine; torch threads are shared out among them.")
+    ] = 1,
     storage: Storage = None,
-    name: Annotated[Optional[str], typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")
+    ] = None,
     checkpoints: Annotated[Path, typer.Option(help="Folder for trial checkpoints.")] = CHECKPOINT_DIR,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")
+    ] = None,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
@@ -175,8 +201,16 @@ def run(
     """
     from sweep import commands
 
-    commands.run(spec_path, storage, name=name, trials=trials, timeout=timeout, workers=workers,
-                 checkpoints=checkpoints, threads=threads)
+    commands.run(
+        spec_path,
+        storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        checkpoints=checkpoints,
+        threads=threads,
+    )
 
 
 @app.command()
@@ -220,8 +254,12 @@ def export(
 def rerun(
     name: StudyName,
     trial: Annotated[int, typer.Argument(help="Trial number.")],
-    seeds: Annotated[Optional[Seeds], typer.Option(parser=_parse_seeds, metavar="0,1,2",
-                                                   help="Comma-separated train.seed values (default: the trial's own).")] = None,
+    seeds: Annotated[
+        Seeds | None,
+        typer.Option(
+            parser=_parse_seeds, metavar="0,1,2", help="Comma-separated train.seed values (default: the trial's own)."
+        ),
+    ] = None,
     storage: Storage = None,
     as_json: AsJson = False,
 ) -> None:
@@ -237,9 +275,11 @@ def rerun(
 @app.command()
 def report(
     names: Annotated[list[str], typer.Argument(help="One or more study names; several are compared side by side.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="HTML file (default: reports/<names>.html).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file (default: reports/<names>.html).")] = None,
     storage: Storage = None,
-    attach: Annotated[bool, typer.Option(help="Also attach the comparison figures to each study for optuna-dashboard.")] = True,
+    attach: Annotated[
+        bool, typer.Option(help="Also attach the comparison figures to each study for optuna-dashboard.")
+    ] = True,
 ) -> None:
     """Write one self-contained HTML report (plotly.js embedded: opens offline) comparing trials.
 
@@ -249,7 +289,9 @@ def report(
 
     start = time.perf_counter()
     out, n_figures = commands.report(names, out, storage, attach)
-    typer.echo(f"wrote {out} ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
+    typer.echo(
+        f"wrote {out} ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s"
+    )
 
 
 @app.command()

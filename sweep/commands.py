@@ -6,6 +6,7 @@ uses; errors a user can fix are raised as `UsageError` and printed by the CLI's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import tempfile
@@ -53,14 +54,17 @@ def train_one(config_file: Path | None, overrides: list[str]) -> None:
     config = cfg.apply(cfg.from_dict(values), cfg.parse_overrides(overrides))
     m, t = config.model, config.train
     data_name = t.dataset_path or f"lengths {t.lengths} (generated)"
-    typer.echo(f"{m.model_type} hidden {m.hidden_size} x{m.num_layers}, {t.n_epochs} epochs, batch {t.batch_size}, "
-               f"lr {t.learning_rate:g}, data {data_name}")
+    typer.echo(
+        f"{m.model_type} hidden {m.hidden_size} x{m.num_layers}, {t.n_epochs} epochs, batch {t.batch_size}, "
+        f"lr {t.learning_rate:g}, data {data_name}"
+    )
     best = [0.0]
 
     def show(result: EpochResult) -> None:
         best[0] = max(best[0], result.val_exact_match)
         typer.echo(
-            f"epoch {result.epoch:3d}/{t.n_epochs}  train loss {result.train_loss:.4f}  val loss {result.val_loss:.4f}  "
+            f"epoch {result.epoch:3d}/{t.n_epochs}  train loss {result.train_loss:.4f}  "
+            f"val loss {result.val_loss:.4f}  "
             f"val exact {result.val_exact_match:7.2%}  best {best[0]:7.2%}  {result.seconds:5.1f}s"
         )
 
@@ -132,8 +136,17 @@ def _storage_text(url: str | None) -> str:
     return safe_url(url or default_url())
 
 
-def run(spec_path: Path, storage: str | None, *, name: str | None, trials: int | None, timeout: float | None,
-        workers: int, checkpoints: Path, threads: int | None) -> None:
+def run(
+    spec_path: Path,
+    storage: str | None,
+    *,
+    name: str | None,
+    trials: int | None,
+    timeout: float | None,
+    workers: int,
+    checkpoints: Path,
+    threads: int | None,
+) -> None:
     from sweep.progress import TrialPrinter
     from sweep.run import FINISHED, RunPlan, prepare_study, run_study
     from sweep.spec import load_spec
@@ -142,8 +155,16 @@ def run(spec_path: Path, storage: str | None, *, name: str | None, trials: int |
     _check_writable(checkpoints)
     study_name = name or spec.name
     study = prepare_study(spec, open_store(storage), study_name)
-    plan = RunPlan(spec=spec, storage_url=storage, study_name=study_name, n_trials=trials or spec.n_trials,
-                   timeout=timeout or spec.timeout, workers=workers, checkpoint_dir=checkpoints, threads=threads)
+    plan = RunPlan(
+        spec=spec,
+        storage_url=storage,
+        study_name=study_name,
+        n_trials=trials or spec.n_trials,
+        timeout=timeout or spec.timeout,
+        workers=workers,
+        checkpoint_dir=checkpoints,
+        threads=threads,
+    )
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     typer.echo(
         f"study {study_name!r} in {_storage_text(storage)}: {finished} of {plan.n_trials} trials finished; "
@@ -215,7 +236,9 @@ def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
     for key, value in summary["params"].items():
         typer.echo(f"  {key} = {value}")
     if summary["probe_exact_match"] is not None:
-        typer.echo(f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}")
+        typer.echo(
+            f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}"
+        )
     state = "" if summary["checkpoint_exists"] else " (not on this machine)"
     typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
 
@@ -231,7 +254,7 @@ def list_studies(storage: str | None) -> None:
     typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
     for summary in summaries:
         trials = store.get_all_trials(store.get_study_id_from_name(summary.study_name), deepcopy=False)
-        counts = {state: 0 for state in TrialState}
+        counts = dict.fromkeys(TrialState, 0)
         for trial in trials:
             counts[trial.state] += 1
         values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -262,9 +285,13 @@ def rerun(name: str, number: int, seeds: list[int] | None, storage: str | None, 
     results = rerun_trial(study, number, seeds)
     values = [r["value"] for r in results]
     summary = {
-        "study": name, "trial": number, "stored_value": stored.value if stored else None,
-        "stored_state": stored.state.name if stored else None, "runs": results,
-        "mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "study": name,
+        "trial": number,
+        "stored_value": stored.value if stored else None,
+        "stored_state": stored.state.name if stored else None,
+        "runs": results,
+        "mean": statistics.fmean(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
     }
     if as_json:
         _echo_json(summary)
@@ -273,7 +300,10 @@ def rerun(name: str, number: int, seeds: list[int] | None, storage: str | None, 
     typer.echo(f"trial {number} of {name!r}: stored value {stored_text} ({summary['stored_state']})")
     for r in results:
         probe = f"  probe {r['probe_exact_match']:.4f}" if r["probe_exact_match"] is not None else ""
-        typer.echo(f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  epochs {r['epochs']}")
+        typer.echo(
+            f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  "
+            f"epochs {r['epochs']}"
+        )
     if len(values) > 1:
         typer.echo(f"  mean {summary['mean']:.4f}, stdev {summary['stdev']:.4f} over {len(values)} seeds")
 
@@ -308,8 +338,5 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         except OSError as error:
             raise DataError(f"cannot listen on {host}:{port} ({error.strerror}); pick another --port") from None
     typer.echo(f"optuna-dashboard on {_storage_text(storage)}: http://{host}:{port}/  (Ctrl-C stops it)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         optuna_dashboard.run_server(store, host=host, port=port)
-    except KeyboardInterrupt:
-        pass
-

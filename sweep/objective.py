@@ -43,8 +43,13 @@ def make_objective(
         config = spec.config_for(spec.suggest(trial))
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
         path = checkpoint_path(checkpoint_dir, trial.study.study_name, trial.number)
-        write_trial(trial, model_type=config.model.model_type, worker=f"{socket.gethostname()}:{os.getpid()}",
-                    checkpoint=str(path), num_threads=num_threads)
+        write_trial(
+            trial,
+            model_type=config.model.model_type,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            checkpoint=str(path),
+            num_threads=num_threads,
+        )
         epochs: list[EpochResult] = []
         on_epoch = _reporter(trial, epochs, stop, per_epoch_probe)
         train_rows, val_rows = data_split(config.train)
@@ -56,16 +61,21 @@ def make_objective(
             raise optuna.TrialPruned(f"diverged: {error}") from None
         _record_run(trial, epochs)
         # Saved once at the end, not at every better epoch: a trial that dies is retried anyway.
-        save_checkpoint(path, fitted.model, config.to_dict(),
-                        {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match})
+        save_checkpoint(
+            path,
+            fitted.model,
+            config.to_dict(),
+            {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match},
+        )
         _record_fit(trial, fitted, probe)
         return trial_value(fitted, spec.metric, spec.value_from)
 
     return objective
 
 
-def _reporter(trial: optuna.Trial, epochs: list[EpochResult], stop: threading.Event,
-              per_epoch_probe: bool) -> Callable[[EpochResult], None]:
+def _reporter(
+    trial: optuna.Trial, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool
+) -> Callable[[EpochResult], None]:
     """fit's on_epoch: report the epoch's value, prune when the pruner says so, stop on Ctrl-C."""
 
     def on_epoch(result: EpochResult) -> None:
@@ -110,8 +120,13 @@ def _record_run(trial: optuna.Trial, epochs: list[EpochResult]) -> None:
 
 def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> None:
     assert fitted.best_val_accuracy is not None, "fit keeps the best epoch's accuracy"
-    write_trial(trial, n_parameters=fitted.n_parameters, best_epoch=fitted.best_epoch,
-                val_exact_match=fitted.best_exact_match, val_by_length=_by_length(fitted.best_val_accuracy.by_length))
+    write_trial(
+        trial,
+        n_parameters=fitted.n_parameters,
+        best_epoch=fitted.best_epoch,
+        val_exact_match=fitted.best_exact_match,
+        val_by_length=_by_length(fitted.best_val_accuracy.by_length),
+    )
     if probe is not None:
         measured = measure_probe(fitted, probe)
         write_trial(trial, probe_exact_match=measured.exact_match, probe_by_length=_by_length(measured.by_length))
@@ -121,7 +136,9 @@ def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> N
 # Re-training a stored trial
 
 
-def rerun(study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0) -> list[dict[str, Any]]:
+def rerun(
+    study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0
+) -> list[dict[str, Any]]:
     """Re-train one stored trial's config from scratch (once per seed); a reproducibility check."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:

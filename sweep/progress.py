@@ -15,7 +15,9 @@ class TrialPrinter:
     """A context manager around rich's progress bar; `on_trial` is `run_study`'s callback."""
 
     def __init__(self, study_name: str, n_trials: int, finished: int) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
         self.task = self.progress.add_task(study_name, total=n_trials, completed=min(finished, n_trials))
 
     def __enter__(self) -> TrialPrinter:

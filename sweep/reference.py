@@ -7,6 +7,7 @@ checks that the two agree, so the README's key list cannot drift from the code.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from digitsum import config as cfg
@@ -36,24 +37,27 @@ def config_rows() -> list[tuple[str, str, str, str, str]]:
 
 def spec_rows() -> list[tuple[str, str, str, str]]:
     """(key, default, allowed, help) for every study-spec key."""
-    rows = []
-    for prefix, cls in (("", SpecKeys), ("data.", DataKeys), ("space.KEY.", ParamKeys)):
-        for f in dataclasses.fields(cls):
-            rows.append((prefix + f.name, _shown(f.default), rule_of(f).allowed, help_of(f)))
-    return rows
+    sections = (("", SpecKeys), ("data.", DataKeys), ("space.KEY.", ParamKeys))
+    return [
+        (prefix + f.name, _shown(f.default), rule_of(f).allowed, help_of(f))
+        for prefix, cls in sections
+        for f in dataclasses.fields(cls)
+    ]
 
 
-def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _markdown(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    return [line(header), line(tuple("---" for _ in header)), *(line(tuple(f"`{r[0]}`", *r[1:])) for r in rows)]
+    return [line(header), line(tuple("---" for _ in header)), *(line((f"`{r[0]}`", *r[1:])) for r in rows)]
 
 
-def _text(rows: list[tuple[str, ...]]) -> list[str]:
+def _text(rows: Sequence[tuple[str, ...]]) -> list[str]:
     width = max(len(r[0]) for r in rows)
-    return [f"  {r[0]:{width}s}  {r[-1]} (default {r[-3] if len(r) == 5 else r[1]}" +
-            (f"; {r[-2]})" if r[-2] else ")") for r in rows]
+    return [
+        f"  {r[0]:{width}s}  {r[-1]} (default {r[-3] if len(r) == 5 else r[1]}" + (f"; {r[-2]})" if r[-2] else ")")
+        for r in rows
+    ]
 
 
 def key_tables(markdown: bool = False) -> str:

@@ -49,20 +49,22 @@ def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
                 continue
             kind = model_type(t)
             curve = dict(sorted(t.intermediate_values.items()))
-            rows.append({
-                "study": study.study_name,
-                "group": f"{study.study_name}: {kind}" if several else kind,
-                "model_type": kind,
-                "number": t.number,
-                "state": t.state,  # an IntEnum: pandas may keep it as a plain int
-                "value": t.value,
-                "last_value": curve[max(curve)] if curve else None,
-                "curve": curve,
-                "params": t.params,
-                "record": record,
-                "start": t.datetime_start,
-                "complete": t.datetime_complete,
-            })
+            rows.append(
+                {
+                    "study": study.study_name,
+                    "group": f"{study.study_name}: {kind}" if several else kind,
+                    "model_type": kind,
+                    "number": t.number,
+                    "state": t.state,  # an IntEnum: pandas may keep it as a plain int
+                    "value": t.value,
+                    "last_value": curve[max(curve)] if curve else None,
+                    "curve": curve,
+                    "params": t.params,
+                    "record": record,
+                    "start": t.datetime_start,
+                    "complete": t.datetime_complete,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -78,8 +80,15 @@ def group_colors(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=420,
-                      margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        template="plotly_white",
+        height=420,
+        margin=dict(l=60, r=20, t=50, b=50),
+        legend=dict(orientation="h", y=-0.2),
+    )
     return fig
 
 
@@ -98,8 +107,10 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
         best = complete.loc[complete.value.idxmax()] if len(complete) else None
         rows.append(_summary_row(str(group), trials, complete, best, metric))
         if best is not None:
-            configs.append(f"<li><b>{html.escape(str(group))}</b> (trial {int(best.number)}): "
-                           f"{html.escape(_params_text(best.params))}</li>")
+            configs.append(
+                f"<li><b>{html.escape(str(group))}</b> (trial {int(best.number)}): "
+                f"{html.escape(_params_text(best.params))}</li>"
+            )
     table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
     table += "<h3>Best configuration per model type</h3><ul class='configs'>" + "".join(configs) + "</ul>"
     return Section(
@@ -107,12 +118,15 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
         f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
         "decoding, exact match); best probe accuracy on input lengths never seen in training; size and "
         "speed of the best trial, and its configuration.",
-        [], table, table_first=True,
+        [],
+        table,
+        table_first=True,
     )
 
 
-def _summary_row(group: str, trials: pd.DataFrame, complete: pd.DataFrame, best: pd.Series | None,
-                 metric: str) -> dict[str, Any]:
+def _summary_row(
+    group: str, trials: pd.DataFrame, complete: pd.DataFrame, best: pd.Series | None, metric: str
+) -> dict[str, Any]:
     probe = [r.probe_exact_match for r in complete.record if r.probe_exact_match is not None]
     record: TrialRecord | None = best.record if best is not None else None
     seconds = record.seconds_per_epoch if record is not None else None
@@ -159,12 +173,30 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
 def _add_spread(fig: go.Figure, group: str, color: str, trials: pd.DataFrame) -> None:
     complete = _complete(trials)
     pruned = trials[trials.state == TrialState.PRUNED]
-    fig.add_trace(go.Box(y=complete.value, name=group, boxpoints="all", jitter=0.4, marker_color=color,
-                         text=[f"trial {n}" for n in complete.number], legendgroup=group))
+    fig.add_trace(
+        go.Box(
+            y=complete.value,
+            name=group,
+            boxpoints="all",
+            jitter=0.4,
+            marker_color=color,
+            text=[f"trial {n}" for n in complete.number],
+            legendgroup=group,
+        )
+    )
     if len(pruned):
-        fig.add_trace(go.Box(y=pruned.last_value, name=f"{group} (pruned, last report)", boxpoints="all",
-                             jitter=0.4, marker_color=color, opacity=0.45, fillcolor="rgba(0,0,0,0)",
-                             text=[f"trial {n}" for n in pruned.number]))
+        fig.add_trace(
+            go.Box(
+                y=pruned.last_value,
+                name=f"{group} (pruned, last report)",
+                boxpoints="all",
+                jitter=0.4,
+                marker_color=color,
+                opacity=0.45,
+                fillcolor="rgba(0,0,0,0)",
+                text=[f"trial {n}" for n in pruned.number],
+            )
+        )
 
 
 def curves_section(frame: pd.DataFrame, metric: str) -> Section:
@@ -178,13 +210,21 @@ def curves_section(frame: pd.DataFrame, metric: str) -> Section:
     legend_done: set[str] = set()
     for row in shown.itertuples():
         pruned = row.state == TrialState.PRUNED
-        fig.add_trace(go.Scatter(
-            x=list(row.curve), y=list(row.curve.values()), mode="lines+markers" if pruned else "lines",
-            line=dict(color=colors[row.group], width=1, dash="dot" if pruned else "solid"),
-            marker=dict(symbol="x", size=5), opacity=0.55 if pruned else 0.9,
-            name=row.group, legendgroup=row.group, showlegend=row.group not in legend_done,
-            hovertext=f"trial {row.number} ({TrialState(row.state).name.lower()})", hoverinfo="x+y+text",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=list(row.curve),
+                y=list(row.curve.values()),
+                mode="lines+markers" if pruned else "lines",
+                line=dict(color=colors[row.group], width=1, dash="dot" if pruned else "solid"),
+                marker=dict(symbol="x", size=5),
+                opacity=0.55 if pruned else 0.9,
+                name=row.group,
+                legendgroup=row.group,
+                showlegend=row.group not in legend_done,
+                hovertext=f"trial {row.number} ({TrialState(row.state).name.lower()})",
+                hoverinfo="x+y+text",
+            )
+        )
         legend_done.add(row.group)
     return Section(
         "Learning curves",
@@ -200,8 +240,10 @@ def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
     for study in studies:
         prefix = f"{study.study_name}: " if len(studies) > 1 else ""
         figures += _study_hyperparameter_figures(study, prefix, metric, notes)
-    intro = ("Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every "
-             "completed trial across its parameters, and the value against the most important ones.")
+    intro = (
+        "Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every "
+        "completed trial across its parameters, and the value against the most important ones."
+    )
     if notes:
         intro += " " + " ".join(notes)
     return Section("Hyperparameters", intro, figures)
@@ -220,7 +262,9 @@ def _study_hyperparameter_figures(study: optuna.Study, prefix: str, metric: str,
         importances = {}
     if importances:
         fig = optuna.visualization.plot_param_importances(study)
-        figures.append(fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420))
+        figures.append(
+            fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420)
+        )
     # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
     always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
     if len(always) >= 2:
@@ -248,13 +292,25 @@ def lengths_section(frame: pd.DataFrame) -> Section:
             if not by_length:
                 continue
             lengths = sorted(by_length)
-            fig.add_trace(go.Scatter(
-                x=lengths, y=[by_length[n] for n in lengths], mode="lines+markers",
-                name=f"{group} #{rank + 1} (trial {row.number})", line=dict(color=color, dash=["solid", "dash", "dot"][rank]),
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=lengths,
+                    y=[by_length[n] for n in lengths],
+                    mode="lines+markers",
+                    name=f"{group} #{rank + 1} (trial {row.number})",
+                    line=dict(color=color, dash=["solid", "dash", "dot"][rank]),
+                )
+            )
     if trained:
-        fig.add_vrect(x0=min(trained) - 0.5, x1=max(trained) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
-                      annotation_text="lengths in training", annotation_position="top left")
+        fig.add_vrect(
+            x0=min(trained) - 0.5,
+            x1=max(trained) + 0.5,
+            fillcolor="#eeeeee",
+            opacity=0.5,
+            line_width=0,
+            annotation_text="lengths in training",
+            annotation_position="top left",
+        )
     return Section(
         "Length generalization",
         "Exact match by input length for the three best trials of each model type: validation rows of the "
@@ -279,14 +335,19 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     try:
         model, payload = load_checkpoint(path)
     except CheckpointError as error:
-        return Section(ERROR_TITLE, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", [])
+        return Section(
+            ERROR_TITLE, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", []
+        )
     study = next(s for s in studies if s.study_name == best.study)
     table = _decoded_rows(model, payload["config"], StudyMeta.read(study))
     wrong = table[~table.correct]
-    intro = (f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
-             + (" and on the probe" if table.part.nunique() > 1 else "") + f": {len(wrong):,} wrong of {len(table):,}. "
-             "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
-             "never wrote them.")
+    intro = (
+        f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
+        + (" and on the probe" if table.part.nunique() > 1 else "")
+        + f": {len(wrong):,} wrong of {len(table):,}. "
+        "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
+        "never wrote them."
+    )
     return Section(ERROR_TITLE, intro, _error_figures(table), _wrong_answers_html(wrong))
 
 
@@ -306,10 +367,18 @@ def _decoded_rows(model: Any, config_values: dict[str, Any], meta: StudyMeta) ->
     for name, rows in parts:
         data = encode(rows)
         decoded = greedy_decode(model, data)
-        records.append(pd.DataFrame({
-            "part": name, "x": rows.x, "y": rows.y, "length": rows.lengths,
-            "predicted": answers_to_numbers(decoded), "correct": exact_matches(decoded, data.answers).numpy(),
-        }))
+        records.append(
+            pd.DataFrame(
+                {
+                    "part": name,
+                    "x": rows.x,
+                    "y": rows.y,
+                    "length": rows.lengths,
+                    "predicted": answers_to_numbers(decoded),
+                    "correct": exact_matches(decoded, data.answers).numpy(),
+                }
+            )
+        )
     return pd.concat(records, ignore_index=True)
 
 
@@ -317,8 +386,15 @@ def _error_figures(table: pd.DataFrame) -> list[go.Figure]:
     by_sum, by_length = go.Figure(), go.Figure()
     for name, part in table.groupby("part", sort=False):
         per_sum = part.groupby("y").correct.agg(["mean", "size"]).reset_index()
-        by_sum.add_trace(go.Bar(x=per_sum.y, y=per_sum["mean"], name=str(name), text=per_sum["size"],
-                                hovertemplate="sum %{x}: %{y:.3f} of %{text} rows"))
+        by_sum.add_trace(
+            go.Bar(
+                x=per_sum.y,
+                y=per_sum["mean"],
+                name=str(name),
+                text=per_sum["size"],
+                hovertemplate="sum %{x}: %{y:.3f} of %{text} rows",
+            )
+        )
         per_length = part.groupby("length").correct.mean().reset_index()
         by_length.add_trace(go.Bar(x=per_length.length, y=per_length.correct, name=str(name)))
     return [
@@ -328,13 +404,22 @@ def _error_figures(table: pd.DataFrame) -> list[go.Figure]:
 
 
 def _wrong_answers_html(wrong: pd.DataFrame) -> str:
-    common = Counter(zip(wrong.part, wrong.y, wrong.predicted)).most_common(12)
-    table = pd.DataFrame([
-        {"rows": n, "part": p, "true sum": y, "answered": ("no answer" if a < 0 else a),
-         "example input": wrong[(wrong.part == p) & (wrong.y == y) & (wrong.predicted == a)].x.iloc[0]}
-        for (p, y, a), n in common
-    ])
-    html_table = table.to_html(index=False, border=0, classes="summary") if len(table) else "<p>None: every row is right.</p>"
+    common = Counter(zip(wrong.part, wrong.y, wrong.predicted, strict=True)).most_common(12)
+    table = pd.DataFrame(
+        [
+            {
+                "rows": n,
+                "part": p,
+                "true sum": y,
+                "answered": ("no answer" if a < 0 else a),
+                "example input": wrong[(wrong.part == p) & (wrong.y == y) & (wrong.predicted == a)].x.iloc[0],
+            }
+            for (p, y, a), n in common
+        ]
+    )
+    html_table = (
+        table.to_html(index=False, border=0, classes="summary") if len(table) else "<p>None: every row is right.</p>"
+    )
     return "<h3>Most frequent wrong answers</h3>" + html_table
 
 
@@ -342,11 +427,13 @@ def _wrong_answers_html(wrong: pd.DataFrame) -> str:
 # Assembly
 
 CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px;
+       color: #222; padding: 0 1rem; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; padding-bottom: 0.3rem; }
 p.intro { color: #444; max-width: 60rem; } .meta { color: #666; font-size: 0.9rem; }
 table.summary { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
-table.summary th, table.summary td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: left; vertical-align: top; }
+table.summary th, table.summary td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #e5e5e5; text-align: left;
+                                     vertical-align: top; }
 table.summary th { background: #f6f6f6; }
 ul.configs { font-size: 0.85rem; }
 """
@@ -381,13 +468,16 @@ def _page_head(studies: list[optuna.Study], n_trials: int, storage_text: str) ->
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>digitsum-sweep report: {html.escape(names)}</title><style>{CSS}</style></head><body>",
         f"<h1>Sweep report: {html.escape(names)}</h1>",
-        f"<p class='meta'>{n_trials} trials from {html.escape(storage_text)}; written {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"<p class='meta'>{n_trials} trials from {html.escape(storage_text)}; "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}. "
         "Accuracy is exact match of the whole answer under greedy, token-by-token decoding.</p>",
     ]
     for study in studies:
         meta = StudyMeta.read(study)
-        parts.append(f"<p class='meta'><b>{html.escape(study.study_name)}</b>: spec {html.escape(meta.spec_path)}. "
-                     f"{html.escape(meta.description)}</p>")
+        parts.append(
+            f"<p class='meta'><b>{html.escape(study.study_name)}</b>: spec {html.escape(meta.spec_path)}. "
+            f"{html.escape(meta.description)}</p>"
+        )
     return parts
 
 
@@ -416,7 +506,11 @@ def figures_for_dashboard(studies: list[optuna.Study]) -> list[go.Figure]:
     frame = trials_frame(studies)
     if frame.empty:
         return []
-    return comparison_section(frame, metric).figures + curves_section(frame, metric).figures + lengths_section(frame).figures
+    return (
+        comparison_section(frame, metric).figures
+        + curves_section(frame, metric).figures
+        + lengths_section(frame).figures
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -428,4 +522,3 @@ def _params_text(params: dict[str, Any]) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     return ", ".join(f"{k.split('.', 1)[-1]}={short(v)}" for k, v in params.items())
-

@@ -72,8 +72,12 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
     """Create the study, or resume it if the stored one was made by the same search space."""
     existed = name in study_names(storage)
     study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-        sampler=spec.make_sampler(), pruner=spec.make_pruner(),
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=spec.make_sampler(),
+        pruner=spec.make_pruner(),
     )
     stored = StudyMeta.read(study).fingerprint
     if existed and stored is not None and not spec.matches(stored):
@@ -84,8 +88,13 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
     if stored is None:
         # Enough to re-train any trial (`sweep rerun`) without the spec file.
         StudyMeta(
-            fingerprint=spec.fingerprint(), spec_path=spec.path, description=spec.description, metric=spec.metric,
-            value_from=spec.value_from, base_config=spec.base.to_dict(), probe=spec.probe,
+            fingerprint=spec.fingerprint(),
+            spec_path=spec.path,
+            description=spec.description,
+            metric=spec.metric,
+            value_from=spec.value_from,
+            base_config=spec.base.to_dict(),
+            probe=spec.probe,
         ).write(study)
         study.set_metric_names([spec.metric])
         optuna_dashboard.save_note(study, spec_note(spec))
@@ -283,12 +292,15 @@ def work(plan: RunPlan, stop: threading.Event, worker: int = 0, deadline: float 
         close_storage(storage)
 
 
-def _run_trials(plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None,
-                storage: optuna.storages.BaseStorage) -> None:
+def _run_trials(
+    plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage
+) -> None:
     stored = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(
-        study_name=plan.study_name, storage=storage,
-        sampler=plan.spec.make_sampler(worker, stored), pruner=plan.spec.make_pruner(),
+        study_name=plan.study_name,
+        storage=storage,
+        sampler=plan.spec.make_sampler(worker, stored),
+        pruner=plan.spec.make_pruner(),
     )
     objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
     guarded = _budgeted(objective, plan.n_trials)
@@ -402,7 +414,9 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
         thread.join()
     failed = [p.exitcode for p in helpers if p.exitcode not in (0, None)]
     if failed:
-        raise RuntimeError(f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume")
+        raise RuntimeError(
+            f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume"
+        )
     return study
 
 
@@ -442,8 +456,11 @@ class _Monitor:
         done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=_completed_at)
         for trial in done:
             self.seen.add(trial.number)
-            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-                      and _completed_at(t) <= _completed_at(trial)]
+            values = [
+                t.value
+                for t in trials
+                if t.state == TrialState.COMPLETE and t.value is not None and _completed_at(t) <= _completed_at(trial)
+            ]
             if self.on_trial is not None:
                 self.on_trial(trial, max(values, default=None))
 

@@ -76,23 +76,35 @@ def _mapping(value: Any) -> dict[str, Any] | None:
 class SpecKeys:
     """The top level of a study spec."""
 
-    name: str = key("", "the study's name in the storage (required); --name overrides it",
-                    Rule(lambda v: True, "the study's name, e.g. name: quickstart"))
+    name: str = key(
+        "",
+        "the study's name in the storage (required); --name overrides it",
+        Rule(lambda v: True, "the study's name, e.g. name: quickstart"),
+    )
     description: str = key("", "one line for reports and the dashboard note")
-    metric: str = key("val_exact_match", "what a trial maximizes; probe_exact_match needs data.probe_lengths",
-                      one_of(METRICS))
-    value: str = key("best", "which epoch's metric is the trial's value: the best by validation, or the last",
-                     one_of(VALUE_FROM))
-    n_trials: int = key(20, "finished trials the study runs to, over all workers; --trials overrides it",
-                        at_least(1))
-    timeout: float | None = key(None, "seconds after which no new trial starts; --timeout overrides it",
-                                Rule(lambda v: v > 0, "seconds > 0, or leave it out for no limit"))
-    keep_checkpoints: str = key("best", "keep the best trial's checkpoint only, or every trial's", one_of(("best", "all")))
+    metric: str = key(
+        "val_exact_match", "what a trial maximizes; probe_exact_match needs data.probe_lengths", one_of(METRICS)
+    )
+    value: str = key(
+        "best", "which epoch's metric is the trial's value: the best by validation, or the last", one_of(VALUE_FROM)
+    )
+    n_trials: int = key(20, "finished trials the study runs to, over all workers; --trials overrides it", at_least(1))
+    timeout: float | None = key(
+        None,
+        "seconds after which no new trial starts; --timeout overrides it",
+        Rule(lambda v: v > 0, "seconds > 0, or leave it out for no limit"),
+    )
+    keep_checkpoints: str = key(
+        "best", "keep the best trial's checkpoint only, or every trial's", one_of(("best", "all"))
+    )
     balance: str | None = key(None, "a choices parameter of space whose choices get equal numbers of trials")
     data: dict[str, Any] | None = key(None, "the rows trials train, validate and probe on (see data.*)", parse=_mapping)
-    fixed: dict[str, Any] | None = key(None, "config keys set for every trial, e.g. {train.n_epochs: 30}", parse=_mapping)
-    space: dict[str, Any] | None = key(None, "config keys to search: {choices: [...]} or {low: .., high: ..} each (required)",
-                                       parse=_mapping)
+    fixed: dict[str, Any] | None = key(
+        None, "config keys set for every trial, e.g. {train.n_epochs: 30}", parse=_mapping
+    )
+    space: dict[str, Any] | None = key(
+        None, "config keys to search: {choices: [...]} or {low: .., high: ..} each (required)", parse=_mapping
+    )
     sampler: Any = key("tpe", f"Optuna sampler: a type ({', '.join(SAMPLERS)}) or {{type: .., its settings}}")
     pruner: Any = key("none", f"Optuna pruner: a type ({', '.join(PRUNERS)}) or {{type: .., its settings}}")
 
@@ -101,30 +113,50 @@ class SpecKeys:
 class DataKeys:
     """``data:``, the rows of every trial."""
 
-    lengths: str | None = key(None, "training input lengths, e.g. [2, 3, 4] or 2-4 (train.lengths)",
-                              Rule(lambda v: True, "lengths like [2, 3, 4] or 2-4"), parse=_lengths)
-    val_fraction: float | None = key(None, "the validation share, e.g. 0.2 (train.train_split_fraction = 1 - it)",
-                                     Rule(lambda v: 0 < v < 1, "a number between 0 and 1, e.g. 0.2"))
+    lengths: str | None = key(
+        None,
+        "training input lengths, e.g. [2, 3, 4] or 2-4 (train.lengths)",
+        Rule(lambda v: True, "lengths like [2, 3, 4] or 2-4"),
+        parse=_lengths,
+    )
+    val_fraction: float | None = key(
+        None,
+        "the validation share, e.g. 0.2 (train.train_split_fraction = 1 - it)",
+        Rule(lambda v: 0 < v < 1, "a number between 0 and 1, e.g. 0.2"),
+    )
     dataset_path: str | None = key(None, "a headerless x,y CSV to train on instead (train.dataset_path)")
-    probe_lengths: tuple[int, ...] = key((), "unseen input lengths scored after training, e.g. [5, 6]",
-                                         Rule(lambda v: True, "a list of lengths, e.g. [5, 6]"), parse=_probe_lengths)
-    probe_sample: int = key(PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)",
-                            at_least(1))
+    probe_lengths: tuple[int, ...] = key(
+        (),
+        "unseen input lengths scored after training, e.g. [5, 6]",
+        Rule(lambda v: True, "a list of lengths, e.g. [5, 6]"),
+        parse=_probe_lengths,
+    )
+    probe_sample: int = key(
+        PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)", at_least(1)
+    )
 
 
 @dataclass(frozen=True)
 class ParamKeys:
     """One entry of ``space:``, a search dimension over a config key."""
 
-    choices: list[Any] | None = key(None, "values to choose from (categorical); or give low and high",
-                                    Rule(bool, "a non-empty list"), parse=lambda v: v if isinstance(v, list) else None)
+    choices: list[Any] | None = key(
+        None,
+        "values to choose from (categorical); or give low and high",
+        Rule(bool, "a non-empty list"),
+        parse=lambda v: v if isinstance(v, list) else None,
+    )
     low: float | None = key(None, "the range's lower end", Rule(math.isfinite, "a number"))
     high: float | None = key(None, "the range's upper end", Rule(math.isfinite, "a number"))
     log: bool = key(False, "sample the range on a log scale (low > 0)", Rule(lambda v: True, "true or false"))
     step: float | None = key(None, "the range's step (not with log)", Rule(lambda v: v > 0, "a number > 0"))
     type: str | None = key(None, "int or float; default: the config key's type", one_of(("int", "float")))
-    when: dict[str, Any] | None = key(None, "only search it when earlier choices took these values",
-                                      Rule(lambda v: True, "a mapping like {model.model_type: [lstm, gru]}"), parse=_mapping)
+    when: dict[str, Any] | None = key(
+        None,
+        "only search it when earlier choices took these values",
+        Rule(lambda v: True, "a mapping like {model.model_type: [lstm, gru]}"),
+        parse=_mapping,
+    )
 
 
 SPEC_SECTIONS = {"data", "fixed", "space", "sampler", "pruner"}  # parsed by their own functions
@@ -212,8 +244,12 @@ class Param:
         number = int if self.is_int else float
         return {
             "key": self.key,
-            "choices": None if self.choices is None else [cfg.canonical(self.key, cfg.check_value(self.key, c)) for c in self.choices],
-            "range": None if self.choices is not None else [number(self.low), number(self.high), self.log, self.step, self.is_int],
+            "choices": None
+            if self.choices is None
+            else [cfg.canonical(self.key, cfg.check_value(self.key, c)) for c in self.choices],
+            "range": None
+            if self.choices is not None
+            else [number(self.low), number(self.high), self.log, self.step, self.is_int],
             "when": {name: list(values) for name, values in sorted(self.when.items())},
         }
 
@@ -323,9 +359,21 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
     balance = _check_combinations(top, space, sampler, probe, fail)
     spec = StudySpec(
-        name=top["name"].strip(), path=source, description=top["description"].strip(), metric=top["metric"],
-        value_from=top["value"], n_trials=top["n_trials"], timeout=top["timeout"], base=base, probe=probe,
-        sampler=sampler, pruner=pruner, space=space, keep_checkpoints=top["keep_checkpoints"], raw=raw, balance=balance,
+        name=top["name"].strip(),
+        path=source,
+        description=top["description"].strip(),
+        metric=top["metric"],
+        value_from=top["value"],
+        n_trials=top["n_trials"],
+        timeout=top["timeout"],
+        base=base,
+        probe=probe,
+        sampler=sampler,
+        pruner=pruner,
+        space=space,
+        keep_checkpoints=top["keep_checkpoints"],
+        raw=raw,
+        balance=balance,
     )
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
@@ -339,8 +387,13 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
-def _check_combinations(top: dict[str, Any], space: tuple[Param, ...], sampler: dict[str, Any], probe: Probe,
-                        fail: Callable[[str, str], SpecError]) -> Param | None:
+def _check_combinations(
+    top: dict[str, Any],
+    space: tuple[Param, ...],
+    sampler: dict[str, Any],
+    probe: Probe,
+    fail: Callable[[str, str], SpecError],
+) -> Param | None:
     """What no single key can check: the grid sampler, balance and the probe metric. Returns balance."""
     if sampler["type"] == "grid":
         bad = [p.key for p in space if p.choices is None or p.when]
@@ -410,8 +463,13 @@ def _parse_space(space: Any, fail: Callable[[str, str], SpecError]) -> tuple[Par
     return tuple(params.values())
 
 
-def _parse_choices(name: str, given: dict[str, Any], when: dict[str, tuple[Any, ...]], where: str,
-                   fail: Callable[[str, str], SpecError]) -> Param:
+def _parse_choices(
+    name: str,
+    given: dict[str, Any],
+    when: dict[str, tuple[Any, ...]],
+    where: str,
+    fail: Callable[[str, str], SpecError],
+) -> Param:
     if set(given) - {"choices", "when", "type"}:
         raise fail(where, "give either choices or low/high, not both")
     for choice in given["choices"]:
@@ -419,7 +477,9 @@ def _parse_choices(name: str, given: dict[str, Any], when: dict[str, tuple[Any, 
     return Param(name, choices=tuple(given["choices"]), when=when)
 
 
-def _parse_when(when: Any, seen: dict[str, Param], where: str, fail: Callable[[str, str], SpecError]) -> dict[str, tuple[Any, ...]]:
+def _parse_when(
+    when: Any, seen: dict[str, Param], where: str, fail: Callable[[str, str], SpecError]
+) -> dict[str, tuple[Any, ...]]:
     if when is None:
         return {}
     if not when:
@@ -437,8 +497,13 @@ def _parse_when(when: Any, seen: dict[str, Param], where: str, fail: Callable[[s
     return parsed
 
 
-def _parse_range(declared: cfg.Key, given: dict[str, Any], when: dict[str, tuple[Any, ...]], where: str,
-                 fail: Callable[[str, str], SpecError]) -> Param:
+def _parse_range(
+    declared: cfg.Key,
+    given: dict[str, Any],
+    when: dict[str, tuple[Any, ...]],
+    where: str,
+    fail: Callable[[str, str], SpecError],
+) -> Param:
     if "low" not in given or "high" not in given:
         raise fail(where, "a range needs low and high (or give choices: [...])")
     low, high, log, step = given["low"], given["high"], given.get("log", False), given.get("step")
@@ -473,8 +538,9 @@ def _check(name: str, value: Any, where: str, fail: Callable[[str, str], SpecErr
         raise fail(where, str(error)) from None
 
 
-def _parse_component(body: Any, what: str, kinds: dict[str, Callable[..., Any]],
-                     fail: Callable[[str, str], SpecError]) -> dict[str, Any]:
+def _parse_component(
+    body: Any, what: str, kinds: dict[str, Callable[..., Any]], fail: Callable[[str, str], SpecError]
+) -> dict[str, Any]:
     if isinstance(body, str):
         body = {"type": body}
     if not isinstance(body, dict) or body.get("type") not in kinds:
@@ -485,6 +551,8 @@ def _parse_component(body: Any, what: str, kinds: dict[str, Callable[..., Any]],
     allowed = set(inspect.signature(kinds[body["type"]]).parameters) - {"search_space"}
     unknown = set(body) - allowed - {"type"}
     if unknown:
-        raise fail(f"{what}.{sorted(unknown)[0]}",
-                   f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+        raise fail(
+            f"{what}.{sorted(unknown)[0]}",
+            f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}",
+        )
     return dict(body)

@@ -123,7 +123,10 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RD
         return RDBStorage(url, engine_kwargs=engine_kwargs)
     beats = heartbeat_settings()
     return RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=beats.interval, grace_period=beats.grace_period,
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=beats.interval,
+        grace_period=beats.grace_period,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
     )
 
@@ -144,7 +147,7 @@ def _write_ahead_log(storage: RDBStorage) -> None:
     block the writer. A crash can lose the last commits, never corrupt the file."""
     from sqlalchemy import event
 
-    def on_connect(connection, _record) -> None:
+    def on_connect(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")

@@ -18,9 +18,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -112,7 +113,12 @@ def sweep_env() -> dict[str, str]:
 def run_sweep(cwd: Path, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
     """`sweep ARGS` as a real process; its exit code, stdout and stderr."""
     return subprocess.run(
-        [str(SWEEP), *map(str, args)], cwd=cwd, env=sweep_env(), capture_output=True, text=True, timeout=timeout,
+        [str(SWEEP), *map(str, args)],
+        cwd=cwd,
+        env=sweep_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -163,13 +169,15 @@ def free_port() -> int:
 
 def start_sweep(cwd: Path, *args: Any, log: Path) -> subprocess.Popen:
     """Start `sweep ARGS` in the background; stdout and stderr go to `log` (no pipe to fill up)."""
-    handle = open(log, "w")
-    try:
+    with open(log, "w") as handle:  # the child holds its own copy
         return subprocess.Popen(
-            [str(SWEEP), *map(str, args)], cwd=cwd, env=sweep_env(), stdout=handle, stderr=subprocess.STDOUT, text=True,
+            [str(SWEEP), *map(str, args)],
+            cwd=cwd,
+            env=sweep_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-    finally:
-        handle.close()  # the child holds its own copy
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
@@ -257,12 +265,23 @@ def open_page(browser: Any, url: str, timeout_ms: float = 45_000) -> Iterator[tu
     page = context.new_page()
     page.set_default_timeout(timeout_ms)
     log = PageLog()
-    page.on("console", lambda message: message.type == "error" and log.console_errors.append(
-        f"console error: {message.text} ({message.location.get('url', '')})"))
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and log.console_errors.append(f"console error: {message.text} ({message.location.get('url', '')})")
+        ),
+    )
     page.on("pageerror", lambda error: log.page_errors.append(f"page error: {error}"))
     page.on("request", lambda request: log.requests.append(request.url))
-    page.on("requestfailed", lambda request: log.failed_requests.append(f"request failed: {request.url} ({request.failure})"))
-    page.on("response", lambda response: response.status >= 400 and log.bad_responses.append((response.status, response.url)))
+    page.on(
+        "requestfailed",
+        lambda request: log.failed_requests.append(f"request failed: {request.url} ({request.failure})"),
+    )
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and log.bad_responses.append((response.status, response.url)),
+    )
     try:
         page.goto(url, wait_until="load", timeout=timeout_ms)
         yield page, log
@@ -273,8 +292,10 @@ def open_page(browser: Any, url: str, timeout_ms: float = 45_000) -> Iterator[tu
 # JS: every plotly figure div has been drawn (plotly adds .js-plotly-plot and an svg.main-svg).
 ALL_PLOTS_DRAWN = """() => {
     const divs = document.querySelectorAll('.plotly-graph-div');
-    return divs.length > 0 && [...divs].every(d => d.classList.contains('js-plotly-plot') && d.querySelector('svg.main-svg'));
+    return divs.length > 0
+        && [...divs].every(d => d.classList.contains('js-plotly-plot') && d.querySelector('svg.main-svg'));
 }"""
+
 
 def rendered_plots(page: Any) -> list[dict]:
     """Each `.js-plotly-plot` element: its title, whether it holds an svg.main-svg, its traces' names."""

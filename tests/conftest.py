@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum.data import make_rows
 from digitsum.config import Config, ModelConfig, TrainConfig
+from digitsum.data import make_rows
 
 
 def _tiny_config(model: dict | None = None, **train) -> Config:

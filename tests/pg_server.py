@@ -10,8 +10,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def find_bin() -> Path | None:
@@ -61,8 +61,15 @@ class PostgresServer:
         if self.as_postgres:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.root / "pw", "postgres")
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "sweep", "--auth=scram-sha-256",
-                  f"--pwfile={self.root / 'pw'}")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "sweep",
+            "--auth=scram-sha-256",
+            f"--pwfile={self.root / 'pw'}",
+        )
         self.start()
         import psycopg
 
@@ -72,11 +79,24 @@ class PostgresServer:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off"
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run([*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
 
     def remove(self) -> None:
         self.stop("immediate")

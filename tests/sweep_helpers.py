@@ -101,7 +101,15 @@ def invoke(*args: Any):
 
 def run_cli(tmp_path: Path, spec_path: Path, *extra: Any, storage: str | None = None):
     """`sweep run SPEC --storage ... --checkpoints ...` in this process."""
-    return invoke("run", spec_path, "--storage", storage or storage_url(tmp_path), "--checkpoints", checkpoint_dir(tmp_path), *extra)
+    return invoke(
+        "run",
+        spec_path,
+        "--storage",
+        storage or storage_url(tmp_path),
+        "--checkpoints",
+        checkpoint_dir(tmp_path),
+        *extra,
+    )
 
 
 def assert_one_error_line(result, code: int = 2) -> str:
@@ -133,15 +141,24 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def start_sweep(tmp_path: Path, *args: Any) -> subprocess.Popen:
     """Start `sweep ARGS` as its own process group (so a test can signal all of it)."""
     return subprocess.Popen(
-        [str(SWEEP), *map(str, args)], cwd=tmp_path, env=subprocess_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [str(SWEEP), *map(str, args)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
 def sweep_process(tmp_path: Path, *args: Any, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(SWEEP), *map(str, args)], cwd=tmp_path, env=subprocess_env(),
-        capture_output=True, text=True, timeout=timeout,
+        [str(SWEEP), *map(str, args)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -173,14 +190,19 @@ def wait_for_running(db_path: Path, process: subprocess.Popen, timeout: float = 
 
 
 def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
-def run_spec(tmp_path: Path, spec: dict, n_trials: int | None = None, enqueue: list[dict] = (), workers: int = 1, threads: int = 1,
-             timeout: float | None = None) -> optuna.Study:
+def run_spec(
+    tmp_path: Path,
+    spec: dict,
+    n_trials: int | None = None,
+    enqueue: list[dict] = (),
+    workers: int = 1,
+    threads: int = 1,
+    timeout: float | None = None,
+) -> optuna.Study:
     """Run a study in this process through the sweep layer's own API (prepare_study + run_study).
 
     ``enqueue`` puts trials with fixed parameters first (Optuna's enqueue_trial), to decide the
@@ -194,7 +216,15 @@ def run_spec(tmp_path: Path, spec: dict, n_trials: int | None = None, enqueue: l
     study = prepare_study(parsed, open_storage(url), parsed.name)
     for params in enqueue:
         study.enqueue_trial(params)
-    plan = RunPlan(spec=parsed, storage_url=url, study_name=parsed.name, n_trials=n_trials or parsed.n_trials, timeout=timeout,
-                   workers=workers, checkpoint_dir=Path(checkpoint_dir(tmp_path)), threads=threads)
+    plan = RunPlan(
+        spec=parsed,
+        storage_url=url,
+        study_name=parsed.name,
+        n_trials=n_trials or parsed.n_trials,
+        timeout=timeout,
+        workers=workers,
+        checkpoint_dir=Path(checkpoint_dir(tmp_path)),
+        threads=threads,
+    )
     run_study(plan)
     return load(url, parsed.name)

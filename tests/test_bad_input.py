@@ -8,7 +8,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from sweep_helpers import assert_one_error_line, invoke, run_cli, spec_dict, storage_url, write_spec
 
 SPEC_MISTAKES = {
@@ -16,7 +15,10 @@ SPEC_MISTAKES = {
     "unknown config key": ({"space": {"model.hiden_size": {"low": 8, "high": 16}}}, "did you mean model.hidden_size"),
     "wrong type": ({"space": {"model.hidden_size": {"choices": ["big"]}}}, "model.hidden_size"),
     "low > high": ({"space": {"model.hidden_size": {"low": 16, "high": 8}}}, "low 16 > high 8"),
-    "log with low <= 0": ({"space": {"train.learning_rate": {"low": 0.0, "high": 0.1, "log": True}}}, "log scale needs low > 0"),
+    "log with low <= 0": (
+        {"space": {"train.learning_rate": {"low": 0.0, "high": 0.1, "log": True}}},
+        "log scale needs low > 0",
+    ),
     "unknown sampler": ({"sampler": {"type": "bayes"}}, "sampler.type"),
     "unknown pruner": ({"pruner": {"type": "early"}}, "pruner.type"),
     "unknown pruner setting": ({"pruner": {"type": "median", "patience": 3}}, "pruner.patience"),
@@ -30,8 +32,16 @@ def stored(tmp_path_factory):
     spec = write_spec(folder)
     result = run_cli(folder, spec, "--threads", "1")
     assert result.exit_code == 0, result.stderr
-    run = invoke("train", "train.lengths=2", "train.n_epochs=1", "model.hidden_size=8", "train.num_threads=1",
-                 f"train.log_path={folder / 'runs'}", "train.run_name=r", "train.device=cpu")
+    run = invoke(
+        "train",
+        "train.lengths=2",
+        "train.n_epochs=1",
+        "model.hidden_size=8",
+        "train.num_threads=1",
+        f"train.log_path={folder / 'runs'}",
+        "train.run_name=r",
+        "train.device=cpu",
+    )
     assert run.exit_code == 0, run.stderr
     (folder / "good.csv").write_text("12,3\n")
     return folder
@@ -42,7 +52,9 @@ def snapshot(folder: Path) -> list:
     state = []
     for summary in optuna.get_all_study_names(url):
         study = optuna.load_study(study_name=summary, storage=url)
-        state.append((summary, study.user_attrs, [(t.number, t.state, t.values, t.params, t.user_attrs) for t in study.trials]))
+        state.append(
+            (summary, study.user_attrs, [(t.number, t.state, t.values, t.params, t.user_attrs) for t in study.trials])
+        )
     return state
 
 
@@ -65,17 +77,29 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         "evaluate: malformed CSV": (["evaluate", checkpoint, csv["malformed"]], "malformed.csv:2"),
         "evaluate: empty CSV": (["evaluate", checkpoint, csv["empty"]], "empty"),
         "evaluate: missing CSV": (["evaluate", checkpoint, folder / "nope.csv"], "no such file"),
-        "evaluate: not a checkpoint": (["evaluate", folder / "not-a-checkpoint.pt", folder / "good.csv"], "not a readable checkpoint"),
+        "evaluate: not a checkpoint": (
+            ["evaluate", folder / "not-a-checkpoint.pt", folder / "good.csv"],
+            "not a readable checkpoint",
+        ),
         "predict: non-digit sequence": (["predict", checkpoint, "12a"], "'12a' is not a digit sequence"),
         "predict: empty sequence": (["predict", checkpoint, ""], "'' is not a digit sequence"),
         "run: missing spec": (["run", folder / "nope.yaml", "--storage", url], "no such study spec"),
         "run: invalid storage URL": (["run", folder / "spec.yaml", "--storage", "nonsense"], "not a URL"),
-        "ls: unreachable storage": (["ls", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"], "cannot open storage"),
+        "ls: unreachable storage": (
+            ["ls", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"],
+            "cannot open storage",
+        ),
         "best: unknown study": (["best", "nope", "--storage", url], "no study named 'nope'"),
-        "export: unknown study": (["export", "nope", "--out", folder / "x.csv", "--storage", url], "no study named 'nope'"),
+        "export: unknown study": (
+            ["export", "nope", "--out", folder / "x.csv", "--storage", url],
+            "no study named 'nope'",
+        ),
         "rerun: unknown study": (["rerun", "nope", "0", "--storage", url], "no study named 'nope'"),
         "rerun: unknown trial": (["rerun", "tiny", "99", "--storage", url], "no trial 99"),
-        "report: unknown study": (["report", "nope", "--storage", url, "--out", folder / "r.html"], "no study named 'nope'"),
+        "report: unknown study": (
+            ["report", "nope", "--storage", url, "--out", folder / "r.html"],
+            "no study named 'nope'",
+        ),
     }
     for name, (changes, message) in SPEC_MISTAKES.items():
         spec = spec_dict(**{k: v for k, v in changes.items() if k != "space"})
@@ -85,10 +109,11 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         table[f"run: spec {name}"] = (["run", path, "--storage", url], message)
     changed = spec_dict()
     changed["space"] = {**changed["space"], "model.hidden_size": {"low": 8, "high": 32}}
-    table["run: another space under the same name"] = (["run", write_spec(folder, "changed.yaml", changed), "--storage", url], "--name")
+    table["run: another space under the same name"] = (
+        ["run", write_spec(folder, "changed.yaml", changed), "--storage", url],
+        "--name",
+    )
     return table
-
-
 
 
 def test_every_bad_input_is_one_line_exit_2_and_changes_nothing(stored, monkeypatch):
@@ -118,11 +143,18 @@ def test_unwritable_places_give_one_line_and_leave_nothing_half_written(stored):
     blocker = stored / "a-file"
     blocker.write_text("not a folder\n")
     # A report or export under a path whose parent is a file cannot be written (root ignores chmod).
-    for args in (["report", "tiny", "--out", blocker / "r.html"], ["export", "tiny", "--out", blocker / "t.csv"],
-                 ["data", blocker / "d.csv", "--lengths", "2"]):
-        line = assert_one_error_line(invoke(*args, *(["--storage", storage_url(stored)] if args[0] != "data" else [])), code=1)
+    for args in (
+        ["report", "tiny", "--out", blocker / "r.html"],
+        ["export", "tiny", "--out", blocker / "t.csv"],
+        ["data", blocker / "d.csv", "--lengths", "2"],
+    ):
+        line = assert_one_error_line(
+            invoke(*args, *(["--storage", storage_url(stored)] if args[0] != "data" else [])), code=1
+        )
         assert "a-file" in line
-    line = assert_one_error_line(invoke("run", stored / "spec.yaml", "--storage", storage_url(stored), "--checkpoints", blocker / "c"))
+    line = assert_one_error_line(
+        invoke("run", stored / "spec.yaml", "--storage", storage_url(stored), "--checkpoints", blocker / "c")
+    )
     assert "cannot write checkpoints" in line
     assert blocker.read_text() == "not a folder\n"
-    assert not [p for p in stored.rglob("*.tmp")]  # no temporary file left behind
+    assert not list(stored.rglob("*.tmp"))  # no temporary file left behind

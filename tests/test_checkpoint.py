@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from digitsum.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import encode, make_rows
 from digitsum.decode import greedy_decode
-from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.model import DigitSumModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,8 +83,8 @@ def test_save_is_atomic_and_overwrites(tmp_path, data):
 
 def test_failed_save_leaves_no_file(tmp_path):
     path = tmp_path / "best.pt"
-    with pytest.raises(Exception):
-        save_checkpoint(path, make_model(), {"not saveable": lambda: None}, METRICS)  # noqa: B023
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on how the lambda is found
+        save_checkpoint(path, make_model(), {"not saveable": lambda: None}, METRICS)
     assert list(tmp_path.iterdir()) == []
 
 

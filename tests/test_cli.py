@@ -6,16 +6,18 @@ Every expected mistake is exit code 2 and one "error:" line on stderr, never a t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
+from sweep_helpers import assert_one_error_line, checkpoint_dir, invoke, load, run_cli, storage_url, write_spec
 
 from digitsum.checkpoint import load_checkpoint
 from sweep.cli import app
-from sweep_helpers import assert_one_error_line, checkpoint_dir, invoke, load, run_cli, storage_url, write_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -188,8 +190,15 @@ def trained(tmp_path_factory):
     data = invoke("data", folder / "d.csv", "--lengths", "1-2")
     assert data.exit_code == 0, data.stderr
     result = invoke(
-        "train", "model.model_type=gru", "model.hidden_size=8", "train.lengths=1-2", "train.n_epochs=2",
-        "train.device=cpu", "train.num_threads=1", f"train.log_path={folder / 'runs'}", "train.run_name=r",
+        "train",
+        "model.model_type=gru",
+        "model.hidden_size=8",
+        "train.lengths=1-2",
+        "train.n_epochs=2",
+        "train.device=cpu",
+        "train.num_threads=1",
+        f"train.log_path={folder / 'runs'}",
+        "train.run_name=r",
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     return folder, result
@@ -223,10 +232,20 @@ def test_train_writes_a_run(trained):
 
 def test_train_with_a_config_file(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"model_type": "rnn", "hidden_size": 8},
-        "train": {"lengths": "1-2", "n_epochs": 1, "device": "cpu", "num_threads": 1, "log_path": str(tmp_path / "runs")},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"model_type": "rnn", "hidden_size": 8},
+                "train": {
+                    "lengths": "1-2",
+                    "n_epochs": 1,
+                    "device": "cpu",
+                    "num_threads": 1,
+                    "log_path": str(tmp_path / "runs"),
+                },
+            }
+        )
+    )
     result = invoke("train", "--config", config, "train.run_name=fromfile")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("rnn hidden 8 x1, 1 epochs")
@@ -308,8 +327,10 @@ def test_evaluate_bad_csv(mistake, trained, tmp_path):
     assert message in line and str(csv) in line
 
 
-@pytest.mark.parametrize(("sequence", "message"), [("12a", "'12a' is not a digit sequence"), ("", "'' is not a digit sequence"),
-                                                   ("1" * 19, "1 to 18 digits")])
+@pytest.mark.parametrize(
+    ("sequence", "message"),
+    [("12a", "'12a' is not a digit sequence"), ("", "'' is not a digit sequence"), ("1" * 19, "1 to 18 digits")],
+)
 def test_predict_bad_sequence(trained, sequence, message):
     folder, _ = trained
     assert message in assert_one_error_line(invoke("predict", folder / "runs" / "r" / "best.pt", "12", sequence))
@@ -332,3 +353,28 @@ def test_run_checkpoints_go_where_asked(studied):
     folder, url, _ = studied
     assert Path(checkpoint_dir(folder), "tiny").is_dir()
     assert not (folder / "studies").exists()  # nothing written to the default places
+
+
+HEAVY_IMPORTS = """
+import sys
+from sweep.cli import app
+code = None
+try:
+    app(sys.argv[1:], prog_name="sweep")
+except SystemExit as done:
+    code = done.code
+print("loaded:", *sorted(m for m in ("torch", "optuna", "pandas") if m in sys.modules), "exit", code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "loaded"),
+    [(["--help"], []), (["ls", "--help"], []), (["run", "--help"], []), (["ls"], ["optuna"])],
+)
+def test_help_and_ls_answer_without_loading_torch(args, loaded, tmp_path):
+    """A fresh interpreter, as the console script runs: --help loads neither torch nor optuna."""
+    if args == ["ls"]:
+        args = ["ls", "--storage", f"sqlite:///{tmp_path}/s.db"]
+    done = subprocess.run([sys.executable, "-c", HEAVY_IMPORTS, *args], capture_output=True, text=True, timeout=60)
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == " ".join(["loaded:", *loaded, "exit", "0"]), done.stdout + done.stderr

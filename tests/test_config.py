@@ -7,14 +7,26 @@ import math
 
 import pytest
 
-from digitsum.config import ConfigError, apply, check_value, flatten, from_dict, known_keys, parse_overrides
+from digitsum.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    apply,
+    check_value,
+    flatten,
+    from_dict,
+    known_keys,
+    parse_overrides,
+)
 from digitsum.data import make_rows
-from digitsum.config import Config, ModelConfig, TrainConfig
 from digitsum.datasets import split_rows
 
 
 def default_values() -> dict:
-    return {f"{section}.{name}": value for section, values in Config().to_dict().items() for name, value in values.items()}
+    return {
+        f"{section}.{name}": value for section, values in Config().to_dict().items() for name, value in values.items()
+    }
 
 
 def test_known_keys_are_every_config_field():
@@ -289,7 +301,11 @@ def test_apply_returns_a_new_checked_config():
     assert config.model.hidden_size == 32 and config.model.model_type == "rnn"
     assert config.train.learning_rate == 0.01
     assert base == Config()  # unchanged
-    untouched = {k: v for k, v in default_values().items() if k not in ("model.hidden_size", "model.model_type", "train.learning_rate")}
+    untouched = {
+        k: v
+        for k, v in default_values().items()
+        if k not in ("model.hidden_size", "model.model_type", "train.learning_rate")
+    }
     after = {f"{s}.{n}": v for s, values in config.to_dict().items() for n, v in values.items()}
     assert {k: after[k] for k in untouched} == untouched
 
@@ -316,7 +332,9 @@ def test_from_dict():
 
 
 def test_parse_overrides():
-    assert parse_overrides(["model.hidden_size=64", " train.lengths = 2-4", "train.run_name=a=b", "train.dataset_path="]) == {
+    assert parse_overrides(
+        ["model.hidden_size=64", " train.lengths = 2-4", "train.run_name=a=b", "train.dataset_path="]
+    ) == {
         "model.hidden_size": "64",
         "train.lengths": " 2-4",
         "train.run_name": "a=b",

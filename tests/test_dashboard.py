@@ -18,8 +18,6 @@ from pathlib import Path
 import optuna
 import optuna_dashboard
 import pytest
-from optuna.trial import TrialState
-
 from browser import (
     MODEL_TYPES,
     N_EPOCHS,
@@ -38,6 +36,7 @@ from browser import (
     stop_process,
     wait_for_http,
 )
+from optuna.trial import TrialState
 
 STUDY = "cells"
 PLOT_DATA = "dashboard:plot_data:"  # optuna_dashboard._custom_plot_data.SYSTEM_ATTR_PLOT_DATA
@@ -64,7 +63,15 @@ def dashboard(study):
     port = free_port()
     log = study.directory / "dashboard.log"
     process = start_sweep(
-        study.directory, "dashboard", "--storage", study.url, "--host", "127.0.0.1", "--port", port, log=log,
+        study.directory,
+        "dashboard",
+        "--storage",
+        study.url,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        log=log,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -124,12 +131,16 @@ def test_api_study_detail_has_trials_with_intermediate_values(dashboard, study):
         steps = [v["step"] for v in trial["intermediate_values"]]
         if frozen.state == TrialState.COMPLETE:
             assert steps == list(range(1, N_EPOCHS + 1))
-        assert {v["step"]: v["value"] for v in trial["intermediate_values"]} == pytest.approx(frozen.intermediate_values)
+        assert {v["step"]: v["value"] for v in trial["intermediate_values"]} == pytest.approx(
+            frozen.intermediate_values
+        )
         assert all(0.0 <= v["value"] <= 1.0 for v in trial["intermediate_values"])
         user_attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         assert user_attrs["model_type"] in MODEL_TYPES
     assert {p["name"] for p in detail["union_search_space"]} == {
-        "model.model_type", "model.hidden_size", "train.learning_rate",
+        "model.model_type",
+        "model.hidden_size",
+        "train.learning_rate",
     }
     study_attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
     assert study_attrs["metric"] == "val_exact_match"
@@ -144,7 +155,8 @@ def test_study_page_loads_in_chromium_without_errors(dashboard, browser):
     with open_page(browser, f"{dashboard.base}/dashboard/studies/{sid}") as (page, log):
         # The page is a React app: it fetches the study, then draws its history plot.
         page.wait_for_function(
-            "() => document.querySelector('.js-plotly-plot svg.main-svg') !== null", timeout=60_000,
+            "() => document.querySelector('.js-plotly-plot svg.main-svg') !== null",
+            timeout=60_000,
         )
         page.get_by_text(STUDY, exact=False).first.wait_for(timeout=30_000)
         assert STUDY in page.locator("body").inner_text()
@@ -192,7 +204,7 @@ def test_report_attaches_its_figures_for_the_dashboard(dashboard, study, browser
     # In the storage: one "dashboard:plot_data:sweep-<i>:<chunk>" system attribute (or several) per figure.
     storage = optuna.storages.RDBStorage(study.url)
     system_attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(STUDY))
-    ids = {key[len(PLOT_DATA):].rsplit(":", 1)[0] for key in system_attrs if key.startswith(PLOT_DATA)}
+    ids = {key[len(PLOT_DATA) :].rsplit(":", 1)[0] for key in system_attrs if key.startswith(PLOT_DATA)}
     assert ids == {f"sweep-{i}" for i in range(len(expected))}
 
     # Through the API, as plotly JSON with the same titles.

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from digitsum import data
-from digitsum.errors import DataError
-from digitsum.lengths import MAX_LENGTH, parse_lengths
 from digitsum.data import (
     AUTO_SAMPLE,
     EOA,
@@ -32,6 +30,8 @@ from digitsum.data import (
     stratified_split,
     write_csv,
 )
+from digitsum.errors import DataError
+from digitsum.lengths import MAX_LENGTH, parse_lengths
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rnn_101"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,7 +119,7 @@ def test_make_rows_longest_length_sample():
 def test_plan_rows_full_sampled_and_forced_sample():
     assert plan_rows([2, 3]) == {2: (100, False), 3: (1000, False)}
     assert plan_rows([6]) == {6: (10**6, False)}  # exactly FULL_LIMIT: still enumerated
-    assert 10**6 == FULL_LIMIT
+    assert FULL_LIMIT == 10**6
     assert plan_rows([7]) == {7: (AUTO_SAMPLE, True)}
     assert plan_rows([2, 8], sample=500) == {2: (100, False), 8: (500, True)}
     assert plan_rows([3], sample=1000) == {3: (1000, False)}
@@ -225,7 +225,10 @@ def test_make_rows_matches_the_tutorial_seq_len_4():
     assert np.array_equal(ours.x, tutorial.x)
     assert np.array_equal(ours.y, tutorial.y)
     # Same text apart from line endings (the tutorial file uses CRLF).
-    assert path.read_bytes().replace(b"\r\n", b"\n") == ("\n".join(f"{x},{y}" for x, y in zip(ours.x, ours.y)) + "\n").encode()
+    assert (
+        path.read_bytes().replace(b"\r\n", b"\n")
+        == ("\n".join(f"{x},{y}" for x, y in zip(ours.x, ours.y, strict=True)) + "\n").encode()
+    )
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "seq_len_5_only.csv").is_file(), reason="../shared/data/rnn_101 is absent")
@@ -420,7 +423,7 @@ def rows_1_to_4():
 
 
 def groups(rows: Rows, index: np.ndarray) -> set[tuple[int, int]]:
-    return set(zip(rows.lengths[index].tolist(), rows.y[index].tolist()))
+    return set(zip(rows.lengths[index].tolist(), rows.y[index].tolist(), strict=True))
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.8, 0.9])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from digitsum import decode
+from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import EOA, EOS, PAD, Rows, encode, encode_prompts, make_rows
 from digitsum.decode import (
     accuracy,
@@ -17,16 +18,16 @@ from digitsum.decode import (
     greedy_decode,
     max_answer_tokens,
 )
-from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.model import DigitSumModel
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(model_type: str, seed: int = 0, num_layers: int = 1, eoa_bias: float = 0.0, **kwargs) -> DigitSumModel:
     torch.manual_seed(seed)
-    model = DigitSumModel(ModelConfig(model_type=model_type, hidden_size=16, embedding_dim=8, num_layers=num_layers, **kwargs))
+    model = DigitSumModel(
+        ModelConfig(model_type=model_type, hidden_size=16, embedding_dim=8, num_layers=num_layers, **kwargs)
+    )
     with torch.no_grad():
         model.head.weight.mul_(6.0)  # sharper, more varied argmax than a fresh init
         model.head.bias[EOA] += eoa_bias
@@ -166,7 +167,17 @@ def test_exact_matches_semantics():
         ]
     )
     assert exact_matches(decoded, answers).tolist() == [
-        True, True, False, False, False, True, False, False, False, False, True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
     ]
 
 
@@ -210,7 +221,7 @@ def test_accuracy_matches_the_naive_decoder(model_type):
     model = make_model(model_type, seed=2, eoa_bias=2.0)
     steps = max_answer_tokens(4)
     texts = answers_to_text(torch.tensor([reference_decode(model, x, steps) for x in rows.x.tolist()]))
-    right = np.array([t == str(y) for t, y in zip(texts, rows.y.tolist())])
+    right = np.array([t == str(y) for t, y in zip(texts, rows.y.tolist(), strict=True)])
     acc = accuracy(model, data)
     assert acc.exact_match == pytest.approx(right.mean())
     assert acc.n_rows == len(rows)

@@ -14,8 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from digitsum import fused
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, encode, make_rows
 from digitsum.config import ModelConfig
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, encode, make_rows
 from digitsum.datasets import split_rows
 from digitsum.model import DigitSumModel
 from digitsum.train import fit, make_optimizer
@@ -57,7 +57,7 @@ def test_loss_and_gradients_equal_autograd_through_torch_nn(model_type, embeddin
     step = fused.make_step(model, CPU)
     fused_loss = step(inputs.T.contiguous(), targets.T.contiguous())
     assert fused_loss.item() == pytest.approx(loss.item(), rel=1e-5)
-    for (name, p), want in zip(model.named_parameters(), expected):
+    for (name, p), want in zip(model.named_parameters(), expected, strict=True):
         assert p.grad is not None and p.grad.shape == p.shape, name
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6, msg=name)
         assert want.abs().max() > 0, name  # every gradient is really exercised
@@ -72,7 +72,7 @@ def test_clipping_equals_clip_grad_norm(model_type):
     max_norm = total / 4  # well below the norm, so clipping must scale every gradient
     _, expected = autograd_loss_and_grads(model, inputs, targets, max_norm)
     fused.make_step(model, CPU)(inputs.T.contiguous(), targets.T.contiguous(), max_norm)
-    for (name, p), want in zip(model.named_parameters(), expected):
+    for (name, p), want in zip(model.named_parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6, msg=name)
     assert math.sqrt(sum(float(p.grad.square().sum()) for p in model.parameters())) == pytest.approx(max_norm, rel=1e-4)
 
@@ -86,7 +86,7 @@ def test_a_step_writes_every_gradient_afresh(model_type):
     step(inputs.T.contiguous(), targets.T.contiguous())
     first = [p.grad.clone() for p in model.parameters()]
     step(inputs.T.contiguous(), targets.T.contiguous())
-    for p, g in zip(model.parameters(), first):
+    for p, g in zip(model.parameters(), first, strict=True):
         assert torch.equal(p.grad, g)
 
 
@@ -106,16 +106,19 @@ def test_fused_adamw_equals_torch_adamw_with_a_schedule():
     shapes = [(13, 8), (96, 8), (96, 24), (96,), (12,)]
     ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    optimizers = [fused.FusedAdamW(ours, lr=3e-3, weight_decay=0.05), torch.optim.AdamW(theirs, lr=3e-3, weight_decay=0.05)]
+    optimizers = [
+        fused.FusedAdamW(ours, lr=3e-3, weight_decay=0.05),
+        torch.optim.AdamW(theirs, lr=3e-3, weight_decay=0.05),
+    ]
     schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (1 + step)) for o in optimizers]
     for _ in range(30):
-        for p, q in zip(ours, theirs):
+        for p, q in zip(ours, theirs, strict=True):
             p.grad = torch.randn_like(p)
             q.grad = p.grad.clone()
-        for optimizer, schedule in zip(optimizers, schedules):
+        for optimizer, schedule in zip(optimizers, schedules, strict=True):
             optimizer.step()
             schedule.step()
-    for p, q in zip(ours, theirs):
+    for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
     assert not torch.equal(ours[0], torch.zeros_like(ours[0]))
     assert optimizers[0].state[ours[0]]["step"] == 30
@@ -172,7 +175,7 @@ def test_fit_uses_the_fused_step_and_is_reproducible(model_type, tiny_config, ti
     assert [(e.train_loss, e.val_loss, e.val_exact_match) for e in first.history] == [
         (e.train_loss, e.val_loss, e.val_exact_match) for e in second.history
     ]
-    for p, q in zip(first.model.parameters(), second.model.parameters()):
+    for p, q in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -184,7 +187,7 @@ def test_fit_fused_follows_the_torch_nn_path(model_type, tiny_config, tiny_rows)
     train, val = split_rows(tiny_rows, config.train)
     on = fit(config, train, val).history
     off = fit(replace(config, train=replace(config.train, fused=False)), train, val).history
-    for a, b in zip(on, off):
+    for a, b in zip(on, off, strict=True):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
         assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3)
     assert [e.train_loss for e in on] != [e.train_loss for e in off]  # really two different paths

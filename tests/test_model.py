@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from digitsum.data import EOS, N_INPUT_TOKENS, N_OUTPUT_TOKENS, PAD
 from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.data import EOS, N_INPUT_TOKENS, N_OUTPUT_TOKENS, PAD
 from digitsum.model import DigitSumModel, count_parameters
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -56,7 +56,11 @@ def test_state_carries_over_between_calls(model_type):
     first, state = model(seq[:, :4])
     second, state = model(seq[:, 4:], state)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
-    for a, b in zip(state if isinstance(state, tuple) else (state,), whole_state if isinstance(whole_state, tuple) else (whole_state,)):
+    for a, b in zip(
+        state if isinstance(state, tuple) else (state,),
+        whole_state if isinstance(whole_state, tuple) else (whole_state,),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b)
 
 
@@ -149,7 +153,7 @@ def test_count_parameters(model_type, embedding_dim, num_layers):
 
 def test_same_seed_same_weights():
     a, b = make("lstm"), make("lstm")
-    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(p, q), name
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from sweep_helpers import run_spec, spec_dict
 
 from digitsum.checkpoint import load_checkpoint
 from digitsum.errors import UsageError
@@ -18,7 +18,6 @@ from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
 from sweep.objective import checkpoint_path, rerun, stored_base_config, trial_value
 from sweep.spec import parse_spec
-from sweep_helpers import run_spec, spec_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -78,7 +77,7 @@ def test_keep_all_checkpoints(tmp_path):
     study = run_spec(tmp_path, spec_dict(n_trials=3, keep_checkpoints="all"))
     paths = [Path(t.user_attrs["checkpoint"]) for t in study.trials]
     assert len(set(paths)) == 3
-    for trial, path in zip(study.trials, paths):
+    for trial, path in zip(study.trials, paths, strict=True):
         model, payload = load_checkpoint(path)
         assert payload["config"]["model"]["model_type"] == trial.params["model.model_type"]
         assert payload["metrics"]["val_exact_match"] == trial.user_attrs["val_exact_match"]
@@ -87,7 +86,8 @@ def test_keep_all_checkpoints(tmp_path):
 
 def test_probe_metric_is_the_value(tmp_path):
     spec = spec_dict(
-        n_trials=2, metric="probe_exact_match",
+        n_trials=2,
+        metric="probe_exact_match",
         data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3], "probe_sample": 200},
     )
     study = run_spec(tmp_path, spec)
@@ -129,8 +129,12 @@ def test_value_last(tmp_path):
 PRUNE_SPEC = spec_dict(
     n_trials=3,
     fixed={
-        "train.n_epochs": 3, "train.device": "cpu", "train.batch_size": 8, "train.lr_schedule": "constant",
-        "model.model_type": "gru", "model.hidden_size": 16,
+        "train.n_epochs": 3,
+        "train.device": "cpu",
+        "train.batch_size": 8,
+        "train.lr_schedule": "constant",
+        "model.model_type": "gru",
+        "model.hidden_size": 16,
     },
     pruner={"type": "percentile", "percentile": 99.0, "n_startup_trials": 1},
     space={"train.learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True}},
@@ -158,15 +162,18 @@ def test_pruned_trials_stop_early(tmp_path):
 # Divergence and failures
 
 
-# A learning rate of 10 (the largest config allows) alone does not diverge (AdamW's step is bounded by the rate, and tanh/
-# sigmoid cells saturate), but AdamW's decoupled weight decay multiplies every weight by
+# A learning rate of 10 (the largest config allows) alone does not diverge (AdamW's step is bounded by the rate,
+# and tanh/sigmoid cells saturate), but AdamW's decoupled weight decay multiplies every weight by
 # (1 - lr * wd) = -9989 per step at the largest allowed values: the weights overflow within the
 # first epoch and the loss is NaN.
 def test_diverged_trials_are_pruned_with_a_reason_and_the_study_goes_on(tmp_path):
     spec = spec_dict(
         n_trials=4,
         fixed={**spec_dict()["fixed"], "train.learning_rate": 10.0, "train.batch_size": 4, "train.n_epochs": 3},
-        space={"model.model_type": {"choices": ["rnn", "lstm", "gru"]}, "train.weight_decay": {"choices": [0.0, 999.0]}},
+        space={
+            "model.model_type": {"choices": ["rnn", "lstm", "gru"]},
+            "train.weight_decay": {"choices": [0.0, 999.0]},
+        },
     )
     first = [{"model.model_type": kind, "train.weight_decay": 999.0} for kind in ("rnn", "lstm", "gru")]
     study = run_spec(tmp_path, spec, enqueue=[*first, {"model.model_type": "rnn", "train.weight_decay": 0.0}])
@@ -195,8 +202,11 @@ def _failing_spec() -> dict:
 
 @pytest.mark.skipif(not NO_MPS, reason="needs a machine without MPS")
 def test_failing_trial_does_not_stop_the_study(tmp_path):
-    study = run_spec(tmp_path, _failing_spec(), enqueue=[{"train.device": "mps", "model.hidden_size": 8},
-                                                         {"train.device": "cpu", "model.hidden_size": 8}])
+    study = run_spec(
+        tmp_path,
+        _failing_spec(),
+        enqueue=[{"train.device": "mps", "model.hidden_size": 8}, {"train.device": "cpu", "model.hidden_size": 8}],
+    )
     assert states(study)[:2] == ["FAIL", "COMPLETE"]
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2  # the total counts finished trials only
     assert not Path(study.trials[0].user_attrs["checkpoint"]).exists()
@@ -241,7 +251,8 @@ def test_rerun_with_seeds(probe_study):
 def test_rerun_of_a_study_made_before_the_fused_step_trains_through_nn_lstm(tmp_path):
     """A stored config without train.fused comes from before the fused step: rerun it the old way."""
     spec = spec_dict(
-        n_trials=1, fixed={"train.n_epochs": 2, "train.seed": 0, "train.fused": False},
+        n_trials=1,
+        fixed={"train.n_epochs": 2, "train.seed": 0, "train.fused": False},
         space={"model.model_type": {"choices": ["lstm"]}, "model.hidden_size": {"choices": [8]}},
     )
     study = run_spec(tmp_path, spec)

@@ -19,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pg_server import postgres_server, why_unavailable  # noqa: E402
+from pg_server import postgres_server, why_unavailable
 
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 
@@ -55,16 +55,40 @@ def _env() -> dict:
 
 def _start_worker(spec: Path, url: str, cwd: Path) -> subprocess.Popen:
     command = [SWEEP, "run", str(spec), "--storage", url, "--checkpoints", str(cwd / "ckpt"), "--threads", "1"]
-    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_three_workers_one_killed_exact_total(tmp_path, database_url):
     spec = tmp_path / "pg.yaml"
     spec.write_text(SPEC)
-    first = subprocess.run([SWEEP, "run", str(spec), "--storage", database_url, "--trials", "1",
-                            "--checkpoints", str(tmp_path / "ckpt"), "--threads", "1"],
-                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        [
+            SWEEP,
+            "run",
+            str(spec),
+            "--storage",
+            database_url,
+            "--trials",
+            "1",
+            "--checkpoints",
+            str(tmp_path / "ckpt"),
+            "--threads",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stdout + first.stderr  # creates the study once, runs one trial
     assert database_url.split(":")[2].split("@")[0] not in first.stdout + first.stderr  # the password never shows
 
@@ -106,8 +130,9 @@ def test_wrong_password_is_one_line_without_the_password(tmp_path, database_url)
     spec = tmp_path / "pg.yaml"
     spec.write_text(SPEC)
     wrong = database_url.replace("sweep:", "sweep:notthepassword", 1)
-    result = subprocess.run([SWEEP, "run", str(spec), "--storage", wrong], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [SWEEP, "run", str(spec), "--storage", wrong], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), result.stderr
@@ -120,7 +145,9 @@ def test_unreachable_server_is_one_line(tmp_path, database_url):
     spec.write_text(SPEC)
     port = database_url.rsplit(":", 1)[1].split("/")[0]
     closed = database_url.replace(f":{port}/", ":1/")
-    result = subprocess.run([SWEEP, "ls", "--storage", closed], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [SWEEP, "ls", "--storage", closed], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), result.stderr
@@ -154,10 +181,18 @@ def test_storage_lost_mid_run_then_resumed(tmp_path, server):
     assert "Traceback" not in output
     assert server.password not in output
 
-    resumed = subprocess.run([SWEEP, "run", str(spec), "--storage", server.url, "--checkpoints", str(tmp_path / "ckpt"),
-                              "--threads", "1"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [SWEEP, "run", str(spec), "--storage", server.url, "--checkpoints", str(tmp_path / "ckpt"), "--threads", "1"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = optuna.load_study(study_name="pg-lost", storage=optuna.storages.RDBStorage(server.url))
     trials = study.get_trials(deepcopy=False)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
-    assert not [t for t in trials if t.state == TrialState.RUNNING]  # the interrupted trial was failed (stale) and retried
+    assert not [
+        t for t in trials if t.state == TrialState.RUNNING
+    ]  # the interrupted trial was failed (stale) and retried

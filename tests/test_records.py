@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sweep_helpers import invoke
 
 from digitsum.lengths import Probe
 from sweep.records import TRIAL_KEYS, StudyMeta, TrialRecord, model_type, write_trial
-from sweep_helpers import invoke
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,9 @@ def test_the_old_study_reads_back_with_its_values(legacy):
 
 def test_the_old_study_resumes_then_takes_equivalent_spellings(legacy):
     folder, url = legacy
-    result = invoke("run", "legacy-study.yaml", "--storage", url, "--checkpoints", "ckpt", "--trials", 5, "--threads", 1)
+    result = invoke(
+        "run", "legacy-study.yaml", "--storage", url, "--checkpoints", "ckpt", "--trials", 5, "--threads", 1
+    )
     assert result.exit_code == 0, result.output
     assert "4 of 5 trials finished" in result.output
     study = _study(url)
@@ -88,7 +90,9 @@ def test_the_old_study_reports_with_its_error_analysis(legacy):
     assert result.exit_code == 0, (result.output, result.exception)
     page = (folder / "r.html").read_text()
     assert "Error analysis of the best model" in page
-    assert re.search(r"The best trial, 1 of legacy \(rnn\), decoded on its validation rows and on the probe: [\d,]+ wrong of", page)
+    assert re.search(
+        r"The best trial, 1 of legacy \(rnn\), decoded on its validation rows and on the probe: [\d,]+ wrong of", page
+    )
 
 
 def test_the_old_study_reruns_its_best_trial(legacy):

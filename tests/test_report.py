@@ -16,8 +16,6 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from browser import (
     ALL_PLOTS_DRAWN,
     MODEL_TYPES,
@@ -32,6 +30,7 @@ from browser import (
     rendered_plots,
     without_scripts,
 )
+from optuna.trial import TrialState
 
 STUDY = "cells"
 MIN_FIGURES = 8  # comparisons 3, curves 1, hyperparameters 3, lengths 1 (+2 for the error analysis)
@@ -108,7 +107,8 @@ def render(browser, path: Path) -> Rendered:
         )
         intros = page.eval_on_selector_all(
             "h2",
-            "hs => Object.fromEntries(hs.map(h => [h.innerText.trim(), (h.nextElementSibling && h.nextElementSibling.innerText) || '']))",
+            "hs => Object.fromEntries(hs.map(h => "
+            "[h.innerText.trim(), (h.nextElementSibling && h.nextElementSibling.innerText) || '']))",
         )
         return Rendered(
             log=log,
@@ -119,7 +119,9 @@ def render(browser, path: Path) -> Rendered:
             headings=list(intros),
             intros=intros,
             h1=page.locator("h1").inner_text(),
-            plotly_loaded=page.evaluate("typeof window.Plotly === 'object' && typeof window.Plotly.newPlot === 'function'"),
+            plotly_loaded=page.evaluate(
+                "typeof window.Plotly === 'object' && typeof window.Plotly.newPlot === 'function'"
+            ),
         )
 
 
@@ -181,7 +183,12 @@ def test_report_renders_every_figure_offline_in_chromium(report, rendered):
 
 def test_report_has_every_section(rendered):
     assert rendered.headings == [
-        "Summary", "Model types compared", "Learning curves", "Hyperparameters", "Length generalization", ERROR_SECTION,
+        "Summary",
+        "Model types compared",
+        "Learning curves",
+        "Hyperparameters",
+        "Length generalization",
+        ERROR_SECTION,
     ]
     assert STUDY in rendered.h1
 
@@ -189,7 +196,7 @@ def test_report_has_every_section(rendered):
 def test_summary_table_lists_each_model_type(rendered):
     assert rendered.summary_header[0] == "group"
     assert sorted(row[0] for row in rendered.summary_rows) == sorted(MODEL_TYPES)
-    trials = dict((row[0], int(row[1])) for row in rendered.summary_rows)
+    trials = {row[0]: int(row[1]) for row in rendered.summary_rows}
     assert sum(trials.values()) == N_TRIALS
     assert set(trials.values()) == {N_TRIALS // len(MODEL_TYPES)}  # `balance`: equal budgets
 
@@ -209,7 +216,7 @@ def test_summary_shows_size_speed_and_probe_of_the_best_trials(study, rendered):
             best_trials[trial.user_attrs["model_type"]] = trial
     assert best_trials
     for row in rendered.summary_rows:
-        cells = dict(zip(header, row))
+        cells = dict(zip(header, row, strict=True))
         best = best_trials.get(cells["group"])
         if best is None:  # every trial of this model type was pruned
             continue
@@ -304,10 +311,15 @@ def test_report_on_study_with_pruned_trials(study, browser):
     optuna.copy_study(from_study_name=STUDY, from_storage=study.url, to_storage=study.url, to_study_name=name)
     target = optuna.load_study(study_name=name, storage=study.url)
     template = target.trials[0]
-    target.add_trial(optuna.trial.create_trial(
-        state=TrialState.PRUNED, params=template.params, distributions=template.distributions,
-        intermediate_values={1: 0.0}, user_attrs={"model_type": template.user_attrs["model_type"], "epochs_run": 1},
-    ))
+    target.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params=template.params,
+            distributions=template.distributions,
+            intermediate_values={1: 0.0},
+            user_attrs={"model_type": template.user_attrs["model_type"], "epochs_run": 1},
+        )
+    )
     report = write_report(study, name, out="pruned.html")
     n_figures = assert_written(report)
     rendered = render(browser, report.out)

@@ -11,8 +11,6 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-
-from sweep.run import Step, _budgeted, next_step
 from sweep_helpers import (
     FINISHED,
     GRID_SPACE,
@@ -32,6 +30,8 @@ from sweep_helpers import (
     wait_for_running,
     write_spec,
 )
+
+from sweep.run import Step, _budgeted, next_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -113,7 +113,9 @@ CMAES_BUG = (
     "first trial runs (random start), then every trial fails at once and `sweep run` loops on failing trials"
 )
 PAIRS = [
-    ("tpe", "median"), ("random", "percentile"), ("grid", "successive_halving"),
+    ("tpe", "median"),
+    ("random", "percentile"),
+    ("grid", "successive_halving"),
     pytest.param("cmaes", "hyperband", marks=pytest.mark.xfail(reason=CMAES_BUG, strict=True) if not HAS_CMAES else ()),
     ("nsgaii", "none"),
 ]
@@ -128,7 +130,9 @@ def test_pairs_cover_every_sampler_and_pruner():
 @pytest.mark.parametrize(("sampler", "pruner"), PAIRS)
 def test_sampler_and_pruner_end_to_end(tmp_path, sampler, pruner):
     spec = spec_dict(
-        name=f"{sampler}-{pruner}", sampler=SAMPLER_BODIES[sampler], pruner=PRUNER_BODIES[pruner],
+        name=f"{sampler}-{pruner}",
+        sampler=SAMPLER_BODIES[sampler],
+        pruner=PRUNER_BODIES[pruner],
         space=GRID_SPACE if sampler == "grid" else spec_dict()["space"],
     )
     # the timeout only bounds a broken run (cmaes without its package fails trials in a loop)
@@ -143,7 +147,8 @@ def test_sampler_and_pruner_end_to_end(tmp_path, sampler, pruner):
 
 def test_conditional_params_end_to_end(tmp_path):
     spec = spec_dict(
-        n_trials=4, balance="model.model_type",
+        n_trials=4,
+        balance="model.model_type",
         space={
             "model.model_type": {"choices": ["rnn", "lstm"]},
             "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": "lstm"}},
@@ -208,7 +213,9 @@ def test_resumed_trials_do_not_repeat_earlier_params(resumed):
 
 def test_changed_space_is_refused_then_accepted_under_another_name(resumed):
     folder, _, _, _ = resumed
-    changed = write_spec(folder, "changed.yaml", space={**spec_dict()["space"], "model.hidden_size": {"low": 8, "high": 32}})
+    changed = write_spec(
+        folder, "changed.yaml", space={**spec_dict()["space"], "model.hidden_size": {"low": 8, "high": 32}}
+    )
     line = assert_one_error_line(run_cli(folder, changed, "--trials", "5"))
     assert "--name" in line and "'tiny'" in line
     accepted = run_cli(folder, changed, "--trials", "1", "--name", "other", "--threads", "1")
@@ -265,8 +272,22 @@ def test_two_workers_share_one_sqlite_file(tmp_path):
     # Trials long enough (~1-3 s; the fused GRU step is ~4x faster than nn.GRU) that the spawned
     # worker, which starts a few seconds after this process's own worker, still finds trials to run.
     write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 20}})
-    done = sweep_process(tmp_path, "run", "spec.yaml", "--workers", "2", "--trials", "6", "--threads", "1",
-                         "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt", timeout=120)
+    done = sweep_process(
+        tmp_path,
+        "run",
+        "spec.yaml",
+        "--workers",
+        "2",
+        "--trials",
+        "6",
+        "--threads",
+        "1",
+        "--storage",
+        storage_url(tmp_path),
+        "--checkpoints",
+        tmp_path / "ckpt",
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     all_trials = trials(storage_url(tmp_path), "slow")
@@ -285,7 +306,18 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
     # Trials long enough that the one seen RUNNING is still running 0.3 s later.
     write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 15}})
     db = tmp_path / "s.db"
-    args = ("run", "spec.yaml", "--trials", "2", "--threads", "1", "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
+    args = (
+        "run",
+        "spec.yaml",
+        "--trials",
+        "2",
+        "--threads",
+        "1",
+        "--storage",
+        storage_url(tmp_path),
+        "--checkpoints",
+        tmp_path / "ckpt",
+    )
     victim = start_sweep(tmp_path, *args)
     try:
         killed_number = wait_for_running(db, victim)
@@ -319,8 +351,19 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     # Trials long enough that the one seen RUNNING is still running when Ctrl-C arrives.
     write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 40}})
     db = tmp_path / "s.db"
-    process = start_sweep(tmp_path, "run", "spec.yaml", "--trials", "10", "--threads", "1",
-                          "--storage", storage_url(tmp_path), "--checkpoints", tmp_path / "ckpt")
+    process = start_sweep(
+        tmp_path,
+        "run",
+        "spec.yaml",
+        "--trials",
+        "10",
+        "--threads",
+        "1",
+        "--storage",
+        storage_url(tmp_path),
+        "--checkpoints",
+        tmp_path / "ckpt",
+    )
     swallowed = 0
     try:
         number = wait_for_running(db, process)

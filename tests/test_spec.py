@@ -8,11 +8,18 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from sweep_helpers import (
+    GRID_SPACE,
+    PRUNER_BODIES,
+    SAMPLER_BODIES,
+    assert_one_error_line,
+    run_cli,
+    spec_dict,
+    sweep_process,
+    write_spec,
+)
 
 from sweep.spec import PRUNERS, SAMPLERS, Param, SpecError, load_spec, parse_spec
-from sweep_helpers import (
-    GRID_SPACE, PRUNER_BODIES, SAMPLER_BODIES, assert_one_error_line, run_cli, spec_dict, sweep_process, write_spec,
-)
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -196,86 +203,147 @@ MISTAKES = {
     "unknown top key": (dict(trials=3), "trials", "unknown key"),
     "unknown space key": (
         dict(space=with_space(model__hiden_size={"low": 8, "high": 16})),
-        "space.model.hiden_size", "did you mean model.hidden_size",
+        "space.model.hiden_size",
+        "did you mean model.hidden_size",
     ),
     "unknown fixed key": (dict(fixed={"train.n_epoch": 2}), "fixed", "did you mean train.n_epochs"),
     "unknown data key": (dict(data={"lengths": [1, 2], "val_frac": 0.2}), "data.val_frac", "unknown key"),
     "unknown param setting": (
-        dict(space=with_space(model__hidden_size={"low": 8, "high": 16, "lo": 1})), "space.model.hidden_size.lo", "unknown key",
+        dict(space=with_space(model__hidden_size={"low": 8, "high": 16, "lo": 1})),
+        "space.model.hidden_size.lo",
+        "unknown key",
     ),
     "string among int choices": (
-        dict(space=with_space(model__hidden_size={"choices": [8, "big"]})), "space.model.hidden_size", "'big'",
+        dict(space=with_space(model__hidden_size={"choices": [8, "big"]})),
+        "space.model.hidden_size",
+        "'big'",
     ),
     "bad model_type choice": (
-        dict(space=with_space(model__model_type={"choices": ["rnn", "transformer"]})), "space.model.model_type", "rnn, lstm, gru",
+        dict(space=with_space(model__model_type={"choices": ["rnn", "transformer"]})),
+        "space.model.model_type",
+        "rnn, lstm, gru",
     ),
     "wrong type in fixed": (dict(fixed={"train.n_epochs": "many"}), "fixed", "train.n_epochs"),
     "range for a string key": (
-        dict(space=with_space(model__model_type={"low": 1, "high": 2})), "space.model.model_type", "not numeric",
+        dict(space=with_space(model__model_type={"low": 1, "high": 2})),
+        "space.model.model_type",
+        "not numeric",
     ),
     "float type for an int key": (
-        dict(space=with_space(model__hidden_size={"low": 8, "high": 16, "type": "float"})), "space.model.hidden_size.type", "int",
+        dict(space=with_space(model__hidden_size={"low": 8, "high": 16, "type": "float"})),
+        "space.model.hidden_size.type",
+        "int",
     ),
     "non-integer bounds for an int key": (
-        dict(space=with_space(model__hidden_size={"low": 8.5, "high": 16})), "space.model.hidden_size", "integers",
+        dict(space=with_space(model__hidden_size={"low": 8.5, "high": 16})),
+        "space.model.hidden_size",
+        "integers",
     ),
-    "low > high": (dict(space=with_space(model__hidden_size={"low": 16, "high": 8})), "space.model.hidden_size", "low 16 > high 8"),
-    "range missing high": (dict(space=with_space(model__hidden_size={"low": 8})), "space.model.hidden_size", "low and high"),
+    "low > high": (
+        dict(space=with_space(model__hidden_size={"low": 16, "high": 8})),
+        "space.model.hidden_size",
+        "low 16 > high 8",
+    ),
+    "range missing high": (
+        dict(space=with_space(model__hidden_size={"low": 8})),
+        "space.model.hidden_size",
+        "low and high",
+    ),
     "out-of-range bound": (
-        dict(space=with_space(train__learning_rate={"low": 0.01, "high": 20})), "space.train.learning_rate", "(0, 10]",
+        dict(space=with_space(train__learning_rate={"low": 0.01, "high": 20})),
+        "space.train.learning_rate",
+        "(0, 10]",
     ),
     "log with low 0": (
-        dict(space=with_space(model__dropout={"low": 0.0, "high": 0.5, "log": True})), "space.model.dropout", "log scale needs low > 0",
+        dict(space=with_space(model__dropout={"low": 0.0, "high": 0.5, "log": True})),
+        "space.model.dropout",
+        "log scale needs low > 0",
     ),
     "log with negative low": (
-        dict(space=with_space(train__weight_decay={"low": -1.0, "high": 0.5, "log": True})), "space.train.weight_decay", "low > 0",
+        dict(space=with_space(train__weight_decay={"low": -1.0, "high": 0.5, "log": True})),
+        "space.train.weight_decay",
+        "low > 0",
     ),
     "step with log": (
         dict(space=with_space(train__learning_rate={"low": 0.01, "high": 0.1, "log": True, "step": 0.01})),
-        "space.train.learning_rate", "step and log",
+        "space.train.learning_rate",
+        "step and log",
     ),
     "choices and range": (
-        dict(space=with_space(model__hidden_size={"choices": [8], "low": 8})), "space.model.hidden_size", "not both",
+        dict(space=with_space(model__hidden_size={"choices": [8], "low": 8})),
+        "space.model.hidden_size",
+        "not both",
     ),
-    "empty choices": (dict(space=with_space(model__hidden_size={"choices": []})), "space.model.hidden_size.choices", "non-empty"),
+    "empty choices": (
+        dict(space=with_space(model__hidden_size={"choices": []})),
+        "space.model.hidden_size.choices",
+        "non-empty",
+    ),
     "empty space": (dict(space={}), "space", "required"),
     "unknown sampler": (dict(sampler={"type": "bayes"}), "sampler.type", "'bayes' is not one of tpe"),
     "unknown pruner": (dict(pruner={"type": "early"}), "pruner.type", "'early' is not one of median"),
-    "unknown sampler setting": (dict(sampler={"type": "tpe", "n_startup": 3}), "sampler.n_startup", "unknown setting for tpe"),
-    "unknown pruner setting": (dict(pruner={"type": "median", "warmup": 3}), "pruner.warmup", "unknown setting for median"),
-    "pruner setting with a bad value": (dict(pruner={"type": "percentile", "percentile": 150}), "sampler/pruner", "percentile"),
+    "unknown sampler setting": (
+        dict(sampler={"type": "tpe", "n_startup": 3}),
+        "sampler.n_startup",
+        "unknown setting for tpe",
+    ),
+    "unknown pruner setting": (
+        dict(pruner={"type": "median", "warmup": 3}),
+        "pruner.warmup",
+        "unknown setting for median",
+    ),
+    "pruner setting with a bad value": (
+        dict(pruner={"type": "percentile", "percentile": 150}),
+        "sampler/pruner",
+        "percentile",
+    ),
     "pruner missing a required setting": (dict(pruner={"type": "percentile"}), "sampler/pruner", "percentile"),
     "when refers to a later key": (
-        dict(space={
-            "model.hidden_size": {"low": 8, "high": 16, "when": {"model.model_type": ["rnn"]}},
-            "model.model_type": {"choices": ["rnn", "gru"]},
-        }),
-        "space.model.hidden_size.when", "listed earlier",
+        dict(
+            space={
+                "model.hidden_size": {"low": 8, "high": 16, "when": {"model.model_type": ["rnn"]}},
+                "model.model_type": {"choices": ["rnn", "gru"]},
+            }
+        ),
+        "space.model.hidden_size.when",
+        "listed earlier",
     ),
     "when refers to a range key": (
-        dict(space={
-            "model.hidden_size": {"low": 8, "high": 16},
-            "train.learning_rate": {"low": 0.01, "high": 0.1, "when": {"model.hidden_size": [8]}},
-        }),
-        "space.train.learning_rate.when", "must be a choices parameter",
+        dict(
+            space={
+                "model.hidden_size": {"low": 8, "high": 16},
+                "train.learning_rate": {"low": 0.01, "high": 0.1, "when": {"model.hidden_size": [8]}},
+            }
+        ),
+        "space.train.learning_rate.when",
+        "must be a choices parameter",
     ),
     "when value not among choices": (
-        dict(space={
-            "model.model_type": {"choices": ["rnn", "gru"]},
-            "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": ["lstm"]}},
-        }),
-        "space.model.num_layers.when", "'lstm' is not one of model.model_type's choices",
+        dict(
+            space={
+                "model.model_type": {"choices": ["rnn", "gru"]},
+                "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": ["lstm"]}},
+            }
+        ),
+        "space.model.num_layers.when",
+        "'lstm' is not one of model.model_type's choices",
     ),
     "when is not a mapping": (
-        dict(space=with_space(model__num_layers={"choices": [1, 2], "when": "lstm"})), "space.model.num_layers.when", "mapping",
+        dict(space=with_space(model__num_layers={"choices": [1, 2], "when": "lstm"})),
+        "space.model.num_layers.when",
+        "mapping",
     ),
     "grid sampler with a range": (dict(sampler={"type": "grid"}), "space.model.hidden_size", "grid sampler"),
     "grid sampler with a condition": (
-        dict(sampler={"type": "grid"}, space={
-            "model.model_type": {"choices": ["rnn", "gru"]},
-            "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": "gru"}},
-        }),
-        "space.model.num_layers", "unconditional",
+        dict(
+            sampler={"type": "grid"},
+            space={
+                "model.model_type": {"choices": ["rnn", "gru"]},
+                "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": "gru"}},
+            },
+        ),
+        "space.model.num_layers",
+        "unconditional",
     ),
     "probe metric without probe_lengths": (dict(metric="probe_exact_match"), "metric", "probe_lengths"),
     "unknown metric": (dict(metric="accuracy"), "metric", "val_exact_match"),
@@ -283,9 +351,17 @@ MISTAKES = {
     "val_fraction 0": (dict(data={"lengths": [1, 2], "val_fraction": 0}), "data.val_fraction", "between 0 and 1"),
     "val_fraction 1": (dict(data={"lengths": [1, 2], "val_fraction": 1}), "data.val_fraction", "between 0 and 1"),
     "val_fraction 1.5": (dict(data={"lengths": [1, 2], "val_fraction": 1.5}), "data.val_fraction", "between 0 and 1"),
-    "val_fraction text": (dict(data={"lengths": [1, 2], "val_fraction": "a fifth"}), "data.val_fraction", "between 0 and 1"),
+    "val_fraction text": (
+        dict(data={"lengths": [1, 2], "val_fraction": "a fifth"}),
+        "data.val_fraction",
+        "between 0 and 1",
+    ),
     "bad lengths": (dict(data={"lengths": "0-2"}), "data", "between 1 and 18"),
-    "bad probe_lengths": (dict(data={"lengths": [1, 2], "probe_lengths": "five"}), "data.probe_lengths", "list of lengths"),
+    "bad probe_lengths": (
+        dict(data={"lengths": [1, 2], "probe_lengths": "five"}),
+        "data.probe_lengths",
+        "list of lengths",
+    ),
     "n_trials 0": (dict(n_trials=0), "n_trials", "integer >= 1"),
     "n_trials text": (dict(n_trials="ten"), "n_trials", "integer >= 1"),
     "timeout negative": (dict(timeout=-5), "timeout", "seconds > 0"),
@@ -340,7 +416,9 @@ def test_missing_spec_file(tmp_path):
 # Through the CLI: exit 2, one "error:" line, no traceback
 
 
-@pytest.mark.parametrize("mistake", ["unknown top key", "unknown space key", "low > high", "unknown sampler", "n_trials 0"])
+@pytest.mark.parametrize(
+    "mistake", ["unknown top key", "unknown space key", "low > high", "unknown sampler", "n_trials 0"]
+)
 def test_cli_run_bad_spec(mistake, tmp_path):
     changes, key, message = MISTAKES[mistake]
     path = write_spec(tmp_path, "bad.yaml", **changes)
@@ -357,7 +435,9 @@ def test_cli_run_missing_spec(tmp_path):
 
 def test_cli_run_bad_spec_in_a_real_process(tmp_path):
     path = write_spec(tmp_path, "bad.yaml", space=with_space(model__hiden_size={"low": 8, "high": 16}))
-    done = sweep_process(tmp_path, "run", "bad.yaml", "--storage", f"sqlite:///{tmp_path}/s.db", "--checkpoints", tmp_path / "ckpt")
+    done = sweep_process(
+        tmp_path, "run", "bad.yaml", "--storage", f"sqlite:///{tmp_path}/s.db", "--checkpoints", tmp_path / "ckpt"
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: bad.yaml: space.model.hiden_size: "), done.stderr

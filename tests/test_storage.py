@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.storages import JournalStorage, RDBStorage
+from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
 
 from sweep import storage as st
 from sweep.storage import StorageError, default_url, journal_path, load_study, open_storage, safe_url, study_names
-from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -190,7 +190,9 @@ def test_journal_end_to_end(tmp_path):
     result = run_cli(tmp_path, write_spec(tmp_path), "--trials", "2", storage=url)
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "j.log").is_file()
-    study = optuna.load_study(study_name="tiny", storage=JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/j.log")))
+    study = optuna.load_study(
+        study_name="tiny", storage=JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/j.log"))
+    )
     assert sum(t.state in FINISHED for t in study.trials) == 2
     listed = invoke("ls", "--storage", url)
     assert listed.exit_code == 0 and "tiny" in listed.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -12,13 +13,12 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import load_checkpoint
-from digitsum.errors import DataError
+from digitsum.config import LR_SCHEDULES, MODEL_TYPES, ModelConfig, TrainConfig
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Rows, encode, make_rows, write_csv
-from digitsum.decode import accuracy, answers_to_numbers, greedy_decode
-from digitsum.config import MODEL_TYPES, ModelConfig
-from digitsum.model import DigitSumModel, count_parameters
-from digitsum.config import LR_SCHEDULES, TrainConfig
 from digitsum.datasets import load_rows, split_rows
+from digitsum.decode import accuracy, answers_to_numbers, greedy_decode
+from digitsum.errors import DataError
+from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import (
     EpochResult,
     TrainingDiverged,
@@ -86,7 +86,7 @@ def test_fit_is_reproducible(tiny_config, tiny_rows):
     a = fit(config, train, val)
     b = fit(config, train, val)
     assert comparable(a.history) == comparable(b.history)
-    for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+    for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
 
 
@@ -180,7 +180,7 @@ def test_best_epoch_is_kept_and_checkpointed(tiny_config, tiny_rows, tmp_path):
     assert payload["config"] == config.to_dict()
     data = encode(val)
     assert torch.equal(greedy_decode(model, data), greedy_decode(result.model, data))
-    for (name, p), (_, q) in zip(model.state_dict().items(), result.model.state_dict().items()):
+    for (name, p), (_, q) in zip(model.state_dict().items(), result.model.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.pt"]
 
@@ -234,7 +234,7 @@ def test_lr_schedule_cosine(tiny_config, tiny_rows):
     assert [e.learning_rate for e in result.history] == pytest.approx(expected)
     assert result.history[0].learning_rate == pytest.approx(0.01)
     rates = [e.learning_rate for e in result.history]
-    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert all(a > b for a, b in itertools.pairwise(rates))
 
 
 def test_schedule_functions():
@@ -352,8 +352,8 @@ def test_train_run_writes_config_history_and_best(tiny_config, tmp_path):
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert lines[0] == ",".join(HISTORY_COLUMNS)
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
-    for line, epoch in zip(lines[1:], result.history):
-        values = dict(zip(HISTORY_COLUMNS, line.split(",")))
+    for line, epoch in zip(lines[1:], result.history, strict=True):
+        values = dict(zip(HISTORY_COLUMNS, line.split(","), strict=True))
         assert float(values["train_loss"]) == pytest.approx(epoch.train_loss, rel=1e-5)
         assert float(values["val_exact_match"]) == pytest.approx(epoch.val_exact_match, rel=1e-5)
     assert [e.epoch for e in seen] == [1, 2]
