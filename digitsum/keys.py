@@ -78,6 +78,19 @@ def did_you_mean(value: Any, rule: Rule) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def show(value: Any) -> str:
+    """A default as users write it: none, true, "", [5, 6]."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value == "":
+        return '""'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
 def rule_of(field: dataclasses.Field) -> Rule:
     rule = field.metadata.get("rule", ANY)
     assert isinstance(rule, Rule)

@@ -21,21 +21,32 @@ from digitsum.errors import UsageError
 class _ErrorBoundary(TyperGroup):
     """Runs every command: errors a user can fix become one line on stderr and exit code 2."""
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except TyperException as error:  # a bad option before the command, e.g. `sweep --bogus`
+            raise _usage_line(error) from None
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except TyperException as error:  # typer's own usage errors: a bad option value, a missing argument
-            if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
-                raise
-            command = getattr(getattr(error, "ctx", None), "command_path", "sweep")
-            typer.echo(f"error: {error.format_message()}; see {command} --help", err=True)
-            raise typer.Exit(2) from None
+            raise _usage_line(error) from None
         except UsageError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
         except OSError as error:  # disk full, permission denied: not a usage error, still no traceback
             typer.echo(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
             raise typer.Exit(1) from None
+
+
+def _usage_line(error: TyperException) -> BaseException:
+    """Typer's usage error as one line and exit code 2 (help for no arguments stays help)."""
+    if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
+        return error
+    command = getattr(getattr(error, "ctx", None), "command_path", None) or "sweep"
+    typer.echo(f"error: {error.format_message().rstrip('.')}; see {command} --help", err=True)
+    return typer.Exit(2)
 
 
 app = typer.Typer(
@@ -104,7 +115,16 @@ def data(
     typer.echo(f"wrote {len(rows):,} rows (lengths {lengths}) to {out}")
 
 
-@app.command(context_settings={"allow_extra_args": False})
+def _train_keys() -> str:
+    """The config keys with their defaults, for `sweep train --help` (read off the declarations)."""
+    from digitsum.config import schema
+    from digitsum.keys import show
+
+    keys = [f"{key.name}={show(key.default)}" for key in schema().values()]
+    return "Keys and their defaults (`sweep keys` says what each allows):\n\n\b\n" + "\n".join(keys)
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=_train_keys())
 def train(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")

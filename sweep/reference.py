@@ -8,38 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 from digitsum import config as cfg
-from digitsum.keys import help_of, rule_of
+from digitsum.keys import help_of, rule_of, show
 from sweep.spec import DataKeys, ParamKeys, SpecKeys
 
 README_BEGIN = "<!-- sweep keys --markdown: begin (generated; a test checks it) -->"
 README_END = "<!-- sweep keys --markdown: end -->"
 
 
-def _shown(value: Any) -> str:
-    if value is None:
-        return "none"
-    if value == "":
-        return '""'
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return str(value)
-
-
 def config_rows() -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, allowed, help) for every config key."""
-    return [(k.name, k.type_name, _shown(k.default), k.rule.allowed, k.help) for k in cfg.schema().values()]
+    return [(k.name, k.type_name, show(k.default), k.rule.allowed, k.help) for k in cfg.schema().values()]
 
 
 def spec_rows() -> list[tuple[str, str, str, str]]:
     """(key, default, allowed, help) for every study-spec key."""
     sections = (("", SpecKeys), ("data.", DataKeys), ("space.KEY.", ParamKeys))
     return [
-        (prefix + f.name, _shown(f.default), rule_of(f).allowed, help_of(f))
+        (prefix + f.name, show(f.default), rule_of(f).allowed, help_of(f))
         for prefix, cls in sections
         for f in dataclasses.fields(cls)
     ]

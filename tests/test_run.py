@@ -386,3 +386,47 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert swallowed == 0, err  # the first Ctrl-C stops the run (at the next epoch boundary)
     assert "Traceback" not in err
     assert next(t for t in study.trials if t.number == number).state == TrialState.FAIL
+
+
+# ---------------------------------------------------------------------------------------------
+# No global state left behind
+
+
+def test_a_run_restores_the_ctrl_c_handler_and_the_thread_hook(tmp_path):
+    import threading
+
+    handler, hook = signal.getsignal(signal.SIGINT), threading.excepthook
+    run_spec(tmp_path, spec_dict(n_trials=1))
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert threading.excepthook is hook
+
+
+def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
+    """The stop event belongs to one run: a Ctrl-C'd run in this process leaves the next one free."""
+    import threading
+    from pathlib import Path
+
+    from sweep.run import RunPlan, prepare_study, work
+    from sweep.spec import parse_spec
+    from sweep.storage import open_storage
+
+    spec = parse_spec(spec_dict(n_trials=1), str(tmp_path / "spec.yaml"))
+    url = storage_url(tmp_path)
+    prepare_study(spec, open_storage(url), spec.name)
+    plan = RunPlan(
+        spec=spec,
+        storage_url=url,
+        study_name=spec.name,
+        n_trials=1,
+        timeout=None,
+        workers=1,
+        checkpoint_dir=Path(tmp_path / "ckpt"),
+        threads=1,
+    )
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(KeyboardInterrupt):
+        work(plan, stopped)
+    assert trials(url, spec.name) == []
+    work(plan, threading.Event())
+    assert [t.state for t in trials(url, spec.name)] == [TrialState.COMPLETE]
