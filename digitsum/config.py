@@ -13,13 +13,23 @@ import dataclasses
 import difflib
 import functools
 import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from digitsum.errors import ConfigError, DataError
-from digitsum.keys import Rule, at_least, canonical_of, did_you_mean, help_of, key, one_of, rule_of, within
+from digitsum.keys import (
+    Rule,
+    at_least,
+    canonical_of,
+    did_you_mean,
+    help_of,
+    key,
+    one_of,
+    rule_of,
+    unwrap_optional,
+    within,
+)
 from digitsum.lengths import lengths_text, parse_lengths
 
 MODEL_TYPES = ("rnn", "lstm", "gru")
@@ -147,17 +157,10 @@ def schema() -> dict[str, Key]:
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            base, optional = _unwrap_optional(hints[f.name])
+            base, optional = unwrap_optional(hints[f.name])
             name = f"{section}.{f.name}"
             keys[name] = Key(name, base, optional, f.default, help_of(f), rule_of(f), f)
     return keys
-
-
-def _unwrap_optional(annotation: Any) -> tuple[type, bool]:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], True
-    return annotation, False
 
 
 def known_keys() -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,14 @@ def one_of(choices: Sequence[Any]) -> Rule:
 def finite(rule: Rule) -> Rule:
     """The rule, and the number must not be NaN (NaN fails every comparison but `!=`)."""
     return Rule(lambda v: not (isinstance(v, float) and math.isnan(v)) and rule.check(v), rule.allowed)
+
+
+def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """``int | None`` -> (int, True); ``int`` -> (int, False)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
 
 
 def key(

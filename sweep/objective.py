@@ -25,7 +25,7 @@ from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit
 from sweep.records import StudyMeta, TrialRecord, write_trial
-from sweep.spec import StudySpec
+from sweep.spec import Metric, StudySpec, ValueFrom
 
 
 def checkpoint_path(directory: Path, study_name: str, trial_number: int) -> Path:
@@ -37,7 +37,7 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch."""
     probe = probe_rows(spec.probe)
-    per_epoch_probe = spec.metric == "probe_exact_match"
+    per_epoch_probe = spec.metric is Metric.PROBE_EXACT_MATCH
 
     def objective(trial: optuna.Trial) -> float:
         config = spec.config_for(spec.suggest(trial))
@@ -98,10 +98,10 @@ def epoch_value(result: EpochResult, probe_metric: bool) -> float:
     return result.probe_exact_match
 
 
-def trial_value(fitted: FitResult, metric: str, value_from: str) -> float:
+def trial_value(fitted: FitResult, metric: Metric, value_from: ValueFrom) -> float:
     """The trial's value: the metric at the best epoch (chosen by validation) or at the last."""
-    epoch = fitted.history[fitted.best_epoch - 1] if value_from == "best" else fitted.history[-1]
-    return epoch_value(epoch, metric == "probe_exact_match")
+    epoch = fitted.history[fitted.best_epoch - 1] if value_from is ValueFrom.BEST else fitted.history[-1]
+    return epoch_value(epoch, metric is Metric.PROBE_EXACT_MATCH)
 
 
 def measure_probe(fitted: FitResult, probe: Rows) -> Accuracy:
@@ -157,12 +157,13 @@ def rerun(
 
 
 def _rerun_once(config: Config, meta: StudyMeta, probe: Rows | None) -> dict[str, Any]:
+    metric, value_from = Metric(meta.metric), ValueFrom(meta.value_from)
     train_rows, val_rows = data_split(config.train)
-    per_epoch_probe = probe if meta.metric == "probe_exact_match" else None
+    per_epoch_probe = probe if metric is Metric.PROBE_EXACT_MATCH else None
     fitted = fit(config, train_rows, val_rows, probe_rows=per_epoch_probe)
     return {
         "seed": config.train.seed,
-        "value": trial_value(fitted, meta.metric, meta.value_from),
+        "value": trial_value(fitted, metric, value_from),
         "val_exact_match": fitted.best_exact_match,
         "probe_exact_match": measure_probe(fitted, probe).exact_match if probe is not None else None,
         "epochs": len(fitted.history),

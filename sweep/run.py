@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
-from sweep.spec import Param, SpecError, StudySpec
+from sweep.spec import Keep, Param, SpecError, StudySpec
 from sweep.storage import close_storage, heartbeat_settings, open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -91,12 +91,12 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             fingerprint=spec.fingerprint(),
             spec_path=spec.path,
             description=spec.description,
-            metric=spec.metric,
-            value_from=spec.value_from,
+            metric=spec.metric.value,
+            value_from=spec.value_from.value,
             base_config=spec.base.to_dict(),
             probe=spec.probe,
         ).write(study)
-        study.set_metric_names([spec.metric])
+        study.set_metric_names([spec.metric.value])
         optuna_dashboard.save_note(study, spec_note(spec))
     elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
         write_fingerprint(study, spec.fingerprint())
@@ -305,7 +305,7 @@ def _run_trials(
     objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
     guarded = _budgeted(objective, plan.n_trials)
     failures = _FailureCount()
-    callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints == "best" else []
+    callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints is Keep.BEST else []
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
     while deadline is None or time.time() < deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import hashlib
 import inspect
 import json
@@ -25,11 +26,41 @@ import yaml
 from digitsum import config as cfg
 from digitsum.config import Config
 from digitsum.errors import DataError, UsageError
-from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of
+from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, lengths_text, parse_lengths
 
-METRICS = ("val_exact_match", "probe_exact_match")
-VALUE_FROM = ("best", "last")  # the trial's value: its best epoch, or its last
+
+class _Name(str, enum.Enum):
+    """A name from a spec, compared as an enum and written (JSON, f-strings) as its text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Metric(_Name):
+    VAL_EXACT_MATCH = "val_exact_match"
+    PROBE_EXACT_MATCH = "probe_exact_match"
+
+
+class ValueFrom(_Name):
+    """Which epoch's metric is a trial's value."""
+
+    BEST = "best"  # the best epoch by validation exact match
+    LAST = "last"
+
+
+class Keep(_Name):
+    """Which trials keep their checkpoints."""
+
+    BEST = "best"
+    ALL = "all"
+
+
+METRICS = tuple(m.value for m in Metric)
+VALUE_FROM = tuple(v.value for v in ValueFrom)
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
@@ -95,7 +126,7 @@ class SpecKeys:
         Rule(lambda v: v > 0, "seconds > 0, or leave it out for no limit"),
     )
     keep_checkpoints: str = key(
-        "best", "keep the best trial's checkpoint only, or every trial's", one_of(("best", "all"))
+        "best", "keep the best trial's checkpoint only, or every trial's", one_of(tuple(k.value for k in Keep))
     )
     balance: str | None = key(None, "a choices parameter of space whose choices get equal numbers of trials")
     data: dict[str, Any] | None = key(None, "the rows trials train, validate and probe on (see data.*)", parse=_mapping)
@@ -195,7 +226,7 @@ def _strict(value: Any, annotation: Any, parse: Callable[[Any], Any] | None) -> 
     if parse is not None:
         parsed = parse(value)
         return _INVALID if parsed is None else parsed
-    base, optional = cfg._unwrap_optional(annotation)
+    base, optional = unwrap_optional(annotation)
     if value is None:
         return None if optional else _INVALID
     if base is bool:
@@ -259,8 +290,8 @@ class StudySpec:
     name: str
     path: str
     description: str
-    metric: str
-    value_from: str
+    metric: Metric
+    value_from: ValueFrom
     n_trials: int
     timeout: float | None
     base: Config  # defaults + data + fixed values
@@ -268,7 +299,7 @@ class StudySpec:
     sampler: dict[str, Any]
     pruner: dict[str, Any]
     space: tuple[Param, ...]
-    keep_checkpoints: str
+    keep_checkpoints: Keep
     raw: dict[str, Any]  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
     balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
 
@@ -290,8 +321,8 @@ class StudySpec:
         a fixed value equal to its default, ``val_fraction`` or ``train.train_split_fraction``)
         give the same fingerprint; the name, the sampler and the pruner may change on resume."""
         shape = {
-            "metric": self.metric,
-            "value": self.value_from,
+            "metric": self.metric.value,
+            "value": self.value_from.value,
             "config": cfg.changed_keys(self.base),
             "probe": [list(self.probe.lengths), self.probe.sample] if self.probe.lengths else None,
             "space": [param.shape() for param in self.space],
@@ -362,8 +393,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         name=top["name"].strip(),
         path=source,
         description=top["description"].strip(),
-        metric=top["metric"],
-        value_from=top["value"],
+        metric=Metric(top["metric"]),
+        value_from=ValueFrom(top["value"]),
         n_trials=top["n_trials"],
         timeout=top["timeout"],
         base=base,
@@ -371,7 +402,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         sampler=sampler,
         pruner=pruner,
         space=space,
-        keep_checkpoints=top["keep_checkpoints"],
+        keep_checkpoints=Keep(top["keep_checkpoints"]),
         raw=raw,
         balance=balance,
     )
@@ -399,7 +430,7 @@ def _check_combinations(
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
-    if top["metric"] == "probe_exact_match" and not probe.lengths:
+    if top["metric"] == Metric.PROBE_EXACT_MATCH and not probe.lengths:
         raise fail("metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
     if top["balance"] is None:
         return None

@@ -17,7 +17,7 @@ from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
 from sweep.objective import checkpoint_path, rerun, stored_base_config, trial_value
-from sweep.spec import parse_spec
+from sweep.spec import Metric, ValueFrom, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -110,10 +110,10 @@ def _fit_result(values: list[float], best_epoch: int) -> FitResult:
 
 def test_trial_value_best_or_last():
     fitted = _fit_result([0.1, 0.5, 0.3], best_epoch=2)
-    assert trial_value(fitted, "val_exact_match", "best") == 0.5
-    assert trial_value(fitted, "val_exact_match", "last") == 0.3
-    assert trial_value(fitted, "probe_exact_match", "best") == 0.25
-    assert trial_value(fitted, "probe_exact_match", "last") == 0.15
+    assert trial_value(fitted, Metric.VAL_EXACT_MATCH, ValueFrom.BEST) == 0.5
+    assert trial_value(fitted, Metric.VAL_EXACT_MATCH, ValueFrom.LAST) == 0.3
+    assert trial_value(fitted, Metric.PROBE_EXACT_MATCH, ValueFrom.BEST) == 0.25
+    assert trial_value(fitted, Metric.PROBE_EXACT_MATCH, ValueFrom.LAST) == 0.15
 
 
 def test_value_last(tmp_path):
