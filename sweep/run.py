@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
-from sweep.storage import close_storage, heartbeat_settings, open_storage, study_names
+from sweep.storage import close_storage, open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -146,11 +146,10 @@ def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, ad
     reach its total. Each worker records one heartbeat per such trial, once: a live trial's own
     thread keeps it fresh, a dead one is failed and retried a grace period later.
     """
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval or not isinstance(storage, optuna.storages.RDBStorage):
-        return
-    grace = heartbeat_settings().grace_period
-    old_enough = datetime.datetime.now() - datetime.timedelta(seconds=grace + interval)
+    if not isinstance(storage, optuna.storages.RDBStorage) or not storage.heartbeat_interval:
+        return  # a journal file, or a storage opened without heartbeats
+    silence = (storage.grace_period or 0) + storage.heartbeat_interval  # as the storage was opened
+    old_enough = datetime.datetime.now() - datetime.timedelta(seconds=silence)
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number not in adopted and trial.datetime_start and trial.datetime_start < old_enough:
