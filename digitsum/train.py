@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import LR_SCHEDULES, Config, TrainConfig
+from digitsum.config import LR_SCHEDULES, Config, ModelConfig, TrainConfig
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy
@@ -32,6 +32,18 @@ class EpochResult:
     seconds: float
     learning_rate: float
     probe_exact_match: float | None = None  # unrolled exact match on the probe rows, when given
+    train_seconds: float = 0.0  # the training pass alone (no scoring); what "time to train" means
+
+
+def time_to_target(history: list[EpochResult], target: float) -> tuple[int, float] | None:
+    """(epoch, training seconds up to and including it) where validation exact match first reached
+    ``target``; None if it never did."""
+    seconds = 0.0
+    for result in history:
+        seconds += result.train_seconds
+        if result.val_exact_match >= target:
+            return result.epoch, seconds
+    return None
 
 
 @dataclass
@@ -143,11 +155,14 @@ class _Run:
         train_loss = _train_epoch(
             self.model, self.train, self.optimizer, self.scheduler, self.config, self.generator, self.fused_step
         )
+        train_seconds = time.perf_counter() - start
         val_loss = evaluate_loss(self.model, self.val)
         val_accuracy = accuracy(self.model, self.val)
         probe_exact = accuracy(self.model, self.probe).exact_match if self.probe is not None else None
         seconds = time.perf_counter() - start
-        result = EpochResult(epoch, train_loss, val_loss, val_accuracy.exact_match, seconds, learning_rate, probe_exact)
+        result = EpochResult(
+            epoch, train_loss, val_loss, val_accuracy.exact_match, seconds, learning_rate, probe_exact, train_seconds
+        )
         return result, val_accuracy
 
 
@@ -266,7 +281,22 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
     return total / max(count, 1)
 
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds")
+
+
+def warm_up(model_types: tuple[str, ...] = ("rnn", "lstm", "gru"), num_threads: int = 0) -> None:
+    """Pay a process's one-off costs before any timed training: one tiny epoch per model type loads
+    the fused kernel and its scratch buffers, torch.optim's imports and each cell's first-call set-up,
+    so that no trial's training seconds include them."""
+    from digitsum.data import make_rows
+
+    rows = make_rows([1, 2])
+    for model_type in model_types:
+        config = Config(
+            ModelConfig(model_type=model_type, hidden_size=8, embedding_dim=4),
+            TrainConfig(lengths="1-2", n_epochs=1, batch_size=32, device="cpu", num_threads=num_threads),
+        )
+        fit(config, *split_rows(rows, config.train))
 
 
 def train_run(config: Config, on_epoch: OnEpoch | None = None) -> tuple[FitResult, Path]:

@@ -23,7 +23,7 @@ from digitsum.data import Rows, encode
 from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
-from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit
+from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
 from sweep.records import StudyMeta, TrialRecord, write_trial
 from sweep.spec import Metric, StudySpec, ValueFrom
 
@@ -51,15 +51,15 @@ def make_objective(
             num_threads=num_threads,
         )
         epochs: list[EpochResult] = []
-        on_epoch = _reporter(trial, epochs, stop, per_epoch_probe)
+        on_epoch = _reporter(trial, epochs, stop, per_epoch_probe, spec.target)
         train_rows, val_rows = data_split(config.train)
         try:
             fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=probe if per_epoch_probe else None)
         except TrainingDiverged as error:
-            _record_run(trial, epochs)
+            _record_run(trial, epochs, spec.target)
             write_trial(trial, pruned_reason=f"diverged: {error}")
             raise optuna.TrialPruned(f"diverged: {error}") from None
-        _record_run(trial, epochs)
+        _record_run(trial, epochs, spec.target)
         # Saved once at the end, not at every better epoch: a trial that dies is retried anyway.
         save_checkpoint(
             path,
@@ -74,7 +74,7 @@ def make_objective(
 
 
 def _reporter(
-    trial: optuna.Trial, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool
+    trial: optuna.Trial, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool, target: float
 ) -> Callable[[EpochResult], None]:
     """fit's on_epoch: report the epoch's value, prune when the pruner says so, stop on Ctrl-C."""
 
@@ -85,7 +85,7 @@ def _reporter(
         value = epoch_value(result, per_epoch_probe)
         trial.report(value, result.epoch)
         if trial.should_prune():
-            _record_run(trial, epochs)
+            _record_run(trial, epochs, target)
             raise optuna.TrialPruned(f"pruned at epoch {result.epoch} with {value:.4f}")
 
     return on_epoch
@@ -112,10 +112,20 @@ def _by_length(values: dict[int, float]) -> dict[str, float]:
     return {str(length): round(value, 5) for length, value in values.items()}
 
 
-def _record_run(trial: optuna.Trial, epochs: list[EpochResult]) -> None:
-    write_trial(trial, epochs_run=len(epochs))
-    if epochs:
-        write_trial(trial, seconds_per_epoch=round(sum(e.seconds for e in epochs) / len(epochs), 4))
+def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -> None:
+    """How far the trial trained and what it cost, whether it completed or was pruned."""
+    if not epochs:
+        write_trial(trial, epochs_run=0)
+        return
+    reached = time_to_target(epochs, target)
+    write_trial(
+        trial,
+        epochs_run=len(epochs),
+        seconds_per_epoch=round(sum(e.seconds for e in epochs) / len(epochs), 4),
+        train_seconds=round(sum(e.train_seconds for e in epochs), 4),
+        epoch_to_target=reached[0] if reached else None,
+        seconds_to_target=round(reached[1], 4) if reached else None,
+    )
 
 
 def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> None:

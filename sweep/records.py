@@ -31,6 +31,7 @@ class StudyMeta:
     value_from: str = "best"  # the trial's value: its best epoch (by validation) or its last
     base_config: dict[str, Any] | None = None  # defaults + data + fixed; None: not made by `sweep run`
     probe: Probe = Probe()
+    target: float = 0.99  # the validation exact match that counts as trained (time to target)
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -62,7 +63,10 @@ class TrialRecord:
     checkpoint: str | None = None  # path of the trial's best-epoch checkpoint
     num_threads: int = 0  # torch threads: results depend on it, so `sweep rerun` reuses it
     epochs_run: int = 0
-    seconds_per_epoch: float | None = None
+    seconds_per_epoch: float | None = None  # training and scoring, per epoch run
+    train_seconds: float | None = None  # the training passes alone, over every epoch run
+    epoch_to_target: int | None = None  # the first epoch whose validation exact match reached the target
+    seconds_to_target: float | None = None  # training seconds up to that epoch; None: never reached
     n_parameters: int | None = None
     best_epoch: int | None = None
     val_exact_match: float | None = None  # at the best epoch

@@ -34,6 +34,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from digitsum.train import warm_up
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
@@ -95,6 +96,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             value_from=spec.value_from.value,
             base_config=spec.base.to_dict(),
             probe=spec.probe,
+            target=spec.target,
         ).write(study)
         study.set_metric_names([spec.metric.value])
         optuna_dashboard.save_note(study, spec_note(spec))
@@ -301,6 +303,7 @@ def _run_trials(
         sampler=plan.spec.make_sampler(worker, stored),
         pruner=plan.spec.make_pruner(),
     )
+    warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
     objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
     guarded = _budgeted(objective, plan.n_trials)
     failures = _FailureCount()

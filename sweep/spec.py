@@ -125,6 +125,12 @@ class SpecKeys:
         "seconds after which no new trial starts; --timeout overrides it",
         Rule(lambda v: v > 0, "seconds > 0, or leave it out for no limit"),
     )
+    target: float = key(
+        0.99,
+        "validation exact match that counts as trained: each trial records the epoch and training seconds "
+        "at which it first reached it",
+        Rule(lambda v: 0 < v <= 1, "a number in (0, 1], e.g. 0.99"),
+    )
     keep_checkpoints: str = key(
         "best", "keep the best trial's checkpoint only, or every trial's", one_of(tuple(k.value for k in Keep))
     )
@@ -300,7 +306,8 @@ class StudySpec:
     pruner: dict[str, Any]
     space: tuple[Param, ...]
     keep_checkpoints: Keep
-    raw: dict[str, Any]  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
+    raw: dict[str, Any]
+    target: float = 0.99  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
     balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -311,6 +318,11 @@ class StudySpec:
                 chosen[param.key] = param.suggest(trial)
         return chosen
 
+    def model_types(self) -> tuple[str, ...]:
+        """The model types its trials can train."""
+        param = next((p for p in self.space if p.key == "model.model_type" and p.choices), None)
+        return tuple(dict.fromkeys(param.choices)) if param and param.choices else (self.base.model.model_type,)
+
     def config_for(self, params: dict[str, Any]) -> Config:
         return cfg.apply(self.base, params)
 
@@ -320,7 +332,7 @@ class StudySpec:
         Taken from the validated spec, so equivalent spellings (``lengths: 2-4`` or ``[2, 3, 4]``,
         a fixed value equal to its default, ``val_fraction`` or ``train.train_split_fraction``)
         give the same fingerprint; the name, the sampler and the pruner may change on resume."""
-        shape = {
+        shape: dict[str, Any] = {
             "metric": self.metric.value,
             "value": self.value_from.value,
             "config": cfg.changed_keys(self.base),
@@ -328,6 +340,8 @@ class StudySpec:
             "space": [param.shape() for param in self.space],
             "balance": self.balance.key if self.balance else None,
         }
+        if self.target != 0.99:  # added later: studies made before it keep their fingerprint
+            shape["target"] = self.target
         digest = hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
         return f"v2:{digest[:16]}"
 
@@ -403,6 +417,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         pruner=pruner,
         space=space,
         keep_checkpoints=Keep(top["keep_checkpoints"]),
+        target=top["target"],
         raw=raw,
         balance=balance,
     )
