@@ -221,10 +221,57 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
     }
 
 
+def pareto_summary(study: optuna.Study) -> dict[str, Any]:
+    """The Pareto set of a study with several objectives, as `sweep best --json` prints it."""
+    from sweep.objectives import objectives_from_stored
+    from sweep.records import StudyMeta, TrialRecord, model_type
+
+    meta = StudyMeta.read(study)
+    goals = objectives_from_stored(meta.objectives, meta.metric)
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        record = TrialRecord.read(trial)
+        rows.append(
+            {
+                "trial": trial.number,
+                "values": {str(goal.metric): value for goal, value in zip(goals, trial.values, strict=True)},
+                "model_type": model_type(trial),
+                "n_parameters": record.n_parameters,
+                "params": trial.params,
+                "checkpoint": record.checkpoint,
+            }
+        )
+    return {
+        "study": study.study_name,
+        "objectives": [goal.to_dict() for goal in goals],
+        "constraints": meta.constraints,
+        "pareto": rows,
+    }
+
+
+def _print_pareto(summary: dict[str, Any]) -> None:
+    names = [o["metric"] for o in summary["objectives"]]
+    directions = ", ".join(f"{o['metric']} ({o['direction']})" for o in summary["objectives"])
+    typer.echo(f"Pareto set of {summary['study']!r}: {len(summary['pareto'])} trial(s) on {directions}")
+    typer.echo(f"{'trial':>6s}  {'model':5s} {'parameters':>10s}  " + "  ".join(f"{n:>17s}" for n in names))
+    for row in summary["pareto"]:
+        values = "  ".join(f"{row['values'][n]:17.6g}" for n in names)
+        typer.echo(f"{row['trial']:6d}  {row['model_type']:5s} {row['n_parameters'] or 0:10,d}  {values}")
+
+
 def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
     from sweep.storage import load_study
 
     study = load_study(name, open_store(storage))
+    if len(study.directions) > 1:
+        summary = pareto_summary(study)
+        if not summary["pareto"]:
+            raise DataError(f"study {name!r} has no completed (feasible) trial yet; run it with `sweep run`")
+        if as_json:
+            _echo_json(summary)
+        else:
+            _print_pareto(summary)
+        return
     try:
         summary = best_summary(study)
     except ValueError:

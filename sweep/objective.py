@@ -24,8 +24,9 @@ from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
+from sweep.objectives import Metric, measures
 from sweep.records import StudyMeta, TrialRecord, write_trial
-from sweep.spec import Metric, StudySpec, ValueFrom
+from sweep.spec import StudySpec, ValueFrom
 
 
 def checkpoint_path(directory: Path, study_name: str, trial_number: int) -> Path:
@@ -34,12 +35,14 @@ def checkpoint_path(directory: Path, study_name: str, trial_number: int) -> Path
 
 def make_objective(
     spec: StudySpec, checkpoint_dir: Path, stop: threading.Event, num_threads: int = 0
-) -> Callable[[optuna.Trial], float]:
-    """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch."""
-    probe = probe_rows(spec.probe)
-    per_epoch_probe = spec.metric is Metric.PROBE_EXACT_MATCH
+) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
+    """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch.
 
-    def objective(trial: optuna.Trial) -> float:
+    One value per objective: a float for one objective, a tuple for several."""
+    probe = probe_rows(spec.probe)
+    per_epoch_probe = any(goal.metric is Metric.PROBE_EXACT_MATCH for goal in spec.goals)
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         config = spec.config_for(spec.suggest(trial))
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
         path = checkpoint_path(checkpoint_dir, trial.study.study_name, trial.number)
@@ -51,7 +54,7 @@ def make_objective(
             num_threads=num_threads,
         )
         epochs: list[EpochResult] = []
-        on_epoch = _reporter(trial, epochs, stop, per_epoch_probe, spec.target)
+        on_epoch = _reporter(trial, spec, epochs, stop, per_epoch_probe)
         train_rows, val_rows = data_split(config.train)
         try:
             fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=probe if per_epoch_probe else None)
@@ -59,33 +62,52 @@ def make_objective(
             _record_run(trial, epochs, spec.target)
             write_trial(trial, pruned_reason=f"diverged: {error}")
             raise optuna.TrialPruned(f"diverged: {error}") from None
-        _record_run(trial, epochs, spec.target)
+        cost = _record_run(trial, epochs, spec.target)
         # Saved once at the end, not at every better epoch: a trial that dies is retried anyway.
-        save_checkpoint(
-            path,
-            fitted.model,
-            config.to_dict(),
-            {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match},
-        )
+        metrics = {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match}
+        save_checkpoint(path, fitted.model, config.to_dict(), metrics)
         _record_fit(trial, fitted, probe)
-        return trial_value(fitted, spec.metric, spec.value_from)
+        return _objective_values(trial, spec, fitted, cost)
 
     return objective
 
 
+def _objective_values(
+    trial: optuna.Trial, spec: StudySpec, fitted: FitResult, cost: dict[str, Any]
+) -> float | tuple[float, ...]:
+    """The trial's value per objective, and its constraints set on the trial (Optuna's set_constraint)."""
+    accuracies = {m: trial_value(fitted, m, spec.value_from) for m in (Metric.VAL_EXACT_MATCH,)}
+    if any(g.metric is Metric.PROBE_EXACT_MATCH for g in spec.goals):
+        accuracies[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, spec.value_from)
+    values = measures({"n_parameters": fitted.n_parameters, **cost}, dict(accuracies))
+    for constraint in spec.constraints:
+        trial.set_constraint(constraint.name, constraint.violation(values[constraint.metric]))
+    results = tuple(values[goal.metric] for goal in spec.goals)
+    return results[0] if len(results) == 1 else results
+
+
 def _reporter(
-    trial: optuna.Trial, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool, target: float
+    trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool
 ) -> Callable[[EpochResult], None]:
-    """fit's on_epoch: report the epoch's value, prune when the pruner says so, stop on Ctrl-C."""
+    """fit's on_epoch: report the epoch's value and prune when the pruner says so (one accuracy
+    objective), or keep the validation curve and apply the spec's early-stop rule (several); stop on Ctrl-C."""
+    early_stop = spec.early_stop
 
     def on_epoch(result: EpochResult) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         epochs.append(result)
-        value = epoch_value(result, per_epoch_probe)
-        trial.report(value, result.epoch)
-        if trial.should_prune():
-            _record_run(trial, epochs, target)
+        if spec.reports_per_epoch:
+            value = epoch_value(result, per_epoch_probe)
+            trial.report(value, result.epoch)
+            stopping = trial.should_prune()
+        else:
+            curve = [e.val_exact_match for e in epochs]
+            write_trial(trial, val_curve=curve)
+            value = result.val_exact_match
+            stopping = early_stop is not None and early_stop.should_stop(trial.study, curve)
+        if stopping:
+            _record_run(trial, epochs, spec.target)
             raise optuna.TrialPruned(f"pruned at epoch {result.epoch} with {value:.4f}")
 
     return on_epoch
@@ -112,20 +134,21 @@ def _by_length(values: dict[int, float]) -> dict[str, float]:
     return {str(length): round(value, 5) for length, value in values.items()}
 
 
-def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -> None:
-    """How far the trial trained and what it cost, whether it completed or was pruned."""
+def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -> dict[str, Any]:
+    """How far the trial trained and what it cost, whether it completed or was pruned; returns what it wrote."""
     if not epochs:
         write_trial(trial, epochs_run=0)
-        return
+        return {"epochs_run": 0, "train_seconds": 0.0, "seconds_to_target": None}
     reached = time_to_target(epochs, target)
-    write_trial(
-        trial,
-        epochs_run=len(epochs),
-        seconds_per_epoch=round(sum(e.seconds for e in epochs) / len(epochs), 4),
-        train_seconds=round(sum(e.train_seconds for e in epochs), 4),
-        epoch_to_target=reached[0] if reached else None,
-        seconds_to_target=round(reached[1], 4) if reached else None,
-    )
+    cost = {
+        "epochs_run": len(epochs),
+        "seconds_per_epoch": round(sum(e.seconds for e in epochs) / len(epochs), 4),
+        "train_seconds": round(sum(e.train_seconds for e in epochs), 4),
+        "epoch_to_target": reached[0] if reached else None,
+        "seconds_to_target": round(reached[1], 4) if reached else None,
+    }
+    write_trial(trial, **cost)
+    return cost
 
 
 def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> None:

@@ -43,9 +43,10 @@ def trial_line(trial: FrozenTrial, record: TrialRecord, best: float | None) -> s
     """``trial    3  gru   COMPLETE  value 0.9950  best 0.9950  epochs  15    12.3s``."""
     started, completed = trial.datetime_start, trial.datetime_complete
     seconds = (completed - started).total_seconds() if started and completed else 0.0
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        value = f"{trial.intermediate_values[max(trial.intermediate_values)]:.4f}"
+    value = ", ".join(f"{v:.4g}" if abs(v) >= 10 else f"{v:.4f}" for v in trial.values) if trial.values else "-"
+    curve = trial.intermediate_values or dict(enumerate(record.val_curve, start=1))
+    if trial.state == TrialState.PRUNED and curve:
+        value = f"{curve[max(curve)]:.4f}"
     best_text = f"{best:.4f}" if best is not None else "-"
     reason = record.fail_reason or record.pruned_reason or ""
     return (

@@ -32,6 +32,8 @@ class StudyMeta:
     base_config: dict[str, Any] | None = None  # defaults + data + fixed; None: not made by `sweep run`
     probe: Probe = Probe()
     target: float = 0.99  # the validation exact match that counts as trained (time to target)
+    objectives: list[dict[str, str]] | None = None  # [{metric, direction}]; None: `metric`, maximized
+    constraints: list[dict[str, Any]] = field(default_factory=list)  # [{metric, min, max}]
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -71,6 +73,7 @@ class TrialRecord:
     best_epoch: int | None = None
     val_exact_match: float | None = None  # at the best epoch
     val_by_length: dict[str, float] = field(default_factory=dict)
+    val_curve: list[float] = field(default_factory=list)  # per epoch, where Optuna keeps no curve (several objectives)
     probe_exact_match: float | None = None
     probe_by_length: dict[str, float] = field(default_factory=dict)
     pruned_reason: str | None = None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from digitsum import config as cfg
 from digitsum.keys import help_of, rule_of, show
-from sweep.spec import DataKeys, ParamKeys, SpecKeys
+from sweep.spec import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys
 
 README_BEGIN = "<!-- sweep keys --markdown: begin (generated; a test checks it) -->"
 README_END = "<!-- sweep keys --markdown: end -->"
@@ -24,7 +24,13 @@ def config_rows() -> list[tuple[str, str, str, str, str]]:
 
 def spec_rows() -> list[tuple[str, str, str, str]]:
     """(key, default, allowed, help) for every study-spec key."""
-    sections = (("", SpecKeys), ("data.", DataKeys), ("space.KEY.", ParamKeys))
+    sections = (
+        ("", SpecKeys),
+        ("objectives[].", ObjectiveKeys),
+        ("constraints.METRIC.", ConstraintKeys),
+        ("data.", DataKeys),
+        ("space.KEY.", ParamKeys),
+    )
     return [
         (prefix + f.name, show(f.default), rule_of(f).allowed, help_of(f))
         for prefix, cls in sections
@@ -53,7 +59,11 @@ def key_tables(markdown: bool = False) -> str:
     if markdown:
         lines = ["Config keys (`sweep train KEY=VALUE`, `--config FILE`, a spec's `fixed` and `space`):", ""]
         lines += _markdown(("key", "type", "default", "allowed", "what it does"), config)
-        lines += ["", "Study-spec keys (`studies/*.yaml`; `space.KEY` is any config key above):", ""]
+        lines += [
+            "",
+            "Study-spec keys (`studies/*.yaml`; `space.KEY` is any config key above, `METRIC` an objective's metric):",
+            "",
+        ]
         lines += _markdown(("key", "default", "allowed", "what it does"), spec)
         return "\n".join(lines)
     lines = ["config keys (sweep train KEY=VALUE, --config FILE, a spec's fixed and space):", *_text(config)]

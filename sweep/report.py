@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 import math
 import time
+import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError
 from digitsum.files import atomic_path
@@ -26,6 +28,7 @@ from sweep.records import StudyMeta, TrialRecord, model_type
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
 EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+FEW_TRIALS = 10  # fewer completed trials than this, and importances get a caveat
 MAX_CURVES = 400  # learning curves drawn; more only slow the browser down
 
 
@@ -43,12 +46,16 @@ def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
     rows = []
     several = len(studies) > 1
     for study in studies:
+        several_objectives = len(study.directions) > 1
         for t in study.get_trials(deepcopy=False):
             record = TrialRecord.read(t)
             if record.surplus:
                 continue
             kind = model_type(t)
-            curve = dict(sorted(t.intermediate_values.items()))
+            # With several objectives Optuna keeps no curve and no single value: the record's
+            # validation curve and best-epoch accuracy stand in, so every figure compares accuracy.
+            curve = dict(sorted(t.intermediate_values.items())) or dict(enumerate(record.val_curve, start=1))
+            value = record.val_exact_match if several_objectives else t.value
             rows.append(
                 {
                     "study": study.study_name,
@@ -56,7 +63,7 @@ def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
                     "model_type": kind,
                     "number": t.number,
                     "state": t.state,  # an IntEnum: pandas may keep it as a plain int
-                    "value": t.value,
+                    "value": value,
                     "last_value": curve[max(curve)] if curve else None,
                     "curve": curve,
                     "params": t.params,
@@ -239,7 +246,9 @@ def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
     notes: list[str] = []
     for study in studies:
         prefix = f"{study.study_name}: " if len(studies) > 1 else ""
-        figures += _study_hyperparameter_figures(study, prefix, metric, notes)
+        with warnings.catch_warnings():  # PED-ANOVA warns that it ranks low values: _first_objective negates
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
+            figures += _study_hyperparameter_figures(study, prefix, metric, notes)
     intro = (
         "Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every "
         "completed trial across its parameters, and the value against the most important ones."
@@ -251,30 +260,46 @@ def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
 
 def _study_hyperparameter_figures(study: optuna.Study, prefix: str, metric: str, notes: list[str]) -> list[go.Figure]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2 or not study.best_trial.params:
+    if len(complete) < 2 or not any(t.params for t in complete):
         notes.append(f"{study.study_name}: fewer than two completed trials, nothing to compare yet.")
         return []
+    if len(complete) < FEW_TRIALS:
+        notes.append(
+            f"{study.study_name}: importances rest on {len(complete)} completed trials only; read them as a hint."
+        )
+    target, ranked = _first_objective(study)
     figures = []
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(study, target=ranked)
     except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
         notes.append(f"{study.study_name}: importances unavailable ({error}).")
         importances = {}
     if importances:
-        fig = optuna.visualization.plot_param_importances(study)
-        figures.append(
-            fig.update_layout(title=f"{prefix}hyperparameter importances (Optuna default evaluator)", height=420)
-        )
+        fig = optuna.visualization.plot_param_importances(study, target=ranked, target_name=metric)
+        title = f"{prefix}hyperparameter importances (Optuna default evaluator)"
+        figures.append(fig.update_layout(title=title, height=420))
     # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
-    always = [p for p in study.best_trial.params if all(p in t.params for t in complete)]
+    always = [p for p in complete[0].params if all(p in t.params for t in complete)]
     if len(always) >= 2:
-        fig = optuna.visualization.plot_parallel_coordinate(study, params=always)
+        fig = optuna.visualization.plot_parallel_coordinate(study, params=always, target=target, target_name=metric)
         figures.append(fig.update_layout(title=f"{prefix}parallel coordinates (completed trials)", height=460))
     top = list(importances)[:3] or always[:3]
     if top:
-        fig = optuna.visualization.plot_slice(study, params=top)
+        fig = optuna.visualization.plot_slice(study, params=top, target=target, target_name=metric)
         figures.append(fig.update_layout(title=f"{prefix}{metric} against the most important parameters", height=420))
     return figures
+
+
+Target = Callable[[FrozenTrial], float] | None
+
+
+def _first_objective(study: optuna.Study) -> tuple[Target, Target]:
+    """Optuna's figures take one target: with several objectives, the first. Returns (what to plot,
+    what to rank importances by: PED-ANOVA ranks low values, so a maximized objective is negated)."""
+    if len(study.directions) == 1:
+        return None, None
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return (lambda t: t.values[0]), (lambda t: sign * t.values[0])
 
 
 def lengths_section(frame: pd.DataFrame) -> Section:

@@ -75,7 +75,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction="maximize",
+        directions=[goal.direction.value for goal in spec.goals],
         load_if_exists=True,
         sampler=spec.make_sampler(),
         pruner=spec.make_pruner(),
@@ -92,13 +92,15 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             fingerprint=spec.fingerprint(),
             spec_path=spec.path,
             description=spec.description,
-            metric=spec.metric.value,
+            metric=spec.goals[0].metric.value,
             value_from=spec.value_from.value,
             base_config=spec.base.to_dict(),
             probe=spec.probe,
             target=spec.target,
+            objectives=[goal.to_dict() for goal in spec.goals] if spec.objectives else None,
+            constraints=[c.to_dict() for c in spec.constraints],
         ).write(study)
-        study.set_metric_names([spec.metric.value])
+        study.set_metric_names([goal.metric.value for goal in spec.goals])
         optuna_dashboard.save_note(study, spec_note(spec))
     elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
         write_fingerprint(study, spec.fingerprint())
@@ -109,8 +111,10 @@ def spec_note(spec: StudySpec) -> str:
     """The study's note in optuna-dashboard: which spec made it, and how to go on."""
     return (
         f"## {spec.name}\n\nMade by `sweep run {spec.path}`. {spec.description}\n\n"
-        f"- metric: `{spec.metric}` (maximized; each trial's value is its {spec.value_from} epoch)\n"
-        f"- sampler: `{spec.sampler['type']}`, pruner: `{spec.pruner['type']}`\n"
+        f"- objectives: {', '.join(f'`{g.metric}` ({g.direction})' for g in spec.goals)}; "
+        f"accuracies are taken at each trial's {spec.value_from} epoch\n"
+        + (f"- constraints: {', '.join(c.name for c in spec.constraints)}\n" if spec.constraints else "")
+        + f"- sampler: `{spec.sampler['type']}`, pruner: `{spec.pruner['type']}`\n"
         f"- report: `sweep report {spec.name}`; best trial: `sweep best {spec.name}`\n"
     )
 
@@ -186,7 +190,10 @@ def _over_budget(study: optuna.Study, number: int, n_trials: int) -> bool:
     return len(earlier) >= n_trials
 
 
-def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Callable[[optuna.Trial], float]:
+TrialValues = float | tuple[float, ...]
+
+
+def _budgeted(objective: Callable[[optuna.Trial], TrialValues], n_trials: int) -> Callable[[optuna.Trial], TrialValues]:
     """Run `objective` only within the study's budget, and keep the reason of any failure.
 
     The budget is checked when the trial starts and again when it ends: failing a stale trial and
@@ -198,7 +205,7 @@ def _budgeted(objective: Callable[[optuna.Trial], float], n_trials: int) -> Call
         write_trial(trial, surplus=True)
         return _Surplus(f"the study already has {n_trials} trials")
 
-    def guarded(trial: optuna.Trial) -> float:
+    def guarded(trial: optuna.Trial) -> TrialValues:
         if _over_budget(trial.study, trial.number, n_trials):
             raise surplus(trial)
         try:
@@ -230,15 +237,22 @@ def _enqueue_balanced(study: optuna.Study, param: Param) -> None:
     study.enqueue_trial({param.key: choice})
 
 
-def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Remove finished trials' checkpoints except the best trial's."""
+def best_numbers(study: optuna.Study) -> set[int]:
+    """The best trial's number, or the Pareto set's with several objectives (feasible trials only)."""
     try:
-        best = study.best_trial.number
-    except ValueError:
-        best = None
+        if len(study.directions) > 1:
+            return {t.number for t in study.best_trials}
+        return {study.best_trial.number}
+    except ValueError:  # nothing complete (or feasible) yet
+        return set()
+
+
+def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Remove finished trials' checkpoints except the best trial's (the Pareto set's)."""
+    best = best_numbers(study)
     for other in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
         path = TrialRecord.read(other).checkpoint
-        if other.number != best and path:
+        if other.number not in best and path:
             Path(path).unlink(missing_ok=True)
 
 
@@ -456,15 +470,19 @@ class _Monitor:
     def poll(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=_completed_at)
+        directions = self.study.directions
         for trial in done:
             self.seen.add(trial.number)
             values = [
-                t.value
+                t.values[0]
                 for t in trials
-                if t.state == TrialState.COMPLETE and t.value is not None and _completed_at(t) <= _completed_at(trial)
+                if t.state == TrialState.COMPLETE and t.values and _completed_at(t) <= _completed_at(trial)
             ]
+            best = None
+            if len(directions) == 1 and values:  # several objectives have a Pareto set, not a best value
+                best = max(values) if directions[0] == optuna.study.StudyDirection.MAXIMIZE else min(values)
             if self.on_trial is not None:
-                self.on_trial(trial, max(values, default=None))
+                self.on_trial(trial, best)
 
     def watch(self) -> None:
         try:

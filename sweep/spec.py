@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import hashlib
 import inspect
 import json
@@ -28,38 +27,24 @@ from digitsum.config import Config
 from digitsum.errors import DataError, UsageError
 from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, lengths_text, parse_lengths
+from sweep.objectives import ACCURACY_METRICS, Constraint, CurveMedian, Direction, Metric, Name, Objective
 
 
-class _Name(str, enum.Enum):
-    """A name from a spec, compared as an enum and written (JSON, f-strings) as its text."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
-
-class Metric(_Name):
-    VAL_EXACT_MATCH = "val_exact_match"
-    PROBE_EXACT_MATCH = "probe_exact_match"
-
-
-class ValueFrom(_Name):
+class ValueFrom(Name):
     """Which epoch's metric is a trial's value."""
 
     BEST = "best"  # the best epoch by validation exact match
     LAST = "last"
 
 
-class Keep(_Name):
+class Keep(Name):
     """Which trials keep their checkpoints."""
 
     BEST = "best"
     ALL = "all"
 
 
-METRICS = tuple(m.value for m in Metric)
+METRICS = ACCURACY_METRICS  # what `metric:` (one objective, maximized) may name
 VALUE_FROM = tuple(v.value for v in ValueFrom)
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -114,7 +99,19 @@ class SpecKeys:
     )
     description: str = key("", "one line for reports and the dashboard note")
     metric: str = key(
-        "val_exact_match", "what a trial maximizes; probe_exact_match needs data.probe_lengths", one_of(METRICS)
+        "val_exact_match",
+        "the one objective, maximized (or give objectives); probe_exact_match needs data.probe_lengths",
+        one_of(METRICS),
+    )
+    objectives: list[Any] | None = key(
+        None,
+        "several objectives (Optuna's multi-objective study, a Pareto front): [{metric: .., direction: ..}, ...]",
+        parse=lambda v: v if isinstance(v, list) and v else None,
+    )
+    constraints: dict[str, Any] | None = key(
+        None,
+        "bounds a feasible trial meets, e.g. {n_parameters: {max: 20000}, val_exact_match: {min: 0.99}}",
+        parse=_mapping,
     )
     value: str = key(
         "best", "which epoch's metric is the trial's value: the best by validation, or the last", one_of(VALUE_FROM)
@@ -144,6 +141,26 @@ class SpecKeys:
     )
     sampler: Any = key("tpe", f"Optuna sampler: a type ({', '.join(SAMPLERS)}) or {{type: .., its settings}}")
     pruner: Any = key("none", f"Optuna pruner: a type ({', '.join(PRUNERS)}) or {{type: .., its settings}}")
+
+
+@dataclass(frozen=True)
+class ObjectiveKeys:
+    """One entry of ``objectives:``."""
+
+    metric: str | None = key(None, "what the objective measures (required)", one_of(tuple(m.value for m in Metric)))
+    direction: str | None = key(
+        None,
+        "maximize or minimize; default: maximize accuracies, minimize costs",
+        one_of(tuple(d.value for d in Direction)),
+    )
+
+
+@dataclass(frozen=True)
+class ConstraintKeys:
+    """One entry of ``constraints:``, under a metric's name."""
+
+    min: float | None = key(None, "the smallest feasible value")
+    max: float | None = key(None, "the largest feasible value")
 
 
 @dataclass(frozen=True)
@@ -196,7 +213,7 @@ class ParamKeys:
     )
 
 
-SPEC_SECTIONS = {"data", "fixed", "space", "sampler", "pruner"}  # parsed by their own functions
+SPEC_SECTIONS = {"data", "fixed", "space", "sampler", "pruner", "objectives", "constraints"}  # parsed on their own
 
 
 def field_names(cls: type) -> list[str]:
@@ -307,7 +324,11 @@ class StudySpec:
     space: tuple[Param, ...]
     keep_checkpoints: Keep
     raw: dict[str, Any]
-    target: float = 0.99  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
+    target: float = 0.99
+    objectives: tuple[Objective, ...] = ()  # () means `metric`, maximized
+    constraints: tuple[
+        Constraint, ...
+    ] = ()  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
     balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -317,6 +338,25 @@ class StudySpec:
             if param.active(chosen):
                 chosen[param.key] = param.suggest(trial)
         return chosen
+
+    @property
+    def goals(self) -> tuple[Objective, ...]:
+        """What the study optimizes: its objectives, or its one metric, maximized."""
+        return self.objectives or (Objective(self.metric, Direction.MAXIMIZE),)
+
+    @property
+    def reports_per_epoch(self) -> bool:
+        """One accuracy objective, maximized: Optuna's pruners see its curve via trial.report."""
+        goal = self.goals[0]
+        return len(self.goals) == 1 and goal.metric.is_accuracy and goal.direction is Direction.MAXIMIZE
+
+    @property
+    def early_stop(self) -> CurveMedian | None:
+        """The rule that stops hopeless trials where Optuna's pruners cannot (see sweep.objectives)."""
+        if self.reports_per_epoch or self.pruner["type"] != "median":
+            return None
+        settings = {k: v for k, v in self.pruner.items() if k in ("n_startup_trials", "n_warmup_steps")}
+        return CurveMedian(**settings)
 
     def model_types(self) -> tuple[str, ...]:
         """The model types its trials can train."""
@@ -342,6 +382,9 @@ class StudySpec:
         }
         if self.target != 0.99:  # added later: studies made before it keep their fingerprint
             shape["target"] = self.target
+        if self.objectives or self.constraints:
+            shape["objectives"] = [o.to_dict() for o in self.goals]
+            shape["constraints"] = [c.to_dict() for c in self.constraints]
         digest = hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
         return f"v2:{digest[:16]}"
 
@@ -366,6 +409,8 @@ class StudySpec:
         return SAMPLERS[kind](**kwargs)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
+        if not self.reports_per_epoch:
+            return optuna.pruners.NopPruner()  # the trial applies `early_stop` itself
         kind = self.pruner["type"]
         kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
         if kind == "hyperband":
@@ -402,7 +447,9 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     space = _parse_space(raw.get("space"), fail)
     sampler = _parse_component(raw.get("sampler") or "tpe", "sampler", SAMPLERS, fail)
     pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
-    balance = _check_combinations(top, space, sampler, probe, fail)
+    objectives = _parse_objectives(raw, fail)
+    constraints = _parse_constraints(raw.get("constraints"), fail)
+    balance = _check_combinations(top, space, sampler, probe, objectives, pruner, fail)
     spec = StudySpec(
         name=top["name"].strip(),
         path=source,
@@ -420,6 +467,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         target=top["target"],
         raw=raw,
         balance=balance,
+        objectives=objectives,
+        constraints=constraints,
     )
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
@@ -438,6 +487,8 @@ def _check_combinations(
     space: tuple[Param, ...],
     sampler: dict[str, Any],
     probe: Probe,
+    objectives: tuple[Objective, ...],
+    pruner: dict[str, Any],
     fail: Callable[[str, str], SpecError],
 ) -> Param | None:
     """What no single key can check: the grid sampler, balance and the probe metric. Returns balance."""
@@ -445,14 +496,76 @@ def _check_combinations(
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
-    if top["metric"] == Metric.PROBE_EXACT_MATCH and not probe.lengths:
-        raise fail("metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
+    uses_probe = top["metric"] == Metric.PROBE_EXACT_MATCH or any(
+        o.metric is Metric.PROBE_EXACT_MATCH for o in objectives
+    )
+    if uses_probe and not probe.lengths:
+        raise fail("objectives" if objectives else "metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
+    per_epoch = not objectives or (
+        len(objectives) == 1 and objectives[0].metric.is_accuracy and objectives[0].direction is Direction.MAXIMIZE
+    )
+    if not per_epoch and pruner["type"] not in ("median", "none"):
+        raise fail(
+            "pruner.type",
+            f"{pruner['type']!r}: Optuna's pruners need one accuracy objective; with these objectives, median "
+            "stops a trial whose validation curve falls below the median of completed trials (or use none)",
+        )
     if top["balance"] is None:
         return None
     balance = next((p for p in space if p.key == top["balance"]), None)
     if balance is None or balance.choices is None or balance.when:
         raise fail("balance", f"{top['balance']!r} must be an unconditional choices parameter of space")
     return balance
+
+
+def _parse_objectives(raw: dict[str, Any], fail: Callable[[str, str], SpecError]) -> tuple[Objective, ...]:
+    """``objectives:`` as Objectives; () when the spec gives ``metric:`` (or neither)."""
+    given = raw.get("objectives")
+    if given is None:
+        return ()
+    if "metric" in raw:
+        raise fail("objectives", "give metric (one objective) or objectives, not both")
+    if not isinstance(given, list) or not given:
+        raise fail(
+            "objectives",
+            "expected a list like [{metric: val_exact_match}, {metric: n_parameters, direction: minimize}]",
+        )
+    objectives = []
+    for index, body in enumerate(given):
+        where = f"objectives[{index}]"
+        body = {"metric": body} if isinstance(body, str) else body
+        if not isinstance(body, dict):
+            raise fail(where, "expected {metric: ..., direction: maximize or minimize}")
+        values = read_keys(ObjectiveKeys, body, f"{where}.", fail)
+        if values.get("metric") is None:
+            raise fail(f"{where}.metric", f"required: one of {', '.join(m.value for m in Metric)}")
+        metric = Metric(values["metric"])
+        objectives.append(Objective(metric, Direction(values.get("direction") or metric.natural_direction)))
+    metrics = [o.metric for o in objectives]
+    if len(set(metrics)) < len(metrics):
+        raise fail("objectives", "each metric may appear once")
+    return tuple(objectives)
+
+
+def _parse_constraints(given: Any, fail: Callable[[str, str], SpecError]) -> tuple[Constraint, ...]:
+    if given is None:
+        return ()
+    names = [m.value for m in Metric]
+    constraints = []
+    for name, body in given.items():
+        where = f"constraints.{name}"
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            raise fail(
+                where, f"unknown metric; {f'did you mean {close[0]}?' if close else 'one of ' + ', '.join(names)}"
+            )
+        if not isinstance(body, dict):
+            raise fail(where, f"{body!r}: expected bounds like {{max: 20000}} or {{min: 0.99}}")
+        values = read_keys(ConstraintKeys, body, f"{where}.", fail)
+        if values.get("min") is None and values.get("max") is None:
+            raise fail(where, "give min, max or both, e.g. {max: 20000}")
+        constraints.append(Constraint(Metric(name), values.get("min"), values.get("max")))
+    return tuple(constraints)
 
 
 def _parse_data(data: Any, fail: Callable[[str, str], SpecError]) -> tuple[Config, Probe]:

@@ -42,4 +42,6 @@ def test_the_readme_key_tables_are_sweep_keys_markdown():
     readme = (REPO / "README.md").read_text()
     assert README_BEGIN in readme and README_END in readme
     block = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
-    assert block == key_tables(markdown=True), "run `sweep keys --markdown` and paste it between the README's markers"
+    assert block == key_tables(markdown=True), (
+        "run .venv/bin/python scripts/readme-keys.py (it writes `sweep keys --markdown` into the README)"
+    )

@@ -1,0 +1,127 @@
+"""What a study optimizes: its objectives (a metric and a direction each), its constraints, and how
+trials of a study that Optuna's pruners cannot serve (several objectives) still stop early.
+
+Optuna's pruners need one objective, reported every epoch. A study with several objectives keeps
+each trial's validation curve in its record instead, and `CurveMedian` stops a trial whose best
+validation exact match so far is below the median of the completed trials' curves at the same
+epoch: MedianPruner's rule, on the curve rather than on the objective.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.records import TrialRecord
+
+
+class Name(str, enum.Enum):
+    """A name from a spec, compared as an enum and written (JSON, f-strings) as its text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Metric(Name):
+    VAL_EXACT_MATCH = "val_exact_match"
+    PROBE_EXACT_MATCH = "probe_exact_match"
+    N_PARAMETERS = "n_parameters"
+    TRAIN_SECONDS = "train_seconds"
+    SECONDS_TO_TARGET = "seconds_to_target"
+
+    @property
+    def is_accuracy(self) -> bool:
+        return self in (Metric.VAL_EXACT_MATCH, Metric.PROBE_EXACT_MATCH)
+
+    @property
+    def natural_direction(self) -> Direction:
+        return Direction.MAXIMIZE if self.is_accuracy else Direction.MINIMIZE
+
+
+class Direction(Name):
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+ACCURACY_METRICS = tuple(m.value for m in Metric if m.is_accuracy)
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: Metric
+    direction: Direction
+
+    def to_dict(self) -> dict[str, str]:
+        return {"metric": self.metric.value, "direction": self.direction.value}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound on a metric; the trial is feasible when ``low <= value <= high``."""
+
+    metric: Metric
+    low: float | None = None
+    high: float | None = None
+
+    def violation(self, value: float) -> float:
+        """Optuna's constraint value: <= 0 when feasible, else how far outside the bound."""
+        above = value - self.high if self.high is not None else -math.inf
+        below = self.low - value if self.low is not None else -math.inf
+        return max(above, below)
+
+    @property
+    def name(self) -> str:
+        bounds = [
+            f">= {self.low:g}" if self.low is not None else "",
+            f"<= {self.high:g}" if self.high is not None else "",
+        ]
+        return f"{self.metric} {' and '.join(b for b in bounds if b)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric.value, "min": self.low, "max": self.high}
+
+
+def objectives_from_stored(stored: list[dict[str, str]] | None, metric: str) -> tuple[Objective, ...]:
+    """A study's objectives as stored; a study made before objectives has its one metric, maximized."""
+    if not stored:
+        return (Objective(Metric(metric), Direction.MAXIMIZE),)
+    return tuple(Objective(Metric(o["metric"]), Direction(o["direction"])) for o in stored)
+
+
+def measures(record_values: dict[str, Any], accuracy: dict[Metric, float | None]) -> dict[Metric, float]:
+    """Every metric of a finished trial: its accuracies and its costs. A target never reached costs
+    an infinite time (Optuna accepts inf; such a trial is dominated on that objective)."""
+    values: dict[Metric, float] = {m: v for m, v in accuracy.items() if v is not None}
+    values[Metric.N_PARAMETERS] = float(record_values["n_parameters"])
+    values[Metric.TRAIN_SECONDS] = float(record_values["train_seconds"])
+    seconds = record_values.get("seconds_to_target")
+    values[Metric.SECONDS_TO_TARGET] = math.inf if seconds is None else float(seconds)
+    return values
+
+
+@dataclass(frozen=True)
+class CurveMedian:
+    """Stop a trial whose best validation exact match so far is below the median of the completed
+    trials' curves at the same epoch (after ``n_startup_trials`` completed, past ``n_warmup_steps``)."""
+
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+
+    def should_stop(self, study: optuna.Study, curve: list[float]) -> bool:
+        epoch = len(curve)
+        if epoch <= self.n_warmup_steps:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) < self.n_startup_trials:
+            return False
+        others = [c[epoch - 1] for c in (TrialRecord.read(t).val_curve for t in completed) if len(c) >= epoch]
+        return bool(others) and max(curve) < statistics.median(others)
