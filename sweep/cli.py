@@ -273,23 +273,40 @@ def export(
 @app.command()
 def rerun(
     name: StudyName,
-    trial: Annotated[int, typer.Argument(help="Trial number.")],
+    trial: Annotated[int | None, typer.Argument(help="Trial number (or give --top).")] = None,
+    top: Annotated[int | None, typer.Option(min=1, help="Re-train the K best trials of each model type.")] = None,
     seeds: Annotated[
         Seeds | None,
         typer.Option(
-            parser=_parse_seeds, metavar="0,1,2", help="Comma-separated train.seed values (default: the trial's own)."
+            parser=_parse_seeds, metavar="0,1,2", help="train.seed values (default: the trial's own; 0,1,2 with --top)."
         ),
     ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the reruns.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per rerun (default: the trial's own).")
+    ] = None,
+    again: Annotated[bool, typer.Option("--again", help="Re-train reruns that are stored already.")] = False,
     storage: Storage = None,
     as_json: AsJson = False,
 ) -> None:
-    """Re-train one trial's config from scratch and show stored and new values.
+    """Re-train trials from scratch with other seeds; results are stored on the study, reruns already
+    stored are not repeated.
 
-    Example: sweep rerun quickstart 7 --seeds 0,1,2
+    Example: sweep rerun compare-cells --top 1 --seeds 0,1,2 --workers 2   (or: sweep rerun quickstart 7)
     """
     from sweep import commands
 
-    commands.rerun(name, trial, list(seeds) if seeds else None, storage, as_json)
+    commands.rerun(
+        name,
+        trial,
+        list(seeds) if seeds else None,
+        storage,
+        as_json,
+        top=top,
+        workers=workers,
+        threads=threads,
+        again=again,
+    )
 
 
 @app.command()

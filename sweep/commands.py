@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +25,18 @@ if TYPE_CHECKING:
 
 
 def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2))
+    """JSON that every parser reads: an infinite value (a target never reached) is written as null."""
+    typer.echo(json.dumps(_finite(value), indent=2))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,36 +334,69 @@ def export(name: str, out: Path, storage: str | None) -> None:
     typer.echo(f"wrote {len(frame)} trials to {out}")
 
 
-def rerun(name: str, number: int, seeds: list[int] | None, storage: str | None, as_json: bool) -> None:
-    from sweep.objective import rerun as rerun_trial
+def rerun(
+    name: str,
+    number: int | None,
+    seeds: list[int] | None,
+    storage: str | None,
+    as_json: bool,
+    *,
+    top: int | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    again: bool = False,
+) -> None:
+    from sweep.reruns import check_trial, choose_trials, pending, run_jobs, summary
+    from sweep.run import available_cores
     from sweep.storage import load_study
 
     study = load_study(name, open_store(storage))
-    stored = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    results = rerun_trial(study, number, seeds)
-    values = [r["value"] for r in results]
-    summary = {
-        "study": name,
-        "trial": number,
-        "stored_value": stored.value if stored else None,
-        "stored_state": stored.state.name if stored else None,
-        "runs": results,
-        "mean": statistics.fmean(values),
-        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
+    if (number is None) == (top is None):
+        raise DataError("give a TRIAL number or --top K (the K best trials of each model type), not both or neither")
+    if number is not None:
+        check_trial(study, number)
+    numbers = [number] if number is not None else [t.number for t in choose_trials(study, top or 1)]
+    seed_list = seeds or ([_own_seed(study, number)] if number is not None else [0, 1, 2])
+    jobs = pending(study, numbers, seed_list, again)
+    threads_each = threads or (max(1, available_cores() // workers) if workers > 1 else 0)
+    if not as_json:
+        typer.echo(
+            f"{len(numbers)} trial(s) x {len(seed_list)} seed(s): {len(jobs)} to train, "
+            f"{len(numbers) * len(seed_list) - len(jobs)} stored already; {workers} worker(s)"
+        )
+    run_jobs(storage, name, jobs, workers, threads_each, None if as_json else _print_rerun)
+    rows = summary(load_study(name, open_store(storage)), numbers, seed_list)
     if as_json:
-        _echo_json(summary)
+        _echo_json({"study": name, **rows[0]} if number is not None else {"study": name, "trials": rows})
         return
-    stored_text = f"{summary['stored_value']:.4f}" if summary["stored_value"] is not None else "-"
-    typer.echo(f"trial {number} of {name!r}: stored value {stored_text} ({summary['stored_state']})")
-    for r in results:
+    for row in rows:
+        _print_rerun_summary(name, row)
+
+
+def _own_seed(study: optuna.Study, number: int) -> int:
+    """The seed the trial trained with: its parameter, else its study's base config's."""
+    from sweep.records import StudyMeta
+
+    trial = study.trials[number]
+    base = StudyMeta.read(study).base_config or {}
+    return int(trial.params.get("train.seed", base.get("train", {}).get("seed", 0)))
+
+
+def _print_rerun(record: Any) -> None:
+    typer.echo(f"  trained trial {record.trial}, seed {record.seed}: value {record.value:.4f}")
+
+
+def _print_rerun_summary(name: str, row: dict[str, Any]) -> None:
+    stored = f"{row['stored_value']:.4f}" if row["stored_value"] is not None else "-"
+    typer.echo(f"trial {row['trial']} of {name!r} ({row['model_type']}): stored value {stored} ({row['stored_state']})")
+    for r in row["runs"]:
         probe = f"  probe {r['probe_exact_match']:.4f}" if r["probe_exact_match"] is not None else ""
         typer.echo(
             f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  "
             f"epochs {r['epochs']}"
         )
-    if len(values) > 1:
-        typer.echo(f"  mean {summary['mean']:.4f}, stdev {summary['stdev']:.4f} over {len(values)} seeds")
+    if len(row["runs"]) > 1:
+        typer.echo(f"  mean {row['mean']:.4f}, stdev {row['stdev']:.4f} over {len(row['runs'])} seeds")
 
 
 def report(names: list[str], out: Path | None, storage: str | None, attach: bool) -> tuple[Path, int]:

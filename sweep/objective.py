@@ -24,7 +24,7 @@ from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
-from sweep.objectives import Metric, measures
+from sweep.objectives import Metric, measures, objectives_from_stored
 from sweep.records import StudyMeta, TrialRecord, write_trial
 from sweep.spec import StudySpec, ValueFrom
 
@@ -190,16 +190,31 @@ def rerun(
 
 
 def _rerun_once(config: Config, meta: StudyMeta, probe: Rows | None) -> dict[str, Any]:
-    metric, value_from = Metric(meta.metric), ValueFrom(meta.value_from)
+    """One re-training: the study's first objective as ``value``, and every measure beside it."""
+    goals = objectives_from_stored(meta.objectives, meta.metric)
+    value_from = ValueFrom(meta.value_from)
+    per_epoch = any(g.metric is Metric.PROBE_EXACT_MATCH for g in goals)
     train_rows, val_rows = data_split(config.train)
-    per_epoch_probe = probe if metric is Metric.PROBE_EXACT_MATCH else None
-    fitted = fit(config, train_rows, val_rows, probe_rows=per_epoch_probe)
+    fitted = fit(config, train_rows, val_rows, probe_rows=probe if per_epoch else None)
+    reached = time_to_target(fitted.history, meta.target)
+    accuracy = {Metric.VAL_EXACT_MATCH: trial_value(fitted, Metric.VAL_EXACT_MATCH, value_from)}
+    if per_epoch:
+        accuracy[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, value_from)
+    cost = {
+        "n_parameters": fitted.n_parameters,
+        "train_seconds": round(sum(e.train_seconds for e in fitted.history), 4),
+        "seconds_to_target": round(reached[1], 4) if reached else None,
+    }
+    values = measures(cost, dict(accuracy))
     return {
         "seed": config.train.seed,
-        "value": trial_value(fitted, metric, value_from),
+        "value": values[goals[0].metric],
+        "values": [values[g.metric] for g in goals],
         "val_exact_match": fitted.best_exact_match,
         "probe_exact_match": measure_probe(fitted, probe).exact_match if probe is not None else None,
         "epochs": len(fitted.history),
+        "epoch_to_target": reached[0] if reached else None,
+        **cost,
     }
 
 

@@ -51,6 +51,46 @@ class StudyMeta:
             study.set_user_attr(f.name, value)
 
 
+@dataclass(frozen=True)
+class RerunRecord:
+    """One re-training of a stored trial's config with another seed (`sweep rerun`), kept on the
+    study under its own key (``rerun:TRIAL:SEED``), so workers never overwrite each other's."""
+
+    trial: int
+    seed: int
+    value: float  # the study's first objective
+    val_exact_match: float
+    probe_exact_match: float | None = None
+    n_parameters: int | None = None
+    train_seconds: float | None = None
+    epoch_to_target: int | None = None
+    seconds_to_target: float | None = None
+    epochs: int = 0
+    num_threads: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{RERUN_PREFIX}{self.trial}:{self.seed}"
+
+
+RERUN_PREFIX = "rerun:"
+
+
+def write_rerun(study: optuna.Study, record: RerunRecord) -> None:
+    study.set_user_attr(record.key, dataclasses.asdict(record))
+
+
+def read_reruns(study: optuna.Study) -> list[RerunRecord]:
+    """Every stored rerun of the study, by trial and seed."""
+    names = {f.name for f in dataclasses.fields(RerunRecord)}
+    records = [
+        RerunRecord(**{k: v for k, v in value.items() if k in names})
+        for key, value in study.user_attrs.items()
+        if key.startswith(RERUN_PREFIX)
+    ]
+    return sorted(records, key=lambda r: (r.trial, r.seed))
+
+
 def write_fingerprint(study: optuna.Study, fingerprint: str) -> None:
     """Replace the stored fingerprint (a study made before fingerprints came from the validated spec)."""
     study.set_user_attr("fingerprint", fingerprint)

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError
 from digitsum.files import atomic_path
+from sweep.objectives import ACCURACY_METRICS
 from sweep.records import StudyMeta, TrialRecord, model_type
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
@@ -123,8 +124,10 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
     return Section(
         "Summary",
         f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
-        "decoding, exact match); best probe accuracy on input lengths never seen in training; size and "
-        "speed of the best trial, and its configuration.",
+        "decoding, exact match); then the best trial's own probe accuracy (input lengths never seen in "
+        "training), size, training seconds and seconds to the target accuracy, and its configuration. "
+        "Timings are one measurement each (training passes only, after the worker's warm-up); the Seed "
+        "spread section gives means over seeds where reruns exist.",
         [],
         table,
         table_first=True,
@@ -134,9 +137,10 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
 def _summary_row(
     group: str, trials: pd.DataFrame, complete: pd.DataFrame, best: pd.Series | None, metric: str
 ) -> dict[str, Any]:
-    probe = [r.probe_exact_match for r in complete.record if r.probe_exact_match is not None]
     record: TrialRecord | None = best.record if best is not None else None
-    seconds = record.seconds_per_epoch if record is not None else None
+    probe = record.probe_exact_match if record is not None else None
+    train = record.train_seconds if record is not None else None
+    to_target = record.seconds_to_target if record is not None else None
     return {
         "group": group,
         "trials": len(trials),
@@ -145,10 +149,11 @@ def _summary_row(
         "failed": int((trials.state == TrialState.FAIL).sum()),
         f"best {metric}": _pct(best.value) if best is not None else "-",
         f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
-        "best probe": _pct(max(probe)) if probe else "-",
         "best trial": int(best.number) if best is not None else "-",
-        "parameters": f"{record.n_parameters or 0:,}" if record is not None else "-",
-        "s/epoch": f"{seconds:.2f}" if seconds is not None else "-",
+        "its probe": _pct(probe) if probe is not None else "-",
+        "its parameters": f"{record.n_parameters or 0:,}" if record is not None else "-",
+        "its training s (one run)": f"{train:.1f}" if train is not None else "-",
+        "its s to target (one run)": f"{to_target:.1f}" if to_target is not None else "not reached",
     }
 
 
@@ -156,9 +161,16 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
     colors = group_colors(frame)
     by_number, by_time, spread = go.Figure(), go.Figure(), go.Figure()
     origin = frame.start.dropna().min()
+    # Accuracies near 100% are drawn as error rates on a log axis, so 99.9% and 99.99% stay apart.
+    as_error = metric in ACCURACY_METRICS
+    y = f"error rate (1 - {metric})" if as_error else metric
+    frame = (
+        frame.assign(value=_error_rate(frame.value), last_value=_error_rate(frame.last_value)) if as_error else frame
+    )
     for group, color in colors.items():
         trials = frame[(frame.group == group) & frame.complete.notna()].sort_values("complete")
-        best = trials.value.where(trials.state == TrialState.COMPLETE).ffill().cummax()
+        values = trials.value.where(trials.state == TrialState.COMPLETE).ffill()
+        best = values.cummin() if as_error else values.cummax()
         line = dict(color=color, shape="hv")
         by_number.add_trace(go.Scatter(x=trials.number, y=best, mode="lines+markers", name=group, line=line))
         minutes = [(c - origin).total_seconds() / 60 for c in trials.complete]
@@ -168,13 +180,25 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
         "Model types compared",
         "Best value so far of each model type against trial number and against wall-clock time since the "
         "first trial; then the distribution of final values of completed trials, with pruned trials "
-        "(their last reported value) shown beside them, faded.",
+        "(their last reported value) shown beside them, faded."
+        + (
+            f" Accuracies are drawn as error rates (1 - accuracy, log scale, 0 drawn at {ERROR_FLOOR:g})."
+            if as_error
+            else ""
+        ),
         [
-            _layout(by_number, f"Best {metric} so far, by trial number", "trial number", metric),
-            _layout(by_time, f"Best {metric} so far, by wall-clock time", "minutes since the first trial", metric),
-            _layout(spread, f"Final {metric} per model type", "", metric),
+            _log_y(_layout(by_number, f"Best {metric} so far, by trial number", "trial number", y), as_error),
+            _log_y(
+                _layout(by_time, f"Best {metric} so far, by wall-clock time", "minutes since the first trial", y),
+                as_error,
+            ),
+            _log_y(_layout(spread, f"Final {metric} per model type", "", y), as_error),
         ],
     )
+
+
+def _log_y(fig: go.Figure, log: bool) -> go.Figure:
+    return fig.update_yaxes(type="log") if log else fig
 
 
 def _add_spread(fig: go.Figure, group: str, color: str, trials: pd.DataFrame) -> None:
@@ -204,6 +228,147 @@ def _add_spread(fig: go.Figure, group: str, color: str, trials: pd.DataFrame) ->
                 text=[f"trial {n}" for n in pruned.number],
             )
         )
+
+
+ERROR_FLOOR = 1e-4  # error rates of 0 are drawn here: a log axis has no 0
+
+
+def _error_rate(accuracy: pd.Series) -> pd.Series:
+    return (1.0 - accuracy.astype(float)).clip(lower=ERROR_FLOOR)
+
+
+def _pareto_front(costs: list[float], errors: list[float]) -> list[int]:
+    """Indices of the points no other point beats on both cost and error, by increasing cost."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], errors[i]))
+    front, best = [], float("inf")
+    for i in order:
+        if errors[i] < best:
+            front.append(i)
+            best = errors[i]
+    return front
+
+
+def cost_section(frame: pd.DataFrame, target: float) -> Section:
+    """Validation error rate (log scale: 99.9% and 99.99% stay apart) against each trial's cost."""
+    to_target = f"training seconds to {100 * target:g}% validation exact match"
+    figures = [
+        _cost_figure(frame, "n_parameters", "parameters", log_x=True),
+        _cost_figure(frame, "seconds_to_target", to_target, log_x=False),
+    ]
+    return Section(
+        "Cost",
+        f"Each completed trial's validation error rate (log scale; 0 errors drawn at {ERROR_FLOOR:g}) against its "
+        f"size and against the training seconds it took to first reach {100 * target:g}% validation exact match "
+        "(trials that never reached it are left out); lines join each model type's Pareto front. Times are the "
+        "training passes alone, one measurement per trial unless seed reruns say more (see Seed spread).",
+        figures,
+    )
+
+
+def _cost_figure(frame: pd.DataFrame, name: str, label: str, log_x: bool) -> go.Figure:
+    fig = go.Figure()
+    complete = _complete(frame)
+    for group, color in group_colors(frame).items():
+        trials = complete[complete.group == group]
+        cost = [getattr(r, name) for r in trials.record]
+        keep = [i for i, c in enumerate(cost) if c is not None]
+        costs = [float(cost[i]) for i in keep]
+        errors = list(_error_rate(trials.value).iloc[keep])
+        front = _pareto_front(costs, errors)
+        text = [f"trial {n}" for n in trials.number.iloc[keep]]
+        fig.add_trace(
+            go.Scatter(
+                x=costs,
+                y=errors,
+                mode="markers",
+                name=group,
+                marker=dict(color=color, size=7),
+                text=text,
+                legendgroup=group,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[costs[i] for i in front],
+                y=[errors[i] for i in front],
+                mode="lines",
+                line=dict(color=color, shape="hv"),
+                legendgroup=group,
+                showlegend=False,
+            )
+        )
+    fig.update_yaxes(type="log")
+    if log_x:
+        fig.update_xaxes(type="log")
+    return _layout(fig, f"Validation error rate against {label}", label, "error rate (1 - exact match)")
+
+
+def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
+    """Reruns over seeds: mean and spread per trial, and whether the two best types differ beyond noise."""
+    from sweep.compare import verdict
+
+    spreads = _seed_spreads(studies, frame)
+    if not spreads:
+        return Section(
+            "Seed spread",
+            "No seed reruns stored yet: `sweep rerun NAME --top 1 --seeds 0,1,2` "
+            "re-trains the best trial of each model type once per seed, and this section then says "
+            "whether the difference between model types exceeds the spread over seeds.",
+            [],
+        )
+    best = {group: max(items, key=lambda item: item[1].mean) for group, items in spreads.items()}
+    ranked = sorted(best.items(), key=lambda kv: kv[1][1].mean, reverse=True)
+    sentence = ""
+    if len(ranked) >= 2:
+        (name_a, (_, a, _)), (name_b, (_, b, _)) = ranked[0], ranked[1]
+        sentence = " " + verdict(name_a, a, name_b, b)
+    rows = [
+        {"group": g, "trial": n, "seeds": ", ".join(map(str, sorted(s))), "validation exact match": sp.text()}
+        for g, (n, sp, s) in ranked
+    ]
+    table = pd.DataFrame(rows).to_html(index=False, escape=True, classes="summary", border=0)
+    colors = group_colors(frame)
+    fig = go.Figure()
+    for group, items in spreads.items():
+        for number, spread, _ in items:
+            fig.add_trace(
+                go.Box(
+                    y=list(_error_rate(pd.Series(spread.values))),
+                    name=f"{group} trial {number}",
+                    boxpoints="all",
+                    marker_color=colors.get(group, "#7f7f7f"),
+                )
+            )
+    fig.update_yaxes(type="log")
+    intro = (
+        "The best re-trained trial of each model type, trained once per seed (another initialization, "
+        "split and batch order each): mean and standard deviation of validation exact match." + sentence
+    )
+    return Section(
+        "Seed spread",
+        intro,
+        [_layout(fig, "Validation error rate over seeds", "", "error rate")],
+        table,
+        table_first=True,
+    )
+
+
+def _seed_spreads(studies: list[optuna.Study], frame: pd.DataFrame) -> dict[str, list[tuple[int, Any, list[int]]]]:
+    """Per group: (trial, its validation exact match over seeds as a Spread, the seeds) for every rerun trial."""
+    from sweep.compare import Spread
+    from sweep.records import read_reruns
+
+    groups = {(r.study, r.number): r.group for r in frame.itertuples()}
+    spreads: dict[str, list[tuple[int, Any, list[int]]]] = {}
+    for study in studies:
+        by_trial: dict[int, list[tuple[int, float]]] = {}
+        for record in read_reruns(study):
+            by_trial.setdefault(record.trial, []).append((record.seed, record.val_exact_match))
+        for number, runs in by_trial.items():
+            group = groups.get((study.study_name, number), "?")
+            spread = Spread(tuple(value for _, value in runs))
+            spreads.setdefault(group, []).append((number, spread, [seed for seed, _ in runs]))
+    return spreads
 
 
 def curves_section(frame: pd.DataFrame, metric: str) -> Section:
@@ -340,7 +505,7 @@ def lengths_section(frame: pd.DataFrame) -> Section:
         "Length generalization",
         "Exact match by input length for the three best trials of each model type: validation rows of the "
         "lengths trained on (shaded), then the probe of longer inputs that no model saw in training.",
-        [_layout(fig, "Exact match by input length", "input length (digits)", "exact match")],
+        [_layout(fig, "Exact match by input length", "input length (digits)", "exact match").update_xaxes(dtick=1)],
     )
 
 
@@ -366,10 +531,14 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     study = next(s for s in studies if s.study_name == best.study)
     table = _decoded_rows(model, payload["config"], StudyMeta.read(study))
     wrong = table[~table.correct]
+    counts = "; ".join(
+        f"{int((~part.correct).sum()):,} wrong of {len(part):,} {name} rows"
+        for name, part in table.groupby("part", sort=False)
+    )
     intro = (
         f"The best trial, {best.number} of {best.study} ({best.model_type}), decoded on its validation rows"
         + (" and on the probe" if table.part.nunique() > 1 else "")
-        + f": {len(wrong):,} wrong of {len(table):,}. "
+        + f": {counts}. "
         "Sums that never occur in training (above 36 for lengths up to 4) cannot be answered by a model that "
         "never wrote them."
     )
@@ -424,7 +593,9 @@ def _error_figures(table: pd.DataFrame) -> list[go.Figure]:
         by_length.add_trace(go.Bar(x=per_length.length, y=per_length.correct, name=str(name)))
     return [
         _layout(by_sum, "Exact match by true sum", "digit sum", "exact match").update_layout(barmode="group"),
-        _layout(by_length, "Exact match by input length", "input length", "exact match").update_layout(barmode="group"),
+        _layout(by_length, "Exact match by input length", "input length", "exact match")
+        .update_layout(barmode="group")
+        .update_xaxes(dtick=1),
     ]
 
 
@@ -466,13 +637,15 @@ ul.configs { font-size: 0.85rem; }
 
 def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, int]:
     """The whole HTML page, and its number of figures."""
-    metric = StudyMeta.read(studies[0]).metric
+    metric = _shown_metric(studies[0])
     frame = trials_frame(studies)
     if frame.empty:
         raise UsageError("the studies have no trials yet; run them with `sweep run` first")
     sections = [
         summary_section(frame, metric),
+        seeds_section(studies, frame),
         comparison_section(frame, metric),
+        cost_section(frame, StudyMeta.read(studies[0]).target),
         curves_section(frame, metric),
         hyperparameter_section(studies, metric),
         lengths_section(frame),
@@ -527,7 +700,7 @@ def write_report(studies: list[optuna.Study], out: Path, storage_text: str) -> i
 
 def figures_for_dashboard(studies: list[optuna.Study]) -> list[go.Figure]:
     """Our comparison figures, to attach to a study for optuna-dashboard."""
-    metric = StudyMeta.read(studies[0]).metric
+    metric = _shown_metric(studies[0])
     frame = trials_frame(studies)
     if frame.empty:
         return []
@@ -536,6 +709,12 @@ def figures_for_dashboard(studies: list[optuna.Study]) -> list[go.Figure]:
         + curves_section(frame, metric).figures
         + lengths_section(frame).figures
     )
+
+
+def _shown_metric(study: optuna.Study) -> str:
+    """What the frame's value column holds: the study's metric, or validation exact match where a
+    study has several objectives (see trials_frame)."""
+    return "val_exact_match" if len(study.directions) > 1 else StudyMeta.read(study).metric
 
 
 def _pct(value: float | None) -> str:

@@ -33,7 +33,7 @@ from browser import (
 from optuna.trial import TrialState
 
 STUDY = "cells"
-MIN_FIGURES = 8  # comparisons 3, curves 1, hyperparameters 3, lengths 1 (+2 for the error analysis)
+MIN_FIGURES = 10  # comparisons 3, cost 2, curves 1, hyperparameters 3, lengths 1 (+2 for the error analysis)
 ERROR_SECTION = "Error analysis of the best model"
 
 
@@ -184,7 +184,9 @@ def test_report_renders_every_figure_offline_in_chromium(report, rendered):
 def test_report_has_every_section(rendered):
     assert rendered.headings == [
         "Summary",
+        "Seed spread",
         "Model types compared",
+        "Cost",
         "Learning curves",
         "Hyperparameters",
         "Length generalization",
@@ -220,9 +222,10 @@ def test_summary_shows_size_speed_and_probe_of_the_best_trials(study, rendered):
         best = best_trials.get(cells["group"])
         if best is None:  # every trial of this model type was pruned
             continue
-        assert cells["parameters"] == f"{best.user_attrs['n_parameters']:,}"
-        assert cells["best probe"] != "-"  # every completed trial measured the probe (length 3)
-        assert cells["s/epoch"] != "nan"
+        assert cells["its parameters"] == f"{best.user_attrs['n_parameters']:,}"
+        # The best trial's own probe, never the best probe of another trial.
+        assert cells["its probe"] == f"{100 * best.user_attrs['probe_exact_match']:.2f}%"
+        assert cells["its training s (one run)"] == f"{best.user_attrs['train_seconds']:.1f}"
 
 
 def test_error_analysis_decodes_the_best_checkpoint(report, rendered):

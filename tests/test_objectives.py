@@ -1,0 +1,155 @@
+"""sweep.objectives and the spec's objectives/constraints: several objectives, constraints, early stopping."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from sweep_helpers import spec_dict, write_spec
+
+from sweep.compare import Spread, bootstrap_difference, verdict
+from sweep.objectives import Constraint, CurveMedian, Direction, Metric, Objective, measures
+from sweep.report import _pareto_front
+from sweep.spec import SpecError, load_spec, parse_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+THREE = [{"metric": "val_exact_match"}, {"metric": "n_parameters"}, "seconds_to_target"]
+
+
+def test_objectives_parse_with_natural_directions():
+    spec = parse_spec(spec_dict(objectives=THREE, pruner={"type": "median", "n_startup_trials": 2}))
+    assert spec.goals == (
+        Objective(Metric.VAL_EXACT_MATCH, Direction.MAXIMIZE),
+        Objective(Metric.N_PARAMETERS, Direction.MINIMIZE),
+        Objective(Metric.SECONDS_TO_TARGET, Direction.MINIMIZE),
+    )
+    assert not spec.reports_per_epoch
+    assert spec.early_stop == CurveMedian(n_startup_trials=2)
+    assert isinstance(spec.make_pruner(), optuna.pruners.NopPruner)  # the trial applies the rule itself
+
+
+def test_metric_stays_the_one_objective_shorthand():
+    spec = parse_spec(spec_dict(metric="val_exact_match"))
+    assert spec.goals == (Objective(Metric.VAL_EXACT_MATCH, Direction.MAXIMIZE),)
+    assert spec.reports_per_epoch and spec.early_stop is None
+
+
+def test_objectives_change_the_fingerprint_and_the_default_does_not():
+    base = parse_spec(spec_dict())
+    assert parse_spec(spec_dict(metric="val_exact_match")).fingerprint() == base.fingerprint()
+    assert parse_spec(spec_dict(objectives=THREE)).fingerprint() != base.fingerprint()
+    constrained = parse_spec(spec_dict(objectives=THREE, constraints={"n_parameters": {"max": 500}}))
+    assert constrained.fingerprint() != parse_spec(spec_dict(objectives=THREE)).fingerprint()
+
+
+MISTAKES = {
+    "both metric and objectives": (dict(metric="val_exact_match", objectives=THREE), "objectives", "not both"),
+    "empty objectives": (dict(objectives=[]), "objectives", "expected"),
+    "unknown objective metric": (
+        dict(objectives=[{"metric": "n_params"}]),
+        "objectives[0].metric",
+        "did you mean n_parameters",
+    ),
+    "bad direction": (
+        dict(objectives=[{"metric": "n_parameters", "direction": "down"}]),
+        "objectives[0].direction",
+        "maximize",
+    ),
+    "unknown objective key": (
+        dict(objectives=[{"metric": "n_parameters", "dir": "up"}]),
+        "objectives[0].dir",
+        "direction",
+    ),
+    "an objective twice": (dict(objectives=["n_parameters", "n_parameters"]), "objectives", "once"),
+    "probe objective without probe lengths": (
+        dict(objectives=["probe_exact_match", "n_parameters"]),
+        "objectives",
+        "probe_lengths",
+    ),
+    "a pruner that needs one objective": (
+        dict(objectives=THREE, pruner={"type": "hyperband"}),
+        "pruner.type",
+        "median",
+    ),
+    "constraint on an unknown metric": (
+        dict(constraints={"params": {"max": 5}}),
+        "constraints.params",
+        "unknown metric",
+    ),
+    "constraint without bounds": (dict(constraints={"n_parameters": {}}), "constraints.n_parameters", "min, max"),
+    "constraint not a mapping": (dict(constraints={"n_parameters": 5}), "constraints.n_parameters", "expected bounds"),
+    "constraint with a bad bound": (
+        dict(constraints={"n_parameters": {"max": "many"}}),
+        "constraints.n_parameters.max",
+        "'many'",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_objective_mistakes_name_file_and_key(mistake, tmp_path):
+    changes, key, message = MISTAKES[mistake]
+    path = write_spec(tmp_path, "bad.yaml", **changes)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {key}: "), text
+    assert message in text and "\n" not in text, text
+
+
+def test_constraint_violation_is_optunas_sign():
+    upper = Constraint(Metric.N_PARAMETERS, high=1000)
+    assert upper.violation(900) == -100 and upper.violation(1200) == 200
+    band = Constraint(Metric.VAL_EXACT_MATCH, low=0.99, high=1.0)
+    assert band.violation(0.995) <= 0 and band.violation(0.9) == pytest.approx(0.09)
+    assert upper.name == "n_parameters <= 1000" and band.name == "val_exact_match >= 0.99 and <= 1"
+
+
+def test_measures_take_costs_from_the_record_and_inf_for_a_target_never_reached():
+    values = measures(
+        {"n_parameters": 10, "train_seconds": 2.5, "seconds_to_target": None}, {Metric.VAL_EXACT_MATCH: 0.5}
+    )
+    assert values == {
+        Metric.VAL_EXACT_MATCH: 0.5,
+        Metric.N_PARAMETERS: 10.0,
+        Metric.TRAIN_SECONDS: 2.5,
+        Metric.SECONDS_TO_TARGET: math.inf,
+    }
+
+
+def _study_with_curves(curves: list[list[float]]) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for curve in curves:
+        trial = study.ask()
+        trial.set_user_attr("val_curve", curve)
+        study.tell(trial, [curve[-1], 1.0])
+    return study
+
+
+def test_curve_median_stops_a_trial_below_the_median_of_completed_curves():
+    study = _study_with_curves([[0.2, 0.5, 0.9], [0.3, 0.6, 0.95], [0.1, 0.4, 0.8]])
+    rule = CurveMedian(n_startup_trials=3, n_warmup_steps=1)
+    assert not rule.should_stop(study, [0.0])  # warm-up epoch
+    assert rule.should_stop(study, [0.1, 0.3])  # best so far 0.3 < median 0.5 at epoch 2
+    assert not rule.should_stop(study, [0.1, 0.5])
+    assert not rule.should_stop(study, [0.6, 0.2])  # its best so far counts, as in MedianPruner
+    assert not CurveMedian(n_startup_trials=4).should_stop(study, [0.0, 0.0])  # too few completed yet
+
+
+def test_pareto_front_of_cost_and_error():
+    costs, errors = [10, 20, 5, 30, 20], [0.1, 0.05, 0.3, 0.05, 0.2]
+    assert _pareto_front(costs, errors) == [2, 0, 1]  # by increasing cost; 3 and 4 are dominated
+
+
+def test_bootstrap_difference_and_the_sentence():
+    noisy_a, noisy_b = Spread((0.9990, 0.9995, 0.9985)), Spread((0.9988, 0.9993, 0.9990))
+    assert bootstrap_difference(noisy_a, noisy_b).within_noise
+    assert "within seed noise" in verdict("LSTM", noisy_a, "GRU", noisy_b)
+    clear_a, clear_b = Spread((0.999, 0.998, 0.999)), Spread((0.95, 0.96, 0.94))
+    difference = bootstrap_difference(clear_a, clear_b)
+    assert not difference.within_noise and difference.low > 0
+    assert "better than RNN by 4.87 points, beyond seed noise" in verdict("LSTM", clear_a, "RNN", clear_b)
+    assert "too few seeds" in verdict("LSTM", Spread((0.99,)), "GRU", Spread((0.98,)))
+    assert bootstrap_difference(clear_a, clear_b) == difference  # seeded
