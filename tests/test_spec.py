@@ -76,6 +76,13 @@ def test_shipped_quickstart_spec_parses():
     assert isinstance(spec.make_pruner(), optuna.pruners.MedianPruner)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_parses_and_builds(path):
+    spec = load_spec(path)
+    spec.make_sampler(), spec.make_pruner()
+    assert spec.name == path.stem
+
+
 def test_config_for_applies_params_over_the_base():
     spec = parse_spec(spec_dict())
     config = spec.config_for({"model.model_type": "gru", "model.hidden_size": 12, "train.learning_rate": 0.05})
