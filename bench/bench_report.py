@@ -1,6 +1,12 @@
 """Benchmark of `sweep.report.write_report` on a large study: 500 trials, target 10 s.
 
     .venv/bin/python bench/bench_report.py [--trials 500] [--pruned 0.4] [--repeats 1] [--storage memory|sqlite]
+                                           [--objectives 1|3]
+
+With `--objectives 3` the study has three objectives (n_parameters and seconds_to_target minimized,
+val_exact_match maximized, as studies/compare-cost.yaml), keeps each curve in the trial's record
+instead of `trial.report`, and carries seed reruns of its best trials, so the Seed spread, At the
+target and Cost sections have their full work.
 
 No model is trained. The study is built with Optuna's ask/tell over the compare-cells search space
 (model.model_type rnn/lstm/gru, model.hidden_size, train.learning_rate, train.batch_size): every
@@ -73,12 +79,15 @@ def curve(rng: random.Random, model_type: str, hidden: int, lr: float, batch: in
     return values
 
 
-def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Study:
+MULTI = ["minimize", "minimize", "maximize"]  # n_parameters, seconds_to_target, val_exact_match
+
+
+def build_study(n_trials: int, pruned_fraction: float, seed: int, objectives: int = 1) -> optuna.Study:
     rng = random.Random(seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY,
-        direction="maximize",
+        directions=MULTI if objectives > 1 else ["maximize"],
         storage=optuna.storages.InMemoryStorage(),
         sampler=optuna.samplers.RandomSampler(seed=seed),
     )
@@ -89,7 +98,17 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
     )
     study.set_user_attr("spec_path", "bench/bench_report.py")
     study.set_user_attr("probe", {"lengths": list(PROBE_LENGTHS), "sample": 10_000})
-    study.set_metric_names(["val_exact_match"])
+    study.set_metric_names(
+        ["n_parameters", "seconds_to_target", "val_exact_match"] if objectives > 1 else ["val_exact_match"]
+    )
+    if objectives > 1:
+        study.set_user_attr(
+            "objectives",
+            [
+                {"metric": m, "direction": d}
+                for m, d in zip(("n_parameters", "seconds_to_target", "val_exact_match"), MULTI, strict=True)
+            ],
+        )
     pruned = set(rng.sample(range(n_trials), round(pruned_fraction * n_trials)))
     for number in range(n_trials):
         trial = study.ask(SPACE)
@@ -99,13 +118,21 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
             rng, model_type, hidden, trial.params["train.learning_rate"], trial.params["train.batch_size"], N_EPOCHS
         )
         epochs = rng.randint(3, N_EPOCHS - 1) if number in pruned else N_EPOCHS
-        for epoch, value in enumerate(values[:epochs], start=1):
-            trial.report(value, epoch)
+        if objectives > 1:
+            trial.set_user_attr("val_curve", values[:epochs])
+        else:
+            for epoch, value in enumerate(values[:epochs], start=1):
+                trial.report(value, epoch)
         seconds = 0.02 * GATES[model_type] * (hidden / 64) ** 1.5 * 11_100 / trial.params["train.batch_size"] + 0.3
         trial.set_user_attr("model_type", model_type)
         trial.set_user_attr("n_parameters", n_parameters(model_type, hidden))
         trial.set_user_attr("seconds_per_epoch", round(seconds, 4))
         trial.set_user_attr("epochs_run", epochs)
+        reached = next((i for i, v in enumerate(values[:epochs]) if v >= 0.9), None)
+        trial.set_user_attr("train_seconds", round(0.8 * seconds * epochs, 4))
+        trial.set_user_attr("epoch_to_target", None if reached is None else reached + 1)
+        to_target = None if reached is None else round(0.8 * seconds * (reached + 1), 4)
+        trial.set_user_attr("seconds_to_target", to_target)
         best = max(values[:epochs])
         by_length = {
             str(n): round(min(1.0, max(0.0, best * (1.03 - 0.02 * (n - 2)) + rng.gauss(0, 0.01))), 5)
@@ -120,8 +147,39 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int) -> optuna.Stud
         trial.set_user_attr("val_exact_match", best)
         trial.set_user_attr("probe_exact_match", probe)
         trial.set_user_attr("probe_by_length", {str(n): probe for n in PROBE_LENGTHS})
-        study.tell(trial, best)
+        if objectives > 1:
+            cost = math.inf if to_target is None else to_target
+            study.tell(trial, [n_parameters(model_type, hidden), cost, best])
+        else:
+            study.tell(trial, best)
+    if objectives > 1:
+        add_reruns(study, rng)
     return study
+
+
+def add_reruns(study: optuna.Study, rng: random.Random, per_type: int = 2, seeds: int = 3) -> None:
+    """Seed reruns of each model type's best trials, as `sweep rerun --top 2 --seeds 0,1,2` stores them."""
+    from sweep.records import RerunRecord, write_rerun
+
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for model_type in GATES:
+        best = sorted((t for t in complete if t.params["model.model_type"] == model_type), key=lambda t: -t.values[2])
+        for trial in best[:per_type]:
+            for seed in range(seeds):
+                value = min(1.0, max(0.0, trial.values[2] + rng.gauss(0, 0.01)))
+                write_rerun(
+                    study,
+                    RerunRecord(
+                        trial.number,
+                        seed,
+                        trial.values[0],
+                        value,
+                        n_parameters=int(trial.values[0]),
+                        train_seconds=trial.user_attrs["train_seconds"],
+                        seconds_to_target=trial.user_attrs["seconds_to_target"],
+                        epochs=N_EPOCHS,
+                    ),
+                )
 
 
 def main() -> int:
@@ -131,12 +189,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the median is reported")
     parser.add_argument("--storage", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objectives", type=int, choices=(1, 3), default=1)
     args = parser.parse_args()
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         start = time.perf_counter()
-        built = build_study(args.trials, args.pruned, args.seed)
+        built = build_study(args.trials, args.pruned, args.seed, args.objectives)
         if args.storage == "sqlite":
             url = f"sqlite:///{tmp}/bench.db"
             optuna.copy_study(from_study_name=STUDY, from_storage=built._storage, to_storage=url)
@@ -167,7 +226,7 @@ def main() -> int:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         print(
-            f"write_report: {seconds:.2f}s for {args.trials} trials "
+            f"write_report: {seconds:.2f}s for {args.trials} trials, {args.objectives} objective(s) "
             f"({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB)"
             + (f", median of {args.repeats}" if args.repeats > 1 else "")
         )

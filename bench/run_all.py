@@ -52,10 +52,17 @@ def main() -> None:
         [sys.executable, str(HERE / "bench_core.py"), *quick],
     )
     run("sweep: trials per minute, 1 vs 2 workers, overhead", [sys.executable, str(HERE / "bench_sweep.py"), *quick])
-    run(
-        "report: 500 trials",
-        [sys.executable, str(HERE / "bench_report.py"), *(["--trials", "100"] if args.quick else [])],
-    )
+    for objectives in ("1", "3"):
+        run(
+            f"report: 500 trials, {objectives} objective(s)",
+            [
+                sys.executable,
+                str(HERE / "bench_report.py"),
+                "--objectives",
+                objectives,
+                *(["--trials", "100"] if args.quick else []),
+            ],
+        )
     print(f"\nall benchmarks: {time.perf_counter() - start:.0f}s")
 
 

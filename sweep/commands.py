@@ -315,12 +315,24 @@ def list_studies(storage: str | None) -> None:
         counts = dict.fromkeys(TrialState, 0)
         for trial in trials:
             counts[trial.state] += 1
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        best_text = f"{max(values):.4f}" if values else "-"
+        best_text = _best_text(summary.directions, [t.values for t in trials if t.state == TrialState.COMPLETE])
         typer.echo(
             f"{summary.study_name:24s} {counts[TrialState.COMPLETE]:8d} {counts[TrialState.PRUNED]:7d} "
             f"{counts[TrialState.FAIL]:5d} {counts[TrialState.RUNNING] + counts[TrialState.WAITING]:7d} {best_text:>8s}"
         )
+
+
+def _best_text(directions: list[Any], values: list[list[float] | None]) -> str:
+    """The best value for one objective (in its direction); "N objectives" for several (see sweep best)."""
+    from optuna.study import StudyDirection
+
+    if len(directions) > 1:
+        return f"{len(directions)} obj."
+    found = [v[0] for v in values if v]
+    if not found:
+        return "-"
+    best = (max if directions[0] == StudyDirection.MAXIMIZE else min)(found)
+    return f"{best:.4f}" if abs(best) < 1000 else f"{best:.4g}"
 
 
 def export(name: str, out: Path, storage: str | None) -> None:

@@ -105,7 +105,7 @@ def _reporter(
             curve = [e.val_exact_match for e in epochs]
             write_trial(trial, val_curve=curve)
             value = result.val_exact_match
-            stopping = early_stop is not None and early_stop.should_stop(trial.study, curve)
+            stopping = early_stop is not None and early_stop.should_stop(trial.study, curve, trial.params)
         if stopping:
             _record_run(trial, epochs, spec.target)
             raise optuna.TrialPruned(f"pruned at epoch {result.epoch} with {value:.4f}")

@@ -111,16 +111,23 @@ def measures(record_values: dict[str, Any], accuracy: dict[Metric, float | None]
 @dataclass(frozen=True)
 class CurveMedian:
     """Stop a trial whose best validation exact match so far is below the median of the completed
-    trials' curves at the same epoch (after ``n_startup_trials`` completed, past ``n_warmup_steps``)."""
+    trials' curves at the same epoch (after ``n_startup_trials`` completed, past ``n_warmup_steps``).
+
+    With ``group_by`` (a spec's ``balance`` key, the model type), a trial is compared only with the
+    completed trials of its own group: a cell that learns more slowly is not stopped for being slower
+    than the others, which would starve it of trials in a comparison of equal budgets."""
 
     n_startup_trials: int = 5
     n_warmup_steps: int = 0
+    group_by: str | None = None
 
-    def should_stop(self, study: optuna.Study, curve: list[float]) -> bool:
+    def should_stop(self, study: optuna.Study, curve: list[float], params: dict[str, Any] | None = None) -> bool:
         epoch = len(curve)
         if epoch <= self.n_warmup_steps:
             return False
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if self.group_by is not None and params is not None:
+            completed = [t for t in completed if t.params.get(self.group_by) == params.get(self.group_by)]
         if len(completed) < self.n_startup_trials:
             return False
         others = [c[epoch - 1] for c in (TrialRecord.read(t).val_curve for t in completed) if len(c) >= epoch]

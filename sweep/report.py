@@ -303,6 +303,64 @@ def _cost_figure(frame: pd.DataFrame, name: str, label: str, log_x: bool) -> go.
     return _layout(fig, f"Validation error rate against {label}", label, "error rate (1 - exact match)")
 
 
+def target_section(studies: list[optuna.Study], frame: pd.DataFrame, target: float) -> Section:
+    """Per model type: the smallest and the fastest-to-train trial that reached the target, with
+    their seed reruns where stored (the answer to "which cell is cheapest at this accuracy?")."""
+    reruns = _reruns_by_trial(studies)
+    complete = _complete(frame)
+    rows = []
+    for group in group_colors(frame):
+        reached = complete[(complete.group == group) & complete.record.map(lambda r: r.epoch_to_target is not None)]
+        if not len(reached):
+            n = int((complete.group == group).sum())
+            rows.append({"group": group, "which": f"none of its {n} completed trials reached {100 * target:g}%"})
+            continue
+        smallest = reached.loc[reached.record.map(lambda r: r.n_parameters).idxmin()]
+        fastest = reached.loc[reached.record.map(lambda r: r.seconds_to_target).idxmin()]
+        for which, row in (("smallest", smallest), ("fastest", fastest)):
+            rows.append(_target_row(group, which, row, reruns.get((row.study, int(row.number)), []), target))
+    table = pd.DataFrame(rows).fillna("").to_html(index=False, escape=True, classes="summary", border=0)
+    return Section(
+        "At the target",
+        f"For each model type, the smallest trial and the fastest-to-train trial among those whose validation "
+        f"exact match reached {100 * target:g}%: its parameters and training seconds to the target (one run), "
+        "then, where seed reruns are stored, the mean +- standard deviation over seeds and how many seeds "
+        "reached the target.",
+        [],
+        table,
+        table_first=True,
+    )
+
+
+def _target_row(group: str, which: str, row: pd.Series, runs: list[Any], target: float) -> dict[str, Any]:
+    from sweep.compare import Spread
+
+    record: TrialRecord = row.record
+    cells: dict[str, Any] = {
+        "group": group,
+        "which": which,
+        "trial": int(row.number),
+        "parameters": f"{record.n_parameters:,}",
+        "s to target (one run)": f"{record.seconds_to_target:.1f}",
+    }
+    if runs:
+        reached = [r.seconds_to_target for r in runs if r.seconds_to_target is not None]
+        cells["val exact match over seeds"] = Spread(tuple(r.val_exact_match for r in runs)).text()
+        cells["seeds at target"] = f"{len(reached)} of {len(runs)}"
+        cells["s to target over seeds"] = Spread(tuple(reached)).text(percent=False) if reached else "-"
+    return cells
+
+
+def _reruns_by_trial(studies: list[optuna.Study]) -> dict[tuple[str, int], list[Any]]:
+    from sweep.records import read_reruns
+
+    found: dict[tuple[str, int], list[Any]] = {}
+    for study in studies:
+        for record in read_reruns(study):
+            found.setdefault((study.study_name, record.trial), []).append(record)
+    return found
+
+
 def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     """Reruns over seeds: mean and spread per trial, and whether the two best types differ beyond noise."""
     from sweep.compare import verdict
@@ -356,18 +414,13 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
 def _seed_spreads(studies: list[optuna.Study], frame: pd.DataFrame) -> dict[str, list[tuple[int, Any, list[int]]]]:
     """Per group: (trial, its validation exact match over seeds as a Spread, the seeds) for every rerun trial."""
     from sweep.compare import Spread
-    from sweep.records import read_reruns
 
     groups = {(r.study, r.number): r.group for r in frame.itertuples()}
     spreads: dict[str, list[tuple[int, Any, list[int]]]] = {}
-    for study in studies:
-        by_trial: dict[int, list[tuple[int, float]]] = {}
-        for record in read_reruns(study):
-            by_trial.setdefault(record.trial, []).append((record.seed, record.val_exact_match))
-        for number, runs in by_trial.items():
-            group = groups.get((study.study_name, number), "?")
-            spread = Spread(tuple(value for _, value in runs))
-            spreads.setdefault(group, []).append((number, spread, [seed for seed, _ in runs]))
+    for (study_name, number), runs in _reruns_by_trial(studies).items():
+        group = groups.get((study_name, number), "?")
+        spread = Spread(tuple(r.val_exact_match for r in runs))
+        spreads.setdefault(group, []).append((number, spread, [r.seed for r in runs]))
     return spreads
 
 
@@ -644,6 +697,7 @@ def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, i
     sections = [
         summary_section(frame, metric),
         seeds_section(studies, frame),
+        target_section(studies, frame, StudyMeta.read(studies[0]).target),
         comparison_section(frame, metric),
         cost_section(frame, StudyMeta.read(studies[0]).target),
         curves_section(frame, metric),

@@ -356,7 +356,7 @@ class StudySpec:
         if self.reports_per_epoch or self.pruner["type"] != "median":
             return None
         settings = {k: v for k, v in self.pruner.items() if k in ("n_startup_trials", "n_warmup_steps")}
-        return CurveMedian(**settings)
+        return CurveMedian(**settings, group_by=self.balance.key if self.balance else None)
 
     def model_types(self) -> tuple[str, ...]:
         """The model types its trials can train."""

@@ -138,6 +138,27 @@ def test_curve_median_stops_a_trial_below_the_median_of_completed_curves():
     assert not CurveMedian(n_startup_trials=4).should_stop(study, [0.0, 0.0])  # too few completed yet
 
 
+def test_curve_median_with_balance_compares_a_trial_with_its_own_model_type():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    kind = optuna.distributions.CategoricalDistribution(["lstm", "rnn"])
+    for model_type, curve in (("lstm", [0.5, 0.9]), ("lstm", [0.6, 0.95]), ("rnn", [0.1, 0.3]), ("rnn", [0.1, 0.5])):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[curve[-1], 1.0],
+                params={"model.model_type": model_type},
+                distributions={"model.model_type": kind},
+                user_attrs={"val_curve": curve},
+            )
+        )
+    slow_rnn = {"model.model_type": "rnn"}
+    assert CurveMedian(n_startup_trials=2).should_stop(study, [0.1, 0.45], slow_rnn)  # against every trial
+    by_type = CurveMedian(n_startup_trials=2, group_by="model.model_type")
+    assert not by_type.should_stop(study, [0.1, 0.45], slow_rnn)  # against the RNNs: their median is 0.4
+    assert by_type.should_stop(study, [0.1, 0.35], slow_rnn)
+    spec = parse_spec(spec_dict(objectives=THREE, balance="model.model_type", pruner="median"))
+    assert spec.early_stop == CurveMedian(group_by="model.model_type")
+
+
 def test_pareto_front_of_cost_and_error():
     costs, errors = [10, 20, 5, 30, 20], [0.1, 0.05, 0.3, 0.05, 0.2]
     assert _pareto_front(costs, errors) == [2, 0, 1]  # by increasing cost; 3 and 4 are dominated

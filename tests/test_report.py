@@ -185,6 +185,7 @@ def test_report_has_every_section(rendered):
     assert rendered.headings == [
         "Summary",
         "Seed spread",
+        "At the target",
         "Model types compared",
         "Cost",
         "Learning curves",
