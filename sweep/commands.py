@@ -403,9 +403,11 @@ def _print_rerun_summary(name: str, row: dict[str, Any]) -> None:
     typer.echo(f"trial {row['trial']} of {name!r} ({row['model_type']}): stored value {stored} ({row['stored_state']})")
     for r in row["runs"]:
         probe = f"  probe {r['probe_exact_match']:.4f}" if r["probe_exact_match"] is not None else ""
+        to_target = r["seconds_to_target"]
+        target = f"  s to target {to_target:.1f}" if to_target is not None else "  target not reached"
         typer.echo(
             f"  seed {r['seed']}: value {r['value']:.4f}  val exact {r['val_exact_match']:.4f}{probe}  "
-            f"epochs {r['epochs']}"
+            f"epochs {r['epochs']}{target}"
         )
     if len(row["runs"]) > 1:
         typer.echo(f"  mean {row['mean']:.4f}, stdev {row['stdev']:.4f} over {len(row['runs'])} seeds")

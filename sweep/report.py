@@ -339,7 +339,7 @@ def _target_row(group: str, which: str, row: pd.Series, runs: list[Any], target:
     cells: dict[str, Any] = {
         "group": group,
         "which": which,
-        "trial": int(row.number),
+        "trial": str(int(row.number)),  # text: a row without a trial would make pandas print 11.0
         "parameters": f"{record.n_parameters:,}",
         "s to target (one run)": f"{record.seconds_to_target:.1f}",
     }
@@ -376,10 +376,9 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
         )
     best = {group: max(items, key=lambda item: item[1].mean) for group, items in spreads.items()}
     ranked = sorted(best.items(), key=lambda kv: kv[1][1].mean, reverse=True)
-    sentence = ""
-    if len(ranked) >= 2:
-        (name_a, (_, a, _)), (name_b, (_, b, _)) = ranked[0], ranked[1]
-        sentence = " " + verdict(name_a, a, name_b, b)
+    # The best type against each other one: the first sentence answers "which is better, beyond noise?"
+    name_a, (_, a, _) = ranked[0]
+    sentence = "".join(" " + verdict(name_a, a, name_b, b) for name_b, (_, b, _) in ranked[1:])
     rows = [
         {"group": g, "trial": n, "seeds": ", ".join(map(str, sorted(s))), "validation exact match": sp.text()}
         for g, (n, sp, s) in ranked

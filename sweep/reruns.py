@@ -18,7 +18,6 @@ from optuna.trial import FrozenTrial, TrialState
 from digitsum.errors import UsageError
 from sweep.objective import rerun
 from sweep.records import RerunRecord, TrialRecord, model_type, read_reruns, write_rerun
-from sweep.run import best_numbers
 from sweep.storage import close_storage, open_storage
 
 
@@ -29,20 +28,35 @@ class Job:
 
 
 def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` best completed trials of each model type (with several objectives: the Pareto
-    set's trials, at most ``top`` of each model type)."""
+    """The ``top`` best completed trials of each model type. With several objectives: from each
+    model type's own Pareto front (feasible trials only), the ``top`` best by each objective, so
+    that every family's smallest, fastest and most accurate trials are re-trained."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(study.directions) > 1:
-        pareto = best_numbers(study)
-        complete = [t for t in complete if t.number in pareto]
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    complete = sorted(complete, key=lambda t: (-t.values[0] if maximize else t.values[0], t.number))
-    chosen: dict[str, list[FrozenTrial]] = {}
+    by_type: dict[str, list[FrozenTrial]] = {}
     for trial in complete:
-        group = chosen.setdefault(model_type(trial), [])
-        if len(group) < top:
-            group.append(trial)
-    return sorted((t for group in chosen.values() for t in group), key=lambda t: t.number)
+        by_type.setdefault(model_type(trial), []).append(trial)
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    chosen: set[int] = set()
+    for trials in by_type.values():
+        if len(signs) > 1:  # a type with no feasible trial still shows its best: its whole front
+            feasible = [t for t in trials if all(c <= 0 for c in t.constraints.values())]
+            trials = pareto_front(feasible or trials, signs)
+        for index, sign in enumerate(signs):
+            ranked = sorted(trials, key=lambda t: (sign * t.values[index], t.number))
+            chosen |= {t.number for t in ranked[:top]}
+    return [t for t in complete if t.number in chosen]
+
+
+def pareto_front(trials: list[FrozenTrial], signs: list[float]) -> list[FrozenTrial]:
+    """The trials no other trial dominates (``signs``: -1 for a maximized objective, +1 minimized)."""
+
+    def costs(trial: FrozenTrial) -> list[float]:
+        return [s * v for s, v in zip(signs, trial.values, strict=True)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [t for t in trials if not any(dominates(costs(o), costs(t)) for o in trials if o is not t)]
 
 
 def pending(study: optuna.Study, trials: Iterable[int], seeds: list[int], again: bool = False) -> list[Job]:
