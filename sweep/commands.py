@@ -229,7 +229,27 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "checkpoint": record.checkpoint,
         "checkpoint_exists": bool(record.checkpoint) and Path(str(record.checkpoint)).is_file(),
         "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "over_seeds": _over_seeds(study, trial.number),
     }
+
+
+def _over_seeds(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """The trial's stored seed reruns: validation exact match mean and spread, and the seeds."""
+    from sweep.compare import Spread
+    from sweep.records import read_reruns
+
+    runs = [r for r in read_reruns(study) if r.trial == number]
+    if not runs:
+        return None
+    spread = Spread(tuple(r.val_exact_match for r in runs))
+    return {"seeds": [r.seed for r in runs], "val_exact_match_mean": spread.mean, "val_exact_match_stdev": spread.stdev}
+
+
+def _seeds_text(over: dict[str, Any] | None) -> str:
+    if over is None:
+        return "no seed reruns (sweep rerun NAME TRIAL --seeds 0,1,2)"
+    mean, sd, n = 100 * over["val_exact_match_mean"], 100 * over["val_exact_match_stdev"], len(over["seeds"])
+    return f"{mean:.2f}% +- {sd:.2f} over {n} seeds"
 
 
 def pareto_summary(study: optuna.Study) -> dict[str, Any]:
@@ -250,6 +270,7 @@ def pareto_summary(study: optuna.Study) -> dict[str, Any]:
                 "n_parameters": record.n_parameters,
                 "params": trial.params,
                 "checkpoint": record.checkpoint,
+                "over_seeds": _over_seeds(study, trial.number),
             }
         )
     return {
@@ -268,6 +289,7 @@ def _print_pareto(summary: dict[str, Any]) -> None:
     for row in summary["pareto"]:
         values = "  ".join(f"{row['values'][n]:17.6g}" for n in names)
         typer.echo(f"{row['trial']:6d}  {row['model_type']:5s} {row['n_parameters'] or 0:10,d}  {values}")
+        typer.echo(f"{'':6s}  validation exact match {_seeds_text(row['over_seeds'])}")
 
 
 def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
@@ -299,6 +321,7 @@ def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
         )
     state = "" if summary["checkpoint_exists"] else " (not on this machine)"
     typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
+    typer.echo(f"  validation exact match {_seeds_text(summary['over_seeds'])}")
 
 
 def list_studies(storage: str | None) -> None:

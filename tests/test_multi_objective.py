@@ -102,6 +102,20 @@ def test_seed_reruns_run_on_two_workers_are_stored_and_not_repeated(multi):
     assert read_reruns(_study(url)) == reruns
 
 
+def test_best_reads_the_stored_reruns(multi):
+    _, _, url = multi
+    reruns = {r.trial for r in read_reruns(_study(url))}
+    summary = json.loads(invoke("best", "multi", "--storage", url, "--json").stdout)
+    for row in summary["pareto"]:
+        if row["trial"] in reruns:
+            assert row["over_seeds"]["seeds"] == [0, 1] and 0 <= row["over_seeds"]["val_exact_match_mean"] <= 1
+        else:
+            assert row["over_seeds"] is None
+    assert "over 2 seeds" in invoke("best", "multi", "--storage", url).stdout or not reruns & {
+        row["trial"] for row in summary["pareto"]
+    }
+
+
 def test_the_report_renders_the_cost_and_seed_figures(multi):
     folder, _, url = multi
     out = folder / "multi.html"
