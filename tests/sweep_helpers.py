@@ -86,6 +86,18 @@ def write_spec(directory: Path, filename: str = "spec.yaml", spec: dict | None =
     return path
 
 
+def assert_spec_mistake(directory: Path, changes: dict, key: str, message: str) -> None:
+    """The tiny spec with ``changes`` is refused by one SpecError line: "FILE: KEY: ...MESSAGE..."."""
+    from sweep.spec import SpecError, load_spec
+
+    path = write_spec(directory, "bad.yaml", **changes)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {key}: "), text
+    assert message in text and "\n" not in text, text
+
+
 def storage_url(tmp_path: Path, filename: str = "s.db") -> str:
     return f"sqlite:///{tmp_path}/{filename}"
 

@@ -6,12 +6,12 @@ import math
 
 import optuna
 import pytest
-from sweep_helpers import spec_dict, write_spec
+from sweep_helpers import assert_spec_mistake, spec_dict
 
 from sweep.compare import Spread, bootstrap_difference, verdict
 from sweep.objectives import Constraint, CurveMedian, Direction, Metric, Objective, measures
 from sweep.report import _pareto_front
-from sweep.spec import SpecError, load_spec, parse_spec
+from sweep.spec import parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -90,13 +90,7 @@ MISTAKES = {
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
 def test_objective_mistakes_name_file_and_key(mistake, tmp_path):
-    changes, key, message = MISTAKES[mistake]
-    path = write_spec(tmp_path, "bad.yaml", **changes)
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    text = str(caught.value)
-    assert text.startswith(f"{path}: {key}: "), text
-    assert message in text and "\n" not in text, text
+    assert_spec_mistake(tmp_path, *MISTAKES[mistake])
 
 
 def test_constraint_violation_is_optunas_sign():

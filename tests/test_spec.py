@@ -13,6 +13,7 @@ from sweep_helpers import (
     PRUNER_BODIES,
     SAMPLER_BODIES,
     assert_one_error_line,
+    assert_spec_mistake,
     run_cli,
     spec_dict,
     sweep_process,
@@ -382,14 +383,7 @@ MISTAKES = {
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
 def test_mistake_names_file_and_key(mistake, tmp_path):
-    changes, key, message = MISTAKES[mistake]
-    path = write_spec(tmp_path, "bad.yaml", **changes)
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    text = str(caught.value)
-    assert text.startswith(f"{path}: {key}: "), text
-    assert message in text, text
-    assert "\n" not in text
+    assert_spec_mistake(tmp_path, *MISTAKES[mistake])
 
 
 def test_parse_spec_names_its_source():
