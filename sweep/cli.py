@@ -35,9 +35,21 @@ class _ErrorBoundary(TyperGroup):
         except UsageError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # `sweep ls | head`: the reader has all it wanted
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except OSError as error:  # disk full, permission denied: not a usage error, still no traceback
             typer.echo(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
             raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _usage_line(error: TyperException) -> BaseException:
@@ -53,10 +65,30 @@ app = typer.Typer(
     cls=_ErrorBoundary,
     help="Train, sweep and compare RNN, LSTM and GRU models on the digit-sum task.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sweep (digitsum-sweep) {version('digitsum-sweep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, sweep and compare RNN, LSTM and GRU models on the digit-sum task.
+
+    Example: sweep run studies/quickstart.yaml && sweep report quickstart
+    """
 
 
 class Seeds(tuple[int, ...]):

@@ -44,14 +44,11 @@ def _finite(value: Any) -> Any:
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
-    import yaml
+    from sweep.spec import read_yaml
 
     if not path.is_file():
         raise DataError(f"{path}: no such config file")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise DataError(f"{path}: not valid YAML or JSON ({str(error).splitlines()[0]})") from None
+    values = read_yaml(path, DataError) or {}
     if not isinstance(values, dict):
         raise DataError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
     return values
@@ -177,6 +174,13 @@ def run(
         threads=threads,
     )
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if finished >= plan.n_trials:
+        typer.echo(
+            f"study {study_name!r} in {_storage_text(storage)} already has {finished} finished trials, "
+            f"the budget of {plan.n_trials}: nothing to run (give --trials {finished + 10}, say, to add 10)"
+        )
+        print_best(study_name, storage)
+        return
     typer.echo(
         f"study {study_name!r} in {_storage_text(storage)}: {finished} of {plan.n_trials} trials finished; "
         f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"

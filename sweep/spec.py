@@ -426,11 +426,35 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such study spec; the shipped ones are in studies/*.yaml")
+    return parse_spec(read_yaml(path, SpecError), str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            name = self.construct_object(key_node, deep=deep)
+            if name in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"line {line}: {name!r} is given twice; keep one")
+            seen.add(name)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, error: type[UsageError] = UsageError) -> Any:
+    """A YAML (or JSON) file's content; ``error`` names the file for bad text, bad YAML or a key given twice."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML ({' '.join(str(error).split())[:160]})") from None
-    return parse_spec(raw, str(path))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file; a study spec or config is YAML text") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+    except yaml.constructor.ConstructorError as problem:
+        raise error(f"{path}: {problem.problem}") from None
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML ({' '.join(str(problem).split())[:160]})") from None
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
@@ -445,6 +469,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     base, probe = _parse_data(raw.get("data"), fail)
     base = _apply_fixed(base, raw.get("fixed"), fail)
     space = _parse_space(raw.get("space"), fail)
+    _check_set_once(raw, space, fail)
+    _check_probe_is_unseen(base, probe, space, fail)
     sampler = _parse_component(raw.get("sampler") or "tpe", "sampler", SAMPLERS, fail)
     pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
     objectives = _parse_objectives(raw, fail)
@@ -590,6 +616,42 @@ def _parse_data(data: Any, fail: Callable[[str, str], SpecError]) -> tuple[Confi
         raise fail("data", str(error)) from None
 
 
+# The config key each data entry sets: a spec may set a key in one place only.
+DATA_SETS = {
+    "lengths": "train.lengths",
+    "dataset_path": "train.dataset_path",
+    "val_fraction": "train.train_split_fraction",
+}
+
+
+def _check_set_once(raw: dict[str, Any], space: tuple[Param, ...], fail: Callable[[str, str], SpecError]) -> None:
+    """Refuse a config key given twice (data and fixed, fixed and space): one of them would silently win."""
+    data = raw.get("data") or {}
+    fixed = cfg.flatten(raw.get("fixed") or {})
+    places: dict[str, str] = {DATA_SETS[name]: f"data.{name}" for name in data if name in DATA_SETS}
+    for name in fixed:
+        if name in places:
+            raise fail(f"fixed.{name}", f"also set by {places[name]}; keep one")
+        places[name] = f"fixed.{name}"
+    for param in space:
+        if param.key in places:
+            raise fail(f"space.{param.key}", f"also set by {places[param.key]}; a key is either fixed or searched")
+
+
+def _check_probe_is_unseen(
+    base: Config, probe: Probe, space: tuple[Param, ...], fail: Callable[[str, str], SpecError]
+) -> None:
+    """A probe measures lengths never seen in training: refuse one that overlaps the training lengths."""
+    if not probe.lengths or base.train.dataset_path:
+        return  # a CSV's lengths are known only when it is read
+    searched = next((p for p in space if p.key == "train.lengths"), None)
+    spellings = list(searched.choices or ()) if searched else [base.train.lengths]
+    trained = {n for text in spellings for n in parse_lengths(str(text))}
+    seen = sorted(trained & set(probe.lengths))
+    if seen:
+        raise fail("data.probe_lengths", f"{seen} are also training lengths; a probe scores lengths never trained on")
+
+
 def _apply_fixed(base: Config, fixed: Any, fail: Callable[[str, str], SpecError]) -> Config:
     if fixed is None:
         return base
@@ -633,6 +695,8 @@ def _parse_choices(
         raise fail(where, "give either choices or low/high, not both")
     for choice in given["choices"]:
         _check(name, choice, where, fail)
+    if len({repr(c) for c in given["choices"]}) < len(given["choices"]):
+        raise fail(f"{where}.choices", f"{given['choices']!r} lists a value twice; keep one")
     return Param(name, choices=tuple(given["choices"]), when=when)
 
 
@@ -676,6 +740,8 @@ def _parse_range(
         raise fail(where, f"low and high must be integers for {declared.name}")
     if low > high:
         raise fail(where, f"low {_number(low)} > high {_number(high)}; swap them")
+    if low == high or (step is not None and high - low < step):
+        raise fail(where, f"the range {_number(low)}..{_number(high)} holds one value; put it in fixed instead")
     if log and low <= 0:
         raise fail(where, f"log scale needs low > 0 (got {_number(low)})")
     if log and step is not None:

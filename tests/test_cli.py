@@ -329,7 +329,12 @@ def test_evaluate_bad_csv(mistake, trained, tmp_path):
 
 @pytest.mark.parametrize(
     ("sequence", "message"),
-    [("12a", "'12a' is not a digit sequence"), ("", "'' is not a digit sequence"), ("1" * 19, "1 to 18 digits")],
+    [
+        ("12a", "'12a' is not a digit sequence"),
+        ("", "'' is not a digit sequence"),
+        ("1" * 19, "'1111111111111111111' has 19 digits; give 1 to 18 digits"),
+        ("x" * 100_000, "... (100,000 characters) is not a digit sequence"),
+    ],
 )
 def test_predict_bad_sequence(trained, sequence, message):
     folder, _ = trained
@@ -378,3 +383,22 @@ def test_help_and_ls_answer_without_loading_torch(args, loaded, tmp_path):
     done = subprocess.run([sys.executable, "-c", HEAVY_IMPORTS, *args], capture_output=True, text=True, timeout=60)
     last = done.stdout.strip().splitlines()[-1]
     assert last == " ".join(["loaded:", *loaded, "exit", "0"]), done.stdout + done.stderr
+
+
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"sweep (digitsum-sweep) {version('digitsum-sweep')}"
+    assert invoke("-h").stdout == invoke("--help").stdout
+    assert "Example: sweep run" in invoke("run", "-h").stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`sweep keys | head -1`: the reader leaves early; no "error: Broken pipe", exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "keys"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0 and stderr == ""

@@ -190,7 +190,7 @@ def test_trials_is_the_total(resumed):
     assert [len(s) for s in snapshots] == [3, 3, 5]
     assert all(state in FINISHED for s in snapshots for _, state, *_ in s)
     assert "0 of 3 trials finished" in results[0].stdout
-    assert "3 of 3 trials finished" in results[1].stdout
+    assert "already has 3 finished trials, the budget of 3: nothing to run" in results[1].stdout
     assert "3 of 5 trials finished" in results[2].stdout
     trial_lines = [[line for line in r.stdout.splitlines() if line.startswith("trial ")] for r in results]
     assert [len(lines) for lines in trial_lines] == [3, 0, 2]

@@ -378,6 +378,42 @@ MISTAKES = {
     "fixed not a mapping": (dict(fixed=["train.n_epochs"]), "fixed", "mapping"),
     "balance on a key not in space": (dict(balance="model.num_layers"), "balance", "unconditional choices parameter"),
     "balance on a range": (dict(balance="model.hidden_size"), "balance", "unconditional choices parameter"),
+    # accepted before, and wrong: one setting silently won over another
+    "a key fixed and searched": (
+        dict(fixed={"model.hidden_size": 12}),
+        "space.model.hidden_size",
+        "also set by fixed.model.hidden_size",
+    ),
+    "data.lengths and fixed train.lengths": (
+        dict(fixed={"train.lengths": "1-3"}),
+        "fixed.train.lengths",
+        "also set by data.lengths",
+    ),
+    "data.lengths and searched train.lengths": (
+        dict(space=with_space(train__lengths={"choices": ["1-2", "1-3"]})),
+        "space.train.lengths",
+        "data.lengths",
+    ),
+    "probe lengths seen in training": (
+        dict(data={"lengths": [1, 2], "probe_lengths": [2, 3]}),
+        "data.probe_lengths",
+        "[2] are also training lengths",
+    ),
+    "a range of one value": (
+        dict(space=with_space(model__hidden_size={"low": 8, "high": 8})),
+        "space.model.hidden_size",
+        "holds one value",
+    ),
+    "a step wider than its range": (
+        dict(space=with_space(model__hidden_size={"low": 8, "high": 12, "step": 8})),
+        "space.model.hidden_size",
+        "one value",
+    ),
+    "a choice listed twice": (
+        dict(space=with_space(model__hidden_size={"choices": [8, 16, 8]})),
+        "space.model.hidden_size.choices",
+        "twice",
+    ),
 }
 
 
@@ -405,6 +441,21 @@ def test_not_a_spec_file(tmp_path, text, message):
     with pytest.raises(SpecError, match=message) as caught:
         load_spec(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_key_given_twice_in_yaml_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(spec_dict(), sort_keys=False) + "space:\n  model.hidden_size: {low: 8, high: 9}\n")
+    with pytest.raises(SpecError, match=r"line \d+: 'space' is given twice; keep one") as caught:
+        load_spec(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_a_spec_that_is_not_utf8_text(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError, match="not a UTF-8 text file"):
+        load_spec(path)
 
 
 def test_missing_spec_file(tmp_path):
