@@ -56,7 +56,8 @@ def _usage_line(error: TyperException) -> BaseException:
     """Typer's usage error as one line and exit code 2 (help for no arguments stays help)."""
     if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
         return error
-    command = getattr(getattr(error, "ctx", None), "command_path", None) or "sweep"
+    path = getattr(getattr(error, "ctx", None), "command_path", None) or "sweep"
+    command = " ".join(["sweep", *path.split()[1:]])  # the console script's name, however it was invoked
     typer.echo(f"error: {error.format_message().rstrip('.')}; see {command} --help", err=True)
     return typer.Exit(2)
 
@@ -246,6 +247,9 @@ def run(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")
     ] = None,
+    oversubscribe: Annotated[
+        bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
+    ] = False,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
@@ -262,6 +266,7 @@ def run(
         workers=workers,
         checkpoints=checkpoints,
         threads=threads,
+        oversubscribe=oversubscribe,
     )
 
 

@@ -154,12 +154,14 @@ def run(
     workers: int,
     checkpoints: Path,
     threads: int | None,
+    oversubscribe: bool = False,
 ) -> None:
     from sweep.progress import TrialPrinter
     from sweep.run import FINISHED, RunPlan, prepare_study, run_study
     from sweep.spec import load_spec
 
     spec = load_spec(spec_path)
+    _check_cores(workers, threads, oversubscribe)
     _check_writable(checkpoints)
     study_name = name or spec.name
     study = prepare_study(spec, open_store(storage), study_name)
@@ -198,6 +200,19 @@ def run(
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
     print_best(study_name, storage)
+
+
+def _check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None:
+    """Refuse more torch threads in all than this machine has cores, unless asked: they only contend."""
+    from sweep.run import available_cores
+
+    cores = available_cores()
+    each = threads or max(1, cores // workers)
+    if workers * each > cores and not oversubscribe:
+        raise DataError(
+            f"--workers {workers} x {each} thread(s) = {workers * each} threads on {cores} cores: every trial would "
+            f"slow down (5-18x was seen here); use --workers {max(1, cores // each)}, or add --oversubscribe"
+        )
 
 
 def _check_writable(folder: Path) -> None:
@@ -458,6 +473,21 @@ def report(names: list[str], out: Path | None, storage: str | None, attach: bool
     return out, n_figures
 
 
+def _bind_problem(host: str, port: int, error: OSError) -> str:
+    """Why the dashboard cannot listen, and the hint that fits: the port is taken, or the host is wrong."""
+    import errno
+    import socket
+
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port} ({reason}); pick another --port"
+    if error.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port} ({reason}); ports below 1024 need root, pick --port 8080"
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port} ({reason}); --host must be an address of this machine, like 127.0.0.1"
+    return f"cannot listen on {host}:{port} ({reason}); check --host and --port"
+
+
 def dashboard(storage: str | None, host: str, port: int) -> None:
     import socket
 
@@ -468,7 +498,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise DataError(f"cannot listen on {host}:{port} ({error.strerror}); pick another --port") from None
+            raise DataError(_bind_problem(host, port, error)) from None
     typer.echo(f"optuna-dashboard on {_storage_text(storage)}: http://{host}:{port}/  (Ctrl-C stops it)")
     with contextlib.suppress(KeyboardInterrupt):
         optuna_dashboard.run_server(store, host=host, port=port)

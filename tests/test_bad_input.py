@@ -100,6 +100,19 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
             ["report", "nope", "--storage", url, "--out", folder / "r.html"],
             "no study named 'nope'",
         ),
+        "predict: 19 digits": (["predict", checkpoint, "1" * 19], "has 19 digits; give 1 to 18 digits"),
+        "predict: a huge argument": (["predict", checkpoint, "x" * 100_000], "(100,000 characters)"),
+        "run: more threads than cores": (
+            ["run", folder / "spec.yaml", "--storage", url, "--workers", 64],
+            "add --oversubscribe",
+        ),
+        "run: workers 0 (typer's own check)": (["run", folder / "spec.yaml", "--workers", 0], "see sweep run --help"),
+        "dashboard: a host that is not this machine": (
+            ["dashboard", "--storage", url, "--host", "999.1.1.1"],
+            "--host must be an address of this machine",
+        ),
+        "rerun: neither a trial nor --top": (["rerun", "tiny", "--storage", url], "give a TRIAL number or --top K"),
+        "unknown command": (["nosuch"], "No such command 'nosuch'"),
     }
     for name, (changes, message) in SPEC_MISTAKES.items():
         spec = spec_dict(**{k: v for k, v in changes.items() if k != "space"})

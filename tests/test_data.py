@@ -402,9 +402,19 @@ def test_encode_prompts():
     assert enc.answers.tolist() == [[1, 6, EOA], [0, EOA, PAD]]
 
 
-@pytest.mark.parametrize("sequences", [[], ["12a"], [""], ["1" * 19], ["12", " 3"], ["-1"]])
-def test_encode_prompts_rejects(sequences):
-    with pytest.raises(DataError, match="digit sequence"):
+@pytest.mark.parametrize(
+    ("sequences", "message"),
+    [
+        ([], "nothing to predict"),
+        (["12a"], "'12a' is not a digit sequence"),
+        ([""], "is not a digit sequence"),
+        (["1" * 19], "has 19 digits; give 1 to 18 digits"),
+        (["12", " 3"], "' 3' is not a digit sequence"),
+        (["-1"], "'-1' is not a digit sequence"),
+    ],
+)
+def test_encode_prompts_rejects(sequences, message):
+    with pytest.raises(DataError, match=message):
         encode_prompts(sequences)
 
 
