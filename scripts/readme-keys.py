@@ -1,13 +1,16 @@
-"""Rewrite the README's key tables from the declarations (what `sweep keys --markdown` prints).
+"""Rewrite the README's key tables and docs/spec-reference.md from the declarations.
 
 .venv/bin/python scripts/readme-keys.py
 """
 
 from pathlib import Path
 
-from sweep.reference import README_BEGIN, README_END, key_tables
+from sweep.reference import README_BEGIN, README_END, SPEC_REFERENCE, key_tables, spec_reference
 
-readme = Path(__file__).resolve().parents[1] / "README.md"
+repo = Path(__file__).resolve().parents[1]
+(repo / SPEC_REFERENCE).write_text(spec_reference(repo), encoding="utf-8")
+print(f"wrote {repo / SPEC_REFERENCE}")
+readme = repo / "README.md"
 text = readme.read_text()
 head, rest = text.split(README_BEGIN, 1)
 _, tail = rest.split(README_END, 1)

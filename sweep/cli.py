@@ -225,6 +225,21 @@ def keys(
 
 
 @app.command()
+def check(
+    spec_path: Annotated[
+        Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")
+    ],
+) -> None:
+    """Check a study spec without training: the resolved space, sampler, pruner, data sizes and budget.
+
+    Example: sweep check studies/compare-cost.yaml
+    """
+    from sweep import commands
+
+    commands.check(spec_path)
+
+
+@app.command()
 def run(
     spec_path: Annotated[
         Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")

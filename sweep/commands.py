@@ -156,8 +156,7 @@ def run(
     threads: int | None,
     oversubscribe: bool = False,
 ) -> None:
-    from sweep.progress import TrialPrinter
-    from sweep.run import FINISHED, RunPlan, prepare_study, run_study
+    from sweep.run import FINISHED, RunPlan, prepare_study
     from sweep.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -176,19 +175,28 @@ def run(
         threads=threads,
     )
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    where = f"study {study_name!r} in {_storage_text(storage)}"
     if finished >= plan.n_trials:
         typer.echo(
-            f"study {study_name!r} in {_storage_text(storage)} already has {finished} finished trials, "
-            f"the budget of {plan.n_trials}: nothing to run (give --trials {finished + 10}, say, to add 10)"
+            f"{where} already has {finished} finished trials, the budget of {plan.n_trials}: "
+            f"nothing to run (give --trials {finished + 10}, say, to add 10)"
         )
-        print_best(study_name, storage)
-        return
-    typer.echo(
-        f"study {study_name!r} in {_storage_text(storage)}: {finished} of {plan.n_trials} trials finished; "
-        f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
-        + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
-    )
-    with TrialPrinter(study_name, plan.n_trials, finished) as printer:
+    else:
+        typer.echo(
+            f"{where}: {finished} of {plan.n_trials} trials finished; "
+            f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
+            + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
+        )
+        _run_with_progress(plan, finished)
+    print_best(study_name, storage)
+
+
+def _run_with_progress(plan: Any, finished: int) -> None:
+    """run_study with a progress bar and a line per trial; Ctrl-C exits 130, a lost worker or storage 1."""
+    from sweep.progress import TrialPrinter
+    from sweep.run import run_study
+
+    with TrialPrinter(plan.study_name, plan.n_trials, finished) as printer:
         try:
             run_study(plan, printer.on_trial)
         except KeyboardInterrupt:
@@ -199,7 +207,66 @@ def run(
             printer.stop()
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
-    print_best(study_name, storage)
+
+
+def check(spec_path: Path) -> None:
+    """Validate a spec and print what it will run, without training or opening a storage."""
+    from digitsum import config as cfg
+    from sweep.spec import load_spec
+
+    spec = load_spec(spec_path)
+    typer.echo(f"{spec_path}: study {spec.name!r}, valid")
+    goals = ", ".join(f"{g.metric} ({g.direction})" for g in spec.goals)
+    typer.echo(f"  objectives: {goals}; accuracies from each trial's {spec.value_from} epoch; target {spec.target:g}")
+    for constraint in spec.constraints:
+        typer.echo(f"  constraint: {constraint.name}")
+    typer.echo(f"  search space ({len(spec.space)} dimensions):")
+    width = max(len(p.key) for p in spec.space)
+    for param in spec.space:
+        typer.echo(f"    {param.key:{width}s}  {_dimension_text(param)}")
+    fixed = ", ".join(f"{k}={v}" for k, v in cfg.changed_keys(spec.base).items())
+    typer.echo(f"  fixed, where not the default: {fixed or 'nothing'} (defaults: sweep keys)")
+    rule = spec.early_stop
+    on_curve = ""
+    if rule is not None:
+        among = f"within each {rule.group_by}" if rule.group_by else "across all trials"
+        on_curve = f"; the median rule on validation curves, {among}"
+    typer.echo(f"  sampler: {_component_text(spec.sampler)}; pruner: {_component_text(spec.pruner)}{on_curve}")
+    _print_data_and_budget(spec)
+
+
+def _print_data_and_budget(spec: Any) -> None:
+    from digitsum.datasets import data_split, probe_rows
+
+    train, val = data_split(spec.base.train)
+    probe = probe_rows(spec.probe)
+    source = spec.base.train.dataset_path or f"lengths {spec.base.train.lengths}"
+    typer.echo(
+        f"  data: {source}: {len(train) + len(val):,} rows, {len(train):,} train and {len(val):,} validation"
+        + (" (trials that search train.lengths differ)" if any(p.key == "train.lengths" for p in spec.space) else "")
+    )
+    if probe is not None:
+        typer.echo(f"  probe: lengths {', '.join(map(str, spec.probe.lengths))}: {len(probe):,} rows")
+    epochs = spec.base.train.n_epochs
+    timeout = f"; no new trial after {spec.timeout:g} s" if spec.timeout else ""
+    typer.echo(
+        f"  budget: at most {spec.n_trials} trials x {epochs} epochs = {spec.n_trials * epochs:,} epochs{timeout}"
+    )
+
+
+def _dimension_text(param: Any) -> str:
+    when = "".join(f" when {k} in {list(v)}" for k, v in param.when.items())
+    if param.choices is not None:
+        return f"choices {list(param.choices)}{when}"
+    kind = "int" if param.is_int else "float"
+    shown = [int(param.low), int(param.high)] if param.is_int else [param.low, param.high]
+    extra = " log" if param.log else (f" step {param.step:g}" if param.step else "")
+    return f"{kind} {shown[0]:g}..{shown[1]:g}{extra}{when}"
+
+
+def _component_text(component: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k} {v}" for k, v in component.items() if k != "type")
+    return f"{component['type']}" + (f" ({settings})" if settings else "")
 
 
 def _check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None:

@@ -14,7 +14,16 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from sweep_helpers import assert_one_error_line, checkpoint_dir, invoke, load, run_cli, storage_url, write_spec
+from sweep_helpers import (
+    assert_one_error_line,
+    checkpoint_dir,
+    invoke,
+    load,
+    run_cli,
+    spec_dict,
+    storage_url,
+    write_spec,
+)
 
 from digitsum.checkpoint import load_checkpoint
 from sweep.cli import app
@@ -402,3 +411,21 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     process.stdout.close()
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 0 and stderr == ""
+
+
+def test_check_prints_what_a_spec_will_run_and_trains_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, spec={**spec_dict(), "data": {"lengths": [1, 2], "probe_lengths": [3]}})
+    result = invoke("check", spec)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"{spec}: study 'tiny', valid" in out
+    assert "model.hidden_size    int 8..16" in out and "train.learning_rate  float 0.01..0.1 log" in out
+    assert "data: lengths 1,2: 110 rows, " in out and "probe: lengths 3: 1,000 rows" in out
+    assert "budget: at most 2 trials x 2 epochs = 4 epochs" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no storage, no checkpoints
+
+
+def test_check_refuses_a_bad_spec_in_one_line(tmp_path):
+    spec = write_spec(tmp_path, n_trials=0)
+    assert "n_trials" in assert_one_error_line(invoke("check", spec))

@@ -45,3 +45,12 @@ def test_the_readme_key_tables_are_sweep_keys_markdown():
     assert block == key_tables(markdown=True), (
         "run .venv/bin/python scripts/readme-keys.py (it writes `sweep keys --markdown` into the README)"
     )
+
+
+def test_the_spec_reference_is_generated_from_the_declarations():
+    from sweep.reference import SPEC_REFERENCE, spec_reference
+
+    assert (REPO / SPEC_REFERENCE).read_text(encoding="utf-8") == spec_reference(REPO), (
+        "run .venv/bin/python scripts/readme-keys.py"
+    )
+    assert f"]({SPEC_REFERENCE})" in (REPO / "README.md").read_text()  # linked from the README
