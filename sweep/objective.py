@@ -94,9 +94,11 @@ def _reporter(
     early_stop = spec.early_stop
 
     def on_epoch(result: EpochResult) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
         epochs.append(result)
+        if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run)
+            _record_run(trial, epochs, spec.target)
+            write_trial(trial, interrupted=True)
+            raise KeyboardInterrupt
         if spec.reports_per_epoch:
             value = epoch_value(result, per_epoch_probe)
             trial.report(value, result.epoch)

@@ -119,6 +119,7 @@ class TrialRecord:
     pruned_reason: str | None = None
     fail_reason: str | None = None
     surplus: bool = False  # asked for when the budget was already taken; not a real trial
+    interrupted: bool = False  # stopped by Ctrl-C (failed, and queued again with the same parameters)
 
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialRecord:

@@ -20,6 +20,7 @@ import enum
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ from digitsum.train import warm_up
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
-from sweep.storage import close_storage, open_storage, study_names
+from sweep.storage import MAX_RETRY, close_storage, open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -336,8 +337,30 @@ def _run_trials(
             continue
         if plan.spec.balance is not None:
             _enqueue_balanced(study, plan.spec.balance)
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[*callbacks, failures])
+        try:
+            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[*callbacks, failures])
+        except KeyboardInterrupt:
+            _requeue_interrupted(study)
+            raise
         failures.check()
+
+
+def _requeue_interrupted(study: optuna.Study) -> None:
+    """Queue this worker's Ctrl-C'd trials again with their parameters, as a killed worker's trial is
+    (Optuna's retry, so the budget counts it in its original's place). Only the worker that ran a
+    trial queues it, so no two workers queue the same one."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    for trial in trials:
+        record = TrialRecord.read(trial)
+        if (
+            trial.state == TrialState.FAIL
+            and record.interrupted
+            and record.worker == me
+            and trial.number not in retried
+        ):
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 class _FailureCount:

@@ -385,7 +385,29 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert swallowed == 0, err  # the first Ctrl-C stops the run (at the next epoch boundary)
     assert "Traceback" not in err
-    assert next(t for t in study.trials if t.number == number).state == TrialState.FAIL
+    interrupted = next(t for t in study.trials if t.number == number)
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["interrupted"] and interrupted.user_attrs["epochs_run"] >= 1  # it trained
+    (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number]
+    assert retry.state == TrialState.WAITING and retry.params == interrupted.params  # queued, as a killed one's
+    finished_before = sum(t.state in FINISHED for t in study.trials)
+    resumed = sweep_process(
+        tmp_path,
+        "run",
+        "spec.yaml",
+        "--trials",
+        finished_before + 1,
+        "--threads",
+        "1",
+        "--storage",
+        storage_url(tmp_path),
+        "--checkpoints",
+        tmp_path / "ckpt",
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = load(storage_url(tmp_path), "slow").trials
+    assert next(t for t in after if t.number == retry.number).state in FINISHED  # the resume ran the retry
 
 
 # ---------------------------------------------------------------------------------------------
