@@ -104,9 +104,9 @@ def _parse_seeds(text: str) -> Seeds:
 
 
 STORAGE_HELP = (
-    "Optuna storage URL (default: $SWEEP_STORAGE or sqlite:///studies/sweep.db); journal:FILE for a journal file."
+    "Optuna storage URL (default: $SWEEP_STORAGE, else sweep.db in the nearest studies/ folder at or above the "
+    "working directory, else in ~/.local/share/digitsum-sweep); journal:FILE for a journal file."
 )
-CHECKPOINT_DIR = Path("studies") / "checkpoints"
 Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, ...")]
@@ -258,7 +258,10 @@ def run(
     name: Annotated[
         str | None, typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")
     ] = None,
-    checkpoints: Annotated[Path, typer.Option(help="Folder for trial checkpoints.")] = CHECKPOINT_DIR,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Folder for trial checkpoints (default: checkpoints/ beside the default storage)."),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")
     ] = None,

@@ -129,11 +129,14 @@ def predict(checkpoint: Path, sequences: list[str], device: str, as_json: bool) 
 # Sweep commands
 
 
-def open_store(url: str | None) -> optuna.storages.BaseStorage:
+def open_store(url: str | None, create: bool = False) -> optuna.storages.BaseStorage:
+    """The storage a command works on; only ``create`` makes a storage file that is not there yet."""
     import optuna
 
-    from sweep.storage import open_storage
+    from sweep.storage import open_storage, require_existing
 
+    if not create:
+        require_existing(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     return open_storage(url)
 
@@ -152,18 +155,20 @@ def run(
     trials: int | None,
     timeout: float | None,
     workers: int,
-    checkpoints: Path,
+    checkpoints: Path | None,
     threads: int | None,
     oversubscribe: bool = False,
 ) -> None:
     from sweep.run import FINISHED, RunPlan, prepare_study
     from sweep.spec import load_spec
+    from sweep.storage import default_checkpoints
 
     spec = load_spec(spec_path)
     _check_cores(workers, threads, oversubscribe)
+    checkpoints = checkpoints or default_checkpoints()
     _check_writable(checkpoints)
     study_name = name or spec.name
-    study = prepare_study(spec, open_store(storage), study_name)
+    study = prepare_study(spec, open_store(storage, create=True), study_name)
     plan = RunPlan(
         spec=spec,
         storage_url=storage,

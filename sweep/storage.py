@@ -24,7 +24,6 @@ from digitsum.errors import UsageError
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 ENV_VAR = "SWEEP_STORAGE"
-DEFAULT_PATH = Path("studies") / "sweep.db"
 MAX_RETRY = 3
 
 
@@ -53,8 +52,50 @@ class StorageError(UsageError):
     """The storage cannot be opened; the message never shows a password."""
 
 
+def home_folder(start: Path | None = None) -> Path:
+    """Where the default storage and checkpoints live, whatever the working directory below it: the
+    nearest ``studies/`` folder at or above it (a clone of this project, found upwards as git finds
+    its root), else a per-user folder ($XDG_DATA_HOME or ~/.local/share, then digitsum-sweep)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "studies").is_dir():
+            return folder / "studies"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "digitsum-sweep"
+
+
 def default_url() -> str:
-    return os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}"
+    """$SWEEP_STORAGE, else the SQLite file ``sweep.db`` in `home_folder`."""
+    return os.environ.get(ENV_VAR) or f"sqlite:///{home_folder() / 'sweep.db'}"
+
+
+def default_checkpoints() -> Path:
+    return home_folder() / "checkpoints"
+
+
+def where_from(url: str | None) -> str:
+    """How the storage was chosen, for a message."""
+    if url:
+        return "from --storage"
+    if os.environ.get(ENV_VAR):
+        return f"from ${ENV_VAR}"
+    return (
+        "the default: the nearest studies/ folder at or above the working directory, else ~/.local/share/digitsum-sweep"
+    )
+
+
+def require_existing(url: str | None) -> None:
+    """For commands that only read: refuse a storage file that does not exist (opening would create an
+    empty one, and the studies would look lost), naming where it looked."""
+    resolved = url or default_url()
+    path = journal_path(resolved)
+    if path is None and resolved.startswith("sqlite:"):
+        database = resolved.split("///", 1)[-1]
+        path = Path(database) if database and database != ":memory:" else None
+    if path is not None and not path.is_file():
+        raise StorageError(
+            f"no storage at {path.resolve()} ({where_from(url)}); run `sweep run STUDY.yaml` to make one "
+            "there, or point --storage or $SWEEP_STORAGE at yours"
+        )
 
 
 def safe_url(url: str) -> str:

@@ -65,6 +65,9 @@ def test_ls(studied):
 
 
 def test_ls_empty_storage(tmp_path):
+    from sweep.storage import open_storage
+
+    open_storage(storage_url(tmp_path))  # a storage with no study in it yet
     result = invoke("ls", "--storage", storage_url(tmp_path))
     assert result.exit_code == 0
     assert "no studies yet" in result.stdout
@@ -388,6 +391,9 @@ print("loaded:", *sorted(m for m in ("torch", "optuna", "pandas") if m in sys.mo
 def test_help_and_ls_answer_without_loading_torch(args, loaded, tmp_path):
     """A fresh interpreter, as the console script runs: --help loads neither torch nor optuna."""
     if args == ["ls"]:
+        from sweep.storage import open_storage
+
+        open_storage(f"sqlite:///{tmp_path}/s.db")
         args = ["ls", "--storage", f"sqlite:///{tmp_path}/s.db"]
     done = subprocess.run([sys.executable, "-c", HEAVY_IMPORTS, *args], capture_output=True, text=True, timeout=60)
     last = done.stdout.strip().splitlines()[-1]
@@ -429,3 +435,15 @@ def test_check_prints_what_a_spec_will_run_and_trains_nothing(tmp_path, monkeypa
 def test_check_refuses_a_bad_spec_in_one_line(tmp_path):
     spec = write_spec(tmp_path, n_trials=0)
     assert "n_trials" in assert_one_error_line(invoke("check", spec))
+
+
+@pytest.mark.parametrize(
+    "command", [["ls"], ["best", "x"], ["export", "x", "--out", "x.csv"], ["report", "x"], ["rerun", "x", "0"]]
+)
+def test_read_only_commands_with_no_storage_say_where_they_looked(command, tmp_path, monkeypatch):
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(invoke(*command))
+    assert f"no storage at {tmp_path / 'data' / 'digitsum-sweep' / 'sweep.db'}" in line and "the default" in line
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "data").exists()  # nothing was created

@@ -30,9 +30,30 @@ def closed_port() -> int:
 # URLs
 
 
-def test_default_url_without_the_environment(monkeypatch):
+def test_default_storage_is_the_nearest_studies_folder_upwards(monkeypatch, tmp_path):
     monkeypatch.delenv("SWEEP_STORAGE", raising=False)
-    assert default_url() == "sqlite:///studies/sweep.db"
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")  # a user who cd'd into a subfolder keeps the same studies
+    assert default_url() == f"sqlite:///{tmp_path.resolve()}/studies/sweep.db"
+    assert st.default_checkpoints() == tmp_path.resolve() / "studies" / "checkpoints"
+
+
+def test_default_storage_outside_a_project_is_per_user(monkeypatch, tmp_path):
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir("/")  # no studies/ at or above it
+    assert default_url() == f"sqlite:///{tmp_path}/data/digitsum-sweep/sweep.db"
+
+
+def test_read_only_commands_refuse_a_storage_file_that_is_not_there(monkeypatch, tmp_path):
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for url in (f"sqlite:///{tmp_path}/typo.db", f"journal:{tmp_path}/typo.log"):
+        with pytest.raises(StorageError, match=r"no storage at .*typo\.\w+ \(from --storage\)"):
+            st.require_existing(url)
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+    st.require_existing("postgresql+psycopg://u:p@127.0.0.1:1/db")  # a server's database: opening tells
 
 
 def test_default_url_uses_sweep_storage(monkeypatch, tmp_path):
@@ -40,9 +61,11 @@ def test_default_url_uses_sweep_storage(monkeypatch, tmp_path):
     assert default_url() == f"sqlite:///{tmp_path}/env.db"
 
 
-def test_empty_sweep_storage_falls_back(monkeypatch):
+def test_empty_sweep_storage_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("SWEEP_STORAGE", "")
-    assert default_url() == "sqlite:///studies/sweep.db"
+    (tmp_path / "studies").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert default_url() == f"sqlite:///{tmp_path.resolve()}/studies/sweep.db"
 
 
 def test_safe_url_hides_the_password():
