@@ -165,6 +165,9 @@ def train(
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run folder of a train.run_name that exists.")
+    ] = False,
 ) -> None:
     """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
 
@@ -172,7 +175,7 @@ def train(
     """
     from sweep import commands
 
-    commands.train_one(config_file, overrides or [])
+    commands.train_one(config_file, overrides or [], overwrite)
 
 
 @app.command()

@@ -54,12 +54,15 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def train_one(config_file: Path | None, overrides: list[str]) -> None:
+def train_one(config_file: Path | None, overrides: list[str], overwrite: bool = False) -> None:
     from digitsum import config as cfg
     from digitsum.train import train_run
 
     values = _load_config_file(config_file) if config_file else {}
-    config = cfg.apply(cfg.from_dict(values), cfg.parse_overrides(overrides))
+    given = cfg.parse_overrides(overrides)
+    config = cfg.apply(cfg.from_dict(values), given)
+    named = "train.run_name" in {**cfg.flatten(values), **given}
+    config = _free_run_folder(config, named, overwrite)
     m, t = config.model, config.train
     data_name = t.dataset_path or f"lengths {t.lengths} (generated)"
     typer.echo(
@@ -82,6 +85,23 @@ def train_one(config_file: Path | None, overrides: list[str]) -> None:
         f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
         f"{result.n_parameters:,} parameters; {time.perf_counter() - start:.0f}s; checkpoint {run_dir / 'best.pt'}"
     )
+
+
+def _free_run_folder(config: Any, named: bool, overwrite: bool) -> Any:
+    """Never write over an earlier run unasked: an unnamed run takes the next free name (run-2, ...);
+    a named one that exists is refused unless ``overwrite``."""
+    from digitsum import config as cfg
+
+    folder = Path(config.train.log_path) / config.train.run_name
+    if not folder.is_dir() or not any(folder.iterdir()) or overwrite:
+        return config
+    if named:
+        raise DataError(f"{folder} holds an earlier run; pick another train.run_name, or add --overwrite to replace it")
+    number = 2
+    while (free := folder.with_name(f"{folder.name}-{number}")).exists():
+        number += 1
+    typer.echo(f"{folder} holds an earlier run; this one goes to {free} (name it with train.run_name=...)")
+    return cfg.apply(config, {"train.run_name": free.name})
 
 
 def evaluate(checkpoint: Path, data_csv: Path, device: str, as_json: bool) -> None:

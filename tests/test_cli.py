@@ -447,3 +447,22 @@ def test_read_only_commands_with_no_storage_say_where_they_looked(command, tmp_p
     line = assert_one_error_line(invoke(*command))
     assert f"no storage at {tmp_path / 'data' / 'digitsum-sweep' / 'sweep.db'}" in line and "the default" in line
     assert not (tmp_path / "studies").exists() and not (tmp_path / "data").exists()  # nothing was created
+
+
+def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
+    quick = [
+        "train.lengths=1-2",
+        "train.n_epochs=1",
+        "train.device=cpu",
+        "model.hidden_size=8",
+        f"train.log_path={tmp_path}",
+    ]
+    assert invoke("train", *quick).exit_code == 0
+    second = invoke("train", *quick)  # unnamed: the next free folder, and it says so
+    assert second.exit_code == 0 and f"this one goes to {tmp_path / 'run-2'}" in second.stdout
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run-2" / "best.pt").is_file()
+    named = [*quick, "train.run_name=run"]
+    assert "add --overwrite" in assert_one_error_line(invoke("train", *named))
+    before = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
+    assert invoke("train", *named, "--overwrite").exit_code == 0
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns != before
