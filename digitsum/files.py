@@ -19,6 +19,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name inside it", str(path))
+    if path.exists() and not path.is_file():  # a device or a pipe: renaming over it would replace it
+        raise OSError(errno.EINVAL, "is not a regular file; give a file name", str(path))
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocking))

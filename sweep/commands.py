@@ -492,6 +492,7 @@ def rerun(
     threads: int | None = None,
     again: bool = False,
 ) -> None:
+    from digitsum.config import check_value as cfg_check_value
     from sweep.reruns import check_trial, choose_trials, pending, run_jobs, summary
     from sweep.run import available_cores
     from sweep.storage import load_study
@@ -503,6 +504,8 @@ def rerun(
         check_trial(study, number)
     numbers = [number] if number is not None else [t.number for t in choose_trials(study, top or 1)]
     seed_list = seeds or ([_own_seed(study, number)] if number is not None else [0, 1, 2])
+    for seed in seed_list:  # refused before anything is trained or printed
+        cfg_check_value("train.seed", seed)
     jobs = pending(study, numbers, seed_list, again)
     threads_each = threads or (max(1, available_cores() // workers) if workers > 1 else 0)
     if not as_json:
@@ -552,6 +555,9 @@ def report(names: list[str], out: Path | None, storage: str | None, attach: bool
     from sweep.report import figures_for_dashboard, write_report
     from sweep.storage import load_study
 
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"study {twice[0]!r} is named twice; name each study once")
     store = open_store(storage)
     studies = [load_study(n, store) for n in names]
     out = out or Path("reports") / f"{'-vs-'.join(names)}.html"

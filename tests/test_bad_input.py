@@ -113,6 +113,11 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         ),
         "rerun: neither a trial nor --top": (["rerun", "tiny", "--storage", url], "give a TRIAL number or --top K"),
         "unknown command": (["nosuch"], "No such command 'nosuch'"),
+        "report: a study named twice": (["report", "tiny", "tiny", "--storage", url], "named twice"),
+        "rerun: a seed out of range": (
+            ["rerun", "tiny", "0", "--seeds", "0,99999999999", "--storage", url],
+            "train.seed",
+        ),
     }
     for name, (changes, message) in SPEC_MISTAKES.items():
         spec = spec_dict(**{k: v for k, v in changes.items() if k != "space"})
