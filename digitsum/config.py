@@ -17,7 +17,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from digitsum.errors import ConfigError, DataError
+from digitsum.errors import ConfigError, DataError, shown
 from digitsum.keys import (
     Rule,
     at_least,
@@ -173,7 +173,7 @@ def check_key(name: str) -> Key:
     if name not in keys:
         close = difflib.get_close_matches(name, keys, n=1) or [k for k in keys if k.endswith("." + name)]
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(keys)}"
-        raise ConfigError(f"unknown config key {name!r}; {hint}")
+        raise ConfigError(f"unknown config key {shown(name)}; {hint}")
     return keys[name]
 
 
@@ -184,7 +184,7 @@ def check_value(name: str, value: Any) -> Any:
     if converted is None and spec.optional:
         return None
     if converted is None or not spec.rule.check(converted):
-        raise ConfigError(f"{name}={value!r}: expected {spec.rule.allowed}{did_you_mean(value, spec.rule)}")
+        raise ConfigError(f"{name}={shown(value)}: expected {spec.rule.allowed}{did_you_mean(value, spec.rule)}")
     return converted
 
 
@@ -259,7 +259,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ConfigError(f"{item!r}: write overrides as key=value, like model.hidden_size=64")
+            raise ConfigError(f"{shown(item)}: write overrides as key=value, like model.hidden_size=64")
         values[name.strip()] = value
     return values
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitsum.errors import DataError
+from digitsum.errors import DataError, shown
 from digitsum.files import atomic_path
 from digitsum.lengths import MAX_LENGTH, check_lengths
 
@@ -224,20 +224,15 @@ def encode(rows: Rows) -> Encoded:
     )
 
 
-def shorten(text: str, limit: int = 24) -> str:
-    """A user's value for a message: quoted, and cut where it is long (a message stays one line)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
-
-
 def encode_prompts(sequences: list[str]) -> Encoded:
     """Encode digit strings with unknown answers (for `predict`): answers are left as PAD."""
     if not sequences:
         raise DataError(f"nothing to predict; give digit strings of 1 to {MAX_LENGTH} digits, like 1294")
     for text in sequences:
         if re.fullmatch("[0-9]+", text) and len(text) > MAX_LENGTH:
-            raise DataError(f"{shorten(text)} has {len(text):,} digits; give 1 to {MAX_LENGTH} digits, like 1294")
+            raise DataError(f"{shown(text, 24)} has {len(text):,} digits; give 1 to {MAX_LENGTH} digits, like 1294")
         if not re.fullmatch(f"[0-9]{{1,{MAX_LENGTH}}}", text):
-            raise DataError(f"{shorten(text)} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")
+            raise DataError(f"{shown(text, 24)} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")
     x = np.array(sequences)
     return encode(Rows(x, digit_sums(x)))
 

@@ -11,3 +11,9 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """Bad data or a bad data request; the message says what is wrong and how to fix it."""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A user's value for a one-line message: its repr, cut where it is long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from digitsum.errors import DataError
+from digitsum.errors import DataError, shown
 
 MAX_LENGTH = 18  # 10**18 still fits in int64
 PROBE_SAMPLE = 10_000  # probe rows per length where 10**length is more than this
@@ -29,11 +29,11 @@ def parse_lengths(text: str) -> list[int]:
     for part in text.replace(" ", "").split(","):
         match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if not match:
-            raise DataError(f"lengths {text!r}: expected a length like 5, a range like 2-4 or a list like 2,4,6")
+            raise DataError(f"lengths {shown(text)}: expected a length like 5, a range like 2-4 or a list like 2,4,6")
         low = int(match.group(1))
         high = int(match.group(2) or low)
         if low > high:
-            raise DataError(f"lengths {text!r}: range {low}-{high} is empty; write the smaller length first")
+            raise DataError(f"lengths {shown(text)}: range {low}-{high} is empty; write the smaller length first")
         lengths.extend(range(low, high + 1))
     return check_lengths(lengths)
 

@@ -24,7 +24,7 @@ import yaml
 
 from digitsum import config as cfg
 from digitsum.config import Config
-from digitsum.errors import DataError, UsageError
+from digitsum.errors import DataError, UsageError, shown
 from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, lengths_text, parse_lengths
 from sweep.objectives import ACCURACY_METRICS, Constraint, CurveMedian, Direction, Metric, Name, Objective
@@ -236,7 +236,7 @@ def read_keys(cls: type, body: dict[str, Any], where: str, fail: Callable[[str, 
         raw, rule = body[f.name], rule_of(f)
         value = _strict(raw, hints[f.name], parse_of(f))
         if value is _INVALID or (value is not None and not rule.check(value)):
-            raise fail(f"{where}{f.name}", f"{raw!r}: expected {rule.allowed}{did_you_mean(raw, rule)}")
+            raise fail(f"{where}{f.name}", f"{shown(raw)}: expected {rule.allowed}{did_you_mean(raw, rule)}")
         values[f.name] = value
     return values
 
@@ -586,7 +586,7 @@ def _parse_constraints(given: Any, fail: Callable[[str, str], SpecError]) -> tup
                 where, f"unknown metric; {f'did you mean {close[0]}?' if close else 'one of ' + ', '.join(names)}"
             )
         if not isinstance(body, dict):
-            raise fail(where, f"{body!r}: expected bounds like {{max: 20000}} or {{min: 0.99}}")
+            raise fail(where, f"{shown(body)}: expected bounds like {{max: 20000}} or {{min: 0.99}}")
         values = read_keys(ConstraintKeys, body, f"{where}.", fail)
         if values.get("min") is None and values.get("max") is None:
             raise fail(where, "give min, max or both, e.g. {max: 20000}")
@@ -696,7 +696,7 @@ def _parse_choices(
     for choice in given["choices"]:
         _check(name, choice, where, fail)
     if len({repr(c) for c in given["choices"]}) < len(given["choices"]):
-        raise fail(f"{where}.choices", f"{given['choices']!r} lists a value twice; keep one")
+        raise fail(f"{where}.choices", f"{shown(given['choices'])} lists a value twice; keep one")
     return Param(name, choices=tuple(given["choices"]), when=when)
 
 
@@ -712,10 +712,10 @@ def _parse_when(
         values = tuple(values) if isinstance(values, list) else (values,)
         earlier = seen.get(name)
         if earlier is None or earlier.choices is None:
-            raise fail(f"{where}.when", f"{name!r} must be a choices parameter listed earlier in space")
+            raise fail(f"{where}.when", f"{shown(name)} must be a choices parameter listed earlier in space")
         stray = [v for v in values if v not in earlier.choices]
         if stray:
-            raise fail(f"{where}.when", f"{stray[0]!r} is not one of {name}'s choices {list(earlier.choices)}")
+            raise fail(f"{where}.when", f"{shown(stray[0])} is not one of {name}'s choices {list(earlier.choices)}")
         parsed[name] = values
     return parsed
 
@@ -772,7 +772,7 @@ def _parse_component(
         kind = body.get("type") if isinstance(body, dict) else body
         close = difflib.get_close_matches(str(kind), kinds, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise fail(f"{what}.type", f"{kind!r} is not one of {', '.join(kinds)}{hint}")
+        raise fail(f"{what}.type", f"{shown(kind)} is not one of {', '.join(kinds)}{hint}")
     allowed = set(inspect.signature(kinds[body["type"]]).parameters) - {"search_space"}
     unknown = set(body) - allowed - {"type"}
     if unknown:

@@ -101,7 +101,7 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
             "no study named 'nope'",
         ),
         "predict: 19 digits": (["predict", checkpoint, "1" * 19], "has 19 digits; give 1 to 18 digits"),
-        "predict: a huge argument": (["predict", checkpoint, "x" * 100_000], "(100,000 characters)"),
+        "predict: a huge argument": (["predict", checkpoint, "x" * 100_000], "characters) is not a digit sequence"),
         "run: more threads than cores": (
             ["run", folder / "spec.yaml", "--storage", url, "--workers", 64],
             "add --oversubscribe",
