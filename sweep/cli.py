@@ -33,13 +33,13 @@ class _ErrorBoundary(TyperGroup):
         except TyperException as error:  # typer's own usage errors: a bad option value, a missing argument
             raise _usage_line(error) from None
         except UsageError as error:
-            typer.echo(f"error: {error}", err=True)
+            say_error(str(error))
             raise typer.Exit(2) from None
         except BrokenPipeError:  # `sweep ls | head`: the reader has all it wanted
             _silence_stdout()
             raise typer.Exit(0) from None
         except OSError as error:  # disk full, permission denied: not a usage error, still no traceback
-            typer.echo(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
+            say_error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
             raise typer.Exit(1) from None
 
 
@@ -52,13 +52,18 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def say_error(message: str) -> None:
+    """One line on stderr; "error:" in red on a terminal (click drops the colour when piped)."""
+    typer.echo(typer.style("error:", fg="red", bold=True) + " " + message, err=True)
+
+
 def _usage_line(error: TyperException) -> BaseException:
     """Typer's usage error as one line and exit code 2 (help for no arguments stays help)."""
     if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
         return error
     path = getattr(getattr(error, "ctx", None), "command_path", None) or "sweep"
     command = " ".join(["sweep", *path.split()[1:]])  # the console script's name, however it was invoked
-    typer.echo(f"error: {error.format_message().rstrip('.')}; see {command} --help", err=True)
+    say_error(f"{error.format_message().rstrip('.')}; see {command} --help")
     return typer.Exit(2)
 
 
@@ -387,6 +392,21 @@ def report(
     typer.echo(
         f"wrote {out} ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s"
     )
+
+
+@app.command("rm")
+def remove(
+    name: StudyName,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    storage: Storage = None,
+) -> None:
+    """Delete a study from the storage, with its checkpoints on this machine (asks first).
+
+    Example: sweep rm quickstart --yes
+    """
+    from sweep import commands
+
+    commands.remove(name, storage, yes)
 
 
 @app.command()

@@ -230,7 +230,9 @@ def _run_with_progress(plan: Any, finished: int) -> None:
             raise typer.Exit(130) from None
         except RuntimeError as error:  # a worker failed, or the storage was lost (StorageLost)
             printer.stop()
-            typer.echo(f"error: {error}", err=True)
+            from sweep.cli import say_error
+
+            say_error(str(error))
             raise typer.Exit(1) from None
 
 
@@ -584,6 +586,36 @@ def _bind_problem(host: str, port: int, error: OSError) -> str:
     if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {host}:{port} ({reason}); --host must be an address of this machine, like 127.0.0.1"
     return f"cannot listen on {host}:{port} ({reason}); check --host and --port"
+
+
+def remove(name: str, storage: str | None, yes: bool) -> None:
+    """Delete a study and its checkpoints, after asking (or with ``yes``)."""
+    import shutil
+    import sys
+
+    import optuna
+
+    from sweep.records import TrialRecord
+    from sweep.storage import load_study
+
+    store = open_store(storage)
+    study = load_study(name, store)
+    checkpoints = {Path(p) for t in study.get_trials(deepcopy=False) if (p := TrialRecord.read(t).checkpoint)}
+    here = [p for p in checkpoints if p.is_file()]
+    what = f"study {name!r} ({len(study.trials)} trials) and {len(here)} checkpoint file(s) on this machine"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DataError(f"sweep rm deletes {what}; add --yes to confirm without a terminal")
+        if not typer.confirm(f"Delete {what}?"):
+            typer.echo("nothing deleted")
+            return
+    optuna.delete_study(study_name=name, storage=store)
+    for path in here:
+        path.unlink(missing_ok=True)
+    for folder in {p.parent for p in checkpoints}:
+        if folder.name == name and folder.is_dir() and not any(folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+    typer.echo(f"deleted {what}")
 
 
 def dashboard(storage: str | None, host: str, port: int) -> None:

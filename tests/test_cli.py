@@ -466,3 +466,34 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     before = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
     assert invoke("train", *named, "--overwrite").exit_code == 0
     assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns != before
+
+
+def test_rm_asks_then_deletes_the_study_and_its_checkpoints(tmp_path):
+    spec = write_spec(tmp_path)
+    url = storage_url(tmp_path)
+    assert run_cli(tmp_path, spec, "--threads", 1).exit_code == 0
+    kept = list((tmp_path / "ckpt" / "tiny").glob("*.pt"))
+    assert kept
+    refused = invoke("rm", "tiny", "--storage", url)  # no terminal to ask on
+    assert "add --yes" in assert_one_error_line(refused) and kept[0].is_file()
+    assert len(load(url, "tiny").trials) == 2
+    done = invoke("rm", "tiny", "--yes", "--storage", url)
+    assert done.exit_code == 0 and "deleted study 'tiny' (2 trials)" in done.stdout
+    assert optuna.get_all_study_names(url) == [] and not (tmp_path / "ckpt" / "tiny").exists()
+    assert "no study named 'tiny'" in assert_one_error_line(invoke("rm", "tiny", "--yes", "--storage", url))
+
+
+def test_errors_are_red_on_a_terminal_and_plain_when_piped():
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "train", "foo"], stderr=follower, stdout=subprocess.DEVNULL
+    )
+    os.close(follower)
+    on_terminal = os.read(leader, 4096)
+    os.close(leader)
+    assert done.returncode == 2 and b"\x1b[31m" in on_terminal and b"write overrides as key=value" in on_terminal
+    piped = subprocess.run([sys.executable, "-m", "sweep.cli", "train", "foo"], capture_output=True)
+    assert piped.stderr.startswith(b"error: 'foo'") and b"\x1b[" not in piped.stderr
