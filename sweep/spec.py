@@ -7,6 +7,7 @@ mistake is a `SpecError` whose one line names the file, the key and what is allo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -423,10 +424,25 @@ class StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such study spec; the shipped ones are in studies/*.yaml")
-    return parse_spec(read_yaml(path, SpecError), str(path))
+    """A spec file, or a shipped spec by name (``sweep run quickstart``)."""
+    given = Path(path)
+    found = given if given.is_file() else shipped_specs().get(given.name.removesuffix(".yaml"))
+    if found is None or (not given.is_file() and len(given.parts) > 1 and given.parent != Path("studies")):
+        shipped = ", ".join(shipped_specs()) or "none found"
+        raise SpecError(f"{given}: no such study spec; give a YAML file or a shipped spec's name ({shipped})")
+    return parse_spec(read_yaml(found, SpecError), str(given))
+
+
+def shipped_specs() -> dict[str, Path]:
+    """The study specs that ship with the package, by name: installed as the package sweep.studies
+    (pyproject.toml maps it to studies/), or studies/ beside the package in a source checkout."""
+    import importlib.resources
+
+    folders = [Path(__file__).resolve().parents[1] / "studies"]
+    with contextlib.suppress(ModuleNotFoundError):  # an editable install: the folder above is the one
+        folders.insert(0, Path(str(importlib.resources.files("sweep.studies"))))
+    folder = next((f for f in folders if f.is_dir()), None)
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder else {}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

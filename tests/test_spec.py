@@ -496,3 +496,16 @@ def test_cli_run_bad_spec_in_a_real_process(tmp_path):
     assert "did you mean model.hidden_size" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert yaml.safe_load(path.read_text())["name"] == "tiny"  # the spec file is left alone
+
+
+def test_a_shipped_spec_by_name_from_any_folder(tmp_path, monkeypatch):
+    from sweep.spec import shipped_specs
+
+    monkeypatch.chdir(tmp_path)
+    assert {"quickstart", "compare-cells", "compare-cost", "generalize"} <= set(shipped_specs())
+    assert load_spec("quickstart").name == "quickstart"
+    assert load_spec("studies/compare-cost.yaml").name == "compare-cost"  # the README's spelling, anywhere
+    with pytest.raises(
+        SpecError, match=r"no such study spec; give a YAML file or a shipped spec's name \(compare-cells"
+    ):
+        load_spec("quickstrt")
