@@ -497,3 +497,21 @@ def test_errors_are_red_on_a_terminal_and_plain_when_piped():
     assert done.returncode == 2 and b"\x1b[31m" in on_terminal and b"write overrides as key=value" in on_terminal
     piped = subprocess.run([sys.executable, "-m", "sweep.cli", "train", "foo"], capture_output=True)
     assert piped.stderr.startswith(b"error: 'foo'") and b"\x1b[" not in piped.stderr
+
+
+def test_studies_stay_in_sight_from_any_folder(tmp_path, monkeypatch):
+    """Run in one folder, list and report from another: the default storage does not move with the
+    working directory (outside a project it is per user)."""
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    spec = write_spec(tmp_path)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    monkeypatch.chdir(tmp_path / "one")
+    ran = invoke("run", spec, "--threads", 1)
+    assert ran.exit_code == 0 and str(tmp_path / "data" / "digitsum-sweep" / "sweep.db") in ran.stdout
+    monkeypatch.chdir(tmp_path / "two")
+    listed = invoke("ls")
+    assert listed.exit_code == 0 and listed.stdout.splitlines()[1].startswith("tiny")
+    assert invoke("report", "tiny", "--out", "r.html").exit_code == 0 and (tmp_path / "two" / "r.html").is_file()
+    assert (tmp_path / "data" / "digitsum-sweep" / "checkpoints" / "tiny").is_dir()  # beside the storage
