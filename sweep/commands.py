@@ -443,8 +443,9 @@ def list_studies(storage: str | None) -> None:
     store = open_store(storage)
     summaries = store.get_all_studies()
     if not summaries:
-        typer.echo("no studies yet; run `sweep run studies/quickstart.yaml`")
+        typer.echo(f"no studies yet in {_storage_text(storage)}; run `sweep run quickstart`")
         return
+    typer.echo(f"studies in {_storage_text(storage)}:")
     typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
     for summary in summaries:
         trials = store.get_all_trials(store.get_study_id_from_name(summary.study_name), deepcopy=False)

@@ -213,6 +213,6 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     if name not in study_names(storage):
-        known = ", ".join(study_names(storage)) or "none yet; run `sweep run studies/quickstart.yaml`"
+        known = ", ".join(study_names(storage)) or "none yet; run `sweep run quickstart`"
         raise StorageError(f"no study named {name!r} in this storage; studies: {known}")
     return optuna.load_study(study_name=name, storage=storage)

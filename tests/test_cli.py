@@ -57,7 +57,8 @@ def test_ls(studied):
     folder, url, _ = studied
     result = invoke("ls", "--storage", url)
     assert result.exit_code == 0, result.stderr
-    header, row = result.stdout.splitlines()
+    where, header, row = result.stdout.splitlines()
+    assert where == f"studies in {url}:"
     assert header.split() == ["study", "complete", "pruned", "fail", "running", "best"]
     fields = row.split()
     assert fields[:5] == ["tiny", "3", "0", "0", "0"]
@@ -512,6 +513,7 @@ def test_studies_stay_in_sight_from_any_folder(tmp_path, monkeypatch):
     assert ran.exit_code == 0 and str(tmp_path / "data" / "digitsum-sweep" / "sweep.db") in ran.stdout
     monkeypatch.chdir(tmp_path / "two")
     listed = invoke("ls")
-    assert listed.exit_code == 0 and listed.stdout.splitlines()[1].startswith("tiny")
+    assert listed.exit_code == 0 and str(tmp_path / "data" / "digitsum-sweep" / "sweep.db") in listed.stdout
+    assert listed.stdout.splitlines()[2].startswith("tiny")
     assert invoke("report", "tiny", "--out", "r.html").exit_code == 0 and (tmp_path / "two" / "r.html").is_file()
     assert (tmp_path / "data" / "digitsum-sweep" / "checkpoints" / "tiny").is_dir()  # beside the storage
