@@ -349,6 +349,9 @@ def rerun(
         int | None, typer.Option(min=1, help="Torch threads per rerun (default: the trial's own).")
     ] = None,
     again: Annotated[bool, typer.Option("--again", help="Re-train reruns that are stored already.")] = False,
+    oversubscribe: Annotated[
+        bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
+    ] = False,
     storage: Storage = None,
     as_json: AsJson = False,
 ) -> None:
@@ -369,6 +372,7 @@ def rerun(
         workers=workers,
         threads=threads,
         again=again,
+        oversubscribe=oversubscribe,
     )
 
 

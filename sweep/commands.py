@@ -494,12 +494,14 @@ def rerun(
     workers: int = 1,
     threads: int | None = None,
     again: bool = False,
+    oversubscribe: bool = False,
 ) -> None:
     from digitsum.config import check_value as cfg_check_value
     from sweep.reruns import check_trial, choose_trials, pending, run_jobs, summary
     from sweep.run import available_cores
     from sweep.storage import load_study
 
+    _check_cores(workers, threads, oversubscribe)
     study = load_study(name, open_store(storage))
     if (number is None) == (top is None):
         raise DataError("give a TRIAL number or --top K (the K best trials of each model type), not both or neither")

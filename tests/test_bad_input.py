@@ -113,6 +113,10 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         ),
         "rerun: neither a trial nor --top": (["rerun", "tiny", "--storage", url], "give a TRIAL number or --top K"),
         "unknown command": (["nosuch"], "No such command 'nosuch'"),
+        "rerun: more threads than cores": (
+            ["rerun", "tiny", "--top", 1, "--workers", 64, "--storage", url],
+            "--oversubscribe",
+        ),
         "report: a study named twice": (["report", "tiny", "tiny", "--storage", url], "named twice"),
         "rerun: a seed out of range": (
             ["rerun", "tiny", "0", "--seeds", "0,99999999999", "--storage", url],
