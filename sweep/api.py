@@ -32,18 +32,18 @@ def run(
     from sweep.storage import default_checkpoints
 
     parsed = load_spec(spec)
-    study_name = name or parsed.name
-    prepare_study(parsed, open_store(storage, create=True), study_name)
-    plan = RunPlan(
-        spec=parsed,
-        storage_url=storage,
-        study_name=study_name,
-        n_trials=trials or parsed.n_trials,
-        timeout=timeout or parsed.timeout,
+    checkpoint_dir = Path(checkpoints) if checkpoints else default_checkpoints()
+    plan = RunPlan.of(
+        parsed,
+        storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
         workers=workers,
-        checkpoint_dir=Path(checkpoints) if checkpoints else default_checkpoints(),
         threads=threads,
+        checkpoint_dir=checkpoint_dir,
     )
+    prepare_study(parsed, open_store(storage, create=True), plan.study_name)
     return run_study(plan)
 
 

@@ -187,18 +187,18 @@ def run(
     _check_cores(workers, threads, oversubscribe)
     checkpoints = checkpoints or default_checkpoints()
     _check_writable(checkpoints)
-    study_name = name or spec.name
-    study = prepare_study(spec, open_store(storage, create=True), study_name)
-    plan = RunPlan(
-        spec=spec,
-        storage_url=storage,
-        study_name=study_name,
-        n_trials=trials or spec.n_trials,
-        timeout=timeout or spec.timeout,
+    plan = RunPlan.of(
+        spec,
+        storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
         workers=workers,
-        checkpoint_dir=checkpoints,
         threads=threads,
+        checkpoint_dir=checkpoints,
     )
+    study_name = plan.study_name
+    study = prepare_study(spec, open_store(storage, create=True), study_name)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     where = f"study {study_name!r} in {_storage_text(storage)}"
     if finished >= plan.n_trials:
