@@ -26,24 +26,19 @@ def run(
     checkpoints: str | Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`."""
-    from sweep.commands import open_store
-    from sweep.run import RunPlan, prepare_study, run_study
-    from sweep.spec import load_spec
-    from sweep.storage import default_checkpoints
+    from sweep.commands import prepare
+    from sweep.run import run_study
 
-    parsed = load_spec(spec)
-    checkpoint_dir = Path(checkpoints) if checkpoints else default_checkpoints()
-    plan = RunPlan.of(
-        parsed,
+    plan, _ = prepare(
+        spec,
         storage,
         name=name,
         trials=trials,
         timeout=timeout,
         workers=workers,
         threads=threads,
-        checkpoint_dir=checkpoint_dir,
+        checkpoints=Path(checkpoints) if checkpoints else None,
     )
-    prepare_study(parsed, open_store(storage, create=True), plan.study_name)
     return run_study(plan)
 
 

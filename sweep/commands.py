@@ -167,19 +167,20 @@ def _storage_text(url: str | None) -> str:
     return safe_url(url or default_url())
 
 
-def run(
-    spec_path: Path,
+def prepare(
+    spec_path: str | Path,
     storage: str | None,
     *,
-    name: str | None,
-    trials: int | None,
-    timeout: float | None,
-    workers: int,
-    checkpoints: Path | None,
-    threads: int | None,
+    name: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    checkpoints: Path | None = None,
+    threads: int | None = None,
     oversubscribe: bool = False,
-) -> None:
-    from sweep.run import FINISHED, RunPlan, prepare_study
+) -> tuple[Any, optuna.Study]:
+    """The checked plan of a run and its study, made or resumed (for `sweep run` and sweep.api.run)."""
+    from sweep.run import RunPlan, prepare_study
     from sweep.spec import load_spec
     from sweep.storage import default_checkpoints
 
@@ -197,8 +198,35 @@ def run(
         threads=threads,
         checkpoint_dir=checkpoints,
     )
+    return plan, prepare_study(spec, open_store(storage, create=True), plan.study_name)
+
+
+def run(
+    spec_path: Path,
+    storage: str | None,
+    *,
+    name: str | None,
+    trials: int | None,
+    timeout: float | None,
+    workers: int,
+    checkpoints: Path | None,
+    threads: int | None,
+    oversubscribe: bool = False,
+) -> None:
+    from sweep.run import FINISHED
+
+    plan, study = prepare(
+        spec_path,
+        storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        checkpoints=checkpoints,
+        threads=threads,
+        oversubscribe=oversubscribe,
+    )
     study_name = plan.study_name
-    study = prepare_study(spec, open_store(storage, create=True), study_name)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     where = f"study {study_name!r} in {_storage_text(storage)}"
     if finished >= plan.n_trials:

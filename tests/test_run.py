@@ -268,26 +268,27 @@ def test_same_spec_same_results(tmp_path):
 # Real processes: two workers, a SIGKILLed worker, Ctrl-C
 
 
-def test_two_workers_share_one_sqlite_file(tmp_path):
-    # Trials long enough (~1-3 s; the fused GRU step is ~4x faster than nn.GRU) that the spawned
-    # worker, which starts a few seconds after this process's own worker, still finds trials to run.
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 20}})
-    done = sweep_process(
-        tmp_path,
+def run_args(tmp_path, trials: int) -> tuple:
+    """`sweep run spec.yaml` with a total, one thread, and the test's own storage and checkpoints."""
+    return (
         "run",
         "spec.yaml",
-        "--workers",
-        "2",
         "--trials",
-        "6",
+        trials,
         "--threads",
         "1",
         "--storage",
         storage_url(tmp_path),
         "--checkpoints",
         tmp_path / "ckpt",
-        timeout=120,
     )
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path):
+    # Trials long enough (~1-3 s; the fused GRU step is ~4x faster than nn.GRU) that the spawned
+    # worker, which starts a few seconds after this process's own worker, still finds trials to run.
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 20}})
+    done = sweep_process(tmp_path, *run_args(tmp_path, 6), "--workers", "2", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     all_trials = trials(storage_url(tmp_path), "slow")
@@ -306,18 +307,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
     # Trials long enough that the one seen RUNNING is still running 0.3 s later.
     write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 15}})
     db = tmp_path / "s.db"
-    args = (
-        "run",
-        "spec.yaml",
-        "--trials",
-        "2",
-        "--threads",
-        "1",
-        "--storage",
-        storage_url(tmp_path),
-        "--checkpoints",
-        tmp_path / "ckpt",
-    )
+    args = run_args(tmp_path, 2)
     victim = start_sweep(tmp_path, *args)
     try:
         killed_number = wait_for_running(db, victim)
@@ -351,19 +341,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     # Trials long enough that the one seen RUNNING is still running when Ctrl-C arrives.
     write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 40}})
     db = tmp_path / "s.db"
-    process = start_sweep(
-        tmp_path,
-        "run",
-        "spec.yaml",
-        "--trials",
-        "10",
-        "--threads",
-        "1",
-        "--storage",
-        storage_url(tmp_path),
-        "--checkpoints",
-        tmp_path / "ckpt",
-    )
+    process = start_sweep(tmp_path, *run_args(tmp_path, 10))
     swallowed = 0
     try:
         number = wait_for_running(db, process)
@@ -391,20 +369,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number]
     assert retry.state == TrialState.WAITING and retry.params == interrupted.params  # queued, as a killed one's
     finished_before = sum(t.state in FINISHED for t in study.trials)
-    resumed = sweep_process(
-        tmp_path,
-        "run",
-        "spec.yaml",
-        "--trials",
-        finished_before + 1,
-        "--threads",
-        "1",
-        "--storage",
-        storage_url(tmp_path),
-        "--checkpoints",
-        tmp_path / "ckpt",
-        timeout=120,
-    )
+    resumed = sweep_process(tmp_path, *run_args(tmp_path, finished_before + 1), timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = load(storage_url(tmp_path), "slow").trials
     assert next(t for t in after if t.number == retry.number).state in FINISHED  # the resume ran the retry
