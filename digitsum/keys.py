@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -46,11 +45,6 @@ def within(low: float, high: float, *, open_low: bool = False, open_high: bool =
 
 def one_of(choices: Sequence[Any]) -> Rule:
     return Rule(lambda v: v in choices, f"one of {', '.join(map(str, choices))}", tuple(choices))
-
-
-def finite(rule: Rule) -> Rule:
-    """The rule, and the number must not be NaN (NaN fails every comparison but `!=`)."""
-    return Rule(lambda v: not (isinstance(v, float) and math.isnan(v)) and rule.check(v), rule.allowed)
 
 
 def unwrap_optional(annotation: Any) -> tuple[Any, bool]:

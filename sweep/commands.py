@@ -188,15 +188,15 @@ def prepare(
     _check_cores(workers, threads, oversubscribe)
     checkpoints = checkpoints or default_checkpoints()
     _check_writable(checkpoints)
-    plan = RunPlan.of(
-        spec,
-        storage,
-        name=name,
-        trials=trials,
-        timeout=timeout,
+    plan = RunPlan(
+        spec=spec,
+        storage_url=storage,
+        study_name=name or spec.name,
+        n_trials=trials or spec.n_trials,
+        timeout=timeout or spec.timeout,
         workers=workers,
-        threads=threads,
         checkpoint_dir=checkpoints,
+        threads=threads,
     )
     return plan, prepare_study(spec, open_store(storage, create=True), plan.study_name)
 
@@ -351,7 +351,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
     """The best trial as `sweep best --json` prints it; ValueError when no trial is complete."""
     from optuna.trial import TrialState
 
-    from sweep.records import StudyMeta, TrialRecord
+    from sweep.records import StudyMeta, TrialRecord, read_reruns
 
     trial = study.best_trial
     record = TrialRecord.read(trial)
@@ -370,16 +370,15 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "checkpoint": record.checkpoint,
         "checkpoint_exists": bool(record.checkpoint) and Path(str(record.checkpoint)).is_file(),
         "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "over_seeds": _over_seeds(study, trial.number),
+        "over_seeds": _over_seeds(read_reruns(study), trial.number),
     }
 
 
-def _over_seeds(study: optuna.Study, number: int) -> dict[str, Any] | None:
-    """The trial's stored seed reruns: validation exact match mean and spread, and the seeds."""
+def _over_seeds(reruns: list[Any], number: int) -> dict[str, Any] | None:
+    """The trial's stored seed reruns (of ``reruns``, the study's): validation exact match mean and spread."""
     from sweep.compare import Spread
-    from sweep.records import read_reruns
 
-    runs = [r for r in read_reruns(study) if r.trial == number]
+    runs = [r for r in reruns if r.trial == number]
     if not runs:
         return None
     spread = Spread(tuple(r.val_exact_match for r in runs))
@@ -396,10 +395,11 @@ def _seeds_text(over: dict[str, Any] | None) -> str:
 def pareto_summary(study: optuna.Study) -> dict[str, Any]:
     """The Pareto set of a study with several objectives, as `sweep best --json` prints it."""
     from sweep.objectives import objectives_from_stored
-    from sweep.records import StudyMeta, TrialRecord, model_type
+    from sweep.records import StudyMeta, TrialRecord, model_type, read_reruns
 
     meta = StudyMeta.read(study)
     goals = objectives_from_stored(meta.objectives, meta.metric)
+    reruns = read_reruns(study)  # one read of the study's attributes, not one per row
     rows = []
     for trial in sorted(study.best_trials, key=lambda t: t.number):
         record = TrialRecord.read(trial)
@@ -411,7 +411,7 @@ def pareto_summary(study: optuna.Study) -> dict[str, Any]:
                 "n_parameters": record.n_parameters,
                 "params": trial.params,
                 "checkpoint": record.checkpoint,
-                "over_seeds": _over_seeds(study, trial.number),
+                "over_seeds": _over_seeds(reruns, trial.number),
             }
         )
     return {

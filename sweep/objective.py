@@ -76,10 +76,12 @@ def _objective_values(
     trial: optuna.Trial, spec: StudySpec, fitted: FitResult, cost: dict[str, Any]
 ) -> float | tuple[float, ...]:
     """The trial's value per objective, and its constraints set on the trial (Optuna's set_constraint)."""
-    accuracies = {m: trial_value(fitted, m, spec.value_from) for m in (Metric.VAL_EXACT_MATCH,)}
+    accuracies: dict[Metric, float | None] = {
+        Metric.VAL_EXACT_MATCH: trial_value(fitted, Metric.VAL_EXACT_MATCH, spec.value_from)
+    }
     if any(g.metric is Metric.PROBE_EXACT_MATCH for g in spec.goals):
         accuracies[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, spec.value_from)
-    values = measures({"n_parameters": fitted.n_parameters, **cost}, dict(accuracies))
+    values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
     for constraint in spec.constraints:
         trial.set_constraint(constraint.name, constraint.violation(values[constraint.metric]))
     results = tuple(values[goal.metric] for goal in spec.goals)

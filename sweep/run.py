@@ -57,31 +57,6 @@ class RunPlan:
     checkpoint_dir: Path
     threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
 
-    @classmethod
-    def of(
-        cls,
-        spec: StudySpec,
-        storage_url: str | None,
-        *,
-        name: str | None = None,
-        trials: int | None = None,
-        timeout: float | None = None,
-        workers: int = 1,
-        threads: int | None = None,
-        checkpoint_dir: Path,
-    ) -> RunPlan:
-        """The plan with the spec's defaults where an option is not given (name, trials, timeout)."""
-        return cls(
-            spec=spec,
-            storage_url=storage_url,
-            study_name=name or spec.name,
-            n_trials=trials or spec.n_trials,
-            timeout=timeout or spec.timeout,
-            workers=workers,
-            checkpoint_dir=checkpoint_dir,
-            threads=threads,
-        )
-
     @property
     def threads_per_worker(self) -> int:
         # More torch threads than cores, summed over processes, slowed epochs 5-18x here.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import json
@@ -229,7 +230,7 @@ def read_keys(cls: type, body: dict[str, Any], where: str, fail: Callable[[str, 
         close = difflib.get_close_matches(str(unknown[0]), names, n=1)
         hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(sorted(names))}"
         raise fail(f"{where}{unknown[0]}", f"unknown key; {hint}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         if f.name not in body or f.name in SPEC_SECTIONS and cls is SpecKeys:
@@ -242,6 +243,7 @@ def read_keys(cls: type, body: dict[str, Any], where: str, fail: Callable[[str, 
     return values
 
 
+_type_hints = functools.cache(typing.get_type_hints)  # read once per spec section, not per entry of space
 _INVALID = object()
 
 
