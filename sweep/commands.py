@@ -213,7 +213,7 @@ def run(
     threads: int | None,
     oversubscribe: bool = False,
 ) -> None:
-    from sweep.run import FINISHED
+    from sweep.ledger import FINISHED
 
     plan, study = prepare(
         spec_path,

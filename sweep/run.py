@@ -9,6 +9,10 @@ same study from the same storage and runs `study.optimize` one trial at a time. 
   (two workers asking at the same instant) is failed at once and marked ``surplus``.
 * Workers that find no trial left to start wait for the running ones, so a trial of a worker that
   dies is still retried (after the heartbeat grace period) and the total stays exact.
+
+Each process keeps a `Ledger` of the study's trials, read incrementally: the checks before, at the
+start and at the end of a trial, the checkpoint clean-up and the monitor cost the same at the
+10,000th trial as at the first (bench/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,13 +39,12 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from digitsum.train import warm_up
+from sweep.ledger import Ledger, feasible, place
 from sweep.objective import make_objective
-from sweep.records import StudyMeta, TrialRecord, param_or_queued, write_fingerprint, write_trial
+from sweep.records import StudyMeta, TrialRecord, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
 from sweep.storage import MAX_RETRY, close_storage, open_storage, study_names
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
 
 
@@ -120,13 +122,6 @@ def spec_note(spec: StudySpec) -> str:
     )
 
 
-def _counts(study: optuna.Study) -> dict[TrialState, int]:
-    counts = dict.fromkeys(TrialState, 0)
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state] += 1
-    return counts
-
-
 class Step(enum.Enum):
     """What a worker does next."""
 
@@ -135,17 +130,16 @@ class Step(enum.Enum):
     DONE = "done"  # the budget is finished
 
 
-def next_step(study: optuna.Study, n_trials: int) -> Step:
-    optuna.storages.fail_stale_trials(study)
-    counts = _counts(study)
-    if sum(counts[s] for s in FINISHED) >= n_trials:
+def next_step(ledger: Ledger, n_trials: int) -> Step:
+    ledger.refresh()
+    if ledger.finished >= n_trials:
         return Step.DONE
-    if counts[TrialState.WAITING] or sum(counts[s] for s in CLAIMED) < n_trials:
+    if ledger.waiting or ledger.claimed < n_trials:
         return Step.RUN
     return Step.WAIT
 
 
-def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, adopted: set[int]) -> None:
+def _adopt_orphans(ledger: Ledger, storage: optuna.storages.BaseStorage, adopted: set[int]) -> None:
     """Give a heartbeat to RUNNING trials that never recorded one, so they can go stale.
 
     Optuna only fails trials whose heartbeat went silent; a trial whose worker died (or lost the
@@ -157,11 +151,10 @@ def _adopt_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage, ad
         return  # a journal file, or a storage opened without heartbeats
     silence = (storage.grace_period or 0) + storage.heartbeat_interval  # as the storage was opened
     old_enough = datetime.datetime.now() - datetime.timedelta(seconds=silence)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in ledger.open_trials(TrialState.RUNNING):
         if trial.number not in adopted and trial.datetime_start and trial.datetime_start < old_enough:
             adopted.add(trial.number)
-            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+            storage.record_heartbeat(trial._trial_id)
 
 
 class _Surplus(Exception):
@@ -175,26 +168,21 @@ class TrialsKeepFailing(RuntimeError):
     """Several trials in a row failed: something is wrong with the spec or the machine."""
 
 
-def _place(trial: FrozenTrial) -> int:
-    """Where a trial stands in the budget's order: a re-queued retry stands where its original did."""
-    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-    return trial.number if original is None else original
-
-
-def _over_budget(study: optuna.Study, number: int, n_trials: int) -> bool:
+def _over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
     """True if `n_trials` claimed trials stand before trial `number` (never true for a retry)."""
-    trials = study.get_trials(deepcopy=False)
-    me = next(t for t in trials if t.number == number)
-    if _place(me) != number:
+    ledger.refresh()
+    me = ledger.open_trial(number)
+    if me is None or place(me) != number:
         return False  # a retry replaces a trial that was already counted
-    earlier = [t for t in trials if t.number != number and t.state in CLAIMED and _place(t) < number]
-    return len(earlier) >= n_trials
+    return ledger.claimed_before(number) >= n_trials
 
 
 TrialValues = float | tuple[float, ...]
 
 
-def _budgeted(objective: Callable[[optuna.Trial], TrialValues], n_trials: int) -> Callable[[optuna.Trial], TrialValues]:
+def _budgeted(
+    objective: Callable[[optuna.Trial], TrialValues], n_trials: int, ledger: Ledger
+) -> Callable[[optuna.Trial], TrialValues]:
     """Run `objective` only within the study's budget, and keep the reason of any failure.
 
     The budget is checked when the trial starts and again when it ends: failing a stale trial and
@@ -207,12 +195,12 @@ def _budgeted(objective: Callable[[optuna.Trial], TrialValues], n_trials: int) -
         return _Surplus(f"the study already has {n_trials} trials")
 
     def guarded(trial: optuna.Trial) -> TrialValues:
-        if _over_budget(trial.study, trial.number, n_trials):
+        if _over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
         try:
             value = objective(trial)
         except optuna.TrialPruned:
-            if _over_budget(trial.study, trial.number, n_trials):
+            if _over_budget(ledger, trial.number, n_trials):
                 raise surplus(trial) from None
             raise
         except KeyboardInterrupt:
@@ -220,19 +208,18 @@ def _budgeted(objective: Callable[[optuna.Trial], TrialValues], n_trials: int) -
         except Exception as error:  # Optuna stores a FAIL without the reason; keep it on the trial
             write_trial(trial, fail_reason=f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
             raise
-        if _over_budget(trial.study, trial.number, n_trials):
+        if _over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
         return value
 
     return guarded
 
 
-def _enqueue_balanced(study: optuna.Study, param: Param) -> None:
+def _enqueue_balanced(study: optuna.Study, param: Param, ledger: Ledger) -> None:
     """Queue the least-tried choice of `param` (equal budgets per model type); the sampler fills in the rest."""
-    trials = study.get_trials(deepcopy=False, states=CLAIMED)
-    if any(t.state == TrialState.WAITING for t in trials):
+    if ledger.waiting:
         return  # a queued trial (a retry, or another worker's pick) goes first
-    counts = Counter(param_or_queued(t, param.key) for t in trials)
+    counts = ledger.choice_counts()
     choices = list(param.choices or ())
     choice = min(choices, key=lambda c: (counts[c], choices.index(c)))
     study.enqueue_trial({param.key: choice})
@@ -248,13 +235,26 @@ def best_numbers(study: optuna.Study) -> set[int]:
         return set()
 
 
-def _keep_best_checkpoint(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Remove finished trials' checkpoints except the best trial's (the Pareto set's)."""
-    best = best_numbers(study)
-    for other in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
-        path = TrialRecord.read(other).checkpoint
-        if other.number not in best and path:
-            Path(path).unlink(missing_ok=True)
+class _KeepBest:
+    """A study.optimize callback that keeps only the best trial's checkpoint (the Pareto set's).
+
+    Each worker removes its own trial's checkpoint unless it is best, and those of the trials that
+    left the best set or failed, as its ledger saw them; so each finished trial costs one look, and
+    a trial that stops being best when another worker's trial beats it is removed by every worker
+    that saw it best (removing a missing file is a no-op)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.ledger.see(trial)
+        unneeded = self.ledger.take_unneeded()
+        if trial.number not in self.ledger.best:
+            unneeded.append(trial)
+        for other in unneeded:
+            path = TrialRecord.read(other).checkpoint
+            if path:
+                Path(path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -311,34 +311,35 @@ def work(plan: RunPlan, stop: threading.Event, worker: int = 0, deadline: float 
 def _run_trials(
     plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage
 ) -> None:
-    stored = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
-    study = optuna.load_study(
-        study_name=plan.study_name,
-        storage=storage,
-        sampler=plan.spec.make_sampler(worker, stored),
-        pruner=plan.spec.make_pruner(),
-    )
+    study = optuna.load_study(study_name=plan.study_name, storage=storage, pruner=plan.spec.make_pruner())
+    ledger = Ledger(study, plan.spec.balance.key if plan.spec.balance else None)
+    ledger.refresh()
+    ledger.take_unneeded()  # a resumed study's history was cleaned up when it happened
+    study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
     warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
     objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
-    guarded = _budgeted(objective, plan.n_trials)
+    guarded = _budgeted(objective, plan.n_trials, ledger)
     failures = _FailureCount()
-    callbacks = [_keep_best_checkpoint] if plan.spec.keep_checkpoints is Keep.BEST else []
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [failures]
+    if plan.spec.keep_checkpoints is Keep.BEST:
+        callbacks.append(_KeepBest(ledger))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
     while deadline is None or time.time() < deadline:
         if stop.is_set():
             raise KeyboardInterrupt
-        step = next_step(study, plan.n_trials)
+        step = next_step(ledger, plan.n_trials)
         if step is Step.DONE:
             return
         if step is Step.WAIT:
-            _adopt_orphans(study, storage, adopted)
+            optuna.storages.fail_stale_trials(study)  # before a run, study.optimize does it itself
+            _adopt_orphans(ledger, storage, adopted)
             time.sleep(POLL_SECONDS)
             continue
         if plan.spec.balance is not None:
-            _enqueue_balanced(study, plan.spec.balance)
+            _enqueue_balanced(study, plan.spec.balance, ledger)
         try:
-            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[*callbacks, failures])
+            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
         except KeyboardInterrupt:
             _requeue_interrupted(study)
             raise
@@ -482,30 +483,30 @@ def _join(processes: list[Any], timeout: float | None = None) -> None:
 
 
 class _Monitor:
-    """Polls the storage and calls `on_trial` once for each trial that finished since the start."""
+    """Polls the storage and calls `on_trial` once for each trial that finished since the start, with
+    the best value so far (one objective; several have a Pareto set, not a best value)."""
 
     def __init__(self, study: optuna.Study, on_trial: Callable[[FrozenTrial, float | None], None] | None) -> None:
-        self.study = study
         self.on_trial = on_trial
         self.stop = threading.Event()
-        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.ledger = Ledger(study)
+        self.ledger.refresh()
+        self.sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+        self.best: float | None = None
+        if len(study.directions) == 1 and self.ledger.best:
+            self.best = next(iter(self.ledger.best.values())).values[0]
 
     def poll(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        done = sorted((t for t in trials if t.state.is_finished() and t.number not in self.seen), key=_completed_at)
-        directions = self.study.directions
-        for trial in done:
-            self.seen.add(trial.number)
-            values = [
-                t.values[0]
-                for t in trials
-                if t.state == TrialState.COMPLETE and t.values and _completed_at(t) <= _completed_at(trial)
-            ]
-            best = None
-            if len(directions) == 1 and values:  # several objectives have a Pareto set, not a best value
-                best = max(values) if directions[0] == optuna.study.StudyDirection.MAXIMIZE else min(values)
+        for trial in sorted(self.ledger.refresh(), key=_completed_at):
+            if self._better(trial):
+                self.best = trial.values[0]
             if self.on_trial is not None:
-                self.on_trial(trial, best)
+                self.on_trial(trial, self.best)
+
+    def _better(self, trial: FrozenTrial) -> bool:
+        if len(self.ledger.directions) > 1 or trial.state != TrialState.COMPLETE or not feasible(trial):
+            return False
+        return self.best is None or self.sign * trial.values[0] > self.sign * self.best
 
     def watch(self) -> None:
         try:

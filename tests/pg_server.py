@@ -43,7 +43,8 @@ def why_unavailable() -> str | None:
 class PostgresServer:
     """A throwaway cluster: `url` for the database, `stop()` and `start()` to simulate an outage."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: str = "") -> None:
+        self.options = options  # extra server settings, like "-c shared_preload_libraries=pg_stat_statements"
         self.bin_dir = find_bin()
         self.root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
         self.password = secrets.token_hex(8)
@@ -71,14 +72,28 @@ class PostgresServer:
             f"--pwfile={self.root / 'pw'}",
         )
         self.start()
+        self.sql("CREATE DATABASE sweep", database="postgres")
+
+    def sql(self, statement: str, database: str = "sweep") -> list[tuple]:
+        """Run one statement as the superuser; its rows, if it returns any."""
         import psycopg
 
-        dsn = f"host=127.0.0.1 port={self.port} user=sweep password={self.password} dbname=postgres"
+        dsn = f"host=127.0.0.1 port={self.port} user=sweep password={self.password} dbname={database}"
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE sweep")
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def statements(self) -> int:
+        """Statements run on the database so far (pg_stat_statements must be loaded and created)."""
+        rows = self.sql(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = 'sweep'"
+        )
+        return int(rows[0][0])
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off"
+        options += f" {self.options}"
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
@@ -104,9 +119,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(options: str = "") -> Iterator[PostgresServer]:
     """A fresh server and database; stopped and removed afterwards, also when a test fails."""
-    server = PostgresServer()
+    server = PostgresServer(options)
     try:
         server.init()
         yield server

@@ -31,6 +31,7 @@ from sweep_helpers import (
     write_spec,
 )
 
+from sweep.ledger import Ledger
 from sweep.run import Step, _budgeted, next_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -59,23 +60,26 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 def test_next_step():
     study = optuna.create_study()
-    assert next_step(study, 2) is Step.RUN
+    kept = Ledger(study)  # one ledger read again after each change agrees with a fresh one each time
+    assert next_step(Ledger(study), 2) is Step.RUN is next_step(kept, 2)
     running = study.ask()
     study.tell(study.ask(), 1.0)
-    assert next_step(study, 2) is Step.WAIT  # one finished, one running: nothing to start, not done
+    assert next_step(kept, 2) is Step.WAIT
+    assert next_step(Ledger(study), 2) is Step.WAIT  # one finished, one running: nothing to start, not done
     study.tell(running, state=TrialState.PRUNED)
-    assert next_step(study, 2) is Step.DONE  # pruned trials count as finished
+    assert next_step(kept, 2) is Step.DONE
+    assert next_step(Ledger(study), 2) is Step.DONE  # pruned trials count as finished
     study.enqueue_trial({})
-    assert next_step(study, 2) is Step.DONE
-    assert next_step(study, 3) is Step.RUN
+    assert next_step(Ledger(study), 2) is Step.DONE
+    assert next_step(Ledger(study), 3) is Step.RUN is next_step(kept, 3)
     failed = optuna.create_study()
     failed.tell(failed.ask(), state=TrialState.FAIL)
-    assert next_step(failed, 1) is Step.RUN  # failed trials do not count
+    assert next_step(Ledger(failed), 1) is Step.RUN  # failed trials do not count
 
 
 def test_budget_marks_surplus_trials():
     study = optuna.create_study(direction="maximize")
-    guarded = _budgeted(lambda trial: 0.5, 2)
+    guarded = _budgeted(lambda trial: 0.5, 2, Ledger(study))
     study.optimize(guarded, n_trials=3, catch=(Exception,))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
@@ -94,11 +98,14 @@ def test_trial_started_between_a_stale_fail_and_its_retry_is_surplus():
         RetryHeartbeatStaleTrialCallback()(study, study.trials[1])  # the retry is queued meanwhile
         return 0.7
 
-    study.optimize(_budgeted(objective, 2), n_trials=1, catch=(Exception,))
+    ledger = Ledger(study)
+    study.optimize(_budgeted(objective, 2, ledger), n_trials=1, catch=(Exception,))
     extra, retry = study.trials[2], study.trials[3]
     assert extra.state == TrialState.FAIL and extra.user_attrs["surplus"] is True
     assert retry.state == TrialState.WAITING and RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 1
-    study.optimize(_budgeted(lambda trial: 0.6, 2), n_trials=1, catch=(Exception,))  # the retry runs, not surplus
+    study.optimize(
+        _budgeted(lambda trial: 0.6, 2, ledger), n_trials=1, catch=(Exception,)
+    )  # the retry runs, not surplus
     assert study.trials[3].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
 

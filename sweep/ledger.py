@@ -1,0 +1,171 @@
+"""A process's running view of a study's trials, kept up to date at a cost that does not grow with them.
+
+The budget checks, the checkpoint clean-up and the monitor need counts, the best trial (or the
+Pareto set) and the trials that just finished, several times per trial. `study.get_trials` builds a
+sorted list of every trial on each call (2.3 ms at 10,000 trials on this machine), so asking it
+made each trial slower than the last. Optuna's RDB storage already keeps each process's trials in a
+cache that reads only what changed (new trials and unfinished ones); the ledger has the cache read,
+then looks only at the trial numbers it has not seen yet and at the trials it last saw unfinished.
+Finished trials never change, so each is counted once. Storages without that cache (a journal file)
+fall back to one `get_trials` per look, which is linear in the study again.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.records import param_or_queued
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+OPEN = (TrialState.RUNNING, TrialState.WAITING)
+CLAIMED = (*FINISHED, *OPEN)
+
+
+def place(trial: FrozenTrial) -> int:
+    """Where a trial stands in the budget's order: a retry stands where its original did."""
+    original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial.number if original is None else original
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def dominates(a: FrozenTrial, b: FrozenTrial, directions: list[StudyDirection]) -> bool:
+    """True if `a` is at least as good as `b` in every objective and better in one."""
+    signs = [1 if d == StudyDirection.MAXIMIZE else -1 for d in directions]
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values, strict=True)]
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+class Ledger:
+    """Counts by state, claimed places, the best trial or Pareto set, and the trials seen finishing."""
+
+    def __init__(self, study: optuna.Study, balance_key: str | None = None) -> None:
+        self.study = study
+        self.directions = list(study.directions)
+        self.balance_key = balance_key
+        self.finished = 0  # COMPLETE or PRUNED
+        self.final = 0  # every trial in a final state (FAIL included)
+        self.best: dict[int, FrozenTrial] = {}  # the best trial, or the Pareto set's trials
+        self.unneeded: list[FrozenTrial] = []  # left `best`, or failed, since the caller last took them
+        self._claimed_places: list[int] = []  # sorted; finished trials only (open ones are few)
+        self._choices: Counter[Any] = Counter()  # balance_key's value over finished trials
+        self._open: dict[int, FrozenTrial] = {}  # number -> the trial as last seen, running or waiting
+        self._holes: set[int] = set()  # numbers below _next not seen yet (created, not yet visible)
+        self._next = 0  # every number below it is final, open or a hole
+
+    # Reading -------------------------------------------------------------------------------------
+    def refresh(self) -> list[FrozenTrial]:
+        """Read what changed; return the trials that reached a final state since the last refresh."""
+        trials = _cached_trials(self.study)
+        if trials is None:
+            trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        done: list[FrozenTrial] = []
+        for number in sorted((*self._open, *self._holes)):
+            self._look(trials.get(number), number, done)
+        new = len(trials) - self.final - len(self._open)  # trials numbered _next or more
+        while new > 0:
+            trial = trials.get(self._next)
+            new -= trial is not None
+            self._look(trial, self._next, done)
+            self._next += 1
+        return done
+
+    def see(self, trial: FrozenTrial) -> None:
+        """Count a trial this process just finished, without a read (a study.optimize callback)."""
+        if trial.number >= self._next:
+            self.refresh()
+        if trial.number in self._open or trial.number in self._holes:
+            self._look(trial, trial.number, [])
+
+    def _look(self, trial: FrozenTrial | None, number: int, done: list[FrozenTrial]) -> None:
+        if trial is None:
+            self._holes.add(number)
+            return
+        self._holes.discard(number)
+        if trial.state in OPEN:
+            self._open[number] = trial
+            return
+        self._open.pop(number, None)
+        self.final += 1
+        done.append(trial)
+        if trial.state in FINISHED:
+            self.finished += 1
+            bisect.insort(self._claimed_places, place(trial))
+            if self.balance_key is not None:
+                self._choices[param_or_queued(trial, self.balance_key)] += 1
+        if trial.state == TrialState.COMPLETE and trial.values and feasible(trial):
+            self._consider(trial)
+        elif trial.state == TrialState.FAIL:
+            self.unneeded.append(trial)
+
+    def _consider(self, trial: FrozenTrial) -> None:
+        """Update the best trial (one objective) or the Pareto set (several) with a complete trial."""
+        if len(self.directions) == 1:
+            sign = 1 if self.directions[0] == StudyDirection.MAXIMIZE else -1
+            current = next(iter(self.best.values()), None)
+            if current is None or sign * trial.values[0] > sign * current.values[0]:
+                self.unneeded.extend(self.best.values())
+                self.best = {trial.number: trial}
+            return
+        if any(dominates(b, trial, self.directions) for b in self.best.values()):
+            return
+        beaten = [b for b in self.best.values() if dominates(trial, b, self.directions)]
+        for b in beaten:
+            del self.best[b.number]
+        self.unneeded.extend(beaten)
+        self.best[trial.number] = trial
+
+    # Asking --------------------------------------------------------------------------------------
+    @property
+    def waiting(self) -> int:
+        return sum(t.state == TrialState.WAITING for t in self._open.values())
+
+    @property
+    def claimed(self) -> int:
+        """Finished, running or waiting: the trials that count against the budget."""
+        return len(self._claimed_places) + len(self._open)
+
+    def open_trials(self, state: TrialState | None = None) -> list[FrozenTrial]:
+        return [t for t in self._open.values() if state is None or t.state == state]
+
+    def open_trial(self, number: int) -> FrozenTrial | None:
+        return self._open.get(number)
+
+    def claimed_before(self, number: int) -> int:
+        """Claimed trials other than `number` that stand before it in the budget's order."""
+        finished = bisect.bisect_left(self._claimed_places, number)
+        return finished + sum(1 for t in self._open.values() if t.number != number and place(t) < number)
+
+    def choice_counts(self) -> Counter[Any]:
+        """How often each value of `balance_key` was claimed (finished, running or queued)."""
+        assert self.balance_key is not None
+        counts = Counter(self._choices)
+        counts.update(param_or_queued(t, self.balance_key) for t in self._open.values())
+        return counts
+
+    def take_unneeded(self) -> list[FrozenTrial]:
+        """The trials whose checkpoints no best trial needs any more, as seen since the last call."""
+        taken, self.unneeded = self.unneeded, []
+        return taken
+
+
+def _cached_trials(study: optuna.Study) -> Mapping[int, FrozenTrial] | None:
+    """The trials of Optuna's per-process cache (number -> trial) after it read what changed; None for
+    a storage without one. Private to Optuna (5.0): tests/test_ledger.py fails if it goes away."""
+    storage = study._storage
+    read = getattr(storage, "_read_trials_from_remote_storage", None)
+    studies = getattr(storage, "_studies", None)
+    if read is None or studies is None:
+        return None
+    read(study._study_id)
+    return studies[study._study_id].trials
