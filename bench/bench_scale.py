@@ -52,6 +52,7 @@ space:
   train.learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
   train.batch_size: {{choices: [16, 32, 64]}}
 """
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TARGET_GROWTH = 1.3
 TARGET_VS_BARE = 1.5
 
@@ -136,7 +137,9 @@ def template_of(study: optuna.Study) -> dict[str, Any]:
 
 
 def gaps_by_block(study: optuna.Study, block: int) -> dict[int, dict[str, list[float]]]:
-    """Per block of trial numbers: each trial's duration and the gap to its worker's next trial (ms)."""
+    """Per block of trial numbers: each finished trial's duration and the gap to its worker's next
+    trial (ms). Trials numbered past the budget (surplus ones, retries) go to the last block."""
+    last_block = (len(study.get_trials(deepcopy=False, states=FINISHED)) - 1) // block
     by_worker: dict[str, list[FrozenTrial]] = defaultdict(list)
     for trial in study.get_trials(deepcopy=False):
         if trial.datetime_start and trial.datetime_complete:
@@ -145,7 +148,9 @@ def gaps_by_block(study: optuna.Study, block: int) -> dict[int, dict[str, list[f
     for trials in by_worker.values():
         trials.sort(key=lambda t: t.datetime_start)
         for this, after in itertools.pairwise(trials):
-            row = blocks[this.number // block]
+            if this.state not in FINISHED:
+                continue
+            row = blocks[min(this.number // block, last_block)]
             row["gap"].append((after.datetime_start - this.datetime_complete).total_seconds() * 1000)
             row["trial"].append((this.datetime_complete - this.datetime_start).total_seconds() * 1000)
     return dict(sorted(blocks.items()))

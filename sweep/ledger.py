@@ -80,13 +80,6 @@ class Ledger:
             self._next += 1
         return done
 
-    def see(self, trial: FrozenTrial) -> None:
-        """Count a trial this process just finished, without a read (a study.optimize callback)."""
-        if trial.number >= self._next:
-            self.refresh()
-        if trial.number in self._open or trial.number in self._holes:
-            self._look(trial, trial.number, [])
-
     def _look(self, trial: FrozenTrial | None, number: int, done: list[FrozenTrial]) -> None:
         if trial is None:
             self._holes.add(number)

@@ -131,7 +131,7 @@ class Step(enum.Enum):
 
 
 def next_step(ledger: Ledger, n_trials: int) -> Step:
-    ledger.refresh()
+    """What to do next, by the ledger as last read."""
     if ledger.finished >= n_trials:
         return Step.DONE
     if ledger.waiting or ledger.claimed < n_trials:
@@ -170,6 +170,8 @@ class TrialsKeepFailing(RuntimeError):
 
 def _over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
     """True if `n_trials` claimed trials stand before trial `number` (never true for a retry)."""
+    if number < n_trials:
+        return False  # each place before it holds at most one claimed trial: nothing to read
     ledger.refresh()
     me = ledger.open_trial(number)
     if me is None or place(me) != number:
@@ -181,7 +183,10 @@ TrialValues = float | tuple[float, ...]
 
 
 def _budgeted(
-    objective: Callable[[optuna.Trial], TrialValues], n_trials: int, ledger: Ledger
+    objective: Callable[[optuna.Trial], TrialValues],
+    n_trials: int,
+    ledger: Ledger,
+    started: Callable[[int], None] = lambda number: None,
 ) -> Callable[[optuna.Trial], TrialValues]:
     """Run `objective` only within the study's budget, and keep the reason of any failure.
 
@@ -195,6 +200,7 @@ def _budgeted(
         return _Surplus(f"the study already has {n_trials} trials")
 
     def guarded(trial: optuna.Trial) -> TrialValues:
+        started(trial.number)
         if _over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
         try:
@@ -235,26 +241,35 @@ def best_numbers(study: optuna.Study) -> set[int]:
         return set()
 
 
-class _KeepBest:
-    """A study.optimize callback that keeps only the best trial's checkpoint (the Pareto set's).
+class _Settle:
+    """After each of this worker's trials, from one ledger read: count failures in a row, and keep
+    only the best trial's checkpoint (the Pareto set's) where the spec says so.
 
-    Each worker removes its own trial's checkpoint unless it is best, and those of the trials that
-    left the best set or failed, as its ledger saw them; so each finished trial costs one look, and
-    a trial that stops being best when another worker's trial beats it is removed by every worker
-    that saw it best (removing a missing file is a no-op)."""
+    Not study.optimize callbacks: Optuna reads the finished trial again (six statements) and deep-
+    copies it for those. A worker removes its own trial's checkpoint unless it is best, and those of
+    the trials its ledger saw leave the best set or fail; a trial that stops being best when another
+    worker's trial beats it is removed by every worker that saw it best (a missing file is a no-op).
+    """
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, keep_best: bool) -> None:
         self.ledger = ledger
+        self.keep_best = keep_best
+        self.mine: set[int] = set()  # this worker's trials, started and not settled yet
+        self.failures = _FailureCount()
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.ledger.see(trial)
-        unneeded = self.ledger.take_unneeded()
-        if trial.number not in self.ledger.best:
-            unneeded.append(trial)
-        for other in unneeded:
-            path = TrialRecord.read(other).checkpoint
-            if path:
-                Path(path).unlink(missing_ok=True)
+    def __call__(self) -> None:
+        done = self.ledger.refresh()
+        own = [t for t in done if t.number in self.mine]
+        self.mine.difference_update(t.number for t in own)
+        for trial in own:
+            self.failures.add(trial)
+        if self.keep_best:
+            unneeded = self.ledger.take_unneeded() + [t for t in own if t.number not in self.ledger.best]
+            for trial in unneeded:
+                path = TrialRecord.read(trial).checkpoint
+                if path:
+                    Path(path).unlink(missing_ok=True)
+        self.failures.check()
 
 
 @contextlib.contextmanager
@@ -318,16 +333,16 @@ def _run_trials(
     study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
     warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
     objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
-    guarded = _budgeted(objective, plan.n_trials, ledger)
-    failures = _FailureCount()
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [failures]
-    if plan.spec.keep_checkpoints is Keep.BEST:
-        callbacks.append(_KeepBest(ledger))
+    settle = _Settle(ledger, keep_best=plan.spec.keep_checkpoints is Keep.BEST)
+    guarded = _budgeted(objective, plan.n_trials, ledger, settle.mine.add)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
-    while deadline is None or time.time() < deadline:
+    while True:
         if stop.is_set():
             raise KeyboardInterrupt
+        settle()  # the one read between two trials
+        if deadline is not None and time.time() >= deadline:
+            return
         step = next_step(ledger, plan.n_trials)
         if step is Step.DONE:
             return
@@ -339,11 +354,10 @@ def _run_trials(
         if plan.spec.balance is not None:
             _enqueue_balanced(study, plan.spec.balance, ledger)
         try:
-            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            study.optimize(guarded, n_trials=1, catch=(Exception,))
         except KeyboardInterrupt:
             _requeue_interrupted(study)
             raise
-        failures.check()
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:
@@ -365,12 +379,12 @@ def _requeue_interrupted(study: optuna.Study) -> None:
 
 
 class _FailureCount:
-    """A study.optimize callback that counts trials failing in a row (surplus trials aside)."""
+    """Counts a worker's trials failing in a row (surplus trials aside)."""
 
     def __init__(self) -> None:
         self.failures: list[FrozenTrial] = []
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def add(self, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL and not TrialRecord.read(trial).surplus:
             self.failures.append(trial)
         else:

@@ -111,21 +111,6 @@ def test_the_ledger_reports_each_final_trial_once_and_what_no_longer_needs_a_che
     assert set(ledger.best) == {1}
 
 
-def test_see_counts_a_trial_once_whether_or_not_a_refresh_saw_it():
-    study = optuna.create_study(direction="maximize")
-    ledger = Ledger(study)
-    trial = study.ask()
-    ledger.refresh()  # seen running
-    frozen = study.tell(trial, 1.0)
-    ledger.see(frozen)
-    ledger.see(frozen)
-    ledger.refresh()
-    assert (ledger.finished, ledger.claimed, set(ledger.best)) == (1, 1, {0})
-    other = study.tell(study.ask(), 2.0)
-    ledger.see(other)  # never seen before: read, then counted once
-    assert (ledger.finished, set(ledger.best)) == (2, {1})
-
-
 def test_a_number_not_visible_yet_is_read_later():
     # Another worker's trial can be created (numbered) and not yet visible while a later one is.
     study = optuna.create_study(direction="maximize")

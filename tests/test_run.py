@@ -58,23 +58,28 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 # next_step and the budget, on an in-memory study
 
 
+def step(ledger: Ledger, n_trials: int) -> Step:
+    ledger.refresh()
+    return next_step(ledger, n_trials)
+
+
 def test_next_step():
     study = optuna.create_study()
     kept = Ledger(study)  # one ledger read again after each change agrees with a fresh one each time
-    assert next_step(Ledger(study), 2) is Step.RUN is next_step(kept, 2)
+    assert step(Ledger(study), 2) is Step.RUN is step(kept, 2)
     running = study.ask()
     study.tell(study.ask(), 1.0)
-    assert next_step(kept, 2) is Step.WAIT
-    assert next_step(Ledger(study), 2) is Step.WAIT  # one finished, one running: nothing to start, not done
+    assert step(kept, 2) is Step.WAIT
+    assert step(Ledger(study), 2) is Step.WAIT  # one finished, one running: nothing to start, not done
     study.tell(running, state=TrialState.PRUNED)
-    assert next_step(kept, 2) is Step.DONE
-    assert next_step(Ledger(study), 2) is Step.DONE  # pruned trials count as finished
+    assert step(kept, 2) is Step.DONE
+    assert step(Ledger(study), 2) is Step.DONE  # pruned trials count as finished
     study.enqueue_trial({})
-    assert next_step(Ledger(study), 2) is Step.DONE
-    assert next_step(Ledger(study), 3) is Step.RUN is next_step(kept, 3)
+    assert step(Ledger(study), 2) is Step.DONE
+    assert step(Ledger(study), 3) is Step.RUN is step(kept, 3)
     failed = optuna.create_study()
     failed.tell(failed.ask(), state=TrialState.FAIL)
-    assert next_step(Ledger(failed), 1) is Step.RUN  # failed trials do not count
+    assert step(Ledger(failed), 1) is Step.RUN  # failed trials do not count
 
 
 def test_budget_marks_surplus_trials():
