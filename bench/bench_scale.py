@@ -8,8 +8,10 @@ Two set-ups, each run twice in the same process, ours then bare, on a fresh stor
 
 *Ours* is `sweep run`'s own code (`sweep.commands.prepare` + `sweep.run.run_study`, monitor included)
 training real tiny models. *Bare* is `study.optimize` on the same storage, sampler and pruner, with
-an objective that trains nothing but writes what one of our trials wrote: the same parameters,
-reports and user attributes (copied from a finished trial of ours).
+an objective that trains nothing but writes what one of our trials wrote (the same parameters,
+reports and user attributes, copied from a finished trial of ours) and keeps the CPU busy for as
+long as our trials trained (their median train_seconds): with more workers than cores, both loops
+then compete for the cores alike.
 
 The overhead per trial is the gap between a trial's end and the same worker's next trial's start:
 the work a sweep layer does between trials. A trial's own duration is shown too (ours trains; its
@@ -98,6 +100,9 @@ def bare_worker(url: str, spec_path: str, n_trials: int, template: dict[str, Any
 
     def objective(trial: optuna.Trial) -> float:
         spec.suggest(trial)
+        until = time.perf_counter() + template["busy"]
+        while time.perf_counter() < until:  # the CPU our trial spent training
+            pass
         for step, value in template["intermediate"]:
             trial.report(value, step)
             trial.should_prune()
@@ -127,9 +132,11 @@ def bare(url: str, spec_path: Path, trials: int, workers: int, template: dict[st
 
 
 def template_of(study: optuna.Study) -> dict[str, Any]:
-    """What one finished trial of ours wrote: its reports, user attributes and value."""
-    trial = next(t for t in reversed(study.trials) if t.state == TrialState.COMPLETE)
+    """What one finished trial of ours wrote (reports, user attributes, value) and how long ours trained."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trial = complete[-1]
     return {
+        "busy": statistics.median(t.user_attrs["train_seconds"] for t in complete),
         "intermediate": sorted(trial.intermediate_values.items()),
         "user_attrs": dict(trial.user_attrs),
         "value": trial.value,

@@ -13,6 +13,7 @@ fall back to one `get_trials` per look, which is linear in the study again.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -62,10 +63,12 @@ class Ledger:
         self._open: dict[int, FrozenTrial] = {}  # number -> the trial as last seen, running or waiting
         self._holes: set[int] = set()  # numbers below _next not seen yet (created, not yet visible)
         self._next = 0  # every number below it is final, open or a hole
+        self.read_at = float("-inf")  # time.monotonic() of the last refresh
 
     # Reading -------------------------------------------------------------------------------------
     def refresh(self) -> list[FrozenTrial]:
         """Read what changed; return the trials that reached a final state since the last refresh."""
+        self.read_at = time.monotonic()
         trials = _cached_trials(self.study)
         if trials is None:
             trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
@@ -130,6 +133,10 @@ class Ledger:
 
     def open_trials(self, state: TrialState | None = None) -> list[FrozenTrial]:
         return [t for t in self._open.values() if state is None or t.state == state]
+
+    def knows(self, number: int) -> bool:
+        """True if the last refresh saw trial `number` (open or final)."""
+        return number < self._next and number not in self._holes
 
     def open_trial(self, number: int) -> FrozenTrial | None:
         return self._open.get(number)

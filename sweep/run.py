@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ from sweep.spec import Keep, Param, SpecError, StudySpec
 from sweep.storage import MAX_RETRY, close_storage, open_storage, study_names
 
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
+# Between trials a worker reads the study at most this often. Deciding to start a trial on an older
+# view is safe: a trial numbered past the budget reads afresh before it trains (see _over_budget),
+# and the end and waiting are only decided on a fresh read. Trials of a second or more read each time.
+READ_EVERY_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,11 +134,14 @@ class Step(enum.Enum):
     DONE = "done"  # the budget is finished
 
 
-def next_step(ledger: Ledger, n_trials: int) -> Step:
-    """What to do next, by the ledger as last read."""
+def next_step(ledger: Ledger, n_trials: int, mine: Collection[int] = ()) -> Step:
+    """What to do next, by the ledger as last read and the trials this worker started since (`mine`):
+    they are claimed whether the ledger saw them or not, and none of them is waiting any more."""
     if ledger.finished >= n_trials:
         return Step.DONE
-    if ledger.waiting or ledger.claimed < n_trials:
+    unseen = sum(not ledger.knows(number) for number in mine)
+    waiting = sum(t.number not in mine for t in ledger.open_trials(TrialState.WAITING))
+    if waiting or ledger.claimed + unseen < n_trials:
         return Step.RUN
     return Step.WAIT
 
@@ -257,7 +264,10 @@ class _Settle:
         self.mine: set[int] = set()  # this worker's trials, started and not settled yet
         self.failures = _FailureCount()
 
-    def __call__(self) -> None:
+    def __call__(self, max_age: float = 0.0) -> None:
+        """Settle what finished since the last read; nothing when the ledger was read under `max_age` ago."""
+        if time.monotonic() - self.ledger.read_at < max_age:
+            return
         done = self.ledger.refresh()
         own = [t for t in done if t.number in self.mine]
         self.mine.difference_update(t.number for t in own)
@@ -337,14 +347,17 @@ def _run_trials(
     guarded = _budgeted(objective, plan.n_trials, ledger, settle.mine.add)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()
+    max_age = 0.0 if plan.spec.balance else READ_EVERY_SECONDS  # balancing counts choices on a fresh read
     while True:
         if stop.is_set():
             raise KeyboardInterrupt
-        settle()  # the one read between two trials
-        if deadline is not None and time.time() >= deadline:
-            return
-        step = next_step(ledger, plan.n_trials)
-        if step is Step.DONE:
+        settle(max_age)
+        step = next_step(ledger, plan.n_trials, settle.mine)
+        out_of_time = deadline is not None and time.time() >= deadline
+        if step is not Step.RUN or out_of_time:
+            settle()  # a fresh read: this worker's last trials settled, and the step decided on it
+            step = next_step(ledger, plan.n_trials, settle.mine)
+        if out_of_time or step is Step.DONE:
             return
         if step is Step.WAIT:
             optuna.storages.fail_stale_trials(study)  # before a run, study.optimize does it itself
