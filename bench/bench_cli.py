@@ -44,7 +44,7 @@ def make_storage(folder: Path) -> str:
     (folder / "spec.yaml").write_text(SPEC)
     for name in ("a", "b", "c"):
         command = [SWEEP, "run", str(folder / "spec.yaml"), "--storage", url, "--name", name, "--threads", "1"]
-        subprocess.run([*command, "--checkpoints", str(folder / "ckpt")], check=True, capture_output=True)
+        subprocess.run([*command, "--artifacts", str(folder / "ckpt")], check=True, capture_output=True)
     return url
 
 

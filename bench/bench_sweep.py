@@ -54,7 +54,7 @@ def run(workers: int, threads: int, trials: int, epochs: int, folder: Path) -> d
             str(threads),
             "--storage",
             storage,
-            "--checkpoints",
+            "--artifacts",
             str(folder / f"ckpt{workers}"),
         ],
         check=True,

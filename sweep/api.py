@@ -23,7 +23,7 @@ def run(
     timeout: float | None = None,
     workers: int = 1,
     threads: int | None = None,
-    checkpoints: str | Path | None = None,
+    artifacts: str | Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`."""
     from sweep.commands import prepare
@@ -37,7 +37,7 @@ def run(
         timeout=timeout,
         workers=workers,
         threads=threads,
-        checkpoints=Path(checkpoints) if checkpoints else None,
+        artifacts=str(artifacts) if artifacts else None,
     )
     return run_study(plan)
 
@@ -59,11 +59,16 @@ def report(names: list[str], out: str | Path | None = None, storage: str | None 
     return path
 
 
-def load_model(checkpoint: str | Path, device: str = "cpu") -> DigitSumModel:
-    """A checkpoint's model, ready to predict (in eval mode)."""
+def load_model(
+    checkpoint: str | Path, device: str = "cpu", storage: str | None = None, artifacts: str | None = None
+) -> DigitSumModel:
+    """A checkpoint's model, ready to predict (in eval mode): a file, or ``STUDY:TRIAL`` (``STUDY:best``)
+    fetched from the study's artifact store."""
     from digitsum.checkpoint import load_checkpoint
+    from sweep.commands import checkpoint_file
 
-    model, _ = load_checkpoint(checkpoint, device)
+    with checkpoint_file(str(checkpoint), storage, artifacts) as path:
+        model, _ = load_checkpoint(path, device)
     return model
 
 

@@ -117,8 +117,18 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, ...")]
 StudyName = Annotated[str, typer.Argument(help="Study name.")]
 CheckpointArg = Annotated[
-    Path, typer.Argument(metavar="CHECKPOINT", help="A best.pt written by `sweep train` or a sweep.")
+    str,
+    typer.Argument(
+        metavar="CHECKPOINT",
+        help="A checkpoint file (a best.pt of `sweep train`), or STUDY:TRIAL (STUDY:best) from the artifact store.",
+    ),
 ]
+ARTIFACTS_HELP = (
+    "Where checkpoints are stored: a folder (shared by every machine of a study) or s3://BUCKET/PREFIX "
+    "(AWS_* variables configure it). Default: the store the study recorded when it was made, else artifacts/ "
+    "beside the storage file (or beside the default storage)."
+)
+Artifacts = Annotated[str | None, typer.Option(help=ARTIFACTS_HELP)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +199,16 @@ def evaluate(
     data_csv: Annotated[Path, typer.Argument(metavar="DATA.csv", help="Headerless x,y CSV, e.g. from `sweep data`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: Device = "auto",
+    storage: Storage = None,
+    artifacts: Artifacts = None,
 ) -> None:
     """Unrolled exact-match accuracy of a checkpoint, overall and per input length.
 
-    Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv
+    Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv   (or: sweep evaluate quickstart:best data.csv)
     """
     from sweep import commands
 
-    commands.evaluate(checkpoint, data_csv, device, as_json)
+    commands.evaluate(checkpoint, data_csv, device, as_json, storage, artifacts)
 
 
 @app.command()
@@ -205,14 +217,16 @@ def predict(
     sequences: Annotated[list[str], typer.Argument(help="Digit strings, e.g. 1294 5678.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
     device: Device = "auto",
+    storage: Storage = None,
+    artifacts: Artifacts = None,
 ) -> None:
     """Decode the digit sum of each sequence, and say whether it is right.
 
-    Example: sweep predict runs/run/best.pt 1294 5678
+    Example: sweep predict runs/run/best.pt 1294 5678   (or: sweep predict quickstart:7 1294)
     """
     from sweep import commands
 
-    commands.predict(checkpoint, sequences, device, as_json)
+    commands.predict(checkpoint, sequences, device, as_json, storage, artifacts)
 
 
 @app.command()
@@ -266,10 +280,7 @@ def run(
     name: Annotated[
         str | None, typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")
     ] = None,
-    checkpoints: Annotated[
-        Path | None,
-        typer.Option(help="Folder for trial checkpoints (default: checkpoints/ beside the default storage)."),
-    ] = None,
+    artifacts: Artifacts = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")
     ] = None,
@@ -290,21 +301,32 @@ def run(
         trials=trials,
         timeout=timeout,
         workers=workers,
-        checkpoints=checkpoints,
+        artifacts=artifacts,
         threads=threads,
         oversubscribe=oversubscribe,
     )
 
 
 @app.command()
-def best(name: StudyName, storage: Storage = None, as_json: AsJson = False) -> None:
+def best(
+    name: StudyName,
+    storage: Storage = None,
+    as_json: AsJson = False,
+    download: Annotated[
+        Path | None,
+        typer.Option(help="Fetch the best trial's checkpoint (the Pareto set's) from the artifact store into DIR."),
+    ] = None,
+    artifacts: Artifacts = None,
+) -> None:
     """Show the best trial of a study: value, parameters, probe accuracy, checkpoint.
 
-    Example: sweep best quickstart --json
+    Example: sweep best quickstart --download models/
     """
     from sweep import commands
 
     commands.print_best(name, storage, as_json)
+    if download is not None:
+        commands.download_best(name, storage, download, artifacts)
 
 
 @app.command("ls")
@@ -384,6 +406,7 @@ def report(
     attach: Annotated[
         bool, typer.Option(help="Also attach the comparison figures to each study for optuna-dashboard.")
     ] = True,
+    artifacts: Artifacts = None,
 ) -> None:
     """Write one self-contained HTML report (plotly.js embedded: opens offline) comparing trials.
 
@@ -392,7 +415,7 @@ def report(
     from sweep import commands
 
     start = time.perf_counter()
-    out, n_figures = commands.report(names, out, storage, attach)
+    out, n_figures = commands.report(names, out, storage, attach, artifacts)
     typer.echo(
         f"wrote {out} ({n_figures} figures, {out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s"
     )
@@ -403,14 +426,15 @@ def remove(
     name: StudyName,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     storage: Storage = None,
+    artifacts: Artifacts = None,
 ) -> None:
-    """Delete a study from the storage, with its checkpoints on this machine (asks first).
+    """Delete a study from the storage, with its checkpoints (asks first).
 
     Example: sweep rm quickstart --yes
     """
     from sweep import commands
 
-    commands.remove(name, storage, yes)
+    commands.remove(name, storage, yes, artifacts)
 
 
 @app.command()
@@ -418,14 +442,15 @@ def dashboard(
     storage: Storage = None,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to share it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    artifacts: Artifacts = None,
 ) -> None:
-    """Browse the studies in optuna-dashboard (the same storage `sweep run` writes).
+    """Browse the studies in optuna-dashboard (the same storage `sweep run` writes), checkpoints included.
 
     Example: sweep dashboard --port 8080   (then open http://127.0.0.1:8080)
     """
     from sweep import commands
 
-    commands.dashboard(storage, host, port)
+    commands.dashboard(storage, host, port, artifacts)
 
 
 def main() -> None:

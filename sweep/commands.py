@@ -11,6 +11,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,13 +105,50 @@ def _free_run_folder(config: Any, named: bool, overwrite: bool) -> Any:
     return cfg.apply(config, {"train.run_name": free.name})
 
 
-def evaluate(checkpoint: Path, data_csv: Path, device: str, as_json: bool) -> None:
+@contextlib.contextmanager
+def checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None) -> Iterator[Path]:
+    """A checkpoint file's path, or ``STUDY:TRIAL`` (``STUDY:best``) fetched from the study's artifact store."""
+    from sweep import artifacts as store_of
+
+    path = Path(checkpoint)
+    study_name, colon, trial = checkpoint.rpartition(":")
+    if path.exists() or not colon or not study_name or not (trial.isdigit() or trial == "best"):
+        yield path  # load_checkpoint names a missing file
+        return
+    from sweep.ledger import best_trial
+    from sweep.records import TrialRecord
+    from sweep.storage import load_study
+
+    study = load_study(study_name, open_store(storage))
+    if trial == "best":
+        try:
+            frozen = best_trial(study)
+        except ValueError:
+            raise DataError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
+    elif int(trial) < len(study.trials):
+        frozen = study.trials[int(trial)]
+    else:
+        raise DataError(f"study {study_name!r} has no trial {trial} (it has {len(study.trials)}); see `sweep ls`")
+    store = store_of.open_store(store_of.location_for(artifacts, study, storage))
+    with store_of.fetched(store, TrialRecord.read(frozen), frozen.number) as fetched:
+        yield fetched
+
+
+def evaluate(
+    checkpoint: str,
+    data_csv: Path,
+    device: str,
+    as_json: bool,
+    storage: str | None = None,
+    artifacts: str | None = None,
+) -> None:
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode, read_csv
     from digitsum.decode import accuracy
     from digitsum.train import resolve_device
 
-    model, _ = load_checkpoint(checkpoint, resolve_device(device))
+    with checkpoint_file(checkpoint, storage, artifacts) as path:
+        model, _ = load_checkpoint(path, resolve_device(device))
     rows = read_csv(data_csv)
     start = time.perf_counter()
     result = accuracy(model, encode(rows))
@@ -123,14 +161,22 @@ def evaluate(checkpoint: Path, data_csv: Path, device: str, as_json: bool) -> No
         typer.echo(f"  length {length:2d}: {value:7.2%}  ({result.rows_by_length[length]:,} rows)")
 
 
-def predict(checkpoint: Path, sequences: list[str], device: str, as_json: bool) -> None:
+def predict(
+    checkpoint: str,
+    sequences: list[str],
+    device: str,
+    as_json: bool,
+    storage: str | None = None,
+    artifacts: str | None = None,
+) -> None:
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode_prompts
     from digitsum.decode import answers_to_text, greedy_decode
     from digitsum.train import resolve_device
 
     prompts = encode_prompts(sequences)
-    model, _ = load_checkpoint(checkpoint, resolve_device(device))
+    with checkpoint_file(checkpoint, storage, artifacts) as path:
+        model, _ = load_checkpoint(path, resolve_device(device))
     answers = answers_to_text(greedy_decode(model, prompts))
     rows = []
     for sequence, answer in zip(sequences, answers, strict=True):
@@ -175,19 +221,21 @@ def prepare(
     trials: int | None = None,
     timeout: float | None = None,
     workers: int = 1,
-    checkpoints: Path | None = None,
+    artifacts: str | None = None,
     threads: int | None = None,
     oversubscribe: bool = False,
 ) -> tuple[Any, optuna.Study]:
     """The checked plan of a run and its study, made or resumed (for `sweep run` and sweep.api.run)."""
+    from sweep.artifacts import location_for
     from sweep.run import RunPlan, prepare_study
     from sweep.spec import load_spec
-    from sweep.storage import default_checkpoints
 
     spec = load_spec(spec_path)
     _check_cores(workers, threads, oversubscribe)
-    checkpoints = checkpoints or default_checkpoints()
-    _check_writable(checkpoints)
+    chosen = location_for(artifacts, None, storage)  # recorded by a new study
+    study = prepare_study(spec, open_store(storage, create=True), name or spec.name, chosen)
+    location = location_for(artifacts, study, storage)
+    _check_writable(location)
     plan = RunPlan(
         spec=spec,
         storage_url=storage,
@@ -195,10 +243,10 @@ def prepare(
         n_trials=trials or spec.n_trials,
         timeout=timeout or spec.timeout,
         workers=workers,
-        checkpoint_dir=checkpoints,
+        artifacts=location,
         threads=threads,
     )
-    return plan, prepare_study(spec, open_store(storage, create=True), plan.study_name)
+    return plan, study
 
 
 def run(
@@ -209,7 +257,7 @@ def run(
     trials: int | None,
     timeout: float | None,
     workers: int,
-    checkpoints: Path | None,
+    artifacts: str | None,
     threads: int | None,
     oversubscribe: bool = False,
 ) -> None:
@@ -222,7 +270,7 @@ def run(
         trials=trials,
         timeout=timeout,
         workers=workers,
-        checkpoints=checkpoints,
+        artifacts=artifacts,
         threads=threads,
         oversubscribe=oversubscribe,
     )
@@ -337,23 +385,33 @@ def _check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None
         )
 
 
-def _check_writable(folder: Path) -> None:
-    """Fail before the first trial, not inside every trial, when checkpoints cannot be written."""
+def _check_writable(location: str) -> None:
+    """Fail before the first trial, not inside every trial, when checkpoints cannot be written to
+    the artifact folder (a bucket's permissions show at the first upload, which fails that trial)."""
+    from sweep.artifacts import S3
+
+    if location.startswith(S3):
+        return
+    folder = Path(location)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise DataError(f"cannot write checkpoints to {folder} ({error.strerror}); pass --checkpoints DIR") from None
+        raise DataError(
+            f"cannot write checkpoints to {folder} ({error.strerror}); pass --artifacts DIR or s3://BUCKET/PREFIX"
+        ) from None
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:
     """The best trial as `sweep best --json` prints it; ValueError when no trial is complete."""
     from optuna.trial import TrialState
 
+    from sweep.artifacts import has_checkpoint
+    from sweep.ledger import best_trial
     from sweep.records import StudyMeta, TrialRecord, read_reruns
 
-    trial = study.best_trial
+    trial = best_trial(study)
     record = TrialRecord.read(trial)
     return {
         "study": study.study_name,
@@ -367,11 +425,20 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "epochs": record.epochs_run,
         "n_parameters": record.n_parameters,
         "seconds_per_epoch": record.seconds_per_epoch,
-        "checkpoint": record.checkpoint,
-        "checkpoint_exists": bool(record.checkpoint) and Path(str(record.checkpoint)).is_file(),
+        "checkpoint": _checkpoint_text(study, record),
+        "checkpoint_exists": has_checkpoint(record),
         "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
         "over_seeds": _over_seeds(read_reruns(study), trial.number),
     }
+
+
+def _checkpoint_text(study: optuna.Study, record: Any) -> str | None:
+    """Where the trial's checkpoint is: ``artifact ID in LOCATION``, or a path (studies made before artifacts)."""
+    from sweep.records import StudyMeta
+
+    if record.artifact_id:
+        return f"artifact {record.artifact_id} in {StudyMeta.read(study).artifacts or 'the default store'}"
+    return record.checkpoint
 
 
 def _over_seeds(reruns: list[Any], number: int) -> dict[str, Any] | None:
@@ -410,7 +477,7 @@ def pareto_summary(study: optuna.Study) -> dict[str, Any]:
                 "model_type": model_type(trial),
                 "n_parameters": record.n_parameters,
                 "params": trial.params,
-                "checkpoint": record.checkpoint,
+                "checkpoint": _checkpoint_text(study, record),
                 "over_seeds": _over_seeds(reruns, trial.number),
             }
         )
@@ -583,7 +650,9 @@ def _print_rerun_summary(name: str, row: dict[str, Any]) -> None:
         typer.echo(f"  mean {row['mean']:.4f}, stdev {row['stdev']:.4f} over {len(row['runs'])} seeds")
 
 
-def report(names: list[str], out: Path | None, storage: str | None, attach: bool) -> tuple[Path, int]:
+def report(
+    names: list[str], out: Path | None, storage: str | None, attach: bool, artifacts: str | None = None
+) -> tuple[Path, int]:
     """Write the report; returns its path and number of figures."""
     from sweep.report import figures_for_dashboard, write_report
     from sweep.storage import load_study
@@ -594,7 +663,7 @@ def report(names: list[str], out: Path | None, storage: str | None, attach: bool
     store = open_store(storage)
     studies = [load_study(n, store) for n in names]
     out = out or Path("reports") / f"{'-vs-'.join(names)}.html"
-    n_figures = write_report(studies, out, _storage_text(storage))
+    n_figures = write_report(studies, out, _storage_text(storage), _artifact_stores(studies, storage, artifacts))
     if attach:
         import optuna_dashboard
 
@@ -602,6 +671,27 @@ def report(names: list[str], out: Path | None, storage: str | None, attach: bool
             for index, figure in enumerate(figures_for_dashboard([study])):
                 optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
     return out, n_figures
+
+
+def _artifact_stores(studies: list[optuna.Study], storage: str | None, artifacts: str | None) -> dict[str, Any]:
+    """Each study's artifact store, by study name."""
+    from sweep.artifacts import location_for, open_store
+
+    return {s.study_name: open_store(location_for(artifacts, s, storage)) for s in studies}
+
+
+def download_best(name: str, storage: str | None, folder: Path, artifacts: str | None) -> None:
+    """Fetch the best trial's checkpoint (each Pareto trial's) into `folder`."""
+    from sweep import artifacts as store_of
+    from sweep.run import best_numbers
+    from sweep.storage import load_study
+
+    study = load_study(name, open_store(storage))
+    store = store_of.open_store(store_of.location_for(artifacts, study, storage))
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in sorted(best_numbers(study)):
+        path = store_of.fetch(store, study.trials[number], folder)
+        typer.echo(f"checkpoint of trial {number}: {path}  (sweep predict {path} 1294)")
 
 
 def _bind_problem(host: str, port: int, error: OSError) -> str:
@@ -619,47 +709,74 @@ def _bind_problem(host: str, port: int, error: OSError) -> str:
     return f"cannot listen on {host}:{port} ({reason}); check --host and --port"
 
 
-def remove(name: str, storage: str | None, yes: bool) -> None:
+def remove(name: str, storage: str | None, yes: bool, artifacts: str | None = None) -> None:
     """Delete a study and its checkpoints, after asking (or with ``yes``)."""
-    import shutil
     import sys
 
     import optuna
 
+    from sweep import artifacts as store_of
     from sweep.records import TrialRecord
     from sweep.storage import load_study
 
     store = open_store(storage)
     study = load_study(name, store)
-    checkpoints = {Path(p) for t in study.get_trials(deepcopy=False) if (p := TrialRecord.read(t).checkpoint)}
-    here = [p for p in checkpoints if p.is_file()]
-    what = f"study {name!r} ({len(study.trials)} trials) and {len(here)} checkpoint file(s) on this machine"
+    records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
+    stored = [r for r in records if r.artifact_id]
+    files = [r for r in records if not r.artifact_id and r.checkpoint and Path(r.checkpoint).is_file()]
+    n_trials = len(records)
+    what = f"study {name!r} ({n_trials} trials) and its checkpoints"
     if not yes:
         if not sys.stdin.isatty():
             raise DataError(f"sweep rm deletes {what}; add --yes to confirm without a terminal")
         if not typer.confirm(f"Delete {what}?"):
             typer.echo("nothing deleted")
             return
+    artifact_store = store_of.open_store(store_of.location_for(artifacts, study, storage)) if stored else None
     optuna.delete_study(study_name=name, storage=store)
-    for path in here:
-        path.unlink(missing_ok=True)
-    for folder in {p.parent for p in checkpoints}:
+    for record in stored + files:
+        store_of.remove(artifact_store, record)
+    _remove_empty_folders(files, name)
+    typer.echo(f"deleted study {name!r} ({n_trials} trials) and {len(stored) + len(files)} checkpoint(s)")
+
+
+def _remove_empty_folders(records: list[Any], name: str) -> None:
+    """The per-study checkpoint folders of a study made before artifacts, once empty."""
+    import shutil
+
+    for folder in {Path(r.checkpoint).parent for r in records}:
         if folder.name == name and folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
-    typer.echo(f"deleted {what}")
 
 
-def dashboard(storage: str | None, host: str, port: int) -> None:
+def dashboard(storage: str | None, host: str, port: int, artifacts: str | None = None) -> None:
     import socket
 
     import optuna_dashboard
 
+    from sweep.artifacts import open_store as open_artifacts
+
     store = open_store(storage)
+    location = _dashboard_artifacts(store, storage, artifacts)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
         except OSError as error:
             raise DataError(_bind_problem(host, port, error)) from None
     typer.echo(f"optuna-dashboard on {_storage_text(storage)}: http://{host}:{port}/  (Ctrl-C stops it)")
+    typer.echo(f"checkpoints from the artifact store {location}")
     with contextlib.suppress(KeyboardInterrupt):
-        optuna_dashboard.run_server(store, host=host, port=port)
+        optuna_dashboard.run_server(store, host=host, port=port, artifact_store=open_artifacts(location))
+
+
+def _dashboard_artifacts(store: optuna.storages.BaseStorage, storage: str | None, artifacts: str | None) -> str:
+    """One artifact store for the whole server: --artifacts, else the one the studies recorded, else
+    the default. Studies that recorded different stores need --artifacts (one server per store)."""
+    from sweep.artifacts import location_for
+
+    if artifacts:
+        return location_for(artifacts, None, storage)
+    from sweep.records import recorded_artifacts
+
+    recorded = {recorded_artifacts(s) for s in store.get_all_studies()} - {None}
+    return str(recorded.pop()) if len(recorded) == 1 else location_for(None, None, storage)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -40,11 +40,30 @@ def feasible(trial: FrozenTrial) -> bool:
     return all(value <= 0 for value in trial.constraints.values())
 
 
-def dominates(a: FrozenTrial, b: FrozenTrial, directions: list[StudyDirection]) -> bool:
-    """True if `a` is at least as good as `b` in every objective and better in one."""
+def dominates(a: Sequence[float], b: Sequence[float], directions: list[StudyDirection]) -> bool:
+    """True if values `a` are at least as good as `b` in every objective and better in one."""
     signs = [1 if d == StudyDirection.MAXIMIZE else -1 for d in directions]
-    pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values, strict=True)]
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+def beats(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection) -> bool:
+    """One objective, (value, trial number) each: `a` has the better value, or the same value and a
+    lower number (ties are common at 100% exact match; Optuna's best_trial orders them no set way)."""
+    sign = 1 if direction == StudyDirection.MAXIMIZE else -1
+    return sign * a[0] > sign * b[0] or (a[0] == b[0] and a[1] < b[1])
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best complete feasible trial, ties to the lowest number (the one whose checkpoint is kept);
+    ValueError when there is none."""
+    best = study.best_trial  # Optuna's: the best value among feasible trials
+    tied = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values and t.values[0] == best.value and feasible(t)
+    ]
+    return min(tied, key=lambda t: t.number, default=best)
 
 
 class Ledger:
@@ -107,15 +126,14 @@ class Ledger:
     def _consider(self, trial: FrozenTrial) -> None:
         """Update the best trial (one objective) or the Pareto set (several) with a complete trial."""
         if len(self.directions) == 1:
-            sign = 1 if self.directions[0] == StudyDirection.MAXIMIZE else -1
             current = next(iter(self.best.values()), None)
-            if current is None or sign * trial.values[0] > sign * current.values[0]:
+            if current is None or beats(_key(trial), _key(current), self.directions[0]):
                 self.unneeded.extend(self.best.values())
                 self.best = {trial.number: trial}
             return
-        if any(dominates(b, trial, self.directions) for b in self.best.values()):
+        if any(dominates(b.values, trial.values, self.directions) for b in self.best.values()):
             return
-        beaten = [b for b in self.best.values() if dominates(trial, b, self.directions)]
+        beaten = [b for b in self.best.values() if dominates(trial.values, b.values, self.directions)]
         for b in beaten:
             del self.best[b.number]
         self.unneeded.extend(beaten)
@@ -153,10 +171,24 @@ class Ledger:
         counts.update(param_or_queued(t, self.balance_key) for t in self._open.values())
         return counts
 
+    def would_be_best(self, number: int, values: Sequence[float], is_feasible: bool) -> bool:
+        """Would a trial with these values enter the best set as last read? When the read is old the
+        answer can be a yes that a later trial overturns, never a wrong no (the best only improves)."""
+        if not is_feasible:
+            return False
+        if len(self.directions) == 1:
+            current = next(iter(self.best.values()), None)
+            return current is None or beats((values[0], number), _key(current), self.directions[0])
+        return not any(dominates(b.values, values, self.directions) for b in self.best.values())
+
     def take_unneeded(self) -> list[FrozenTrial]:
         """The trials whose checkpoints no best trial needs any more, as seen since the last call."""
         taken, self.unneeded = self.unneeded, []
         return taken
+
+
+def _key(trial: FrozenTrial) -> tuple[float, int]:
+    return trial.values[0], trial.number
 
 
 def _cached_trials(study: optuna.Study) -> Mapping[int, FrozenTrial] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,33 +25,32 @@ from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
+from sweep.artifacts import checkpoint_name, open_store, upload
 from sweep.objectives import Metric, measures, objectives_from_stored
 from sweep.records import StudyMeta, TrialRecord, write_trial
 from sweep.spec import StudySpec, ValueFrom
 
-
-def checkpoint_path(directory: Path, study_name: str, trial_number: int) -> Path:
-    return directory / study_name / f"trial-{trial_number:05d}.pt"
+Keep = Callable[[int, tuple[float, ...], bool], bool]  # (trial number, values, feasible) -> store its checkpoint?
 
 
 def make_objective(
-    spec: StudySpec, checkpoint_dir: Path, stop: threading.Event, num_threads: int = 0
+    spec: StudySpec, artifacts: str, stop: threading.Event, num_threads: int = 0, keep: Keep | None = None
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch.
 
-    One value per objective: a float for one objective, a tuple for several."""
+    One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
+    goes to the artifact store at `artifacts` when ``keep`` says so (None: always)."""
     probe = probe_rows(spec.probe)
     per_epoch_probe = any(goal.metric is Metric.PROBE_EXACT_MATCH for goal in spec.goals)
+    store = open_store(artifacts, create=True)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         config = spec.config_for(spec.suggest(trial))
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
-        path = checkpoint_path(checkpoint_dir, trial.study.study_name, trial.number)
         write_trial(
             trial,
             model_type=config.model.model_type,
             worker=f"{socket.gethostname()}:{os.getpid()}",
-            checkpoint=str(path),
             num_threads=num_threads,
         )
         epochs: list[EpochResult] = []
@@ -63,29 +63,40 @@ def make_objective(
             write_trial(trial, pruned_reason=f"diverged: {error}")
             raise optuna.TrialPruned(f"diverged: {error}") from None
         cost = _record_run(trial, epochs, spec.target)
-        # Saved once at the end, not at every better epoch: a trial that dies is retried anyway.
-        metrics = {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match}
-        save_checkpoint(path, fitted.model, config.to_dict(), metrics)
         _record_fit(trial, fitted, probe)
-        return _objective_values(trial, spec, fitted, cost)
+        values, is_feasible = _objective_values(trial, spec, fitted, cost)
+        # Stored once at the end, not at every better epoch (a trial that dies is retried anyway),
+        # and only if it may be the best: a trial that is not never uploads.
+        if keep is None or keep(trial.number, values, is_feasible):
+            _store_checkpoint(trial, store, fitted, config)
+        return values[0] if len(values) == 1 else values
 
     return objective
 
 
+def _store_checkpoint(trial: optuna.Trial, store: Any, fitted: FitResult, config: Config) -> None:
+    metrics = {"epoch": fitted.best_epoch, "val_exact_match": fitted.best_exact_match}
+    with tempfile.TemporaryDirectory(prefix="sweep-trial-") as folder:
+        path = Path(folder) / checkpoint_name(trial.number)
+        save_checkpoint(path, fitted.model, config.to_dict(), metrics)
+        write_trial(trial, artifact_id=upload(store, trial, path))
+
+
 def _objective_values(
     trial: optuna.Trial, spec: StudySpec, fitted: FitResult, cost: dict[str, Any]
-) -> float | tuple[float, ...]:
-    """The trial's value per objective, and its constraints set on the trial (Optuna's set_constraint)."""
+) -> tuple[tuple[float, ...], bool]:
+    """The trial's value per objective and whether it is feasible; its constraints are set on the
+    trial (Optuna's set_constraint)."""
     accuracies: dict[Metric, float | None] = {
         Metric.VAL_EXACT_MATCH: trial_value(fitted, Metric.VAL_EXACT_MATCH, spec.value_from)
     }
     if any(g.metric is Metric.PROBE_EXACT_MATCH for g in spec.goals):
         accuracies[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, spec.value_from)
     values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
-    for constraint in spec.constraints:
-        trial.set_constraint(constraint.name, constraint.violation(values[constraint.metric]))
-    results = tuple(values[goal.metric] for goal in spec.goals)
-    return results[0] if len(results) == 1 else results
+    violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]
+    for constraint, violation in zip(spec.constraints, violations, strict=True):
+        trial.set_constraint(constraint.name, violation)
+    return tuple(values[goal.metric] for goal in spec.goals), all(v <= 0 for v in violations)
 
 
 def _reporter(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.study._frozen import FrozenStudy  # what storage.get_all_studies returns; not exported
 from optuna.trial import FrozenTrial
 
 from digitsum.lengths import PROBE_SAMPLE, Probe
@@ -34,6 +35,7 @@ class StudyMeta:
     target: float = 0.99  # the validation exact match that counts as trained (time to target)
     objectives: list[dict[str, str]] | None = None  # [{metric, direction}]; None: `metric`, maximized
     constraints: list[dict[str, Any]] = field(default_factory=list)  # [{metric, min, max}]
+    artifacts: str | None = None  # where checkpoints are stored (sweep.artifacts); None: made before artifacts
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -91,6 +93,16 @@ def read_reruns(study: optuna.Study) -> list[RerunRecord]:
     return sorted(records, key=lambda r: (r.trial, r.seed))
 
 
+def recorded_artifacts(study: FrozenStudy) -> str | None:
+    """The artifact store a stored study recorded (from `storage.get_all_studies`, no loading)."""
+    return study.user_attrs.get("artifacts")
+
+
+def write_artifacts(study: optuna.Study, location: str) -> None:
+    """Record the artifact store of a study made before checkpoints were artifacts."""
+    study.set_user_attr("artifacts", location)
+
+
 def write_fingerprint(study: optuna.Study, fingerprint: str) -> None:
     """Replace the stored fingerprint (a study made before fingerprints came from the validated spec)."""
     study.set_user_attr("fingerprint", fingerprint)
@@ -102,7 +114,8 @@ class TrialRecord:
 
     model_type: str | None = None
     worker: str | None = None  # host:pid
-    checkpoint: str | None = None  # path of the trial's best-epoch checkpoint
+    checkpoint: str | None = None  # the checkpoint's path, in studies made before artifacts
+    artifact_id: str | None = None  # the best-epoch checkpoint's Optuna artifact (kept trials only)
     num_threads: int = 0  # torch threads: results depend on it, so `sweep rerun` reuses it
     epochs_run: int = 0
     seconds_per_epoch: float | None = None  # training and scoring, per epoch run

@@ -564,19 +564,19 @@ def lengths_section(frame: pd.DataFrame) -> Section:
 ERROR_TITLE = "Error analysis of the best model"
 
 
-def error_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
+def error_section(studies: list[optuna.Study], frame: pd.DataFrame, stores: dict[str, Any]) -> Section:
+    """The best trial's checkpoint (fetched from its study's artifact store in `stores`) decoded."""
     from digitsum.checkpoint import CheckpointError, load_checkpoint
+    from sweep.artifacts import ArtifactError, fetched
 
     complete = _complete(frame)
     if not len(complete):
         return Section(ERROR_TITLE, "No completed trial yet.", [])
     best = complete.loc[complete.value.idxmax()]
-    path = best.record.checkpoint
-    if not path:
-        return Section(ERROR_TITLE, f"Trial {best.number} of {best.study} recorded no checkpoint.", [])
     try:
-        model, payload = load_checkpoint(path)
-    except CheckpointError as error:
+        with fetched(stores.get(best.study), best.record, int(best.number)) as path:
+            model, payload = load_checkpoint(path)
+    except (ArtifactError, CheckpointError) as error:
         return Section(
             ERROR_TITLE, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", []
         )
@@ -687,8 +687,10 @@ ul.configs { font-size: 0.85rem; }
 """
 
 
-def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, int]:
-    """The whole HTML page, and its number of figures."""
+def build_report(
+    studies: list[optuna.Study], storage_text: str, stores: dict[str, Any] | None = None
+) -> tuple[str, int]:
+    """The whole HTML page, and its number of figures; `stores`: each study's artifact store, by name."""
     metric = _shown_metric(studies[0])
     frame = trials_frame(studies)
     if frame.empty:
@@ -702,7 +704,7 @@ def build_report(studies: list[optuna.Study], storage_text: str) -> tuple[str, i
         curves_section(frame, metric),
         hyperparameter_section(studies, metric),
         lengths_section(frame),
-        error_section(studies, frame),
+        error_section(studies, frame, stores or {}),
     ]
     page = _page_head(studies, len(frame), storage_text)
     n_figures = 0
@@ -744,8 +746,10 @@ def _section_html(section: Section, include_plotlyjs: bool) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def write_report(studies: list[optuna.Study], out: Path, storage_text: str) -> int:
-    page, n_figures = build_report(studies, storage_text)
+def write_report(
+    studies: list[optuna.Study], out: Path, storage_text: str, stores: dict[str, Any] | None = None
+) -> int:
+    page, n_figures = build_report(studies, storage_text, stores)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return n_figures

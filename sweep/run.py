@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -39,9 +38,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from digitsum.train import warm_up
-from sweep.ledger import Ledger, feasible, place
+from sweep.artifacts import open_store, remove
+from sweep.ledger import Ledger, best_trial, feasible, place
 from sweep.objective import make_objective
-from sweep.records import StudyMeta, TrialRecord, write_fingerprint, write_trial
+from sweep.records import StudyMeta, TrialRecord, write_artifacts, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
 from sweep.storage import MAX_RETRY, close_storage, open_storage, study_names
 
@@ -60,7 +60,7 @@ class RunPlan:
     n_trials: int
     timeout: float | None
     workers: int
-    checkpoint_dir: Path
+    artifacts: str  # the artifact store's location (sweep.artifacts)
     threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
 
     @property
@@ -76,8 +76,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
-    """Create the study, or resume it if the stored one was made by the same search space."""
+def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: str, artifacts: str) -> optuna.Study:
+    """Create the study, or resume it if the stored one was made by the same search space; a new
+    study records `artifacts`, its artifact store's location (so does one made before artifacts)."""
     existed = name in study_names(storage)
     study = optuna.create_study(
         storage=storage,
@@ -106,11 +107,14 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             target=spec.target,
             objectives=[goal.to_dict() for goal in spec.goals] if spec.objectives else None,
             constraints=[c.to_dict() for c in spec.constraints],
+            artifacts=artifacts,
         ).write(study)
         study.set_metric_names([goal.metric.value for goal in spec.goals])
         optuna_dashboard.save_note(study, spec_note(spec))
     elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
         write_fingerprint(study, spec.fingerprint())
+    if stored is not None and StudyMeta.read(study).artifacts is None:  # made before artifacts
+        write_artifacts(study, artifacts)
     return study
 
 
@@ -243,7 +247,7 @@ def best_numbers(study: optuna.Study) -> set[int]:
     try:
         if len(study.directions) > 1:
             return {t.number for t in study.best_trials}
-        return {study.best_trial.number}
+        return {best_trial(study).number}
     except ValueError:  # nothing complete (or feasible) yet
         return set()
 
@@ -253,14 +257,15 @@ class _Settle:
     only the best trial's checkpoint (the Pareto set's) where the spec says so.
 
     Not study.optimize callbacks: Optuna reads the finished trial again (six statements) and deep-
-    copies it for those. A worker removes its own trial's checkpoint unless it is best, and those of
-    the trials its ledger saw leave the best set or fail; a trial that stops being best when another
-    worker's trial beats it is removed by every worker that saw it best (a missing file is a no-op).
+    copies it for those. A trial stores its checkpoint only if it enters the best set as its worker
+    last read it (sweep.objective); a worker removes the checkpoints of the trials its ledger saw
+    leave the best set or fail, and of its own that turned out not best. A trial that stops being
+    best is removed by every worker that saw it best (removing a missing artifact is a no-op).
     """
 
-    def __init__(self, ledger: Ledger, keep_best: bool) -> None:
+    def __init__(self, ledger: Ledger, store: Any | None) -> None:
         self.ledger = ledger
-        self.keep_best = keep_best
+        self.store = store  # None: every checkpoint is kept
         self.mine: set[int] = set()  # this worker's trials, started and not settled yet
         self.failures = _FailureCount()
 
@@ -273,12 +278,10 @@ class _Settle:
         self.mine.difference_update(t.number for t in own)
         for trial in own:
             self.failures.add(trial)
-        if self.keep_best:
+        if self.store is not None:
             unneeded = self.ledger.take_unneeded() + [t for t in own if t.number not in self.ledger.best]
             for trial in unneeded:
-                path = TrialRecord.read(trial).checkpoint
-                if path:
-                    Path(path).unlink(missing_ok=True)
+                remove(self.store, TrialRecord.read(trial))
         self.failures.check()
 
 
@@ -342,8 +345,10 @@ def _run_trials(
     ledger.take_unneeded()  # a resumed study's history was cleaned up when it happened
     study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
     warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
-    objective = make_objective(plan.spec, plan.checkpoint_dir, stop, plan.threads_per_worker)
-    settle = _Settle(ledger, keep_best=plan.spec.keep_checkpoints is Keep.BEST)
+    keep_best = plan.spec.keep_checkpoints is Keep.BEST
+    keep = ledger.would_be_best if keep_best else None
+    objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
+    settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
     guarded = _budgeted(objective, plan.n_trials, ledger, settle.mine.add)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
     adopted: set[int] = set()

@@ -94,7 +94,7 @@ def make_tiny_study(directory: Path, name: str) -> TinyStudy:
     spec.write_text(yaml.safe_dump(tiny_spec(name), sort_keys=False))
     url = f"sqlite:///{directory}/s.db"
     checkpoints = directory / "ckpt"
-    done = run_sweep(directory, "run", spec, "--storage", url, "--checkpoints", checkpoints, timeout=240)
+    done = run_sweep(directory, "run", spec, "--storage", url, "--artifacts", checkpoints, timeout=240)
     assert done.returncode == 0, f"sweep run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return TinyStudy(directory, name, url, checkpoints, done.stdout)
 

@@ -103,7 +103,17 @@ def storage_url(tmp_path: Path, filename: str = "s.db") -> str:
 
 
 def checkpoint_dir(tmp_path: Path) -> str:
+    """The artifact folder tests pass as --artifacts."""
     return f"{tmp_path}/ckpt"
+
+
+def stored_checkpoints(tmp_path: Path) -> list[Path]:
+    """The checkpoint files in the tests' artifact folder (an artifact is a file named by its id)."""
+    return sorted(p for p in Path(checkpoint_dir(tmp_path)).glob("*") if p.is_file())
+
+
+def artifact_of(trial: optuna.trial.FrozenTrial) -> str | None:
+    return trial.user_attrs.get("artifact_id")
 
 
 def invoke(*args: Any):
@@ -112,13 +122,13 @@ def invoke(*args: Any):
 
 
 def run_cli(tmp_path: Path, spec_path: Path, *extra: Any, storage: str | None = None):
-    """`sweep run SPEC --storage ... --checkpoints ...` in this process."""
+    """`sweep run SPEC --storage ... --artifacts ...` in this process."""
     return invoke(
         "run",
         spec_path,
         "--storage",
         storage or storage_url(tmp_path),
-        "--checkpoints",
+        "--artifacts",
         checkpoint_dir(tmp_path),
         *extra,
     )
@@ -225,7 +235,7 @@ def run_spec(
 
     parsed = parse_spec(spec, str(tmp_path / "spec.yaml"))
     url = storage_url(tmp_path)
-    study = prepare_study(parsed, open_storage(url), parsed.name)
+    study = prepare_study(parsed, open_storage(url), parsed.name, checkpoint_dir(tmp_path))
     for params in enqueue:
         study.enqueue_trial(params)
     plan = RunPlan(
@@ -235,7 +245,7 @@ def run_spec(
         n_trials=n_trials or parsed.n_trials,
         timeout=timeout,
         workers=workers,
-        checkpoint_dir=Path(checkpoint_dir(tmp_path)),
+        artifacts=checkpoint_dir(tmp_path),
         threads=threads,
     )
     run_study(plan)

@@ -175,7 +175,7 @@ def test_unwritable_places_give_one_line_and_leave_nothing_half_written(stored):
         )
         assert "a-file" in line
     line = assert_one_error_line(
-        invoke("run", stored / "spec.yaml", "--storage", storage_url(stored), "--checkpoints", blocker / "c")
+        invoke("run", stored / "spec.yaml", "--storage", storage_url(stored), "--artifacts", blocker / "c")
     )
     assert "cannot write checkpoints" in line
     assert blocker.read_text() == "not a folder\n"

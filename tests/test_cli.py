@@ -22,11 +22,13 @@ from sweep_helpers import (
     run_cli,
     spec_dict,
     storage_url,
+    stored_checkpoints,
     write_spec,
 )
 
 from digitsum.checkpoint import load_checkpoint
 from sweep.cli import app
+from sweep.ledger import best_trial
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -83,7 +85,8 @@ def test_best(studied):
     for key, value in study.best_params.items():
         assert f"  {key} = {value}" in result.stdout
     assert "probe (unseen lengths) exact match" in result.stdout
-    assert f"checkpoint: {study.best_trial.user_attrs['checkpoint']}\n" in result.stdout  # on this machine
+    artifact = best_trial(study).user_attrs["artifact_id"]
+    assert f"checkpoint: artifact {artifact} in {Path(checkpoint_dir(folder)).resolve()}\n" in result.stdout
 
 
 def test_best_json(studied):
@@ -95,8 +98,8 @@ def test_best_json(studied):
     assert {"value", "params", "checkpoint"} <= set(summary)
     assert summary["value"] == study.best_value
     assert summary["params"] == study.best_params
-    assert summary["trial"] == study.best_trial.number
-    assert summary["checkpoint_exists"] is True and Path(summary["checkpoint"]).is_file()
+    assert summary["trial"] == best_trial(study).number
+    assert summary["checkpoint_exists"] is True and summary["checkpoint"].startswith("artifact ")
     assert summary["n_complete"] == 3
     assert set(summary["probe_by_length"]) == {"3"}
 
@@ -155,14 +158,32 @@ def test_best_without_a_completed_trial(tmp_path):
     assert "no completed trial yet" in assert_one_error_line(invoke("best", "empty", "--storage", url))
 
 
+def test_best_download_then_predict_with_the_file_and_with_study_trial(studied, tmp_path):
+    folder, url, _ = studied
+    number = best_trial(load(url, "tiny")).number
+    done = invoke("best", "tiny", "--storage", url, "--download", tmp_path / "models")
+    assert done.exit_code == 0, done.stderr
+    checkpoint = tmp_path / "models" / f"trial-{number:05d}.pt"
+    assert f"checkpoint of trial {number}: {checkpoint}" in done.stdout
+    by_file = invoke("predict", checkpoint, "12", "345", "--json")
+    for name in (f"tiny:{number}", "tiny:best"):  # fetched from the study's artifact store
+        by_name = invoke("predict", name, "12", "345", "--json", "--storage", url)
+        assert by_name.exit_code == 0, by_name.stderr
+        assert json.loads(by_name.stdout) == json.loads(by_file.stdout)
+    others = [t.number for t in load(url, "tiny").trials if t.number != number]
+    line = assert_one_error_line(invoke("predict", f"tiny:{others[0]}", "1", "--storage", url))
+    assert "kept no checkpoint" in line or "removed when a better trial finished" in line  # best once, then beaten
+    assert "has no trial 99" in assert_one_error_line(invoke("predict", "tiny:99", "1", "--storage", url))
+
+
 def test_predict_with_the_best_checkpoint(studied):
     folder, url, _ = studied
-    checkpoint = load(url, "tiny").best_trial.user_attrs["checkpoint"]
-    result = invoke("predict", checkpoint, "12", "345")
+    checkpoint = f"tiny:{best_trial(load(url, 'tiny')).number}"
+    result = invoke("predict", checkpoint, "12", "345", "--storage", url)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("12 -> ") and lines[1].startswith("345 -> ")
-    rows = json.loads(invoke("predict", checkpoint, "12", "345", "--json").stdout)
+    rows = json.loads(invoke("predict", checkpoint, "12", "345", "--json", "--storage", url).stdout)
     assert [(r["sequence"], r["expected"]) for r in rows] == [("12", "3"), ("345", "12")]
     assert all(r["correct"] == (r["answer"] == r["expected"]) for r in rows)
 
@@ -369,7 +390,7 @@ def test_missing_checkpoint(tmp_path):
 
 def test_run_checkpoints_go_where_asked(studied):
     folder, url, _ = studied
-    assert Path(checkpoint_dir(folder), "tiny").is_dir()
+    assert stored_checkpoints(folder)
     assert not (folder / "studies").exists()  # nothing written to the default places
 
 
@@ -473,14 +494,14 @@ def test_rm_asks_then_deletes_the_study_and_its_checkpoints(tmp_path):
     spec = write_spec(tmp_path)
     url = storage_url(tmp_path)
     assert run_cli(tmp_path, spec, "--threads", 1).exit_code == 0
-    kept = list((tmp_path / "ckpt" / "tiny").glob("*.pt"))
+    kept = stored_checkpoints(tmp_path)
     assert kept
     refused = invoke("rm", "tiny", "--storage", url)  # no terminal to ask on
     assert "add --yes" in assert_one_error_line(refused) and kept[0].is_file()
     assert len(load(url, "tiny").trials) == 2
     done = invoke("rm", "tiny", "--yes", "--storage", url)
     assert done.exit_code == 0 and "deleted study 'tiny' (2 trials)" in done.stdout
-    assert optuna.get_all_study_names(url) == [] and not (tmp_path / "ckpt" / "tiny").exists()
+    assert optuna.get_all_study_names(url) == [] and stored_checkpoints(tmp_path) == []
     assert "no study named 'tiny'" in assert_one_error_line(invoke("rm", "tiny", "--yes", "--storage", url))
 
 
@@ -516,4 +537,4 @@ def test_studies_stay_in_sight_from_any_folder(tmp_path, monkeypatch):
     assert listed.exit_code == 0 and str(tmp_path / "data" / "digitsum-sweep" / "sweep.db") in listed.stdout
     assert listed.stdout.splitlines()[2].startswith("tiny")
     assert invoke("report", "tiny", "--out", "r.html").exit_code == 0 and (tmp_path / "two" / "r.html").is_file()
-    assert (tmp_path / "data" / "digitsum-sweep" / "checkpoints" / "tiny").is_dir()  # beside the storage
+    assert list((tmp_path / "data" / "digitsum-sweep" / "artifacts").iterdir())  # beside the storage

@@ -147,7 +147,7 @@ def test_pareto_set_and_constraints_match_optuna():
 
 def test_dominates():
     maximize, minimize = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
-    a, b = optuna.trial.create_trial(values=[2, 1]), optuna.trial.create_trial(values=[1, 1])
+    a, b = [2, 1], [1, 1]
     assert dominates(a, b, [maximize, minimize]) and not dominates(b, a, [maximize, minimize])
     assert not dominates(a, a, [maximize, minimize])  # equal: neither dominates
 

@@ -10,13 +10,14 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
-from sweep_helpers import run_spec, spec_dict
+from sweep_helpers import artifact_of, checkpoint_dir, run_spec, spec_dict, stored_checkpoints
 
 from digitsum.checkpoint import load_checkpoint
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
-from sweep.objective import checkpoint_path, rerun, stored_base_config, trial_value
+from sweep.ledger import best_trial
+from sweep.objective import rerun, stored_base_config, trial_value
 from sweep.spec import Metric, ValueFrom, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -55,7 +56,7 @@ def test_user_attrs_of_finished_trials(probe_study):
         assert attrs["val_exact_match"] == trial.value  # value: best, metric: val_exact_match
         assert 0.0 <= attrs["probe_exact_match"] <= 1.0
         assert set(attrs["probe_by_length"]) == {"3"}
-        assert attrs["checkpoint"] == str(checkpoint_path(folder / "ckpt", "tiny", trial.number))
+        assert "checkpoint" not in attrs  # the path of studies made before artifacts
         assert attrs["worker"].endswith(f":{os.getpid()}")  # host:pid; the worker is this process
         # the split is stratified by (length, sum): the ten 1-digit rows are all single groups, in training
         assert set(attrs["val_by_length"]) == {"2"}
@@ -63,9 +64,11 @@ def test_user_attrs_of_finished_trials(probe_study):
 
 def test_keep_best_checkpoint_only(probe_study):
     study, folder = probe_study
-    best = study.best_trial
-    kept = sorted((folder / "ckpt" / "tiny").glob("*.pt"))
-    assert kept == [Path(best.user_attrs["checkpoint"])]
+    best = best_trial(study)
+    kept = stored_checkpoints(folder)
+    assert [p.name for p in kept] == [artifact_of(best)]  # an artifact is a file named by its id
+    (meta,) = optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)
+    assert meta.filename == f"trial-{best.number:05d}.pt"  # the name optuna-dashboard offers
     model, payload = load_checkpoint(kept[0])
     assert payload["metrics"]["val_exact_match"] == best.user_attrs["val_exact_match"]
     assert payload["metrics"]["epoch"] == best.user_attrs["best_epoch"]
@@ -75,8 +78,8 @@ def test_keep_best_checkpoint_only(probe_study):
 
 def test_keep_all_checkpoints(tmp_path):
     study = run_spec(tmp_path, spec_dict(n_trials=3, keep_checkpoints="all"))
-    paths = [Path(t.user_attrs["checkpoint"]) for t in study.trials]
-    assert len(set(paths)) == 3
+    paths = [Path(checkpoint_dir(tmp_path), artifact_of(t)) for t in study.trials]
+    assert len(set(paths)) == 3 and sorted(paths) == stored_checkpoints(tmp_path)
     for trial, path in zip(study.trials, paths, strict=True):
         model, payload = load_checkpoint(path)
         assert payload["config"]["model"]["model_type"] == trial.params["model.model_type"]
@@ -97,10 +100,6 @@ def test_probe_metric_is_the_value(tmp_path):
         assert trial.value == pytest.approx(trial.user_attrs["probe_exact_match"])
         assert trial.intermediate_values[trial.user_attrs["best_epoch"]] == trial.value
     assert study.user_attrs["metric"] == "probe_exact_match"
-
-
-def test_checkpoint_path_layout(tmp_path):
-    assert checkpoint_path(tmp_path, "study", 7) == tmp_path / "study" / "trial-00007.pt"
 
 
 def _fit_result(values: list[float], best_epoch: int) -> FitResult:
@@ -154,8 +153,8 @@ def test_pruned_trials_stop_early(tmp_path):
         assert len(trial.intermediate_values) == epochs
         assert trial.user_attrs["seconds_per_epoch"] > 0
         assert "n_parameters" not in trial.user_attrs  # set only when training finished
-        assert not Path(trial.user_attrs["checkpoint"]).exists()  # keep_checkpoints: best
-    assert Path(good.user_attrs["checkpoint"]).is_file()
+        assert artifact_of(trial) is None  # pruned: never stored (keep_checkpoints: best)
+    assert stored_checkpoints(tmp_path) == [Path(checkpoint_dir(tmp_path), artifact_of(good))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +208,7 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
     )
     assert states(study)[:2] == ["FAIL", "COMPLETE"]
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2  # the total counts finished trials only
-    assert not Path(study.trials[0].user_attrs["checkpoint"]).exists()
+    assert artifact_of(study.trials[0]) is None
 
 
 @pytest.mark.skipif(not NO_MPS, reason="needs a machine without MPS")

@@ -54,7 +54,7 @@ def _env() -> dict:
 
 
 def _start_worker(spec: Path, url: str, cwd: Path) -> subprocess.Popen:
-    command = [SWEEP, "run", str(spec), "--storage", url, "--checkpoints", str(cwd / "ckpt"), "--threads", "1"]
+    command = [SWEEP, "run", str(spec), "--storage", url, "--artifacts", str(cwd / "ckpt"), "--threads", "1"]
     return subprocess.Popen(
         command,
         cwd=cwd,
@@ -78,7 +78,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
             database_url,
             "--trials",
             "1",
-            "--checkpoints",
+            "--artifacts",
             str(tmp_path / "ckpt"),
             "--threads",
             "1",
@@ -182,7 +182,7 @@ def test_storage_lost_mid_run_then_resumed(tmp_path, server):
     assert server.password not in output
 
     resumed = subprocess.run(
-        [SWEEP, "run", str(spec), "--storage", server.url, "--checkpoints", str(tmp_path / "ckpt"), "--threads", "1"],
+        [SWEEP, "run", str(spec), "--storage", server.url, "--artifacts", str(tmp_path / "ckpt"), "--threads", "1"],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,

@@ -64,9 +64,7 @@ def test_the_old_study_reads_back_with_its_values(legacy):
 
 def test_the_old_study_resumes_then_takes_equivalent_spellings(legacy):
     folder, url = legacy
-    result = invoke(
-        "run", "legacy-study.yaml", "--storage", url, "--checkpoints", "ckpt", "--trials", 5, "--threads", 1
-    )
+    result = invoke("run", "legacy-study.yaml", "--storage", url, "--artifacts", "ckpt", "--trials", 5, "--threads", 1)
     assert result.exit_code == 0, result.output
     assert "4 of 5 trials finished" in result.output
     study = _study(url)
@@ -75,11 +73,11 @@ def test_the_old_study_resumes_then_takes_equivalent_spellings(legacy):
     respelled = (folder / "legacy-study.yaml").read_text().replace("lengths: [1, 2]", "lengths: 1-2")
     respelled = respelled.replace("val_fraction: 0.2", "val_fraction: 0.20000")
     (folder / "respelled.yaml").write_text(respelled)
-    result = invoke("run", "respelled.yaml", "--storage", url, "--checkpoints", "ckpt", "--trials", 6, "--threads", 1)
+    result = invoke("run", "respelled.yaml", "--storage", url, "--artifacts", "ckpt", "--trials", 6, "--threads", 1)
     assert result.exit_code == 0, result.output
     changed = respelled.replace("model.hidden_size: {low: 8, high: 16}", "model.hidden_size: {low: 8, high: 32}")
     (folder / "changed.yaml").write_text(changed)
-    result = invoke("run", "changed.yaml", "--storage", url, "--checkpoints", "ckpt", "--trials", 7)
+    result = invoke("run", "changed.yaml", "--storage", url, "--artifacts", "ckpt", "--trials", 7)
     assert result.exit_code == 2 and "another metric, data or search space" in result.stderr
     assert len(_study(url).trials) == 6  # refused before any trial
 

@@ -32,6 +32,8 @@ from browser import (
 )
 from optuna.trial import TrialState
 
+from sweep.ledger import best_trial
+
 STUDY = "cells"
 MIN_FIGURES = 10  # comparisons 3, cost 2, curves 1, hyperparameters 3, lengths 1 (+2 for the error analysis)
 ERROR_SECTION = "Error analysis of the best model"
@@ -284,8 +286,8 @@ def test_report_on_study_without_trials_exits_2_with_one_line(study):
 @pytest.fixture(scope="module")
 def report_without_checkpoint(study) -> Report:
     """The report after the best trial's checkpoint was deleted (moved away, then put back)."""
-    best = optuna.load_study(study_name=STUDY, storage=study.url).best_trial
-    checkpoint = Path(best.user_attrs["checkpoint"])
+    best = best_trial(optuna.load_study(study_name=STUDY, storage=study.url))
+    checkpoint = Path(study.checkpoints, best.user_attrs["artifact_id"])
     assert checkpoint.is_file(), "`sweep run` keeps the best trial's checkpoint"
     away = checkpoint.with_name(checkpoint.name + ".away")
     checkpoint.rename(away)

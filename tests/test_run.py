@@ -291,7 +291,7 @@ def run_args(tmp_path, trials: int) -> tuple:
         "1",
         "--storage",
         storage_url(tmp_path),
-        "--checkpoints",
+        "--artifacts",
         tmp_path / "ckpt",
     )
 
@@ -403,7 +403,6 @@ def test_a_run_restores_the_ctrl_c_handler_and_the_thread_hook(tmp_path):
 def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
     """The stop event belongs to one run: a Ctrl-C'd run in this process leaves the next one free."""
     import threading
-    from pathlib import Path
 
     from sweep.run import RunPlan, prepare_study, work
     from sweep.spec import parse_spec
@@ -411,7 +410,7 @@ def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
 
     spec = parse_spec(spec_dict(n_trials=1), str(tmp_path / "spec.yaml"))
     url = storage_url(tmp_path)
-    prepare_study(spec, open_storage(url), spec.name)
+    prepare_study(spec, open_storage(url), spec.name, str(tmp_path / "ckpt"))
     plan = RunPlan(
         spec=spec,
         storage_url=url,
@@ -419,7 +418,7 @@ def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
         n_trials=1,
         timeout=None,
         workers=1,
-        checkpoint_dir=Path(tmp_path / "ckpt"),
+        artifacts=str(tmp_path / "ckpt"),
         threads=1,
     )
     stopped = threading.Event()

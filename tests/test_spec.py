@@ -488,7 +488,7 @@ def test_cli_run_missing_spec(tmp_path):
 def test_cli_run_bad_spec_in_a_real_process(tmp_path):
     path = write_spec(tmp_path, "bad.yaml", space=with_space(model__hiden_size={"low": 8, "high": 16}))
     done = sweep_process(
-        tmp_path, "run", "bad.yaml", "--storage", f"sqlite:///{tmp_path}/s.db", "--checkpoints", tmp_path / "ckpt"
+        tmp_path, "run", "bad.yaml", "--storage", f"sqlite:///{tmp_path}/s.db", "--artifacts", tmp_path / "ckpt"
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()

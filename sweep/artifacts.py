@@ -1,0 +1,183 @@
+"""Checkpoints as Optuna artifacts: one store every machine of a study can reach.
+
+A store is named by a location: a folder (Optuna's `FileSystemArtifactStore`; a shared mount for
+many machines) or ``s3://BUCKET/PREFIX`` (`Boto3ArtifactStore`, configured by the usual AWS
+variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL). A study
+records its store's location when it is made; commands use that unless ``--artifacts`` says
+otherwise. Studies made before artifacts recorded a checkpoint path instead; it is still read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from digitsum.errors import DataError, UsageError
+from sweep.records import StudyMeta, TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+    from optuna.trial import FrozenTrial
+
+S3 = "s3://"
+
+
+class ArtifactError(DataError):
+    """A checkpoint cannot be stored or fetched; the message says which and what to do."""
+
+
+def default_location(storage_url: str | None) -> str:
+    """Beside the storage file (SQLite, journal), else beside the default storage."""
+    from sweep.storage import default_url, home_folder, journal_path
+
+    url = storage_url or default_url()
+    path = journal_path(url)
+    if path is None and url.startswith("sqlite:///"):
+        database = url.split("///", 1)[-1]
+        path = Path(database) if database and database != ":memory:" else None
+    folder = path.resolve().parent if path is not None else home_folder()
+    return str(folder / "artifacts")
+
+
+def location_for(given: str | None, study: optuna.Study | None, storage_url: str | None) -> str:
+    """``--artifacts`` if given, else the store the study recorded, else the default store."""
+    if given:
+        return given if given.startswith(S3) else str(Path(given).expanduser().resolve())
+    recorded = StudyMeta.read(study).artifacts if study is not None else None
+    return recorded or default_location(storage_url)
+
+
+def open_store(location: str, create: bool = False) -> Any:
+    """The artifact store at `location`; a folder is made when `create` (for writing)."""
+    if location.startswith(S3):
+        return _s3_store(location)
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = Path(location)
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArtifactError(
+                f"cannot make the artifact folder {folder} ({error.strerror}); pass --artifacts DIR or s3://BUCKET/PREFIX"
+            ) from None
+    return FileSystemArtifactStore(folder)
+
+
+def _s3_store(location: str) -> Any:
+    bucket, _, prefix = location[len(S3) :].partition("/")
+    if not bucket:
+        raise UsageError(f"--artifacts {location!r}: give a bucket, like s3://my-bucket/sweeps")
+    try:
+        import boto3
+    except ModuleNotFoundError:
+        raise UsageError("--artifacts s3://... needs boto3; pip install -e .[s3]") from None
+    from optuna.artifacts import Boto3ArtifactStore
+
+    store = Boto3ArtifactStore(bucket, client=boto3.client("s3"))
+    return _Prefixed(store, prefix.strip("/") + "/") if prefix.strip("/") else store
+
+
+class _Prefixed:
+    """An artifact store whose artifacts live under ``prefix`` (a folder of a bucket)."""
+
+    def __init__(self, store: ArtifactStore, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+
+    def open_reader(self, artifact_id: str) -> IO[bytes]:
+        return self.store.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)  # type: ignore[arg-type]
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def checkpoint_name(trial_number: int) -> str:
+    return f"trial-{trial_number:05d}.pt"
+
+
+def upload(store: ArtifactStore, trial: optuna.Trial, path: Path) -> str:
+    """Store a running trial's checkpoint as its artifact (listed by optuna-dashboard); its id."""
+    from optuna.artifacts import upload_artifact
+
+    try:
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    except Exception as error:  # a full disk, a refused bucket: the trial fails with this reason
+        raise ArtifactError(f"cannot store trial {trial.number}'s checkpoint: {_reason(error)}") from None
+
+
+def remove(store: ArtifactStore | None, record: TrialRecord) -> None:
+    """Remove a trial's checkpoint: its artifact, or the file of a study made before artifacts."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if record.artifact_id and store is not None:
+        with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+            store.remove(record.artifact_id)
+    elif record.checkpoint:
+        Path(record.checkpoint).unlink(missing_ok=True)
+
+
+def has_checkpoint(record: TrialRecord) -> bool:
+    """Stored as an artifact, or (a study made before artifacts) a file on this machine."""
+    return bool(record.artifact_id) or bool(record.checkpoint and Path(record.checkpoint).is_file())
+
+
+def fetch(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> Path:
+    """The trial's checkpoint as a local file in `folder` (downloaded), or its legacy path."""
+    return fetch_record(store, TrialRecord.read(trial), trial.number, folder)
+
+
+def fetch_record(store: ArtifactStore | None, record: TrialRecord, number: int, folder: Path) -> Path:
+    from optuna.artifacts import download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if record.artifact_id:
+        if store is None:
+            raise ArtifactError(f"trial {number}'s checkpoint is an artifact, and no artifact store was given")
+        path = folder / checkpoint_name(number)
+        try:
+            download_artifact(artifact_store=store, artifact_id=record.artifact_id, file_path=str(path))
+        except (ArtifactNotFound, FileNotFoundError):
+            raise ArtifactError(
+                f"trial {number}'s checkpoint is not in the artifact store {_store_text(store)}; it was removed "
+                "when a better trial finished, or the study's store is elsewhere: pass it with --artifacts"
+            ) from None
+        except Exception as error:
+            raise ArtifactError(f"cannot fetch trial {number}'s checkpoint: {_reason(error)}") from None
+        return path
+    if record.checkpoint and Path(record.checkpoint).is_file():
+        return Path(record.checkpoint)
+    if record.checkpoint:
+        raise ArtifactError(
+            f"trial {number}'s checkpoint {record.checkpoint} is not on this machine "
+            "(the study was made before checkpoints were stored as artifacts)"
+        )
+    raise ArtifactError(
+        f"trial {number} kept no checkpoint (keep_checkpoints: best keeps the best trial's only; "
+        "`sweep rerun` trains it again)"
+    )
+
+
+@contextlib.contextmanager
+def fetched(store: ArtifactStore | None, record: TrialRecord, number: int) -> Iterator[Path]:
+    """`fetch_record` into a temporary folder that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="sweep-ckpt-") as folder:
+        yield fetch_record(store, record, number, Path(folder))
+
+
+def _store_text(store: Any) -> str:
+    inner = getattr(store, "store", store)
+    bucket = getattr(inner, "bucket", None)
+    if bucket is not None:
+        return f"{S3}{bucket}/{getattr(store, 'prefix', '')}"
+    return str(getattr(inner, "_base_path", "?"))
+
+
+def _reason(error: Exception) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
