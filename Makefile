@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: an open range with no torch installed would pull a multi-GB CUDA build
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev,postgres]"
+	$(PY) -m pip install -q -e ".[dev,postgres,s3]"
 	touch $@
 
 # The fused training kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.

@@ -68,6 +68,19 @@ def open_store(location: str, create: bool = False) -> Any:
     return FileSystemArtifactStore(folder)
 
 
+def check_bucket(location: str) -> None:
+    """Refuse, before any trial trains, a bucket that is missing or not ours to write."""
+    store = open_store(location)
+    inner = getattr(store, "store", store)
+    try:
+        inner.client.head_bucket(Bucket=inner.bucket)
+    except Exception as error:
+        raise ArtifactError(
+            f"cannot use the artifact store {location} ({_reason(error)}); check the bucket's name and the "
+            "AWS_* variables (AWS_ENDPOINT_URL for an S3-compatible server)"
+        ) from None
+
+
 def _s3_store(location: str) -> Any:
     bucket, _, prefix = location[len(S3) :].partition("/")
     if not bucket:

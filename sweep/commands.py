@@ -386,11 +386,12 @@ def _check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None
 
 
 def _check_writable(location: str) -> None:
-    """Fail before the first trial, not inside every trial, when checkpoints cannot be written to
-    the artifact folder (a bucket's permissions show at the first upload, which fails that trial)."""
-    from sweep.artifacts import S3
+    """Fail before the first trial, not inside every trial, when checkpoints cannot be written: the
+    artifact folder, or the bucket (a missing one, or refused credentials)."""
+    from sweep.artifacts import S3, check_bucket
 
     if location.startswith(S3):
+        check_bucket(location)
         return
     folder = Path(location)
     try:

@@ -118,6 +118,27 @@ def test_api_lists_the_study(dashboard):
     assert summaries[0]["directions"] == ["maximize"]
 
 
+def test_the_artifact_view_lists_and_serves_the_best_checkpoint(dashboard, study, tmp_path):
+    import urllib.request
+
+    from digitsum.checkpoint import load_checkpoint
+    from sweep.ledger import best_trial
+
+    stored = optuna.load_study(study_name=STUDY, storage=study.url)
+    best = best_trial(stored)
+    detail = get_json(f"{dashboard.base}/api/studies/{study_id(dashboard)}")
+    listed = {t["number"]: t["artifacts"] for t in detail["trials"] if t["artifacts"]}
+    assert best.number in listed, listed
+    (artifact,) = listed[best.number]
+    assert artifact["filename"] == f"trial-{best.number:05d}.pt"
+    assert f"checkpoints from the artifact store {study.checkpoints.resolve()}" in dashboard.log.read_text()
+    url = f"{dashboard.base}/artifacts/{study_id(dashboard)}/{best._trial_id}/{artifact['artifact_id']}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        (tmp_path / "best.pt").write_bytes(response.read())
+    model, payload = load_checkpoint(tmp_path / "best.pt")  # the dashboard offers the real file
+    assert payload["metrics"]["val_exact_match"] == best.user_attrs["val_exact_match"]
+
+
 def test_api_study_detail_has_trials_with_intermediate_values(dashboard, study):
     detail = get_json(f"{dashboard.base}/api/studies/{study_id(dashboard)}")
     stored = {t.number: t for t in optuna.load_study(study_name=STUDY, storage=study.url).get_trials()}

@@ -6,6 +6,7 @@ the end even when a test fails. Skipped with a reason where PostgreSQL cannot ru
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,8 +54,10 @@ def _env() -> dict:
     return {**os.environ, "SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
 
 
-def _start_worker(spec: Path, url: str, cwd: Path) -> subprocess.Popen:
-    command = [SWEEP, "run", str(spec), "--storage", url, "--artifacts", str(cwd / "ckpt"), "--threads", "1"]
+def _start_worker(spec: Path, url: str, cwd: Path, artifacts: Path | None = None) -> subprocess.Popen:
+    """`sweep run` in `cwd`; without `artifacts`, the checkpoints go to the store the study recorded."""
+    command = [SWEEP, "run", str(spec), "--storage", url, "--threads", "1"]
+    command += ["--artifacts", str(artifacts)] if artifacts else []
     return subprocess.Popen(
         command,
         cwd=cwd,
@@ -67,6 +70,8 @@ def _start_worker(spec: Path, url: str, cwd: Path) -> subprocess.Popen:
 
 
 def test_three_workers_one_killed_exact_total(tmp_path, database_url):
+    """Three workers in their own folders (as on three machines) share one artifact store; one is killed
+    mid-trial. Then, with the workers' folders gone, a fourth folder reports and evaluates the best model."""
     spec = tmp_path / "pg.yaml"
     spec.write_text(SPEC)
     first = subprocess.run(
@@ -79,7 +84,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
             "--trials",
             "1",
             "--artifacts",
-            str(tmp_path / "ckpt"),
+            str(tmp_path / "shared"),  # recorded by the study: the workers below find it there
             "--threads",
             "1",
         ],
@@ -92,7 +97,11 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
     assert first.returncode == 0, first.stdout + first.stderr  # creates the study once, runs one trial
     assert database_url.split(":")[2].split("@")[0] not in first.stdout + first.stderr  # the password never shows
 
-    workers = [_start_worker(spec, database_url, tmp_path) for _ in range(3)]
+    machines = [tmp_path / f"machine-{i}" for i in range(3)]
+    workers = []
+    for machine in machines:
+        machine.mkdir()
+        workers.append(_start_worker(spec, database_url, machine))
     storage = optuna.storages.RDBStorage(database_url)
     study = optuna.load_study(study_name="pg-kill", storage=storage)
     victim, killed_number = workers[0], None
@@ -124,6 +133,33 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
     assert killed.state == TrialState.FAIL
     retries = [t for t in finished if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same parameters
+    _best_checkpoint_reachable_from_elsewhere(tmp_path, database_url, study, machines)
+
+
+def _best_checkpoint_reachable_from_elsewhere(tmp_path: Path, url: str, study: optuna.Study, machines: list) -> None:
+    import shutil
+
+    from sweep.ledger import best_trial
+
+    best = best_trial(study)
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [best.user_attrs["artifact_id"]]
+    assert not [p for m in machines for p in m.rglob("*.pt")]  # nothing stayed on the "machines"
+    for machine in machines:
+        shutil.rmtree(machine)
+    third = tmp_path / "elsewhere"
+    third.mkdir()
+
+    def sweep(*args: str) -> str:
+        done = subprocess.run([SWEEP, *args, "--storage", url], cwd=third, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    sweep("report", "pg-kill", "--out", "r.html")
+    page = (third / "r.html").read_text()
+    assert f"The best trial, {best.number} of pg-kill" in page and "not available here" not in page
+    subprocess.run([SWEEP, "data", "d.csv", "--lengths", "2"], cwd=third, check=True, capture_output=True)
+    evaluated = json.loads(sweep("evaluate", f"pg-kill:{best.number}", "d.csv", "--json"))
+    assert evaluated["n_rows"] == 100 and 0 <= evaluated["exact_match"] <= 1
 
 
 def test_wrong_password_is_one_line_without_the_password(tmp_path, database_url):
