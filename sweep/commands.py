@@ -274,8 +274,11 @@ def run(
         threads=threads,
         oversubscribe=oversubscribe,
     )
+    from sweep.storage import close_study
+
     study_name = plan.study_name
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    close_study(study)  # the workers open their own; no idle connections held through the run
     where = f"study {study_name!r} in {_storage_text(storage)}"
     if finished >= plan.n_trials:
         typer.echo(

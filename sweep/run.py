@@ -324,16 +324,25 @@ def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def work(plan: RunPlan, stop: threading.Event, worker: int = 0, deadline: float | None = None) -> None:
-    """One worker: start trials until the study's budget is taken, the deadline passes or ``stop`` is set."""
+def work(
+    plan: RunPlan,
+    stop: threading.Event,
+    worker: int = 0,
+    deadline: float | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> None:
+    """One worker: start trials until the study's budget is taken, the deadline passes or ``stop`` is set.
+    On its own storage (closed at the end), or on ``storage``, which the caller closes."""
     # No preloading of torch._dynamo (~2.5 s): torch.optim's optimizers import it on first use, but
     # the fused step's FusedAdamW (LSTM and GRU on the CPU) never does; other trials pay it once.
-    storage = open_storage(plan.storage_url)
+    own = storage is None
+    storage = open_storage(plan.storage_url) if storage is None else storage
     try:
         with _quiet_storage_errors_in_threads(), _ctrl_c_stops(stop):
             _run_trials(plan, stop, worker, deadline, storage)
     finally:
-        close_storage(storage)
+        if own:
+            close_storage(storage)
 
 
 def _run_trials(
@@ -468,9 +477,22 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
     This process is worker 0: it has torch and optuna imported already and starts its first trial
     at once. Workers 1..K-1 are fresh processes (spawn, not fork: a forked child would inherit this
     process's database connections and torch threads), each paying a few seconds of imports.
+    The monitor shares worker 0's storage: one connection pool per process (sweep.storage.POOL).
     """
     deadline = time.time() + plan.timeout if plan.timeout else None
-    storage = open_storage(plan.storage_url, heartbeat=False)
+    storage = open_storage(plan.storage_url)
+    try:
+        return _run_with_monitor(plan, storage, on_trial, deadline)
+    finally:
+        close_storage(storage)
+
+
+def _run_with_monitor(
+    plan: RunPlan,
+    storage: optuna.storages.BaseStorage,
+    on_trial: Callable[[FrozenTrial, float | None], None] | None,
+    deadline: float | None,
+) -> optuna.Study:
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
     monitor = _Monitor(study, on_trial)
     context = multiprocessing.get_context("spawn")
@@ -480,7 +502,7 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
     thread = threading.Thread(target=monitor.watch, daemon=True)
     thread.start()
     try:
-        _work_with_helpers(plan, helpers, deadline)
+        _work_with_helpers(plan, helpers, deadline, storage)
     finally:
         monitor.stop.set()
         thread.join()
@@ -492,10 +514,12 @@ def run_study(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], Non
     return study
 
 
-def _work_with_helpers(plan: RunPlan, helpers: list[Any], deadline: float | None) -> None:
+def _work_with_helpers(
+    plan: RunPlan, helpers: list[Any], deadline: float | None, storage: optuna.storages.BaseStorage
+) -> None:
     """Worker 0's share, then wait for the helpers (on a Ctrl-C, for at most 30 s)."""
     try:
-        work(plan, threading.Event(), 0, deadline)
+        work(plan, threading.Event(), 0, deadline, storage)
         _join(helpers)
     except KeyboardInterrupt:
         _join(helpers, timeout=30)  # they got the same Ctrl-C; give them time to mark their trials

@@ -25,6 +25,12 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 ENV_VAR = "SWEEP_STORAGE"
 MAX_RETRY = 3
+# A worker holds at most two database connections: its own thread's, and Optuna's heartbeat thread's
+# (a session per thread); the monitor of each `sweep run` holds one more. So N workers started by M
+# `sweep run` commands need 2N + M connections (README: "Running on many machines"). SQLAlchemy's
+# default pool would keep up to 5 idle and open up to 15; at hundreds of workers that is what runs a
+# server out of max_connections.
+POOL = {"pool_size": 2, "max_overflow": 1}
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
             # Several workers share one file: wait for the lock instead of failing at once.
             engine_kwargs = {"connect_args": {"timeout": 60}}
         else:
-            engine_kwargs = {"pool_pre_ping": True}
+            engine_kwargs = {"pool_pre_ping": True, **POOL}
         storage = _rdb_storage(url, engine_kwargs, heartbeat)
         if url.startswith("sqlite:"):
             _write_ahead_log(storage)
@@ -180,6 +186,11 @@ def close_storage(storage: optuna.storages.BaseStorage) -> None:
             storage.engine.dispose()
         except SQLAlchemyError:  # a database that is gone has nothing left to close
             pass
+
+
+def close_study(study: optuna.Study) -> None:
+    """Close the connections of the storage a loaded study reads (Optuna wraps an RDB storage in a cache)."""
+    close_storage(getattr(study._storage, "_backend", study._storage))
 
 
 def _write_ahead_log(storage: RDBStorage) -> None:

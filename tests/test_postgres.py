@@ -232,3 +232,77 @@ def test_storage_lost_mid_run_then_resumed(tmp_path, server):
     assert not [
         t for t in trials if t.state == TrialState.RUNNING
     ]  # the interrupted trial was failed (stale) and retried
+
+
+MANY_SPEC = """
+name: pg-many
+n_trials: 300
+data: {lengths: [1, 2], val_fraction: 0.2}
+fixed: {train.n_epochs: 2, train.seed: 0, model.hidden_size: 8}
+sampler: {type: random, seed: 7}
+pruner: {type: none}
+space:
+  model.model_type: {choices: [lstm, gru]}
+  train.learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+N_WORKERS = 16
+
+
+def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
+    """16 `sweep run` processes on one server, 300 tiny trials; two are SIGKILLed at random moments of
+    a running trial. The total is exact, numbers unique, nothing left running, and the connections
+    stay within what the README says N workers need (2 per worker + 1 per `sweep run`)."""
+    import random
+
+    spec = tmp_path / "many.yaml"
+    spec.write_text(MANY_SPEC)
+    rng = random.Random(16)
+    victims = rng.sample(range(N_WORKERS), 2)
+    workers = [_start_worker(spec, server.url, tmp_path, tmp_path / "shared") for _ in range(N_WORKERS)]
+    storage = optuna.storages.RDBStorage(server.url)
+    peak, killed = 0, {}
+    try:
+        deadline = time.time() + 600
+        while any(w.poll() is None for w in workers) and time.time() < deadline:
+            peak = max(peak, server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'sweep'")[0][0])
+            if len(killed) < len(victims) and "pg-many" in optuna.get_all_study_names(storage):
+                _kill_one_mid_trial(storage, [workers[i] for i in victims], killed, rng)
+            time.sleep(0.2)
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+    assert len(killed) == 2, "the victims never ran a trial"
+    survivors = [out for i, out in enumerate(outputs) if i not in victims]
+    assert all(workers[i].returncode == 0 for i in range(N_WORKERS) if i not in victims), survivors
+    assert not [out for out in outputs if "too many connections" in out or "Traceback" in out]
+    trials = optuna.load_study(study_name="pg-many", storage=storage).get_trials(deepcopy=False)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 300
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number in killed.values():  # failed as stale, and retried with the same parameters
+        failed = next(t for t in trials if t.number == number)
+        assert failed.state == TrialState.FAIL
+        assert [t.params for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number] == [
+            failed.params
+        ]
+    print(f"peak connections to the database: {peak} ({N_WORKERS} `sweep run` processes)")
+    # 2 per worker + 1 for the monitor of each `sweep run`, + 2 of this test's own (its storage, its count)
+    assert 0 < peak <= 3 * N_WORKERS + 2, peak
+
+
+def _kill_one_mid_trial(storage, victims: list, killed: dict, rng) -> None:
+    """SIGKILL a victim not killed yet while it runs a trial, after a random part of that trial."""
+    study = optuna.load_study(study_name="pg-many", storage=storage)
+    running = {
+        t.user_attrs.get("worker", "").rsplit(":", 1)[-1]: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    for victim in victims:
+        if victim.pid not in killed and str(victim.pid) in running:
+            time.sleep(rng.uniform(0.0, 0.05))  # a random moment of the trial (trials take ~0.1-1 s here)
+            os.killpg(victim.pid, signal.SIGKILL)
+            killed[victim.pid] = running[str(victim.pid)].number
+            return
