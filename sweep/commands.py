@@ -537,7 +537,10 @@ def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
 
 
 def list_studies(storage: str | None) -> None:
+    """Each study's trial counts and best value, from counting queries: no study's trials are loaded."""
     from optuna.trial import TrialState
+
+    from sweep.storage import best_value, trial_counts
 
     store = open_store(storage)
     summaries = store.get_all_studies()
@@ -547,28 +550,20 @@ def list_studies(storage: str | None) -> None:
     typer.echo(f"studies in {_storage_text(storage)}:")
     typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
     for summary in summaries:
-        trials = store.get_all_trials(store.get_study_id_from_name(summary.study_name), deepcopy=False)
-        counts = dict.fromkeys(TrialState, 0)
-        for trial in trials:
-            counts[trial.state] += 1
-        best_text = _best_text(summary.directions, [t.values for t in trials if t.state == TrialState.COMPLETE])
+        study_id = summary._study_id
+        counts = trial_counts(store, study_id)
+        best = best_value(store, study_id) if len(summary.directions) == 1 else None
+        best_text = f"{len(summary.directions)} obj." if len(summary.directions) > 1 else _number_text(best)
         typer.echo(
             f"{summary.study_name:24s} {counts[TrialState.COMPLETE]:8d} {counts[TrialState.PRUNED]:7d} "
             f"{counts[TrialState.FAIL]:5d} {counts[TrialState.RUNNING] + counts[TrialState.WAITING]:7d} {best_text:>8s}"
         )
 
 
-def _best_text(directions: list[Any], values: list[list[float] | None]) -> str:
-    """The best value for one objective (in its direction); "N objectives" for several (see sweep best)."""
-    from optuna.study import StudyDirection
-
-    if len(directions) > 1:
-        return f"{len(directions)} obj."
-    found = [v[0] for v in values if v]
-    if not found:
+def _number_text(value: float | None) -> str:
+    if value is None:
         return "-"
-    best = (max if directions[0] == StudyDirection.MAXIMIZE else min)(found)
-    return f"{best:.4f}" if abs(best) < 1000 else f"{best:.4g}"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
 
 
 def export(name: str, out: Path, storage: str | None) -> None:

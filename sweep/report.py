@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import random
 import time
 import warnings
 from collections import Counter
@@ -26,6 +27,7 @@ from digitsum.errors import UsageError
 from digitsum.files import atomic_path
 from sweep.objectives import ACCURACY_METRICS
 from sweep.records import StudyMeta, TrialRecord, model_type
+from sweep.storage import read_trials
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
 EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
@@ -42,13 +44,19 @@ class Section:
     table_first: bool = False  # the table before the figures (a summary), or after them (details)
 
 
-def trials_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+def read_all(studies: list[optuna.Study]) -> dict[str, list[FrozenTrial]]:
+    """Each study's trials, read once for the whole report (sweep.storage.read_trials)."""
+    return {study.study_name: read_trials(study) for study in studies}
+
+
+def trials_frame(studies: list[optuna.Study], loaded: dict[str, list[FrozenTrial]] | None = None) -> pd.DataFrame:
     """One row per trial of every study: group, state, value, params, the trial's record, curve."""
     rows = []
     several = len(studies) > 1
+    loaded = loaded or read_all(studies)
     for study in studies:
         several_objectives = len(study.directions) > 1
-        for t in study.get_trials(deepcopy=False):
+        for t in loaded[study.study_name]:
             record = TrialRecord.read(t)
             if record.surplus:
                 continue
@@ -458,14 +466,18 @@ def curves_section(frame: pd.DataFrame, metric: str) -> Section:
     )
 
 
-def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
+def hyperparameter_section(
+    studies: list[optuna.Study], metric: str, loaded: dict[str, list[FrozenTrial]] | None = None
+) -> Section:
     figures: list[go.Figure] = []
     notes: list[str] = []
     for study in studies:
         prefix = f"{study.study_name}: " if len(studies) > 1 else ""
         with warnings.catch_warnings():  # PED-ANOVA warns that it ranks low values: _first_objective negates
             warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
-            figures += _study_hyperparameter_figures(study, prefix, metric, notes)
+            trials = (loaded or {}).get(study.study_name) or study.get_trials(deepcopy=False)
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            figures += _study_hyperparameter_figures(study, complete, prefix, metric, notes)
     intro = (
         "Which hyperparameters mattered (Optuna's default importance evaluator, PED-ANOVA in Optuna 5), every "
         "completed trial across its parameters, and the value against the most important ones."
@@ -475,11 +487,35 @@ def hyperparameter_section(studies: list[optuna.Study], metric: str) -> Section:
     return Section("Hyperparameters", intro, figures)
 
 
-def _study_hyperparameter_figures(study: optuna.Study, prefix: str, metric: str, notes: list[str]) -> list[go.Figure]:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+MAX_PLOTTED = 2_000  # completed trials Optuna's importance and per-trial figures are given, at most
+
+
+def _plotted(study: optuna.Study, complete: list[FrozenTrial], notes: list[str]) -> optuna.Study:
+    """The study itself, or above MAX_PLOTTED completed trials an in-memory one with the best half of
+    MAX_PLOTTED and a seeded sample of the rest: Optuna's figures draw one line per trial and copy
+    the whole study (30 s at 10,000 trials here), and the ranking of parameters needs no more."""
+    if len(complete) <= MAX_PLOTTED:
+        return study
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    ranked = sorted(complete, key=lambda t: (sign * t.values[0], t.number))
+    half = MAX_PLOTTED // 2
+    rest = random.Random(0).sample(ranked[half:], MAX_PLOTTED - half)
+    sample = optuna.create_study(directions=study.directions)
+    sample.add_trials(sorted(ranked[:half] + rest, key=lambda t: t.number))
+    notes.append(
+        f"{study.study_name}: of its {len(complete):,} completed trials, these figures show {MAX_PLOTTED:,}: "
+        f"the best {half:,} and a seeded sample of {MAX_PLOTTED - half:,} others."
+    )
+    return sample
+
+
+def _study_hyperparameter_figures(
+    study: optuna.Study, complete: list[FrozenTrial], prefix: str, metric: str, notes: list[str]
+) -> list[go.Figure]:
     if len(complete) < 2 or not any(t.params for t in complete):
         notes.append(f"{study.study_name}: fewer than two completed trials, nothing to compare yet.")
         return []
+    study = _plotted(study, complete, notes)
     if len(complete) < FEW_TRIALS:
         notes.append(
             f"{study.study_name}: importances rest on {len(complete)} completed trials only; read them as a hint."
@@ -692,7 +728,8 @@ def build_report(
 ) -> tuple[str, int]:
     """The whole HTML page, and its number of figures; `stores`: each study's artifact store, by name."""
     metric = _shown_metric(studies[0])
-    frame = trials_frame(studies)
+    loaded = read_all(studies)
+    frame = trials_frame(studies, loaded)
     if frame.empty:
         raise UsageError("the studies have no trials yet; run them with `sweep run` first")
     sections = [
@@ -702,7 +739,7 @@ def build_report(
         comparison_section(frame, metric),
         cost_section(frame, StudyMeta.read(studies[0]).target),
         curves_section(frame, metric),
-        hyperparameter_section(studies, metric),
+        hyperparameter_section(studies, metric, loaded),
         lengths_section(frame),
         error_section(studies, frame, stores or {}),
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.storages import JournalStorage, RDBStorage
+from optuna.trial import TrialState
 from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
 
 from sweep import storage as st
@@ -229,3 +230,63 @@ def test_sweep_storage_environment_reaches_the_cli(monkeypatch, tmp_path):
     listed = invoke("ls")
     assert listed.exit_code == 0, listed.stderr
     assert "from-env" in listed.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading whole studies without Optuna's per-row objects: the same trials, the same counts
+
+
+def _varied_study(storage) -> optuna.Study:
+    """Every kind of stored value: each distribution, inf/nan values, attributes, every state."""
+    study = optuna.create_study(storage=storage, study_name="varied", directions=["maximize", "minimize"])
+    for number in range(12):
+        trial = study.ask()
+        trial.suggest_categorical("cell", ["rnn", "lstm", "gru"])
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_int("hidden", 8, 64, step=8)
+        trial.set_user_attr("curve", [0.1, 0.5, number / 12])
+        trial.set_user_attr("note", None if number % 2 else "odd")
+        trial.set_constraint("size", float(number % 3 - 1))
+        for step, value in enumerate([0.2, float("nan"), float("inf"), 0.9]):
+            trial.report(value, step) if len(study.directions) == 1 else None
+        state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][number % 3]
+        if number == 11:
+            continue  # stays RUNNING
+        if state == TrialState.COMPLETE:
+            study.tell(trial, [float("inf") if number == 3 else number / 10, float("-inf") if number == 6 else 1.0])
+        else:
+            study.tell(trial, state=state)
+    study.enqueue_trial({"cell": "gru"})  # WAITING
+    return study
+
+
+@pytest.fixture(params=["sqlite", "journal"])
+def varied(request, tmp_path):
+    if request.param == "sqlite":
+        return _varied_study(RDBStorage(f"sqlite:///{tmp_path / 'v.db'}"))
+    from optuna.storages.journal import JournalFileBackend
+
+    return _varied_study(JournalStorage(JournalFileBackend(str(tmp_path / "v.log"))))
+
+
+def test_read_trials_gives_what_optuna_gives(varied):
+    # FrozenTrial equality compares every field: params, distributions, values, attributes, times
+    fresh = optuna.load_study(study_name="varied", storage=varied._storage)
+    expected = fresh.get_trials(deepcopy=False)
+    got = st.read_trials(varied)
+    assert [t.number for t in got] == list(range(13))
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine == theirs, (mine, theirs)
+        assert mine._trial_id == theirs._trial_id
+
+
+def test_trial_counts_and_best_value_match_a_full_read(varied):
+    backend = st.rdb_of(varied) or varied._storage
+    counts = st.trial_counts(backend, varied._study_id)
+    for state in TrialState:
+        assert counts[state] == len(varied.get_trials(deepcopy=False, states=(state,))), state
+    one = optuna.create_study(storage=backend, study_name="one", direction="minimize")
+    assert st.best_value(backend, one._study_id) is None
+    for value in (0.5, 0.2, 0.7):
+        one.tell(one.ask(), value)
+    assert st.best_value(backend, one._study_id) == 0.2
