@@ -79,7 +79,7 @@ def ours(
 
     marks: list[tuple[int, int]] = []
     plan, _ = prepare(
-        spec_path, url, trials=trials, workers=workers, threads=1, checkpoints=folder / "ckpt", oversubscribe=True
+        spec_path, url, trials=trials, workers=workers, threads=1, artifacts=str(folder / "ckpt"), oversubscribe=True
     )
     run_study(plan, lambda trial, best: marks.append((len(marks) + 1, counter.count)))
     return optuna.load_study(study_name=plan.study_name, storage=url), marks
