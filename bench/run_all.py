@@ -52,6 +52,10 @@ def main() -> None:
         [sys.executable, str(HERE / "bench_core.py"), *quick],
     )
     run("sweep: trials per minute, 1 vs 2 workers, overhead", [sys.executable, str(HERE / "bench_sweep.py"), *quick])
+    run(
+        "scale: cost per trial over 10,000 trials (SQLite) and 2,000 on 8 workers (PostgreSQL), ours vs bare Optuna",
+        [sys.executable, str(HERE / "bench_scale.py"), *quick],
+    )
     for objectives in ("1", "3"):
         run(
             f"report: 500 trials, {objectives} objective(s)",
