@@ -77,6 +77,7 @@ class Ledger:
         self.final = 0  # every trial in a final state (FAIL included)
         self.best: dict[int, FrozenTrial] = {}  # the best trial, or the Pareto set's trials
         self.unneeded: list[FrozenTrial] = []  # left `best`, or failed, since the caller last took them
+        self.done: list[FrozenTrial] = []  # reached a final state, since the caller last took them
         self._claimed_places: list[int] = []  # sorted; finished trials only (open ones are few)
         self._choices: Counter[Any] = Counter()  # balance_key's value over finished trials
         self._open: dict[int, FrozenTrial] = {}  # number -> the trial as last seen, running or waiting
@@ -85,24 +86,22 @@ class Ledger:
         self.read_at = float("-inf")  # time.monotonic() of the last refresh
 
     # Reading -------------------------------------------------------------------------------------
-    def refresh(self) -> list[FrozenTrial]:
-        """Read what changed; return the trials that reached a final state since the last refresh."""
+    def refresh(self) -> None:
+        """Read what changed; the trials that reached a final state are added to `done`."""
         self.read_at = time.monotonic()
         trials = _cached_trials(self.study)
         if trials is None:
             trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        done: list[FrozenTrial] = []
         for number in sorted((*self._open, *self._holes)):
-            self._look(trials.get(number), number, done)
+            self._look(trials.get(number), number)
         new = len(trials) - self.final - len(self._open)  # trials numbered _next or more
         while new > 0:
             trial = trials.get(self._next)
             new -= trial is not None
-            self._look(trial, self._next, done)
+            self._look(trial, self._next)
             self._next += 1
-        return done
 
-    def _look(self, trial: FrozenTrial | None, number: int, done: list[FrozenTrial]) -> None:
+    def _look(self, trial: FrozenTrial | None, number: int) -> None:
         if trial is None:
             self._holes.add(number)
             return
@@ -112,7 +111,7 @@ class Ledger:
             return
         self._open.pop(number, None)
         self.final += 1
-        done.append(trial)
+        self.done.append(trial)
         if trial.state in FINISHED:
             self.finished += 1
             bisect.insort(self._claimed_places, place(trial))
@@ -180,6 +179,11 @@ class Ledger:
             current = next(iter(self.best.values()), None)
             return current is None or beats((values[0], number), _key(current), self.directions[0])
         return not any(dominates(b.values, values, self.directions) for b in self.best.values())
+
+    def take_done(self) -> list[FrozenTrial]:
+        """The trials that reached a final state since the last call, by whichever refresh saw them."""
+        taken, self.done = self.done, []
+        return taken
 
     def take_unneeded(self) -> list[FrozenTrial]:
         """The trials whose checkpoints no best trial needs any more, as seen since the last call."""

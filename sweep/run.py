@@ -273,7 +273,8 @@ class _Settle:
         """Settle what finished since the last read; nothing when the ledger was read under `max_age` ago."""
         if time.monotonic() - self.ledger.read_at < max_age:
             return
-        done = self.ledger.refresh()
+        self.ledger.refresh()
+        done = self.ledger.take_done()  # those seen by the budget checks' reads too
         own = [t for t in done if t.number in self.mine]
         self.mine.difference_update(t.number for t in own)
         for trial in own:
@@ -351,7 +352,8 @@ def _run_trials(
     study = optuna.load_study(study_name=plan.study_name, storage=storage, pruner=plan.spec.make_pruner())
     ledger = Ledger(study, plan.spec.balance.key if plan.spec.balance else None)
     ledger.refresh()
-    ledger.take_unneeded()  # a resumed study's history was cleaned up when it happened
+    ledger.take_done()  # a resumed study's history was settled when it happened
+    ledger.take_unneeded()
     study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
     warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
     keep_best = plan.spec.keep_checkpoints is Keep.BEST
@@ -547,13 +549,15 @@ class _Monitor:
         self.stop = threading.Event()
         self.ledger = Ledger(study)
         self.ledger.refresh()
+        self.ledger.take_done()  # finished before the start: not reported
         self.sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
         self.best: float | None = None
         if len(study.directions) == 1 and self.ledger.best:
             self.best = next(iter(self.ledger.best.values())).values[0]
 
     def poll(self) -> None:
-        for trial in sorted(self.ledger.refresh(), key=_completed_at):
+        self.ledger.refresh()
+        for trial in sorted(self.ledger.take_done(), key=_completed_at):
             if self._better(trial):
                 self.best = trial.values[0]
             if self.on_trial is not None:

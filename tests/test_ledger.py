@@ -101,14 +101,22 @@ def test_the_ledger_reports_each_final_trial_once_and_what_no_longer_needs_a_che
     ledger = Ledger(study)
     study.tell(study.ask(), 3.0)
     study.tell(study.ask(), 2.0)
-    assert [t.number for t in ledger.refresh()] == [0, 1]
+    ledger.refresh()
+    assert [t.number for t in ledger.take_done()] == [0, 1]
     assert [t.number for t in ledger.take_unneeded()] == [0]  # beaten by trial 1
-    assert ledger.refresh() == []
+    ledger.refresh()
+    assert ledger.take_done() == []
     study.tell(study.ask(), 5.0)  # worse: not unneeded from the ledger's view (its own worker removes it)
     study.tell(study.ask(), state=TrialState.FAIL)
-    assert [t.number for t in ledger.refresh()] == [2, 3]
+    ledger.refresh()
+    assert [t.number for t in ledger.take_done()] == [2, 3]
     assert [t.number for t in ledger.take_unneeded()] == [3]
     assert set(ledger.best) == {1}
+    study.tell(study.ask(), 1.0)
+    ledger.refresh()  # a read by someone else (a budget check) ...
+    ledger.refresh()
+    assert [t.number for t in ledger.take_done()] == [4]  # ... still leaves it to the one who settles
+    assert [t.number for t in ledger.take_unneeded()] == [1]
 
 
 def test_a_number_not_visible_yet_is_read_later():
@@ -126,7 +134,9 @@ def test_a_number_not_visible_yet_is_read_later():
         ledger.refresh()
         assert ledger.finished == 2
         ledger_module._cached_trials = lambda s: trials
-        assert [t.number for t in ledger.refresh()] == [1]
+        ledger.take_done()
+        ledger.refresh()
+        assert [t.number for t in ledger.take_done()] == [1]
     finally:
         ledger_module._cached_trials = ledger_module_cached
     assert (ledger.finished, set(ledger.best)) == (3, {2})
