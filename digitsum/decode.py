@@ -7,7 +7,7 @@ over prompt lengths and answer positions (a handful), never over rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -106,20 +106,36 @@ class Accuracy:
     n_rows: int
     by_length: dict[int, float]  # input length -> exact match
     rows_by_length: dict[int, int]
+    # The same over the rows whose answer occurs in training ("in range"): a model that only writes
+    # answers it was taught cannot answer the others, so this score has no such ceiling.
+    in_range: Accuracy | None = None
 
     def to_dict(self) -> dict:
-        return {
+        result = {
             "exact_match": self.exact_match,
             "n_rows": self.n_rows,
             "by_length": {str(k): v for k, v in self.by_length.items()},
             "rows_by_length": {str(k): v for k, v in self.rows_by_length.items()},
         }
+        if self.in_range is not None:
+            result["in_range"] = self.in_range.to_dict()
+        return result
 
 
-def accuracy(model: DigitSumModel, data: Encoded) -> Accuracy:
-    """Unrolled exact-match accuracy overall and per input length."""
+def accuracy(model: DigitSumModel, data: Encoded, in_range: np.ndarray | None = None) -> Accuracy:
+    """Unrolled exact-match accuracy overall and per input length; with `in_range` (a boolean mask of
+    the rows whose answer occurs in training, see `answers_in_range`) also over those rows alone."""
     correct = exact_matches(greedy_decode(model, data), data.answers)
-    return accuracy_from_matches(correct, data.input_lengths)
+    result = accuracy_from_matches(correct, data.input_lengths)
+    if in_range is None or not in_range.any():
+        return result
+    mask = torch.from_numpy(np.asarray(in_range, dtype=bool))
+    return replace(result, in_range=accuracy_from_matches(correct[mask], data.input_lengths[mask]))
+
+
+def answers_in_range(answers: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Which `answers` (digit sums) are among the answers `seen` in training: a boolean mask."""
+    return np.isin(answers, np.unique(seen))
 
 
 def accuracy_from_matches(correct: torch.Tensor, input_lengths: torch.Tensor) -> Accuracy:

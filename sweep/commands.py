@@ -144,21 +144,50 @@ def evaluate(
 ) -> None:
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode, read_csv
-    from digitsum.decode import accuracy
+    from digitsum.decode import accuracy, answers_in_range
     from digitsum.train import resolve_device
 
     with checkpoint_file(checkpoint, storage, artifacts) as path:
-        model, _ = load_checkpoint(path, resolve_device(device))
+        model, payload = load_checkpoint(path, resolve_device(device))
     rows = read_csv(data_csv)
+    seen = _training_answers(payload["config"])
     start = time.perf_counter()
-    result = accuracy(model, encode(rows))
+    result = accuracy(model, encode(rows), answers_in_range(rows.y, seen) if seen is not None else None)
     seconds = time.perf_counter() - start
     if as_json:
         _echo_json({**result.to_dict(), "seconds": round(seconds, 4)})
         return
     typer.echo(f"exact match {result.exact_match:.2%} on {result.n_rows:,} rows ({seconds:.2f}s)")
+    inside = result.in_range
     for length, value in result.by_length.items():
-        typer.echo(f"  length {length:2d}: {value:7.2%}  ({result.rows_by_length[length]:,} rows)")
+        line = f"  length {length:2d}: {value:7.2%}  ({result.rows_by_length[length]:,} rows)"
+        if inside is not None and length in inside.by_length:
+            line += f"; in range {inside.by_length[length]:7.2%}  ({inside.rows_by_length[length]:,} rows)"
+        typer.echo(line)
+    if seen is not None:
+        typer.echo(f"  in range: rows whose sum occurs in the model's training rows ({_sums_text(seen)})")
+
+
+def _training_answers(config_values: dict[str, Any]) -> Any:
+    """The digit sums of the rows the checkpoint's model trained on; None where they cannot be rebuilt
+    (a training CSV that is not on this machine)."""
+    from digitsum import config as cfg
+    from digitsum.datasets import data_split
+    from digitsum.errors import UsageError
+
+    try:
+        train, _ = data_split(cfg.from_dict(config_values).train)
+    except (UsageError, OSError):
+        return None
+    return train.y
+
+
+def _sums_text(seen: Any) -> str:
+    import numpy as np
+
+    sums = np.unique(seen)
+    contiguous = len(sums) == int(sums[-1]) - int(sums[0]) + 1
+    return f"sums {sums[0]}-{sums[-1]}" if contiguous else f"{len(sums)} distinct sums"
 
 
 def predict(

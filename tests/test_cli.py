@@ -296,6 +296,29 @@ def test_evaluate(trained):
     assert 0.0 <= summary["exact_match"] <= 1.0
 
 
+def test_evaluate_scores_the_rows_whose_sum_the_model_trained_on(trained):
+    # Trained on lengths 1-2 (sums 0-18); scored on every 3-digit string (sums 0-27).
+
+    from digitsum.data import encode, read_csv
+    from digitsum.decode import answers_to_numbers, greedy_decode
+
+    folder, _ = trained
+    assert invoke("data", folder / "d3.csv", "--lengths", "3").exit_code == 0
+    checkpoint = folder / "runs" / "r" / "best.pt"
+    summary = json.loads(invoke("evaluate", checkpoint, folder / "d3.csv", "--json").stdout)
+    rows = read_csv(folder / "d3.csv")
+    in_range = rows.y <= 18
+    assert summary["in_range"]["n_rows"] == int(in_range.sum()) == 835  # 1,000 minus the 165 sums above 18
+    model, _ = load_checkpoint(checkpoint)
+    right = answers_to_numbers(greedy_decode(model, encode(rows))) == rows.y
+    assert summary["in_range"]["exact_match"] == pytest.approx(float(right[in_range].mean()))
+    assert summary["exact_match"] == pytest.approx(float(right.mean()))
+    assert summary["in_range"]["exact_match"] >= summary["exact_match"]  # sums above 18 it never wrote
+    text = invoke("evaluate", checkpoint, folder / "d3.csv").stdout
+    assert "length  3:" in text and "; in range " in text and "(835 rows)" in text
+    assert "in range: rows whose sum occurs in the model's training rows (sums 0-18)" in text
+
+
 def test_predict(trained):
     folder, _ = trained
     result = invoke("predict", folder / "runs" / "r" / "best.pt", "7", "0042")

@@ -12,6 +12,7 @@ from digitsum.data import EOA, EOS, PAD, Rows, encode, encode_prompts, make_rows
 from digitsum.decode import (
     accuracy,
     accuracy_from_matches,
+    answers_in_range,
     answers_to_numbers,
     answers_to_text,
     exact_matches,
@@ -285,3 +286,21 @@ def test_chunks_shrink_as_the_hidden_state_grows():
     assert decode.chunk_rows(64) > decode.chunk_rows(128) > decode.chunk_rows(256)
     assert decode.chunk_rows(64) * 64 == decode.CHUNK_FLOATS
     assert decode.chunk_rows(10**6) == 256  # a floor, so huge models still decode in batches
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_accuracy_in_range_is_the_score_over_the_answers_seen(model_type):
+    rows = mixed_rows()
+    data = encode(rows)
+    model = make_model(model_type, seed=3, eoa_bias=2.0)
+    seen = np.array([0, 1, 2, 3, 5, 8, 13])  # answers "seen in training"
+    mask = answers_in_range(rows.y, seen)
+    assert mask.tolist() == [int(y) in set(seen.tolist()) for y in rows.y]
+    acc = accuracy(model, data, mask)
+    right = answers_to_numbers(greedy_decode(model, data)) == rows.y
+    assert acc.exact_match == pytest.approx(float(right.mean()))
+    assert acc.in_range is not None and acc.in_range.n_rows == int(mask.sum())
+    assert acc.in_range.exact_match == pytest.approx(float(right[mask].mean()))
+    assert acc.to_dict()["in_range"]["n_rows"] == int(mask.sum())
+    assert accuracy(model, data, np.zeros(len(rows), dtype=bool)).in_range is None  # no row in range
+    assert accuracy(model, data).in_range is None
