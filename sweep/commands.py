@@ -455,6 +455,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "val_exact_match": record.val_exact_match,
         "probe_exact_match": record.probe_exact_match,
         "probe_by_length": record.probe_by_length or None,
+        "probe_in_range_exact_match": record.probe_in_range_exact_match,
+        "probe_in_range_by_length": record.probe_in_range_by_length or None,
         "epochs": record.epochs_run,
         "n_parameters": record.n_parameters,
         "seconds_per_epoch": record.seconds_per_epoch,
@@ -559,6 +561,11 @@ def print_best(name: str, storage: str | None, as_json: bool = False) -> None:
     if summary["probe_exact_match"] is not None:
         typer.echo(
             f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}"
+        )
+    if summary["probe_in_range_exact_match"] is not None:
+        typer.echo(
+            f"  probe, rows whose sum occurs in training: {summary['probe_in_range_exact_match']:.4f} "
+            f"{summary['probe_in_range_by_length']}"
         )
     state = "" if summary["checkpoint_exists"] else " (not on this machine)"
     typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")

@@ -22,7 +22,7 @@ from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
 from digitsum.data import Rows, encode
 from digitsum.datasets import data_split, probe_rows
-from digitsum.decode import Accuracy, accuracy
+from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
 from sweep.artifacts import checkpoint_name, open_store, upload
@@ -63,7 +63,7 @@ def make_objective(
             write_trial(trial, pruned_reason=f"diverged: {error}")
             raise optuna.TrialPruned(f"diverged: {error}") from None
         cost = _record_run(trial, epochs, spec.target)
-        _record_fit(trial, fitted, probe)
+        _record_fit(trial, fitted, probe, train_rows)
         values, is_feasible = _objective_values(trial, spec, fitted, cost)
         # Stored once at the end, not at every better epoch (a trial that dies is retried anyway),
         # and only if it may be the best: a trial that is not never uploads.
@@ -141,8 +141,10 @@ def trial_value(fitted: FitResult, metric: Metric, value_from: ValueFrom) -> flo
     return epoch_value(epoch, metric is Metric.PROBE_EXACT_MATCH)
 
 
-def measure_probe(fitted: FitResult, probe: Rows) -> Accuracy:
-    return accuracy(fitted.model, encode(probe).to(next(fitted.model.parameters()).device))
+def measure_probe(fitted: FitResult, probe: Rows, train_rows: Rows | None = None) -> Accuracy:
+    """The probe's exact match; with `train_rows`, also over the probe rows whose sum occurs in them."""
+    in_range = answers_in_range(probe.y, train_rows.y) if train_rows is not None else None
+    return accuracy(fitted.model, encode(probe).to(next(fitted.model.parameters()).device), in_range)
 
 
 def _by_length(values: dict[int, float]) -> dict[str, float]:
@@ -166,7 +168,7 @@ def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -
     return cost
 
 
-def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> None:
+def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None, train_rows: Rows) -> None:
     assert fitted.best_val_accuracy is not None, "fit keeps the best epoch's accuracy"
     write_trial(
         trial,
@@ -175,9 +177,16 @@ def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None) -> N
         val_exact_match=fitted.best_exact_match,
         val_by_length=_by_length(fitted.best_val_accuracy.by_length),
     )
-    if probe is not None:
-        measured = measure_probe(fitted, probe)
-        write_trial(trial, probe_exact_match=measured.exact_match, probe_by_length=_by_length(measured.by_length))
+    if probe is None:
+        return
+    measured = measure_probe(fitted, probe, train_rows)
+    write_trial(trial, probe_exact_match=measured.exact_match, probe_by_length=_by_length(measured.by_length))
+    if measured.in_range is not None:
+        write_trial(
+            trial,
+            probe_in_range_exact_match=measured.in_range.exact_match,
+            probe_in_range_by_length=_by_length(measured.in_range.by_length),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,6 +129,9 @@ class TrialRecord:
     val_curve: list[float] = field(default_factory=list)  # per epoch, where Optuna keeps no curve (several objectives)
     probe_exact_match: float | None = None
     probe_by_length: dict[str, float] = field(default_factory=dict)
+    # the probe over its rows whose sum occurs in the training rows (no ceiling from unseen sums)
+    probe_in_range_exact_match: float | None = None
+    probe_in_range_by_length: dict[str, float] = field(default_factory=dict)
     pruned_reason: str | None = None
     fail_reason: str | None = None
     surplus: bool = False  # asked for when the budget was already taken; not a real trial

@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 from sweep_helpers import artifact_of, checkpoint_dir, run_spec, spec_dict, stored_checkpoints
 
 from digitsum.checkpoint import load_checkpoint
+from digitsum.data import encode, make_rows
+from digitsum.decode import answers_to_numbers, greedy_decode
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
@@ -56,6 +58,11 @@ def test_user_attrs_of_finished_trials(probe_study):
         assert attrs["val_exact_match"] == trial.value  # value: best, metric: val_exact_match
         assert 0.0 <= attrs["probe_exact_match"] <= 1.0
         assert set(attrs["probe_by_length"]) == {"3"}
+        # trained on lengths 1-2 (sums 0-18): 835 of the 1,000 three-digit strings are in range, so
+        # the overall score is at least 0.835 x the in-range score (rows out of range add, never take)
+        assert set(attrs["probe_in_range_by_length"]) == {"3"}
+        assert 0.0 <= attrs["probe_in_range_exact_match"] <= 1.0
+        assert attrs["probe_exact_match"] >= 0.835 * attrs["probe_in_range_exact_match"] - 1e-9
         assert "checkpoint" not in attrs  # the path of studies made before artifacts
         assert attrs["worker"].endswith(f":{os.getpid()}")  # host:pid; the worker is this process
         # the split is stratified by (length, sum): the ten 1-digit rows are all single groups, in training
@@ -70,6 +77,10 @@ def test_keep_best_checkpoint_only(probe_study):
     (meta,) = optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)
     assert meta.filename == f"trial-{best.number:05d}.pt"  # the name optuna-dashboard offers
     model, payload = load_checkpoint(kept[0])
+    probe = make_rows([3])  # the spec's probe: every 3-digit string; training saw every sum 0-18
+    right = answers_to_numbers(greedy_decode(model, encode(probe))) == probe.y
+    assert best.user_attrs["probe_exact_match"] == pytest.approx(float(right.mean()))
+    assert best.user_attrs["probe_in_range_exact_match"] == pytest.approx(float(right[probe.y <= 18].mean()))
     assert payload["metrics"]["val_exact_match"] == best.user_attrs["val_exact_match"]
     assert payload["metrics"]["epoch"] == best.user_attrs["best_epoch"]
     assert model.config.hidden_size == best.params["model.hidden_size"]
