@@ -32,13 +32,9 @@ class ArtifactError(DataError):
 
 def default_location(storage_url: str | None) -> str:
     """Beside the storage file (SQLite, journal), else beside the default storage."""
-    from sweep.storage import default_url, home_folder, journal_path
+    from sweep.storage import default_url, home_folder, storage_file
 
-    url = storage_url or default_url()
-    path = journal_path(url)
-    if path is None and url.startswith("sqlite:///"):
-        database = url.split("///", 1)[-1]
-        path = Path(database) if database and database != ":memory:" else None
+    path = storage_file(storage_url or default_url())
     folder = path.resolve().parent if path is not None else home_folder()
     return str(folder / "artifacts")
 
@@ -49,6 +45,11 @@ def location_for(given: str | None, study: optuna.Study | None, storage_url: str
         return given if given.startswith(S3) else str(Path(given).expanduser().resolve())
     recorded = StudyMeta.read(study).artifacts if study is not None else None
     return recorded or default_location(storage_url)
+
+
+def store_for(given: str | None, study: optuna.Study | None, storage_url: str | None) -> Any:
+    """The artifact store a command reads: `open_store` at `location_for`."""
+    return open_store(location_for(given, study, storage_url))
 
 
 def open_store(location: str, create: bool = False) -> Any:

@@ -120,16 +120,17 @@ def checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None)
     from sweep.storage import load_study
 
     study = load_study(study_name, open_store(storage))
+    trials = study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
     if trial == "best":
         try:
             frozen = best_trial(study)
         except ValueError:
             raise DataError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
-    elif int(trial) < len(study.trials):
-        frozen = study.trials[int(trial)]
+    elif int(trial) < len(trials):
+        frozen = trials[int(trial)]
     else:
-        raise DataError(f"study {study_name!r} has no trial {trial} (it has {len(study.trials)}); see `sweep ls`")
-    store = store_of.open_store(store_of.location_for(artifacts, study, storage))
+        raise DataError(f"study {study_name!r} has no trial {trial} (it has {len(trials)}); see `sweep ls`")
+    store = store_of.store_for(artifacts, study, storage)
     with store_of.fetched(store, TrialRecord.read(frozen), frozen.number) as fetched:
         yield fetched
 
@@ -710,9 +711,9 @@ def report(
 
 def _artifact_stores(studies: list[optuna.Study], storage: str | None, artifacts: str | None) -> dict[str, Any]:
     """Each study's artifact store, by study name."""
-    from sweep.artifacts import location_for, open_store
+    from sweep.artifacts import store_for
 
-    return {s.study_name: open_store(location_for(artifacts, s, storage)) for s in studies}
+    return {s.study_name: store_for(artifacts, s, storage) for s in studies}
 
 
 def download_best(name: str, storage: str | None, folder: Path, artifacts: str | None) -> None:
@@ -722,10 +723,11 @@ def download_best(name: str, storage: str | None, folder: Path, artifacts: str |
     from sweep.storage import load_study
 
     study = load_study(name, open_store(storage))
-    store = store_of.open_store(store_of.location_for(artifacts, study, storage))
+    store = store_of.store_for(artifacts, study, storage)
     folder.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
     for number in sorted(best_numbers(study)):
-        path = store_of.fetch(store, study.trials[number], folder)
+        path = store_of.fetch(store, trials[number], folder)
         typer.echo(f"checkpoint of trial {number}: {path}  (sweep predict {path} 1294)")
 
 
@@ -767,7 +769,7 @@ def remove(name: str, storage: str | None, yes: bool, artifacts: str | None = No
         if not typer.confirm(f"Delete {what}?"):
             typer.echo("nothing deleted")
             return
-    artifact_store = store_of.open_store(store_of.location_for(artifacts, study, storage)) if stored else None
+    artifact_store = store_of.store_for(artifacts, study, storage) if stored else None
     optuna.delete_study(study_name=name, storage=store)
     for record in stored + files:
         store_of.remove(artifact_store, record)

@@ -123,14 +123,12 @@ class Ledger:
             self.unneeded.append(trial)
 
     def _consider(self, trial: FrozenTrial) -> None:
-        """Update the best trial (one objective) or the Pareto set (several) with a complete trial."""
-        if len(self.directions) == 1:
-            current = next(iter(self.best.values()), None)
-            if current is None or beats(_key(trial), _key(current), self.directions[0]):
-                self.unneeded.extend(self.best.values())
-                self.best = {trial.number: trial}
+        """Update the best trial (one objective) or the Pareto set (several) with a complete feasible trial."""
+        if not self.would_be_best(trial.number, trial.values, is_feasible=True):
             return
-        if any(dominates(b.values, trial.values, self.directions) for b in self.best.values()):
+        if len(self.directions) == 1:
+            self.unneeded.extend(self.best.values())
+            self.best = {trial.number: trial}
             return
         beaten = [b for b in self.best.values() if dominates(trial.values, b.values, self.directions)]
         for b in beaten:

@@ -279,9 +279,9 @@ class _Settle:
         self.mine.difference_update(t.number for t in own)
         for trial in own:
             self.failures.add(trial)
+        unneeded = self.ledger.take_unneeded()  # taken either way: the list would only grow
         if self.store is not None:
-            unneeded = self.ledger.take_unneeded() + [t for t in own if t.number not in self.ledger.best]
-            for trial in unneeded:
+            for trial in unneeded + [t for t in own if t.number not in self.ledger.best]:
                 remove(self.store, TrialRecord.read(trial))
         self.failures.check()
 

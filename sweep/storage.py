@@ -95,16 +95,21 @@ def where_from(url: str | None) -> str:
 def require_existing(url: str | None) -> None:
     """For commands that only read: refuse a storage file that does not exist (opening would create an
     empty one, and the studies would look lost), naming where it looked."""
-    resolved = url or default_url()
-    path = journal_path(resolved)
-    if path is None and resolved.startswith("sqlite:"):
-        database = resolved.split("///", 1)[-1]
-        path = Path(database) if database and database != ":memory:" else None
+    path = storage_file(url or default_url())
     if path is not None and not path.is_file():
         raise StorageError(
             f"no storage at {path.resolve()} ({where_from(url)}); run `sweep run STUDY.yaml` to make one "
             "there, or point --storage or $SWEEP_STORAGE at yours"
         )
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a storage URL names (a SQLite database, a journal), None for a server or memory."""
+    path = journal_path(url)
+    if path is None and url.startswith("sqlite:"):
+        database = url.split("///", 1)[-1]
+        path = Path(database) if database and database != ":memory:" else None
+    return path
 
 
 def safe_url(url: str) -> str:
