@@ -33,6 +33,8 @@ from digitsum.keys import (
 from digitsum.lengths import lengths_text, parse_lengths
 
 MODEL_TYPES = ("rnn", "lstm", "gru")
+NONLINEARITIES = ("tanh", "relu")
+RECURRENT_INITS = ("default", "orthogonal", "identity")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -57,6 +59,21 @@ class ModelConfig:
     dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
     embedding_dim: int = key(
         16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", at_least(0, note=" (0: one-hot input)")
+    )
+    nonlinearity: str = key(
+        "tanh",
+        "the plain RNN's activation (rnn only); relu with recurrent_init=identity is an IRNN",
+        one_of(NONLINEARITIES),
+    )
+    recurrent_init: str = key(
+        "default",
+        "recurrent weights at initialization: torch's default (uniform), orthogonal, or identity (per gate)",
+        one_of(RECURRENT_INITS),
+    )
+    forget_bias: float = key(
+        0.0,
+        "added at initialization to the LSTM forget gate's and the GRU update gate's bias; > 0 keeps more state",
+        within(-10, 10, note=", e.g. 1"),
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +117,16 @@ class TrainConfig:
         0.0,
         "pull the hidden states of equal running sums together (length generalization)",
         at_least(0, "a number", " (0: off; 1 helped length generalization)"),
+    )
+    state_noise: float = key(
+        0.0,
+        "std of Gaussian noise added to the recurrent state at every training step; 0: off",
+        at_least(0, "a number", " (0: off)"),
+    )
+    curriculum: float = key(
+        0.0,
+        "share of the epochs over which training grows from the shortest input length to all of them; 0: off",
+        within(0, 1, note=" (0: off, 0.3: all lengths from 30% of the epochs on)"),
     )
     fused: bool = key(
         True,

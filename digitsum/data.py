@@ -268,6 +268,7 @@ def epoch_batches(
     generator: torch.Generator,
     balance_lengths: bool = False,
     answer_balance: float = 0.0,
+    max_length: int | None = None,
 ) -> list[torch.Tensor]:
     """One epoch of row indices, shuffled with `generator`, as a list of batch index tensors.
 
@@ -275,16 +276,21 @@ def epoch_batches(
     weigh as much as the many long ones. ``answer_balance`` in [0, 1] weighs each row by
     ``count(its sum) ** -answer_balance``: at 1 every sum is drawn equally often, so the rare large
     sums (which longer inputs need far more often) are learned as well as the common ones. Either
-    draws ``len(data)`` rows with replacement; with neither, the epoch is a plain permutation.
+    draws as many rows as there are, with replacement; with neither, the epoch is a plain permutation.
+    ``max_length`` (a curriculum's stage) keeps only the rows of inputs up to that length.
     """
-    n = len(data)
+    rows = torch.arange(len(data))
+    if max_length is not None:
+        rows = torch.nonzero(data.input_lengths.cpu() <= max_length).squeeze(1)
+    n = len(rows)
     if not balance_lengths and answer_balance == 0:
-        order = torch.randperm(n, generator=generator)
+        order = rows[torch.randperm(n, generator=generator)]
         return list(order.split(batch_size))
+    lengths, sums = data.input_lengths.cpu()[rows], data.sums.cpu()[rows]
     weights = torch.ones(n, dtype=torch.float64)
     if balance_lengths:
-        weights /= torch.bincount(data.input_lengths)[data.input_lengths].double()
+        weights /= torch.bincount(lengths)[lengths].double()
     if answer_balance:
-        weights *= torch.bincount(data.sums)[data.sums].double() ** -answer_balance
-    order = torch.multinomial(weights, n, replacement=True, generator=generator)
+        weights *= torch.bincount(sums)[sums].double() ** -answer_balance
+    order = rows[torch.multinomial(weights, n, replacement=True, generator=generator)]
     return list(order.split(batch_size))

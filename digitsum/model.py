@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
+from digitsum.errors import ConfigError
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -19,27 +23,104 @@ class DigitSumModel(nn.Module):
         super().__init__()
         if config.model_type not in _CELLS:
             raise ValueError(f"model_type {config.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+        if config.nonlinearity != "tanh" and config.model_type != "rnn":
+            raise ConfigError(
+                f"model.nonlinearity={config.nonlinearity} applies to model.model_type=rnn only; "
+                f"leave it at tanh for {config.model_type}"
+            )
         self.config = config
         self.embedding = nn.Embedding(N_INPUT_TOKENS, config.embedding_dim) if config.embedding_dim else None
+        extra = {"nonlinearity": config.nonlinearity} if config.model_type == "rnn" else {}
         self.rnn = _CELLS[config.model_type](
             input_size=config.embedding_dim or N_INPUT_TOKENS,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
+            **extra,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, N_OUTPUT_TOKENS)
+        _initialize(self.rnn, config)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens [B, T] -> logits [B, T, N_OUTPUT_TOKENS] and the recurrent state after T steps."""
         outputs, state = self.hidden(tokens, state)
         return self.head(self.dropout(outputs)), state
 
-    def hidden(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """tokens [B, T] -> the last layer's outputs [B, T, hidden_size] and the state after T steps."""
+    def hidden(
+        self, tokens: torch.Tensor, state: State | None = None, state_noise: float = 0.0
+    ) -> tuple[torch.Tensor, State]:
+        """tokens [B, T] -> the last layer's outputs [B, T, hidden_size] and the state after T steps.
+
+        With ``state_noise`` > 0 (training only), Gaussian noise of that std is added to every layer's
+        state after every step, so the cell learns transitions that hold near its states, not only on
+        them; that needs the steps one at a time (`_noisy_steps`)."""
         inputs = self.embedding(tokens) if self.embedding is not None else F.one_hot(tokens, N_INPUT_TOKENS).float()
+        if state_noise > 0 and self.training:
+            return _noisy_steps(self.rnn, inputs, state, state_noise)
         return self.rnn(inputs, state)
+
+
+def _initialize(rnn: nn.RNNBase, config: ModelConfig) -> None:
+    """Recurrent weights per `recurrent_init` (each gate's block alike) and the forget-gate bias."""
+    size = config.hidden_size
+    with torch.no_grad():
+        for layer in range(config.num_layers):
+            weight = getattr(rnn, f"weight_hh_l{layer}")
+            for block in weight.split(size):
+                if config.recurrent_init == "identity":
+                    block.copy_(torch.eye(size))
+                elif config.recurrent_init == "orthogonal":
+                    nn.init.orthogonal_(block)
+            if config.recurrent_init == "identity" and config.model_type == "rnn":
+                getattr(rnn, f"bias_hh_l{layer}").zero_()  # an IRNN starts as an exact accumulator
+                getattr(rnn, f"bias_ih_l{layer}").zero_()
+            if config.forget_bias and config.model_type in ("lstm", "gru"):
+                # the second block of gates: LSTM (input, forget, cell, output); GRU (reset, update, new),
+                # whose update gate z keeps the old state: h' = (1 - z) * n + z * h
+                getattr(rnn, f"bias_hh_l{layer}")[size : 2 * size] += config.forget_bias
+
+
+def _noisy_steps(rnn: nn.RNNBase, inputs: torch.Tensor, state: State | None, std: float) -> tuple[torch.Tensor, State]:
+    """`rnn(inputs, state)` one step and one layer at a time, with noise added to each new state."""
+    batch, steps, _ = inputs.shape
+    lstm = isinstance(rnn, nn.LSTM)
+    zeros = inputs.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
+    h_all, c_all = (state if lstm else (state, None)) if state is not None else (zeros, zeros if lstm else None)
+    cell = _cell_function(rnn)
+    layer_inputs = inputs
+    final_h: list[torch.Tensor] = []
+    final_c: list[torch.Tensor] = []
+    for layer in range(rnn.num_layers):
+        weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h = h_all[layer]
+        c = c_all[layer] if c_all is not None else None
+        outputs = []
+        for t in range(steps):
+            if lstm:
+                h, c = cell(layer_inputs[:, t], (h, c), *weights)
+                c = c + std * torch.randn_like(c)
+            else:
+                h = cell(layer_inputs[:, t], h, *weights)
+            h = h + std * torch.randn_like(h)
+            outputs.append(h)
+        layer_inputs = torch.stack(outputs, 1)
+        if layer + 1 < rnn.num_layers and rnn.dropout > 0:
+            layer_inputs = F.dropout(layer_inputs, rnn.dropout, training=True)
+        final_h.append(h)
+        if c is not None:
+            final_c.append(c)
+    h_n = torch.stack(final_h)
+    return layer_inputs, ((h_n, torch.stack(final_c)) if lstm else h_n)
+
+
+def _cell_function(rnn: nn.RNNBase) -> Callable[..., Any]:
+    if isinstance(rnn, nn.LSTM):
+        return torch.lstm_cell
+    if isinstance(rnn, nn.GRU):
+        return torch.gru_cell
+    return torch.rnn_relu_cell if rnn.nonlinearity == "relu" else torch.rnn_tanh_cell
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -17,7 +18,7 @@ from digitsum.checkpoint import save_checkpoint
 from digitsum.config import LR_SCHEDULES, Config, ModelConfig, TrainConfig
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import load_rows, split_rows
-from digitsum.decode import Accuracy, accuracy
+from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.errors import ConfigError
 from digitsum.fused import FusedAdamW, FusedStep, make_step
 from digitsum.model import DigitSumModel, count_parameters
@@ -33,6 +34,7 @@ class EpochResult:
     learning_rate: float
     probe_exact_match: float | None = None  # unrolled exact match on the probe rows, when given
     train_seconds: float = 0.0  # the training pass alone (no scoring); what "time to train" means
+    probe: Accuracy | None = None  # the probe's accuracy per length, and over its in-range rows
 
 
 def time_to_target(history: list[EpochResult], target: float) -> tuple[int, float] | None:
@@ -125,6 +127,7 @@ class _Run:
     train: Encoded
     val: Encoded
     probe: Encoded | None
+    probe_in_range: np.ndarray | None  # probe rows whose answer occurs in the training rows
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     generator: torch.Generator
@@ -141,29 +144,66 @@ class _Run:
         model = DigitSumModel(config.model).to(device)
         train, val = encode(train_rows).to(device), encode(val_rows).to(device)
         probe = encode(probe_rows).to(device) if probe_rows is not None else None
+        probe_in_range = answers_in_range(probe_rows.y, train_rows.y) if probe_rows is not None else None
         generator = torch.Generator().manual_seed(tc.seed)
-        fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused else None
+        # noise between steps needs the steps one at a time, which the fused kernel does not expose
+        fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused and not tc.state_noise else None
         optimizer = make_optimizer(model, tc, device, fused_step is not None)
-        total_steps = math.ceil(len(train) / tc.batch_size) * tc.n_epochs
+        total_steps = sum(
+            math.ceil(_rows_up_to(train, curriculum_length(train, epoch, tc)) / tc.batch_size)
+            for epoch in range(1, tc.n_epochs + 1)
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
-        return cls(tc, model, train, val, probe, optimizer, scheduler, generator, fused_step)
+        return cls(tc, model, train, val, probe, probe_in_range, optimizer, scheduler, generator, fused_step)
 
     def epoch(self, epoch: int) -> tuple[EpochResult, Accuracy]:
         """Train one epoch, then score it: validation loss and unrolled exact match, and the probe."""
         start = time.perf_counter()
         learning_rate = self.optimizer.param_groups[0]["lr"]
         train_loss = _train_epoch(
-            self.model, self.train, self.optimizer, self.scheduler, self.config, self.generator, self.fused_step
+            self.model,
+            self.train,
+            self.optimizer,
+            self.scheduler,
+            self.config,
+            self.generator,
+            self.fused_step,
+            curriculum_length(self.train, epoch, self.config),
         )
         train_seconds = time.perf_counter() - start
         val_loss = evaluate_loss(self.model, self.val)
         val_accuracy = accuracy(self.model, self.val)
-        probe_exact = accuracy(self.model, self.probe).exact_match if self.probe is not None else None
+        probe = accuracy(self.model, self.probe, self.probe_in_range) if self.probe is not None else None
         seconds = time.perf_counter() - start
+        probe_exact = probe.exact_match if probe is not None else None
         result = EpochResult(
-            epoch, train_loss, val_loss, val_accuracy.exact_match, seconds, learning_rate, probe_exact, train_seconds
+            epoch,
+            train_loss,
+            val_loss,
+            val_accuracy.exact_match,
+            seconds,
+            learning_rate,
+            probe_exact,
+            train_seconds,
+            probe,
         )
         return result, val_accuracy
+
+
+def curriculum_length(data: Encoded, epoch: int, tc: TrainConfig) -> int | None:
+    """The longest input length trained on at this (1-based) epoch; None: all of them.
+
+    ``train.curriculum`` c spreads the lengths over the first c of the epochs: with lengths 1-4,
+    40 epochs and c = 0.4, epochs 1-4 train on length 1, 5-8 on lengths 1-2, ..., and 13-40 on all."""
+    ramp = round(tc.curriculum * tc.n_epochs)
+    if ramp == 0 or epoch > ramp:
+        return None
+    lengths = torch.unique(data.input_lengths).tolist()
+    return lengths[min(len(lengths) - 1, (epoch - 1) * len(lengths) // ramp)]
+
+
+def _rows_up_to(data: Encoded, max_length: int | None) -> int:
+    return len(data) if max_length is None else int((data.input_lengths <= max_length).sum())
 
 
 def make_optimizer(
@@ -194,13 +234,15 @@ def _train_epoch(
     tc: TrainConfig,
     generator: torch.Generator,
     fused_step: FusedStep | None = None,
+    max_length: int | None = None,
 ) -> float:
     model.train()
     sums = running_sums(data) if tc.sum_state_weight > 0 else None
     if fused_step is not None:  # time-major, as the kernel reads them
         tokens, targets = data.inputs.T.contiguous(), data.targets.T.contiguous()
     loss_sum = torch.zeros((), device=data.inputs.device)
-    for index in epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance):
+    batches = epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance, max_length)
+    for index in batches:
         index = index.to(data.inputs.device)
         if fused_step is not None:
             loss = fused_step(tokens.index_select(1, index), targets.index_select(1, index), tc.grad_clip)
@@ -213,7 +255,7 @@ def _train_epoch(
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * len(index)
-    return float(loss_sum) / len(data)  # one sync per epoch, not one per step
+    return float(loss_sum) / _rows_up_to(data, max_length)  # one sync per epoch, not one per step
 
 
 def _eager_loss(
@@ -223,11 +265,8 @@ def _eager_loss(
     tc: TrainConfig,
     sums: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    if sums is None:
-        logits, _ = model(data.inputs[index])
-    else:
-        outputs, _ = model.hidden(data.inputs[index])
-        logits = model.head(model.dropout(outputs))
+    outputs, _ = model.hidden(data.inputs[index], state_noise=tc.state_noise)
+    logits = model.head(model.dropout(outputs))
     loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
     if sums is not None:
         loss = loss + tc.sum_state_weight * sum_state_spread(outputs, sums[0][index], sums[1][index])

@@ -26,7 +26,7 @@ from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
 from sweep.artifacts import checkpoint_name, open_store, upload
-from sweep.objectives import Metric, measures, objectives_from_stored
+from sweep.objectives import Metric, epoch_accuracy, measures, objectives_from_stored
 from sweep.records import StudyMeta, TrialRecord, write_trial
 from sweep.spec import StudySpec, ValueFrom
 
@@ -41,7 +41,7 @@ def make_objective(
     One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
     goes to the artifact store at `artifacts` when ``keep`` says so (None: always)."""
     probe = probe_rows(spec.probe)
-    per_epoch_probe = any(goal.metric is Metric.PROBE_EXACT_MATCH for goal in spec.goals)
+    per_epoch_probe = any(goal.metric.uses_probe for goal in spec.goals)
     store = open_store(artifacts, create=True)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -54,7 +54,7 @@ def make_objective(
             num_threads=num_threads,
         )
         epochs: list[EpochResult] = []
-        on_epoch = _reporter(trial, spec, epochs, stop, per_epoch_probe)
+        on_epoch = _reporter(trial, spec, epochs, stop)
         train_rows, val_rows = data_split(config.train)
         try:
             fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=probe if per_epoch_probe else None)
@@ -88,10 +88,9 @@ def _objective_values(
     """The trial's value per objective and whether it is feasible; its constraints are set on the
     trial (Optuna's set_constraint)."""
     accuracies: dict[Metric, float | None] = {
-        Metric.VAL_EXACT_MATCH: trial_value(fitted, Metric.VAL_EXACT_MATCH, spec.value_from)
+        metric: trial_value(fitted, metric, spec.value_from)
+        for metric in {Metric.VAL_EXACT_MATCH, *(g.metric for g in spec.goals if g.metric.is_accuracy)}
     }
-    if any(g.metric is Metric.PROBE_EXACT_MATCH for g in spec.goals):
-        accuracies[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, spec.value_from)
     values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
     violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]
     for constraint, violation in zip(spec.constraints, violations, strict=True):
@@ -100,7 +99,7 @@ def _objective_values(
 
 
 def _reporter(
-    trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event, per_epoch_probe: bool
+    trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event
 ) -> Callable[[EpochResult], None]:
     """fit's on_epoch: report the epoch's value and prune when the pruner says so (one accuracy
     objective), or keep the validation curve and apply the spec's early-stop rule (several); stop on Ctrl-C."""
@@ -113,7 +112,7 @@ def _reporter(
             write_trial(trial, interrupted=True)
             raise KeyboardInterrupt
         if spec.reports_per_epoch:
-            value = epoch_value(result, per_epoch_probe)
+            value = epoch_accuracy(result, spec.goals[0].metric)
             trial.report(value, result.epoch)
             stopping = trial.should_prune()
         else:
@@ -128,17 +127,10 @@ def _reporter(
     return on_epoch
 
 
-def epoch_value(result: EpochResult, probe_metric: bool) -> float:
-    if not probe_metric:
-        return result.val_exact_match
-    assert result.probe_exact_match is not None, "fit scores the probe every epoch when it is given"
-    return result.probe_exact_match
-
-
 def trial_value(fitted: FitResult, metric: Metric, value_from: ValueFrom) -> float:
     """The trial's value: the metric at the best epoch (chosen by validation) or at the last."""
     epoch = fitted.history[fitted.best_epoch - 1] if value_from is ValueFrom.BEST else fitted.history[-1]
-    return epoch_value(epoch, metric is Metric.PROBE_EXACT_MATCH)
+    return epoch_accuracy(epoch, metric)
 
 
 def measure_probe(fitted: FitResult, probe: Rows, train_rows: Rows | None = None) -> Accuracy:
@@ -217,13 +209,14 @@ def _rerun_once(config: Config, meta: StudyMeta, probe: Rows | None) -> dict[str
     """One re-training: the study's first objective as ``value``, and every measure beside it."""
     goals = objectives_from_stored(meta.objectives, meta.metric)
     value_from = ValueFrom(meta.value_from)
-    per_epoch = any(g.metric is Metric.PROBE_EXACT_MATCH for g in goals)
+    per_epoch = any(g.metric.uses_probe for g in goals)
     train_rows, val_rows = data_split(config.train)
     fitted = fit(config, train_rows, val_rows, probe_rows=probe if per_epoch else None)
     reached = time_to_target(fitted.history, meta.target)
-    accuracy = {Metric.VAL_EXACT_MATCH: trial_value(fitted, Metric.VAL_EXACT_MATCH, value_from)}
-    if per_epoch:
-        accuracy[Metric.PROBE_EXACT_MATCH] = trial_value(fitted, Metric.PROBE_EXACT_MATCH, value_from)
+    accuracy: dict[Metric, float | None] = {
+        metric: trial_value(fitted, metric, value_from)
+        for metric in {Metric.VAL_EXACT_MATCH, *(g.metric for g in goals if g.metric.is_accuracy)}
+    }
     cost = {
         "n_parameters": fitted.n_parameters,
         "train_seconds": round(sum(e.train_seconds for e in fitted.history), 4),

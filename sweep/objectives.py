@@ -13,12 +13,15 @@ import enum
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from sweep.records import TrialRecord
+
+if TYPE_CHECKING:  # the CLI reads specs without loading torch
+    from digitsum.train import EpochResult
 
 
 class Name(str, enum.Enum):
@@ -34,13 +37,20 @@ class Name(str, enum.Enum):
 class Metric(Name):
     VAL_EXACT_MATCH = "val_exact_match"
     PROBE_EXACT_MATCH = "probe_exact_match"
+    # over the probe rows whose answer occurs in the training rows (no ceiling from unseen sums)
+    PROBE_IN_RANGE_EXACT_MATCH = "probe_in_range_exact_match"
+    PROBE_IN_RANGE_LONGEST = "probe_in_range_longest"  # the same at the longest probe length alone
     N_PARAMETERS = "n_parameters"
     TRAIN_SECONDS = "train_seconds"
     SECONDS_TO_TARGET = "seconds_to_target"
 
     @property
     def is_accuracy(self) -> bool:
-        return self in (Metric.VAL_EXACT_MATCH, Metric.PROBE_EXACT_MATCH)
+        return self is Metric.VAL_EXACT_MATCH or self.uses_probe
+
+    @property
+    def uses_probe(self) -> bool:
+        return self in (Metric.PROBE_EXACT_MATCH, Metric.PROBE_IN_RANGE_EXACT_MATCH, Metric.PROBE_IN_RANGE_LONGEST)
 
     @property
     def natural_direction(self) -> Direction:
@@ -53,6 +63,26 @@ class Direction(Name):
 
 
 ACCURACY_METRICS = tuple(m.value for m in Metric if m.is_accuracy)
+
+
+def epoch_accuracy(result: EpochResult, metric: Metric) -> float:
+    """An accuracy metric at one epoch; NaN (Optuna fails such a trial) where the probe has no
+    in-range rows to score."""
+    if metric is Metric.VAL_EXACT_MATCH:
+        return result.val_exact_match
+    if metric is Metric.PROBE_EXACT_MATCH:
+        assert result.probe_exact_match is not None, "fit scores the probe every epoch when it is given"
+        return result.probe_exact_match
+    assert result.probe is not None, "fit scores the probe every epoch when it is given"
+    in_range = result.probe.in_range
+    if in_range is None:
+        return math.nan
+    if metric is Metric.PROBE_IN_RANGE_EXACT_MATCH:
+        return in_range.exact_match
+    if metric is Metric.PROBE_IN_RANGE_LONGEST:
+        longest = max(result.probe.by_length)
+        return in_range.by_length.get(longest, math.nan)
+    raise ValueError(f"{metric} is not an accuracy")
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,9 @@ def _summary_row(
         f"median {metric}": _pct(complete.value.median()) if len(complete) else "-",
         "best trial": int(best.number) if best is not None else "-",
         "its probe": _pct(probe) if probe is not None else "-",
+        "its probe, in range": _pct(record.probe_in_range_exact_match)
+        if record is not None and record.probe_in_range_exact_match is not None
+        else "-",
         "its parameters": f"{record.n_parameters or 0:,}" if record is not None else "-",
         "its training s (one run)": f"{train:.1f}" if train is not None else "-",
         "its s to target (one run)": f"{to_target:.1f}" if to_target is not None else "not reached",
@@ -564,21 +567,22 @@ def lengths_section(frame: pd.DataFrame) -> Section:
         trials = complete[complete.group == group].sort_values("value", ascending=False).head(3)
         for rank, row in enumerate(trials.itertuples()):
             record: TrialRecord = row.record
-            by_length = {int(k): v for k, v in record.val_by_length.items()}
-            trained |= set(by_length)
-            by_length.update({int(k): v for k, v in record.probe_by_length.items()})
-            if not by_length:
-                continue
-            lengths = sorted(by_length)
-            fig.add_trace(
-                go.Scatter(
-                    x=lengths,
-                    y=[by_length[n] for n in lengths],
-                    mode="lines+markers",
-                    name=f"{group} #{rank + 1} (trial {row.number})",
-                    line=dict(color=color, dash=["solid", "dash", "dot"][rank]),
+            trained |= {int(k) for k in record.val_by_length}
+            name = f"{group} #{rank + 1} (trial {row.number})"
+            for scored, by_length, dash in _length_curves(record):
+                lengths = sorted(by_length)
+                fig.add_trace(
+                    go.Scatter(
+                        x=lengths,
+                        y=[by_length[n] for n in lengths],
+                        mode="lines+markers",
+                        name=f"{name}, {scored}",
+                        legendgroup=name,
+                        opacity=[1.0, 0.7, 0.45][rank],
+                        marker=dict(symbol=["circle", "square", "diamond"][rank]),
+                        line=dict(color=color, dash=dash),
+                    )
                 )
-            )
     if trained:
         fig.add_vrect(
             x0=min(trained) - 0.5,
@@ -592,9 +596,21 @@ def lengths_section(frame: pd.DataFrame) -> Section:
     return Section(
         "Length generalization",
         "Exact match by input length for the three best trials of each model type: validation rows of the "
-        "lengths trained on (shaded), then the probe of longer inputs that no model saw in training.",
+        "lengths trained on (shaded), then the probe of longer inputs that no model saw in training. Solid: "
+        "all rows; dotted: the in-range rows alone, whose sum occurs in the training rows (every validation "
+        "row is), so a model that writes only answers it was taught is not capped there.",
         [_layout(fig, "Exact match by input length", "input length (digits)", "exact match").update_xaxes(dtick=1)],
     )
+
+
+def _length_curves(record: TrialRecord) -> list[tuple[str, dict[int, float], str]]:
+    """(what is scored, exact match by length, line dash): all rows, and in-range rows where recorded."""
+    val = {int(k): v for k, v in record.val_by_length.items()}
+    curves = [("all rows", {**val, **{int(k): v for k, v in record.probe_by_length.items()}}, "solid")]
+    if record.probe_in_range_by_length:
+        in_range = {int(k): v for k, v in record.probe_in_range_by_length.items()}
+        curves.append(("in range", {**val, **in_range}, "dot"))
+    return [curve for curve in curves if curve[1]]
 
 
 ERROR_TITLE = "Error analysis of the best model"

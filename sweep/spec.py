@@ -102,7 +102,7 @@ class SpecKeys:
     description: str = key("", "one line for reports and the dashboard note")
     metric: str = key(
         "val_exact_match",
-        "the one objective, maximized (or give objectives); probe_exact_match needs data.probe_lengths",
+        "the one objective, maximized (or give objectives); the probe_* metrics need data.probe_lengths",
         one_of(METRICS),
     )
     objectives: list[Any] | None = key(
@@ -540,11 +540,9 @@ def _check_combinations(
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
-    uses_probe = top["metric"] == Metric.PROBE_EXACT_MATCH or any(
-        o.metric is Metric.PROBE_EXACT_MATCH for o in objectives
-    )
-    if uses_probe and not probe.lengths:
-        raise fail("objectives" if objectives else "metric", "probe_exact_match needs data.probe_lengths, e.g. [5]")
+    probe_metric = next((m for m in [Metric(top["metric"]), *(o.metric for o in objectives)] if m.uses_probe), None)
+    if probe_metric is not None and not probe.lengths:
+        raise fail("objectives" if objectives else "metric", f"{probe_metric} needs data.probe_lengths, e.g. [5]")
     per_epoch = not objectives or (
         len(objectives) == 1 and objectives[0].metric.is_accuracy and objectives[0].direction is Direction.MAXIMIZE
     )

@@ -160,7 +160,16 @@ def test_same_seed_same_weights():
 def test_config_to_dict_round_trip():
     config = ModelConfig(model_type="rnn", hidden_size=9, num_layers=2, dropout=0.1, embedding_dim=0)
     values = config.to_dict()
-    assert values == {"model_type": "rnn", "hidden_size": 9, "num_layers": 2, "dropout": 0.1, "embedding_dim": 0}
+    assert values == {
+        "model_type": "rnn",
+        "hidden_size": 9,
+        "num_layers": 2,
+        "dropout": 0.1,
+        "embedding_dim": 0,
+        "nonlinearity": "tanh",
+        "recurrent_init": "default",
+        "forget_bias": 0.0,
+    }
     assert ModelConfig(**values) == config
 
 
@@ -170,3 +179,70 @@ def test_model_config_defaults():
     assert config.hidden_size >= 1 and config.num_layers >= 1 and 0.0 <= config.dropout < 1.0
     model = DigitSumModel(config)
     assert model.config is config
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialization options and state noise
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_stepwise_path_equals_the_cell_without_noise(model_type, num_layers):
+    """The one-step-at-a-time path (used for state noise) computes what torch's cell computes."""
+    from digitsum.model import _noisy_steps
+
+    model = make(model_type, num_layers=num_layers, embedding_dim=4)
+    inputs = model.embedding(tokens(batch=3, steps=6, seed=2))
+    expected, expected_state = model.rnn(inputs)
+    outputs, state = _noisy_steps(model.rnn, inputs, None, 0.0)
+    torch.testing.assert_close(outputs, expected)
+    for a, b in zip(state_shapes(state), state_shapes(expected_state), strict=True):
+        assert a == b
+    torch.testing.assert_close(
+        torch.cat(list(state) if isinstance(state, tuple) else [state]).flatten(),
+        torch.cat(list(expected_state) if isinstance(expected_state, tuple) else [expected_state]).flatten(),
+    )
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_state_noise_only_in_training(model_type):
+    model = make(model_type)
+    seq = tokens(batch=4, steps=5, seed=3)
+    model.train()
+    clean, _ = model.hidden(seq)
+    noisy, _ = model.hidden(seq, state_noise=0.1)
+    assert not torch.allclose(clean, noisy)
+    model.eval()
+    torch.testing.assert_close(model.hidden(seq, state_noise=0.1)[0], model.hidden(seq)[0])
+
+
+def test_identity_init_makes_an_irnn_an_accumulator():
+    model = make("rnn", nonlinearity="relu", recurrent_init="identity", embedding_dim=4)
+    assert torch.equal(model.rnn.weight_hh_l0, torch.eye(8))
+    assert not model.rnn.bias_hh_l0.any() and not model.rnn.bias_ih_l0.any()
+    # h_t = relu(h_{t-1} + W x_t): with non-negative increments the state is their running sum
+    with torch.no_grad():
+        model.rnn.weight_ih_l0.abs_()
+        model.embedding.weight.abs_()
+    seq = tokens(batch=2, steps=5, seed=4)
+    outputs, _ = model.hidden(seq)
+    increments = model.embedding(seq) @ model.rnn.weight_ih_l0.T
+    torch.testing.assert_close(outputs, increments.cumsum(1))
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru"])
+def test_forget_bias_and_orthogonal_init(model_type):
+    plain, biased = make(model_type), make(model_type, forget_bias=2.0, recurrent_init="orthogonal")
+    size = 8
+    shift = biased.rnn.bias_hh_l0 - plain.rnn.bias_hh_l0
+    assert torch.allclose(shift[size : 2 * size], torch.full((size,), 2.0))  # the forget (LSTM) / update (GRU) gate
+    assert not shift[:size].any() and not shift[2 * size :].any()
+    for block in biased.rnn.weight_hh_l0.detach().split(size):
+        torch.testing.assert_close(block @ block.T, torch.eye(size), atol=1e-5, rtol=0)
+
+
+def test_relu_is_for_the_plain_rnn_only():
+    from digitsum.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.nonlinearity=relu applies to model.model_type=rnn only"):
+        make("gru", nonlinearity="relu")

@@ -113,6 +113,28 @@ def test_probe_metric_is_the_value(tmp_path):
     assert study.user_attrs["metric"] == "probe_exact_match"
 
 
+@pytest.mark.parametrize(
+    ("metric", "recorded"),
+    [
+        ("probe_in_range_exact_match", lambda a: a["probe_in_range_exact_match"]),
+        ("probe_in_range_longest", lambda a: a["probe_in_range_by_length"]["4"]),
+    ],
+)
+def test_in_range_probe_metrics_are_the_value(tmp_path, metric, recorded):
+    spec = spec_dict(
+        n_trials=2,
+        metric=metric,
+        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3, 4], "probe_sample": 300},
+    )
+    study = run_spec(tmp_path, spec)
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        # the probe rows whose sum occurs in training (0-18 for lengths 1-2), re-measured after training
+        assert trial.value == pytest.approx(recorded(trial.user_attrs))
+        assert trial.intermediate_values[trial.user_attrs["best_epoch"]] == trial.value
+    assert study.user_attrs["metric"] == metric
+
+
 def _fit_result(values: list[float], best_epoch: int) -> FitResult:
     history = [EpochResult(i + 1, 1.0, 1.0, v, 0.1, 0.01, probe_exact_match=v / 2) for i, v in enumerate(values)]
     return FitResult(DigitSumModel.__new__(DigitSumModel), history, best_epoch, values[best_epoch - 1], 10)

@@ -354,6 +354,11 @@ MISTAKES = {
         "unconditional",
     ),
     "probe metric without probe_lengths": (dict(metric="probe_exact_match"), "metric", "probe_lengths"),
+    "in-range probe metric without probe_lengths": (
+        dict(objectives=[{"metric": "probe_in_range_longest"}, {"metric": "n_parameters"}]),
+        "objectives",
+        "probe_in_range_longest needs data.probe_lengths",
+    ),
     "unknown metric": (dict(metric="accuracy"), "metric", "val_exact_match"),
     "unknown value": (dict(value="mean"), "value", "best, last"),
     "val_fraction 0": (dict(data={"lengths": [1, 2], "val_fraction": 0}), "data.val_fraction", "between 0 and 1"),

@@ -364,3 +364,38 @@ def test_train_run_writes_config_history_and_best(tiny_config, tmp_path):
     assert len(train) + len(val) == 110
     again = fit(config, train, val)
     assert comparable(again.history) == comparable(result.history)
+
+
+# ---------------------------------------------------------------------------------------------
+# Curriculum and state noise
+
+
+def test_curriculum_grows_the_lengths(tiny_config):
+    from digitsum.train import curriculum_length
+
+    rows = make_rows([1, 2, 3, 4])
+    config = tiny_config(lengths="1-4", n_epochs=40, curriculum=0.4)
+    data = encode(rows)
+    stages = [curriculum_length(data, epoch, config.train) for epoch in range(1, 41)]
+    assert stages == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4 + [None] * 24
+    assert {curriculum_length(data, e, with_train(config, curriculum=0.0).train) for e in range(1, 41)} == {None}
+
+
+def test_curriculum_batches_hold_only_the_stage_lengths(tiny_config):
+    from digitsum.data import epoch_batches
+
+    data = encode(make_rows([1, 2, 3]))
+    for balance in (False, True):
+        index = torch.cat(epoch_batches(data, 16, torch.Generator().manual_seed(0), balance, 0.0, max_length=2))
+        assert len(index) == 110 and int(data.input_lengths[index].max()) == 2
+        if not balance:
+            assert sorted(index.tolist()) == list(range(110))  # a permutation of the rows up to length 2
+
+
+def test_fit_with_curriculum_and_state_noise_is_seeded(tiny_config, tiny_rows):
+    config = tiny_config(curriculum=0.5, state_noise=0.05)
+    train, val = split(config, tiny_rows)
+    first, second = fit(config, train, val), fit(config, train, val)
+    assert comparable(first.history) == comparable(second.history)
+    assert comparable(first.history) != comparable(fit(with_train(config, state_noise=0.0), train, val).history)
+    assert all(math.isfinite(e.train_loss) for e in first.history)
