@@ -53,6 +53,10 @@ def main() -> None:
     )
     run("sweep: trials per minute, 1 vs 2 workers, overhead", [sys.executable, str(HERE / "bench_sweep.py"), *quick])
     run(
+        "recipe: one training run of each length-generalization recipe",
+        [sys.executable, str(HERE / "bench_recipe.py"), *quick],
+    )
+    run(
         "scale: cost per trial over 10,000 trials (SQLite) and 2,000 on 8 workers (PostgreSQL), ours vs bare Optuna",
         [sys.executable, str(HERE / "bench_scale.py"), *quick],
     )

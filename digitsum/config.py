@@ -32,7 +32,7 @@ from digitsum.keys import (
 )
 from digitsum.lengths import lengths_text, parse_lengths
 
-MODEL_TYPES = ("rnn", "lstm", "gru")
+MODEL_TYPES = ("rnn", "lstm", "gru", "lrnn")
 NONLINEARITIES = ("tanh", "relu")
 RECURRENT_INITS = ("default", "orthogonal", "identity")
 LR_SCHEDULES = ("constant", "cosine")
@@ -53,12 +53,19 @@ _NAME = Rule(lambda v: bool(re.fullmatch(r"[\w.-]+", v)), "letters, digits, '.',
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model_type: str = key("lstm", "the recurrent cell", one_of(MODEL_TYPES))
+    model_type: str = key(
+        "lstm",
+        "the recurrent cell; lrnn: a linear RNN, one learned matrix per input (digitsum.lrnn)",
+        one_of(MODEL_TYPES),
+    )
     hidden_size: int = key(128, "units per recurrent layer", at_least(1))
     num_layers: int = key(1, "stacked recurrent layers", at_least(1))
     dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
     embedding_dim: int = key(
         16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", at_least(0, note=" (0: one-hot input)")
+    )
+    head_size: int = key(
+        0, "units of a ReLU layer between the recurrent outputs and the logits; 0: a linear head", at_least(0)
     )
     nonlinearity: str = key(
         "tanh",

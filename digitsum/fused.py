@@ -103,6 +103,7 @@ def applies(model: DigitSumModel, device: torch.device, sum_state_weight: float 
         and config.model_type in FUSED_TYPES
         and config.num_layers == 1
         and config.dropout == 0.0
+        and config.head_size == 0
         and sum_state_weight == 0.0
         and all(p.dtype == torch.float32 for p in model.parameters())
     )
@@ -112,15 +113,10 @@ class FusedStep:
     """Loss and (clipped) gradients of one batch in one call, written to each parameter's .grad."""
 
     def __init__(self, model: DigitSumModel):
-        rnn = model.rnn
-        self.parameters = [
-            rnn.weight_ih_l0,
-            rnn.weight_hh_l0,
-            rnn.bias_ih_l0,
-            rnn.bias_hh_l0,
-            model.head.weight,
-            model.head.bias,
-        ]
+        rnn, head = model.rnn, model.head
+        assert isinstance(rnn, torch.nn.RNNBase) and isinstance(head, torch.nn.Linear), "applies() checked"
+        names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        self.parameters: list[torch.Tensor] = [*(rnn.get_parameter(n) for n in names), head.weight, head.bias]
         self.op = getattr(torch.ops.digitsum, f"{model.config.model_type}_train_step")
         self.embedding = model.embedding.weight if model.embedding is not None else None
         if self.embedding is not None:

@@ -1,4 +1,4 @@
-"""DigitSumModel: a token embedding (or one-hot input), a recurrent stack and a linear head."""
+"""DigitSumModel: a token embedding (or one-hot input), a recurrent stack and a read-out head."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
 from digitsum.errors import ConfigError
+from digitsum.lrnn import LinearRNN
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -21,27 +22,33 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 class DigitSumModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.model_type not in _CELLS:
+        if config.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {config.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-        if config.nonlinearity != "tanh" and config.model_type != "rnn":
-            raise ConfigError(
-                f"model.nonlinearity={config.nonlinearity} applies to model.model_type=rnn only; "
-                f"leave it at tanh for {config.model_type}"
-            )
+        _check(config)
         self.config = config
         self.embedding = nn.Embedding(N_INPUT_TOKENS, config.embedding_dim) if config.embedding_dim else None
-        extra = {"nonlinearity": config.nonlinearity} if config.model_type == "rnn" else {}
-        self.rnn = _CELLS[config.model_type](
-            input_size=config.embedding_dim or N_INPUT_TOKENS,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
-            **extra,
-        )
+        input_size = config.embedding_dim or N_INPUT_TOKENS
+        self.rnn: nn.Module
+        if config.model_type == "lrnn":
+            self.rnn = LinearRNN(input_size, config.hidden_size)
+        else:
+            extra = {"nonlinearity": config.nonlinearity} if config.model_type == "rnn" else {}
+            cell: nn.RNNBase = _CELLS[config.model_type](
+                input_size=input_size,
+                hidden_size=config.hidden_size,
+                num_layers=config.num_layers,
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+                batch_first=True,
+                **extra,
+            )
+            _initialize(cell, config)
+            self.rnn = cell
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size, N_OUTPUT_TOKENS)
-        _initialize(self.rnn, config)
+        self.head: nn.Module = nn.Linear(config.hidden_size, N_OUTPUT_TOKENS)
+        if config.head_size:
+            self.head = nn.Sequential(
+                nn.Linear(config.hidden_size, config.head_size), nn.ReLU(), nn.Linear(config.head_size, N_OUTPUT_TOKENS)
+            )
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens [B, T] -> logits [B, T, N_OUTPUT_TOKENS] and the recurrent state after T steps."""
@@ -57,9 +64,30 @@ class DigitSumModel(nn.Module):
         state after every step, so the cell learns transitions that hold near its states, not only on
         them; that needs the steps one at a time (`_noisy_steps`)."""
         inputs = self.embedding(tokens) if self.embedding is not None else F.one_hot(tokens, N_INPUT_TOKENS).float()
-        if state_noise > 0 and self.training:
-            return _noisy_steps(self.rnn, inputs, state, state_noise)
+        noise = state_noise if self.training else 0.0
+        if isinstance(self.rnn, LinearRNN):
+            assert state is None or isinstance(state, torch.Tensor), "an lrnn's state is one tensor"
+            return self.rnn(inputs, state, noise)
+        if noise > 0:
+            assert isinstance(self.rnn, nn.RNNBase)
+            return _noisy_steps(self.rnn, inputs, state, noise)
         return self.rnn(inputs, state)
+
+
+def _check(config: ModelConfig) -> None:
+    """Keys that do not apply to this model type: one clear line instead of a silent no-op."""
+    if config.nonlinearity != "tanh" and config.model_type != "rnn":
+        raise ConfigError(
+            f"model.nonlinearity={config.nonlinearity} applies to model.model_type=rnn only; "
+            f"leave it at tanh for {config.model_type}"
+        )
+    if config.model_type == "lrnn":
+        if config.head_size == 0:
+            raise ConfigError("model.model_type=lrnn is linear up to its head: give it model.head_size > 0, e.g. 128")
+        if config.num_layers != 1:
+            raise ConfigError(
+                "model.model_type=lrnn has one layer (stacked linear maps are one); use model.num_layers=1"
+            )
 
 
 def _initialize(rnn: nn.RNNBase, config: ModelConfig) -> None:

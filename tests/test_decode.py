@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import needed_by
 
 from digitsum import decode
 from digitsum.config import MODEL_TYPES, ModelConfig
@@ -26,12 +27,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_model(model_type: str, seed: int = 0, num_layers: int = 1, eoa_bias: float = 0.0, **kwargs) -> DigitSumModel:
     torch.manual_seed(seed)
+    if model_type == "lrnn" and num_layers > 1:
+        pytest.skip("an lrnn has one layer")
     model = DigitSumModel(
-        ModelConfig(model_type=model_type, hidden_size=16, embedding_dim=8, num_layers=num_layers, **kwargs)
+        ModelConfig(
+            model_type=model_type,
+            hidden_size=16,
+            embedding_dim=8,
+            num_layers=num_layers,
+            **{**needed_by(model_type), **kwargs},
+        )
     )
+    logits = model.head[-1] if isinstance(model.head, torch.nn.Sequential) else model.head
     with torch.no_grad():
-        model.head.weight.mul_(6.0)  # sharper, more varied argmax than a fresh init
-        model.head.bias[EOA] += eoa_bias
+        logits.weight.mul_(6.0)  # sharper, more varied argmax than a fresh init
+        logits.bias[EOA] += eoa_bias
     return model
 
 

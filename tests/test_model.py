@@ -6,12 +6,15 @@ import warnings
 
 import pytest
 import torch
+from conftest import needed_by
 
 from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import EOS, N_INPUT_TOKENS, N_OUTPUT_TOKENS, PAD
+from digitsum.lrnn import LinearRNN
 from digitsum.model import DigitSumModel, count_parameters
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+TORCH_CELLS = tuple(GATES)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -21,8 +24,10 @@ def tokens(batch: int = 3, steps: int = 5, seed: int = 0) -> torch.Tensor:
 
 
 def make(model_type: str = "gru", **kwargs) -> DigitSumModel:
+    if model_type == "lrnn" and kwargs.get("num_layers", 1) > 1:
+        pytest.skip("an lrnn has one layer")
     torch.manual_seed(0)
-    return DigitSumModel(ModelConfig(model_type=model_type, **{"hidden_size": 8, **kwargs}))
+    return DigitSumModel(ModelConfig(model_type=model_type, **{"hidden_size": 8, **needed_by(model_type), **kwargs}))
 
 
 def state_shapes(state) -> list[tuple[int, ...]]:
@@ -43,7 +48,7 @@ def test_output_and_state_shapes(model_type, num_layers):
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_cell_type(model_type):
-    expected = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[model_type]
+    expected = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "lrnn": LinearRNN}[model_type]
     assert type(make(model_type).rnn) is expected
 
 
@@ -141,9 +146,14 @@ def test_unknown_model_type(model_type):
 def test_count_parameters(model_type, embedding_dim, num_layers):
     hidden = 10
     model = make(model_type, hidden_size=hidden, embedding_dim=embedding_dim, num_layers=num_layers)
-    gates = GATES[model_type]
     expected = N_INPUT_TOKENS * embedding_dim
     size_in = embedding_dim or N_INPUT_TOKENS
+    if model_type == "lrnn":  # a hidden x hidden matrix and a shift per input feature; a 16-unit head
+        expected += size_in * hidden * hidden + size_in * hidden + hidden
+        expected += hidden * 16 + 16 + 16 * N_OUTPUT_TOKENS + N_OUTPUT_TOKENS
+        assert count_parameters(model) == expected
+        return
+    gates = GATES[model_type]
     for _ in range(num_layers):
         expected += gates * (size_in * hidden + hidden * hidden + 2 * hidden)
         size_in = hidden
@@ -166,6 +176,7 @@ def test_config_to_dict_round_trip():
         "num_layers": 2,
         "dropout": 0.1,
         "embedding_dim": 0,
+        "head_size": 0,
         "nonlinearity": "tanh",
         "recurrent_init": "default",
         "forget_bias": 0.0,
@@ -185,7 +196,7 @@ def test_model_config_defaults():
 # Initialization options and state noise
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", TORCH_CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_stepwise_path_equals_the_cell_without_noise(model_type, num_layers):
     """The one-step-at-a-time path (used for state noise) computes what torch's cell computes."""
@@ -246,3 +257,42 @@ def test_relu_is_for_the_plain_rnn_only():
 
     with pytest.raises(ConfigError, match="model.nonlinearity=relu applies to model.model_type=rnn only"):
         make("gru", nonlinearity="relu")
+
+
+# ---------------------------------------------------------------------------------------------
+# lrnn: the linear RNN
+
+
+def test_lrnn_starts_as_an_accumulator_of_its_shifts():
+    model = make("lrnn", embedding_dim=4)
+    seq = tokens(batch=3, steps=6, seed=5)
+    outputs, state = model.hidden(seq)
+    shifts = model.rnn.shift(model.embedding(seq))
+    torch.testing.assert_close(outputs, shifts.cumsum(1))  # every transition is the identity at first
+    torch.testing.assert_close(state[0], outputs[:, -1])
+
+
+def test_lrnn_step_is_affine_in_the_state():
+    """What makes its transitions carry over to states it never trained on: for a fixed input, the
+    new state is an affine function of the old one."""
+    model = make("lrnn", embedding_dim=4)
+    with torch.no_grad():
+        model.rnn.transition.normal_(std=0.3)
+    token = tokens(batch=2, steps=1, seed=6)
+    h1, h2 = torch.randn(1, 2, 8), torch.randn(1, 2, 8)
+    step = lambda h: model.hidden(token, h)[1]  # noqa: E731
+    torch.testing.assert_close(step(0.3 * h1 + 0.7 * h2), 0.3 * step(h1) + 0.7 * step(h2))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"head_size": 0}, "give it model.head_size > 0"),
+        ({"num_layers": 2}, "use model.num_layers=1"),
+    ],
+)
+def test_lrnn_config_errors(values, message):
+    from digitsum.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        DigitSumModel(ModelConfig(model_type="lrnn", **{"head_size": 8, **values}))

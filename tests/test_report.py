@@ -231,6 +231,18 @@ def test_summary_shows_size_speed_and_probe_of_the_best_trials(study, rendered):
         assert cells["its training s (one run)"] == f"{best.user_attrs['train_seconds']:.1f}"
 
 
+def test_length_figure_shows_all_rows_and_in_range_rows(study, rendered):
+    """Each plotted trial has an all-rows curve and an in-range curve (the probe's sums 0-18 occur in
+    training on lengths 1-2)."""
+    figure = next(p for p in rendered.plots if p["title"] == "Exact match by input length")
+    names = [n for n in figure["traces"] if n]
+    plotted = {n.rsplit(", ", 1)[0] for n in names}
+    assert plotted and names == [
+        f"{p}, {what}" for p in sorted(plotted, key=names.index) for what in ("all rows", "in range")
+    ]
+    assert {p.split(" #")[0] for p in plotted} <= set(MODEL_TYPES)
+
+
 def test_error_analysis_decodes_the_best_checkpoint(report, rendered):
     intro = rendered.intros[ERROR_SECTION]
     assert "decoded on its validation rows and on the probe" in intro, intro
