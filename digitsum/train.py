@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import LR_SCHEDULES, Config, ModelConfig, TrainConfig
+from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, TrainConfig
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
@@ -323,7 +323,7 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds")
 
 
-def warm_up(model_types: tuple[str, ...] = ("rnn", "lstm", "gru"), num_threads: int = 0) -> None:
+def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) -> None:
     """Pay a process's one-off costs before any timed training: one tiny epoch per model type loads
     the fused kernel and its scratch buffers, torch.optim's imports and each cell's first-call set-up,
     so that no trial's training seconds include them."""
@@ -332,7 +332,9 @@ def warm_up(model_types: tuple[str, ...] = ("rnn", "lstm", "gru"), num_threads: 
     rows = make_rows([1, 2])
     for model_type in model_types:
         config = Config(
-            ModelConfig(model_type=model_type, hidden_size=8, embedding_dim=4),
+            ModelConfig(
+                model_type=model_type, hidden_size=8, embedding_dim=4, head_size=8 if model_type == "lrnn" else 0
+            ),
             TrainConfig(lengths="1-2", n_epochs=1, batch_size=32, device="cpu", num_threads=num_threads),
         )
         fit(config, *split_rows(rows, config.train))

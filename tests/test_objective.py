@@ -309,3 +309,17 @@ def test_rerun_of_a_foreign_study(tmp_path):
     study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}))
     with pytest.raises(UsageError, match="not made by `sweep run`"):
         rerun(study, 0)
+
+
+def test_in_range_probe_as_one_of_several_objectives(tmp_path):
+    spec = spec_dict(
+        n_trials=2,
+        objectives=[{"metric": "probe_in_range_longest"}, {"metric": "n_parameters"}],
+        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3, 4], "probe_sample": 300},
+    )
+    study = run_spec(tmp_path, spec)
+    assert study.metric_names == ["probe_in_range_longest", "n_parameters"]
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.values[0] == pytest.approx(trial.user_attrs["probe_in_range_by_length"]["4"])
+        assert trial.values[1] == trial.user_attrs["n_parameters"]

@@ -399,3 +399,9 @@ def test_fit_with_curriculum_and_state_noise_is_seeded(tiny_config, tiny_rows):
     assert comparable(first.history) == comparable(second.history)
     assert comparable(first.history) != comparable(fit(with_train(config, state_noise=0.0), train, val).history)
     assert all(math.isfinite(e.train_loss) for e in first.history)
+
+
+def test_warm_up_builds_every_model_type():
+    from digitsum.train import warm_up
+
+    warm_up(num_threads=1)  # the defaults of every type it needs (an lrnn's head) come from warm_up itself
