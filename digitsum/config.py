@@ -123,7 +123,7 @@ class TrainConfig:
     sum_state_weight: float = key(
         0.0,
         "pull the hidden states of equal running sums together (length generalization)",
-        at_least(0, "a number", " (0: off; 1 helped length generalization)"),
+        at_least(0, "a number", " (0: off; 1-5 helped length generalization)"),
     )
     state_noise: float = key(
         0.0,
