@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError
 from digitsum.files import atomic_path
+from digitsum.lengths import parse_lengths
 from sweep.objectives import ACCURACY_METRICS
 from sweep.records import StudyMeta, TrialRecord, model_type
 from sweep.storage import read_trials
@@ -56,6 +57,7 @@ def trials_frame(studies: list[optuna.Study], loaded: dict[str, list[FrozenTrial
     loaded = loaded or read_all(studies)
     for study in studies:
         several_objectives = len(study.directions) > 1
+        base_train = (StudyMeta.read(study).base_config or {}).get("train", {})
         for t in loaded[study.study_name]:
             record = TrialRecord.read(t)
             if record.surplus:
@@ -76,12 +78,21 @@ def trials_frame(studies: list[optuna.Study], loaded: dict[str, list[FrozenTrial
                     "last_value": curve[max(curve)] if curve else None,
                     "curve": curve,
                     "params": t.params,
+                    "trained_lengths": _trained_lengths(base_train, t.params),
                     "record": record,
                     "start": t.datetime_start,
                     "complete": t.datetime_complete,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _trained_lengths(base_train: dict[str, Any], params: dict[str, Any]) -> tuple[int, ...]:
+    """The input lengths a trial generated its training rows from; () for a CSV dataset."""
+    if params.get("train.dataset_path", base_train.get("dataset_path")):
+        return ()
+    lengths = params.get("train.lengths", base_train.get("lengths"))
+    return tuple(parse_lengths(str(lengths))) if lengths else ()
 
 
 def group_colors(frame: pd.DataFrame) -> dict[str, str]:
@@ -567,7 +578,9 @@ def lengths_section(frame: pd.DataFrame) -> Section:
         trials = complete[complete.group == group].sort_values("value", ascending=False).head(3)
         for rank, row in enumerate(trials.itertuples()):
             record: TrialRecord = row.record
-            trained |= {int(k) for k in record.val_by_length}
+            # the config's lengths too: a length can have no validation row (the ten 1-digit strings,
+            # one per sum, all kept for training)
+            trained |= {int(k) for k in record.val_by_length} | set(row.trained_lengths)
             name = f"{group} #{rank + 1} (trial {row.number})"
             for scored, by_length, dash in _length_curves(record):
                 lengths = sorted(by_length)

@@ -241,6 +241,16 @@ def test_length_figure_shows_all_rows_and_in_range_rows(study, rendered):
     assert {p.split(" #")[0] for p in plotted} <= set(MODEL_TYPES)
 
 
+def test_length_figure_shades_every_training_length(study):
+    """Lengths 1-2: the one-digit strings have no validation row (each sum is one string, kept for
+    training), and the shading still starts at length 1."""
+    from sweep.report import lengths_section, trials_frame
+
+    figure = lengths_section(trials_frame([optuna.load_study(study_name=STUDY, storage=study.url)])).figures[0]
+    shade = figure.layout.shapes[0]
+    assert (shade.x0, shade.x1) == (0.5, 2.5)
+
+
 def test_error_analysis_decodes_the_best_checkpoint(report, rendered):
     intro = rendered.intros[ERROR_SECTION]
     assert "decoded on its validation rows and on the probe" in intro, intro
