@@ -128,12 +128,12 @@ class TrainConfig:
     state_noise: float = key(
         0.0,
         "std of Gaussian noise added to the recurrent state at every training step; 0: off",
-        at_least(0, "a number", " (0: off)"),
+        within(0, 10, note=" (0: off; 0.01-0.05 were tried)"),
     )
     curriculum: float = key(
         0.0,
         "share of the epochs over which training grows from the shortest input length to all of them; 0: off",
-        within(0, 1, note=" (0: off, 0.3: all lengths from 30% of the epochs on)"),
+        within(0, 1, note=" (0: off; 0.3: one more length every 30%/L of the epochs, for L lengths)"),
     )
     fused: bool = key(
         True,
@@ -281,10 +281,28 @@ def apply(config: Config, values: dict[str, Any]) -> Config:
         converted = check_value(name, value)
         section, field_name = name.split(".", 1)
         sections[section][field_name] = converted
-    return Config(
-        model=dataclasses.replace(config.model, **sections["model"]),
-        train=dataclasses.replace(config.train, **sections["train"]),
-    )
+    model = dataclasses.replace(config.model, **sections["model"])
+    check_model(model)
+    return Config(model=model, train=dataclasses.replace(config.train, **sections["train"]))
+
+
+def check_model(model: ModelConfig) -> None:
+    """Keys that do not apply to this model type: one clear line instead of a silent no-op."""
+    kind = model.model_type
+    if model.nonlinearity != "tanh" and kind != "rnn":
+        raise ConfigError(f"model.nonlinearity={model.nonlinearity} applies to model.model_type=rnn only")
+    if model.forget_bias and kind not in ("lstm", "gru"):
+        raise ConfigError(f"model.forget_bias applies to model.model_type=lstm or gru, not {kind}; leave it at 0")
+    if kind != "lrnn":
+        return
+    if model.head_size == 0:
+        raise ConfigError("model.model_type=lrnn is linear up to its head: give it model.head_size > 0, e.g. 128")
+    if model.num_layers != 1:
+        raise ConfigError("model.model_type=lrnn has one layer (stacked linear maps are one); use model.num_layers=1")
+    if model.recurrent_init != "default":
+        raise ConfigError(
+            "model.recurrent_init applies to rnn, lstm and gru; an lrnn's transitions start as the identity"
+        )
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

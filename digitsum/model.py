@@ -9,9 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from digitsum.config import MODEL_TYPES, ModelConfig
+from digitsum.config import MODEL_TYPES, ModelConfig, check_model
 from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
-from digitsum.errors import ConfigError
 from digitsum.lrnn import LinearRNN
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -24,7 +23,7 @@ class DigitSumModel(nn.Module):
         super().__init__()
         if config.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {config.model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-        _check(config)
+        check_model(config)  # also checked when a config is read; a ModelConfig can be built directly
         self.config = config
         self.embedding = nn.Embedding(N_INPUT_TOKENS, config.embedding_dim) if config.embedding_dim else None
         input_size = config.embedding_dim or N_INPUT_TOKENS
@@ -72,22 +71,6 @@ class DigitSumModel(nn.Module):
             assert isinstance(self.rnn, nn.RNNBase)
             return _noisy_steps(self.rnn, inputs, state, noise)
         return self.rnn(inputs, state)
-
-
-def _check(config: ModelConfig) -> None:
-    """Keys that do not apply to this model type: one clear line instead of a silent no-op."""
-    if config.nonlinearity != "tanh" and config.model_type != "rnn":
-        raise ConfigError(
-            f"model.nonlinearity={config.nonlinearity} applies to model.model_type=rnn only; "
-            f"leave it at tanh for {config.model_type}"
-        )
-    if config.model_type == "lrnn":
-        if config.head_size == 0:
-            raise ConfigError("model.model_type=lrnn is linear up to its head: give it model.head_size > 0, e.g. 128")
-        if config.num_layers != 1:
-            raise ConfigError(
-                "model.model_type=lrnn has one layer (stacked linear maps are one); use model.num_layers=1"
-            )
 
 
 def _initialize(rnn: nn.RNNBase, config: ModelConfig) -> None:

@@ -195,7 +195,7 @@ def curriculum_length(data: Encoded, epoch: int, tc: TrainConfig) -> int | None:
 
     ``train.curriculum`` c spreads the lengths over the first c of the epochs: with lengths 1-4,
     40 epochs and c = 0.4, epochs 1-4 train on length 1, 5-8 on lengths 1-2, ..., and 13-40 on all."""
-    ramp = round(tc.curriculum * tc.n_epochs)
+    ramp = math.ceil(round(tc.curriculum * tc.n_epochs, 6))  # any curriculum > 0 lasts an epoch at least
     if ramp == 0 or epoch > ramp:
         return None
     lengths = torch.unique(data.input_lengths).tolist()

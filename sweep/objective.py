@@ -41,7 +41,7 @@ def make_objective(
     One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
     goes to the artifact store at `artifacts` when ``keep`` says so (None: always)."""
     probe = probe_rows(spec.probe)
-    per_epoch_probe = any(goal.metric.uses_probe for goal in spec.goals)
+    per_epoch_probe = any(metric.uses_probe for metric in spec.measured)
     store = open_store(artifacts, create=True)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -89,7 +89,7 @@ def _objective_values(
     trial (Optuna's set_constraint)."""
     accuracies: dict[Metric, float | None] = {
         metric: trial_value(fitted, metric, spec.value_from)
-        for metric in {Metric.VAL_EXACT_MATCH, *(g.metric for g in spec.goals if g.metric.is_accuracy)}
+        for metric in {Metric.VAL_EXACT_MATCH, *(m for m in spec.measured if m.is_accuracy)}
     }
     values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
     violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]

@@ -30,8 +30,8 @@ from sweep.objectives import ACCURACY_METRICS
 from sweep.records import StudyMeta, TrialRecord, model_type
 from sweep.storage import read_trials
 
-COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
-EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "lrnn": "#ff7f0e"}
+EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 FEW_TRIALS = 10  # fewer completed trials than this, and importances get a caveat
 MAX_CURVES = 400  # learning curves drawn; more only slow the browser down
 

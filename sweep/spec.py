@@ -348,6 +348,11 @@ class StudySpec:
         return self.objectives or (Objective(self.metric, Direction.MAXIMIZE),)
 
     @property
+    def measured(self) -> tuple[Metric, ...]:
+        """Every metric a trial must measure: its objectives' and its constraints'."""
+        return tuple(dict.fromkeys([*(g.metric for g in self.goals), *(c.metric for c in self.constraints)]))
+
+    @property
     def reports_per_epoch(self) -> bool:
         """One accuracy objective, maximized: Optuna's pruners see its curve via trial.report."""
         goal = self.goals[0]
@@ -494,6 +499,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     objectives = _parse_objectives(raw, fail)
     constraints = _parse_constraints(raw.get("constraints"), fail)
     balance = _check_combinations(top, space, sampler, probe, objectives, pruner, fail)
+    _check_probe_metrics(top, probe, objectives, constraints, fail)
     spec = StudySpec(
         name=top["name"].strip(),
         path=source,
@@ -526,6 +532,26 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
+def _check_probe_metrics(
+    top: dict[str, Any],
+    probe: Probe,
+    objectives: tuple[Objective, ...],
+    constraints: tuple[Constraint, ...],
+    fail: Callable[[str, str], SpecError],
+) -> None:
+    """A probe metric (as the metric, an objective or a constraint) needs probe lengths to score."""
+    if probe.lengths:
+        return
+    named = [
+        ("objectives" if objectives else "metric", o.metric)
+        for o in objectives or (Objective(Metric(top["metric"]), Direction.MAXIMIZE),)
+    ]
+    named += [(f"constraints.{c.metric}", c.metric) for c in constraints]
+    where, metric = next(((w, m) for w, m in named if m.uses_probe), (None, None))
+    if metric is not None:
+        raise fail(str(where), f"{metric} needs data.probe_lengths, e.g. [5]")
+
+
 def _check_combinations(
     top: dict[str, Any],
     space: tuple[Param, ...],
@@ -540,9 +566,6 @@ def _check_combinations(
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
-    probe_metric = next((m for m in [Metric(top["metric"]), *(o.metric for o in objectives)] if m.uses_probe), None)
-    if probe_metric is not None and not probe.lengths:
-        raise fail("objectives" if objectives else "metric", f"{probe_metric} needs data.probe_lengths, e.g. [5]")
     per_epoch = not objectives or (
         len(objectives) == 1 and objectives[0].metric.is_accuracy and objectives[0].direction is Direction.MAXIMIZE
     )

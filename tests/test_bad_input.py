@@ -72,6 +72,11 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         "train: wrong type": (["train", "train.n_epochs=abc"], "train.n_epochs"),
         "train: negative learning rate": (["train", "train.learning_rate=-1"], "train.learning_rate"),
         "train: hidden size 0": (["train", "model.hidden_size=0"], "model.hidden_size"),
+        "train: lrnn without a head": (["train", "model.model_type=lrnn"], "give it model.head_size > 0"),
+        "train: forget bias on an rnn": (
+            ["train", "model.model_type=rnn", "model.forget_bias=1"],
+            "model.forget_bias applies to model.model_type=lstm or gru",
+        ),
         "train: split fraction 1.5": (["train", "train.train_split_fraction=1.5"], "train.train_split_fraction"),
         "train: missing dataset": (["train", f"train.dataset_path={folder / 'nope.csv'}"], "no such file"),
         "evaluate: malformed CSV": (["evaluate", checkpoint, csv["malformed"]], "malformed.csv:2"),

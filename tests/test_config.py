@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 
@@ -364,3 +365,18 @@ def test_infinite_values():
     with pytest.raises(ConfigError):
         check_value("train.learning_rate", "inf")
     assert math.isinf(check_value("train.grad_clip", "inf"))  # no clipping in effect
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model.model_type": "lrnn"}, "give it model.head_size > 0"),
+        ({"model.model_type": "lrnn", "model.head_size": 8, "model.num_layers": 2}, "use model.num_layers=1"),
+        ({"model.model_type": "lrnn", "model.head_size": 8, "model.recurrent_init": "identity"}, "recurrent_init"),
+        ({"model.model_type": "gru", "model.nonlinearity": "relu"}, "model.nonlinearity=relu applies to"),
+        ({"model.model_type": "rnn", "model.forget_bias": 1}, "model.forget_bias applies to"),
+    ],
+)
+def test_keys_that_do_not_apply_to_the_model_type_are_refused(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(values)

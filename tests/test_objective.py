@@ -323,3 +323,16 @@ def test_in_range_probe_as_one_of_several_objectives(tmp_path):
         assert trial.state == TrialState.COMPLETE
         assert trial.values[0] == pytest.approx(trial.user_attrs["probe_in_range_by_length"]["4"])
         assert trial.values[1] == trial.user_attrs["n_parameters"]
+
+
+def test_a_probe_metric_as_a_constraint_only(tmp_path):
+    """Neither the metric nor an objective: the probe is still scored, and the bound set on the trial."""
+    spec = spec_dict(
+        n_trials=1,
+        constraints={"probe_in_range_exact_match": {"min": 0.0}},
+        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3], "probe_sample": 200},
+    )
+    (trial,) = run_spec(tmp_path, spec).trials
+    assert trial.state == TrialState.COMPLETE
+    score = trial.user_attrs["probe_in_range_exact_match"]
+    assert trial.constraints == {"probe_in_range_exact_match >= 0": pytest.approx(-score)}

@@ -354,6 +354,16 @@ MISTAKES = {
         "unconditional",
     ),
     "probe metric without probe_lengths": (dict(metric="probe_exact_match"), "metric", "probe_lengths"),
+    "probe constraint without probe_lengths": (
+        dict(constraints={"probe_in_range_exact_match": {"min": 0.5}}),
+        "constraints.probe_in_range_exact_match",
+        "needs data.probe_lengths",
+    ),
+    "lrnn fixed without a head": (
+        dict(fixed={"model.model_type": "lrnn"}),
+        "fixed",
+        "model.head_size > 0",
+    ),
     "in-range probe metric without probe_lengths": (
         dict(objectives=[{"metric": "probe_in_range_longest"}, {"metric": "n_parameters"}]),
         "objectives",
