@@ -87,7 +87,7 @@ def _initialize(rnn: nn.RNNBase, config: ModelConfig) -> None:
             if config.recurrent_init == "identity" and config.model_type == "rnn":
                 getattr(rnn, f"bias_hh_l{layer}").zero_()  # an IRNN starts as an exact accumulator
                 getattr(rnn, f"bias_ih_l{layer}").zero_()
-            if config.forget_bias and config.model_type in ("lstm", "gru"):
+            if config.forget_bias:  # check_model allows it for lstm and gru only
                 # the second block of gates: LSTM (input, forget, cell, output); GRU (reset, update, new),
                 # whose update gate z keeps the old state: h' = (1 - z) * n + z * h
                 getattr(rnn, f"bias_hh_l{layer}")[size : 2 * size] += config.forget_bias
@@ -97,8 +97,10 @@ def _noisy_steps(rnn: nn.RNNBase, inputs: torch.Tensor, state: State | None, std
     """`rnn(inputs, state)` one step and one layer at a time, with noise added to each new state."""
     batch, steps, _ = inputs.shape
     lstm = isinstance(rnn, nn.LSTM)
-    zeros = inputs.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
-    h_all, c_all = (state if lstm else (state, None)) if state is not None else (zeros, zeros if lstm else None)
+    if state is None:
+        zeros = inputs.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
+        state = (zeros, zeros) if lstm else zeros
+    h_all, c_all = state if isinstance(state, tuple) else (state, None)
     cell = _cell_function(rnn)
     layer_inputs = inputs
     final_h: list[torch.Tensor] = []

@@ -32,9 +32,13 @@ class EpochResult:
     val_exact_match: float
     seconds: float
     learning_rate: float
-    probe_exact_match: float | None = None  # unrolled exact match on the probe rows, when given
     train_seconds: float = 0.0  # the training pass alone (no scoring); what "time to train" means
-    probe: Accuracy | None = None  # the probe's accuracy per length, and over its in-range rows
+    probe: Accuracy | None = None  # the probe's accuracy per length, and over its in-range rows, when given
+
+    @property
+    def probe_exact_match(self) -> float | None:
+        """Unrolled exact match on the probe rows, when given."""
+        return self.probe.exact_match if self.probe is not None else None
 
 
 def time_to_target(history: list[EpochResult], target: float) -> tuple[int, float] | None:
@@ -175,7 +179,6 @@ class _Run:
         val_accuracy = accuracy(self.model, self.val)
         probe = accuracy(self.model, self.probe, self.probe_in_range) if self.probe is not None else None
         seconds = time.perf_counter() - start
-        probe_exact = probe.exact_match if probe is not None else None
         result = EpochResult(
             epoch,
             train_loss,
@@ -183,7 +186,6 @@ class _Run:
             val_accuracy.exact_match,
             seconds,
             learning_rate,
-            probe_exact,
             train_seconds,
             probe,
         )

@@ -11,7 +11,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,7 @@ def _objective_values(
 ) -> tuple[tuple[float, ...], bool]:
     """The trial's value per objective and whether it is feasible; its constraints are set on the
     trial (Optuna's set_constraint)."""
-    accuracies: dict[Metric, float | None] = {
-        metric: trial_value(fitted, metric, spec.value_from)
-        for metric in {Metric.VAL_EXACT_MATCH, *(m for m in spec.measured if m.is_accuracy)}
-    }
+    accuracies = trial_accuracies(fitted, spec.measured, spec.value_from)
     values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
     violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]
     for constraint, violation in zip(spec.constraints, violations, strict=True):
@@ -131,6 +128,12 @@ def trial_value(fitted: FitResult, metric: Metric, value_from: ValueFrom) -> flo
     """The trial's value: the metric at the best epoch (chosen by validation) or at the last."""
     epoch = fitted.history[fitted.best_epoch - 1] if value_from is ValueFrom.BEST else fitted.history[-1]
     return epoch_accuracy(epoch, metric)
+
+
+def trial_accuracies(fitted: FitResult, metrics: Sequence[Metric], value_from: ValueFrom) -> dict[Metric, float | None]:
+    """The trial's value of validation exact match and of every accuracy among ``metrics``."""
+    wanted = {Metric.VAL_EXACT_MATCH, *(m for m in metrics if m.is_accuracy)}
+    return {metric: trial_value(fitted, metric, value_from) for metric in wanted}
 
 
 def measure_probe(fitted: FitResult, probe: Rows, train_rows: Rows | None = None) -> Accuracy:
@@ -213,10 +216,7 @@ def _rerun_once(config: Config, meta: StudyMeta, probe: Rows | None) -> dict[str
     train_rows, val_rows = data_split(config.train)
     fitted = fit(config, train_rows, val_rows, probe_rows=probe if per_epoch else None)
     reached = time_to_target(fitted.history, meta.target)
-    accuracy: dict[Metric, float | None] = {
-        metric: trial_value(fitted, metric, value_from)
-        for metric in {Metric.VAL_EXACT_MATCH, *(g.metric for g in goals if g.metric.is_accuracy)}
-    }
+    accuracy = trial_accuracies(fitted, [g.metric for g in goals], value_from)
     cost = {
         "n_parameters": fitted.n_parameters,
         "train_seconds": round(sum(e.train_seconds for e in fitted.history), 4),

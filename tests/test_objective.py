@@ -14,7 +14,7 @@ from sweep_helpers import artifact_of, checkpoint_dir, run_spec, spec_dict, stor
 
 from digitsum.checkpoint import load_checkpoint
 from digitsum.data import encode, make_rows
-from digitsum.decode import answers_to_numbers, greedy_decode
+from digitsum.decode import Accuracy, answers_to_numbers, greedy_decode
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
@@ -136,7 +136,9 @@ def test_in_range_probe_metrics_are_the_value(tmp_path, metric, recorded):
 
 
 def _fit_result(values: list[float], best_epoch: int) -> FitResult:
-    history = [EpochResult(i + 1, 1.0, 1.0, v, 0.1, 0.01, probe_exact_match=v / 2) for i, v in enumerate(values)]
+    history = [
+        EpochResult(i + 1, 1.0, 1.0, v, 0.1, 0.01, probe=Accuracy(v / 2, 1, {}, {})) for i, v in enumerate(values)
+    ]
     return FitResult(DigitSumModel.__new__(DigitSumModel), history, best_epoch, values[best_epoch - 1], 10)
 
 
