@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing.util
+import subprocess
+
 import pytest
 import torch
 
+from digitsum import fused
 from digitsum.config import Config, ModelConfig, TrainConfig
 from digitsum.data import make_rows
 
@@ -57,3 +61,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests that start processes, servers or a browser carry the `processes` mark, so the flake hunt
+# (`make flakes`) can run exactly those many times. The mark is checked, not trusted: a test that
+# starts a child process itself, or through one of its fixtures, fails here until it is marked.
+
+_children = [0]  # child processes started so far in this pytest process
+fused.load()  # loading the training kernel runs ninja and the compiler once per process: not a test's own
+
+
+def _counting(start):
+    def counted(*args, **kwargs):
+        _children[0] += 1
+        return start(*args, **kwargs)
+
+    return counted
+
+
+subprocess.Popen._execute_child = _counting(subprocess.Popen._execute_child)  # type: ignore[attr-defined]
+multiprocessing.util.spawnv_passfds = _counting(multiprocessing.util.spawnv_passfds)  # multiprocessing's spawn
+_process_fixtures: set[str] = set()  # fixtures that started one: every test using them depends on processes
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    before = _children[0]
+    yield
+    if _children[0] > before:
+        _process_fixtures.add(fixturedef.argname)
+
+
+@pytest.fixture(autouse=True)
+def _processes_are_marked(request):
+    before = _children[0]
+    yield
+    started = _children[0] > before or _process_fixtures.intersection(request.fixturenames)
+    if started and request.node.get_closest_marker("processes") is None:
+        pytest.fail(
+            "this test starts processes, servers or a browser (or uses a fixture that does): "
+            "mark it @pytest.mark.processes, so that `make flakes` runs it",
+            pytrace=False,
+        )

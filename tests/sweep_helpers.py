@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from sweep.cli import app
@@ -214,6 +214,35 @@ def wait_for_running(db_path: Path, process: subprocess.Popen, timeout: float = 
 def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
+
+
+def freeze_mid_trial(study: optuna.Study, victim: subprocess.Popen, below: int) -> FrozenTrial | None:
+    """Freeze `victim` (SIGSTOP to its group: a `sweep run` started by `start_sweep`) and return its
+    running trial if that has reported fewer than `below` epochs; else let it go on (SIGCONT) and
+    return None. While frozen, nothing it does can change what was read, except a commit already on
+    its way to the database (at most one more epoch's report, or the trial's end after its last)."""
+    kill_group(victim, signal.SIGSTOP)
+    owner = f":{victim.pid}"
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if str(trial.user_attrs.get("worker", "")).endswith(owner) and len(trial.intermediate_values) < below:
+            return trial
+    kill_group(victim, signal.SIGCONT)
+    return None
+
+
+def kill_mid_trial(study: optuna.Study, victim: subprocess.Popen, epochs: int) -> int | None:
+    """SIGKILL `victim` in the middle of one of its trials of `epochs` epochs; the number of the trial
+    it left unfinished, or None where it was not mid-trial. A trial counts as killed mid-trial only
+    if it is still unfinished after the kill: one that was finishing as the victim froze may still
+    complete (then None, and the victim is dead: `victim.poll()` says which)."""
+    trial = freeze_mid_trial(study, victim, epochs)
+    if trial is None:
+        return None
+    kill_group(victim, signal.SIGKILL)
+    victim.wait(timeout=60)
+    after = study._storage.get_trial(trial._trial_id).state
+    # FAIL: another worker already found its heartbeat stale (it is retried all the same)
+    return trial.number if after in (TrialState.RUNNING, TrialState.FAIL) else None
 
 
 def run_spec(

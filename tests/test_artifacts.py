@@ -114,6 +114,7 @@ def keys(client) -> list[str]:
     return sorted(item["Key"] for item in client.list_objects_v2(Bucket="sweeps").get("Contents", []))
 
 
+@pytest.mark.processes
 def test_a_study_on_s3_from_run_to_rm(s3, tmp_path, monkeypatch):
     url = storage_url(tmp_path)
     spec = write_spec(tmp_path)
@@ -139,6 +140,7 @@ def test_a_study_on_s3_from_run_to_rm(s3, tmp_path, monkeypatch):
     assert keys(s3) == []
 
 
+@pytest.mark.processes
 def test_a_bucket_that_is_not_there_is_refused_before_any_trial(s3, tmp_path):
     url = storage_url(tmp_path)
     spec = write_spec(tmp_path)

@@ -429,6 +429,7 @@ print("loaded:", *sorted(m for m in ("torch", "optuna", "pandas") if m in sys.mo
 """
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("args", "loaded"),
     [(["--help"], []), (["ls", "--help"], []), (["run", "--help"], []), (["ls"], ["optuna"])],
@@ -454,6 +455,7 @@ def test_version_and_short_help():
     assert "Example: sweep run" in invoke("run", "-h").stdout
 
 
+@pytest.mark.processes
 def test_a_closed_pipe_ends_quietly(tmp_path):
     """`sweep keys | head -1`: the reader leaves early; no "error: Broken pipe", exit 0."""
     process = subprocess.Popen(
@@ -528,6 +530,7 @@ def test_rm_asks_then_deletes_the_study_and_its_checkpoints(tmp_path):
     assert "no study named 'tiny'" in assert_one_error_line(invoke("rm", "tiny", "--yes", "--storage", url))
 
 
+@pytest.mark.processes
 def test_errors_are_red_on_a_terminal_and_plain_when_piped():
     import os
     import pty

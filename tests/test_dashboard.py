@@ -38,6 +38,8 @@ from browser import (
 )
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.processes  # a real dashboard server, `sweep` processes and Chromium
+
 STUDY = "cells"
 PLOT_DATA = "dashboard:plot_data:"  # optuna_dashboard._custom_plot_data.SYSTEM_ATTR_PLOT_DATA
 # Errors the dashboard page may log that are no fault of ours. None were seen with 0.21 (its

@@ -124,6 +124,7 @@ def test_fused_adamw_equals_torch_adamw_with_a_schedule():
     assert optimizers[0].state[ours[0]]["step"] == 30
 
 
+@pytest.mark.processes
 def test_fused_adamw_does_not_import_the_compiler_stack():
     """torch.optim.Optimizer.add_param_group's first call imports torch._dynamo (~2 s a process)."""
     code = (
@@ -225,6 +226,7 @@ print(fused.load(), type(result.model.rnn).__name__, len(result.history))
 """
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("compiler", "says"),
     [

@@ -90,6 +90,7 @@ def test_best_prints_the_pareto_set(multi):
     assert text.exit_code == 0 and "Pareto set of 'multi'" in text.stdout
 
 
+@pytest.mark.processes
 def test_seed_reruns_run_on_two_workers_are_stored_and_not_repeated(multi):
     _, _, url = multi
     result = invoke("rerun", "multi", "--top", 1, "--seeds", "0,1", "--workers", 2, "--storage", url)
@@ -116,6 +117,7 @@ def test_best_reads_the_stored_reruns(multi):
     }
 
 
+@pytest.mark.processes
 def test_the_report_renders_the_cost_and_seed_figures(multi):
     folder, _, url = multi
     out = folder / "multi.html"
@@ -131,6 +133,7 @@ def test_the_report_renders_the_cost_and_seed_figures(multi):
     assert "No seed reruns" not in rendered.intros["Seed spread"]
 
 
+@pytest.mark.processes
 def test_the_dashboard_serves_the_multi_objective_study(multi):
     folder, _, url = multi
     port = free_port()

@@ -21,8 +21,9 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import postgres_server, why_unavailable
+from sweep_helpers import kill_mid_trial
 
-pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
+pytestmark = [pytest.mark.processes, pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))]
 
 SWEEP = str(Path(sys.executable).with_name("sweep"))
 SPEC = """
@@ -104,19 +105,18 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
         workers.append(_start_worker(spec, database_url, machine))
     storage = optuna.storages.RDBStorage(database_url)
     study = optuna.load_study(study_name="pg-kill", storage=storage)
-    victim, killed_number = workers[0], None
+    killed_number, dead = None, []
     try:
         deadline = time.time() + 120
-        while killed_number is None and time.time() < deadline:
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.user_attrs.get("worker", "").endswith(f":{victim.pid}") and trial.intermediate_values:
-                    killed_number = trial.number  # mid-trial: it has reported at least one epoch
-                    os.killpg(victim.pid, signal.SIGKILL)
-                    break
+        while killed_number is None and len(dead) < 2 and time.time() < deadline:
+            victim = next(w for w in workers if w not in dead)  # worker 0, unless it was not caught mid-trial
+            killed_number = kill_mid_trial(study, victim, epochs=16)
+            dead += [victim] if victim.poll() is not None else []
             time.sleep(0.1)
-        assert killed_number is not None, "worker 0 never ran a trial"
-        outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
-        assert all(w.returncode == 0 for w in workers[1:]), outputs
+        assert killed_number is not None, "no worker was killed mid-trial"
+        survivors = [w for w in workers if w not in dead]
+        outputs = [w.communicate(timeout=300)[0] for w in survivors]
+        assert all(w.returncode == 0 for w in survivors), outputs
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -262,16 +262,15 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
     spec = tmp_path / "many.yaml"
     spec.write_text(MANY_SPEC)
     rng = random.Random(16)
-    victims = rng.sample(range(N_WORKERS), 2)
     workers = [_start_worker(spec, server.url, tmp_path, tmp_path / "shared") for _ in range(N_WORKERS)]
     storage = optuna.storages.RDBStorage(server.url)
-    peak, killed = 0, {}
+    peak, killed, dead = 0, {}, set()  # killed: pid -> the trial it left unfinished; dead: every pid killed
     try:
         deadline = time.time() + 600
         while any(w.poll() is None for w in workers) and time.time() < deadline:
             peak = max(peak, server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'sweep'")[0][0])
-            if len(killed) < len(victims) and "pg-many" in optuna.get_all_study_names(storage):
-                _kill_one_mid_trial(storage, [workers[i] for i in victims], killed, rng)
+            if len(killed) < 2 and "pg-many" in optuna.get_all_study_names(storage):
+                _kill_one_mid_trial(storage, workers, killed, dead, rng)
             time.sleep(0.2)
         outputs = [w.communicate(timeout=600)[0] for w in workers]
     finally:
@@ -279,9 +278,9 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
-    assert len(killed) == 2, "the victims never ran a trial"
-    survivors = [out for i, out in enumerate(outputs) if i not in victims]
-    assert all(workers[i].returncode == 0 for i in range(N_WORKERS) if i not in victims), survivors
+    assert len(killed) == 2, "no two workers were killed mid-trial"
+    survivors = [out for w, out in zip(workers, outputs, strict=True) if w.pid not in dead]
+    assert all(w.returncode == 0 for w in workers if w.pid not in dead), survivors
     assert not [out for out in outputs if "too many connections" in out or "Traceback" in out]
     trials = optuna.load_study(study_name="pg-many", storage=storage).get_trials(deepcopy=False)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 300
@@ -293,21 +292,26 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
         assert [t.params for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number] == [
             failed.params
         ]
-    print(f"peak connections to the database: {peak} ({N_WORKERS} `sweep run` processes)")
+    print(f"peak connections to the database: {peak} ({N_WORKERS} `sweep run` processes); killed {len(dead)}")
     # 2 per worker + 1 for the monitor of each `sweep run`, + 2 of this test's own (its storage, its count)
     assert 0 < peak <= 3 * N_WORKERS + 2, peak
 
 
-def _kill_one_mid_trial(storage, victims: list, killed: dict, rng) -> None:
-    """SIGKILL a victim not killed yet while it runs a trial, after a random part of that trial."""
+def _kill_one_mid_trial(storage, workers: list, killed: dict, dead: set, rng) -> None:
+    """SIGKILL a worker at a random moment of the trial it is running. A victim whose trial finished
+    as it was signalled is dead all the same, but not counted as killed mid-trial: another is picked."""
     study = optuna.load_study(study_name="pg-many", storage=storage)
-    running = {
-        t.user_attrs.get("worker", "").rsplit(":", 1)[-1]: t
+    busy = {
+        t.user_attrs.get("worker", "").rsplit(":", 1)[-1]
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     }
-    for victim in victims:
-        if victim.pid not in killed and str(victim.pid) in running:
-            time.sleep(rng.uniform(0.0, 0.05))  # a random moment of the trial (trials take ~0.1-1 s here)
-            os.killpg(victim.pid, signal.SIGKILL)
-            killed[victim.pid] = running[str(victim.pid)].number
-            return
+    candidates = [w for w in workers if w.pid not in dead and str(w.pid) in busy and w.poll() is None]
+    if not candidates:
+        return
+    victim = rng.choice(candidates)
+    time.sleep(rng.uniform(0.0, 0.05))  # a random moment of its trial (trials take ~0.1-1 s here)
+    number = kill_mid_trial(study, victim, epochs=2)
+    if victim.poll() is not None:
+        dead.add(victim.pid)
+    if number is not None:
+        killed[victim.pid] = number

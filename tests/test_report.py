@@ -34,6 +34,8 @@ from optuna.trial import TrialState
 
 from sweep.ledger import best_trial
 
+pytestmark = pytest.mark.processes  # `sweep` processes and Chromium
+
 STUDY = "cells"
 MIN_FIGURES = 10  # comparisons 3, cost 2, curves 1, hyperparameters 3, lengths 1 (+2 for the error analysis)
 ERROR_SECTION = "Error analysis of the best model"

@@ -17,7 +17,9 @@ from sweep_helpers import (
     PRUNER_BODIES,
     SAMPLER_BODIES,
     assert_one_error_line,
+    freeze_mid_trial,
     kill_group,
+    kill_mid_trial,
     load,
     run_cli,
     run_spec,
@@ -296,6 +298,7 @@ def run_args(tmp_path, trials: int) -> tuple:
     )
 
 
+@pytest.mark.processes
 def test_two_workers_share_one_sqlite_file(tmp_path):
     # Trials long enough (~1-3 s; the fused GRU step is ~4x faster than nn.GRU) that the spawned
     # worker, which starts a few seconds after this process's own worker, still finds trials to run.
@@ -315,27 +318,31 @@ def test_two_workers_share_one_sqlite_file(tmp_path):
     assert len(shown) == 6  # surplus trials are not reported
 
 
+@pytest.mark.processes
 def test_killed_worker_trial_is_failed_and_retried(tmp_path):
-    # Trials long enough that the one seen RUNNING is still running 0.3 s later.
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 15}})
-    db = tmp_path / "s.db"
-    args = run_args(tmp_path, 2)
-    victim = start_sweep(tmp_path, *args)
-    try:
-        killed_number = wait_for_running(db, victim)
-        time.sleep(0.3)  # mid-trial
-        kill_group(victim, signal.SIGKILL)
-        victim.wait(timeout=10)
-    finally:
-        kill_group(victim)
-    assert victim.returncode == -signal.SIGKILL
+    n_epochs = 15
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": n_epochs}})
+    db, url = tmp_path / "s.db", storage_url(tmp_path)
+    killed_number, total = None, 2
+    while killed_number is None and total < 8:  # a victim that was not mid-trial: another run, another moment
+        victim = start_sweep(tmp_path, *run_args(tmp_path, total))
+        try:
+            wait_for_running(db, victim)
+            while killed_number is None and victim.poll() is None:
+                killed_number = kill_mid_trial(load(url, "slow"), victim, n_epochs)
+                time.sleep(0.05)
+        finally:
+            kill_group(victim)
+            victim.wait(timeout=60)
+        total = sum(t.state in FINISHED for t in trials(url, "slow")) + 2
+    assert killed_number is not None, "no trial was ever killed mid-trial"
     assert running_numbers(db) == [killed_number]  # left RUNNING by the dead worker
 
-    done = sweep_process(tmp_path, *args, timeout=120)
+    done = sweep_process(tmp_path, *run_args(tmp_path, total), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    all_trials = trials(storage_url(tmp_path), "slow")
+    all_trials = trials(url, "slow")
     assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert sum(t.state in FINISHED for t in all_trials) == 2
+    assert sum(t.state in FINISHED for t in all_trials) == total
     killed = next(t for t in all_trials if t.number == killed_number)
     assert killed.state == TrialState.FAIL
     retries = [t for t in all_trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
@@ -349,17 +356,22 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
 # in ..." and training went on. `sweep run` now turns the first SIGINT into a flag checked at epoch ends.
 
 
+@pytest.mark.processes
 def test_ctrl_c_stops_cleanly(tmp_path):
-    # Trials long enough that the one seen RUNNING is still running when Ctrl-C arrives.
-    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": 40}})
+    n_epochs = 40  # trials long enough to catch one with epochs to go
+    write_spec(tmp_path, spec=SLOW_SPEC | {"fixed": {**SLOW_SPEC["fixed"], "train.n_epochs": n_epochs}})
     db = tmp_path / "s.db"
     process = start_sweep(tmp_path, *run_args(tmp_path, 10))
-    swallowed = 0
+    swallowed, running = 0, None
     try:
-        number = wait_for_running(db, process)
-        time.sleep(0.3)
+        wait_for_running(db, process)
+        while running is None:  # a moment when its trial has at least two epochs to go
+            assert process.poll() is None, process.communicate()
+            running = freeze_mid_trial(load(storage_url(tmp_path), "slow"), process, n_epochs - 1)
+            time.sleep(0 if running else 0.05)
+        kill_group(process, signal.SIGINT)  # what Ctrl-C in a terminal does: signal the whole group
+        kill_group(process, signal.SIGCONT)
         while True:
-            kill_group(process, signal.SIGINT)  # what Ctrl-C in a terminal does: signal the whole group
             try:
                 out, err = process.communicate(timeout=6)
                 break
@@ -367,6 +379,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
                 swallowed += 1  # press Ctrl-C again, as a user would; asserted below to never happen
                 if swallowed == 3:
                     raise
+                kill_group(process, signal.SIGINT)
     finally:
         kill_group(process)
     assert process.returncode == 130, out + err
@@ -375,8 +388,9 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert swallowed == 0, err  # the first Ctrl-C stops the run (at the next epoch boundary)
     assert "Traceback" not in err
-    interrupted = next(t for t in study.trials if t.number == number)
-    assert interrupted.state == TrialState.FAIL
+    number = running.number
+    (interrupted,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted.number == number
     assert interrupted.user_attrs["interrupted"] and interrupted.user_attrs["epochs_run"] >= 1  # it trained
     (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number]
     assert retry.state == TrialState.WAITING and retry.params == interrupted.params  # queued, as a killed one's

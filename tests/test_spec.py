@@ -500,6 +500,7 @@ def test_cli_run_missing_spec(tmp_path):
     assert "no such study spec" in line
 
 
+@pytest.mark.processes
 def test_cli_run_bad_spec_in_a_real_process(tmp_path):
     path = write_spec(tmp_path, "bad.yaml", space=with_space(model__hiden_size={"low": 8, "high": 16}))
     done = sweep_process(
