@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from digitsum.errors import UsageError
-from digitsum.files import atomic_path
+from digitsum import config
+from digitsum.errors import UsageError, shown
+from digitsum.files import atomic_path, require_file
 from digitsum.model import DigitSumModel, ModelConfig
 
 FORMAT = "digitsum-checkpoint"
@@ -42,19 +43,34 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(state):
         digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DigitSumModel, dict]:
-    """Rebuild the model from the file; returns (model in eval mode, the whole payload)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: no such checkpoint file; `sweep train` writes one as <log_path>/<run_name>/best.pt"
-        )
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+    """Rebuild the model from the file; returns (model in eval mode, the whole payload).
+
+    Every field is checked before it is used: the model the file describes is checked as a config is
+    (sizes within their ranges) and built without memory (on torch's meta device), then given the
+    file's tensors only if each has the shape and type that model expects."""
+    path = require_file(
+        path, "checkpoint file", "`sweep train` writes one as <log_path>/<run_name>/best.pt", CheckpointError
+    )
+    payload = _read_payload(path)
+    model_config = _model_config(path, payload.get("model_config"))
+    with torch.device("meta"):
+        model = DigitSumModel(model_config)
+    _check_tensors(path, model, payload["state_dict"])
+    model.load_state_dict(payload["state_dict"], assign=True)
+    if not isinstance(payload.get("config"), dict):
+        payload["config"] = {"model": model_config.to_dict()}  # the training config is only informative
+    return model.to(device).eval(), payload
+
+
+def _read_payload(path: Path) -> dict:
+    """The file's payload, after the checks that need no model: ours, this version, weights intact."""
+    try:  # onto the CPU first: where the model goes is decided once the file is known to be sound
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for corrupt, truncated or foreign files
         if "weights only load failed" in str(error).lower():
             reason = "it holds Python objects, which a weights-only load refuses to run"
@@ -63,23 +79,59 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({reason}); point to a best.pt written by sweep"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not _is(payload.get("format"), str, FORMAT):
         raise CheckpointError(f"{path}: not a digitsum checkpoint; point to a best.pt written by sweep")
-    if payload.get("version") != VERSION:
+    if not _is(payload.get("version"), int, VERSION):
         raise CheckpointError(
-            f"{path}: checkpoint version {payload.get('version')} is not {VERSION}; retrain with this version"
+            f"{path}: checkpoint version {shown(payload.get('version'))} is not {VERSION}; retrain with this version"
         )
-    if not isinstance(payload.get("state_dict"), dict) or payload.get("sha256") != weights_digest(
-        payload["state_dict"]
-    ):
+    state = payload.get("state_dict")
+    tensors = state if isinstance(state, dict) else {}
+    sound = bool(tensors) and all(isinstance(k, str) and type(v) is torch.Tensor for k, v in tensors.items())
+    if not sound or not _is(payload.get("sha256"), str, _digest_or_none(tensors)):
         raise CheckpointError(
             f"{path}: the weights checksum does not match (corrupt or edited file); retrain or restore it"
         )
+    return payload
+
+
+def _digest_or_none(state: dict[str, torch.Tensor]) -> str | None:
+    """`weights_digest`, or None for tensors it cannot read as bytes (sparse, quantized: never ours)."""
     try:
-        model = DigitSumModel(ModelConfig(**payload["model_config"]))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        return weights_digest(state)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _is(value: object, kind: type, expected: object) -> bool:
+    """``value == expected`` for a value of exactly ``kind``: no tensor or other type compares its way in."""
+    return type(value) is kind and value == expected
+
+
+def _model_config(path: Path, described: object) -> ModelConfig:
+    """The model the file describes, checked key by key as `sweep train` checks a config."""
+    if not isinstance(described, dict) or not all(isinstance(k, str) for k in described):
+        raise CheckpointError(f"{path}: the checkpoint does not say which model it holds; retrain or restore it")
+    try:
+        return config.apply(config.Config(), {f"model.{name}": value for name, value in described.items()}).model
+    except UsageError as error:
+        raise CheckpointError(f"{path}: the checkpoint describes a model this version cannot build ({error})") from None
+
+
+def _check_tensors(path: Path, model: DigitSumModel, state: dict[str, torch.Tensor]) -> None:
+    """Each of the model's tensors is in the file, with its shape and type, and nothing else is."""
+    expected = model.state_dict()
+    problem = next((f"no {name}" for name in expected if name not in state), None)
+    problem = problem or next((f"an unknown {name}" for name in state if name not in expected), None)
+    problem = problem or next(
+        (
+            f"{name} of shape {tuple(state[name].shape)}, {state[name].dtype}"
+            for name, want in expected.items()
+            if state[name].shape != want.shape or state[name].dtype != want.dtype
+        ),
+        None,
+    )
+    if problem is not None:
         raise CheckpointError(
-            f"{path}: checkpoint does not match the model it describes ({str(error)[:120]})"
-        ) from None
-    return model.to(device).eval(), payload
+            f"{path}: checkpoint does not match the model it describes ({shown(problem, 80)}); retrain or restore it"
+        )

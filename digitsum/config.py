@@ -20,7 +20,7 @@ from typing import Any
 from digitsum.errors import ConfigError, DataError, shown
 from digitsum.keys import (
     Rule,
-    at_least,
+    between,
     canonical_of,
     did_you_mean,
     help_of,
@@ -47,7 +47,12 @@ def _lengths_ok(value: str) -> bool:
 
 
 _LENGTHS = Rule(_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 18)")
-_DEVICE = Rule(lambda v: bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v)), "auto, cpu, cuda, cuda:N or mps")
+# [0-9], not \d: \d takes other scripts' digits, which torch does not
+DEVICE_RULE = Rule(
+    lambda v: bool(re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", v)),
+    "auto, cpu, cuda, cuda:N or mps",
+    ("auto", "cpu", "cuda", "mps"),
+)
 _NAME = Rule(lambda v: bool(re.fullmatch(r"[\w.-]+", v)), "letters, digits, '.', '_' or '-'")
 
 
@@ -58,14 +63,14 @@ class ModelConfig:
         "the recurrent cell; lrnn: a linear RNN, one learned matrix per input (digitsum.lrnn)",
         one_of(MODEL_TYPES),
     )
-    hidden_size: int = key(128, "units per recurrent layer", at_least(1))
-    num_layers: int = key(1, "stacked recurrent layers", at_least(1))
+    hidden_size: int = key(128, "units per recurrent layer", between(1, 16384))
+    num_layers: int = key(1, "stacked recurrent layers", between(1, 64))
     dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
     embedding_dim: int = key(
-        16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", at_least(0, note=" (0: one-hot input)")
+        16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", between(0, 4096, " (0: one-hot input)")
     )
     head_size: int = key(
-        0, "units of a ReLU layer between the recurrent outputs and the logits; 0: a linear head", at_least(0)
+        0, "units of a ReLU layer between the recurrent outputs and the logits; 0: a linear head", between(0, 16384)
     )
     nonlinearity: str = key(
         "tanh",
@@ -100,18 +105,18 @@ class TrainConfig:
         _LENGTHS,
         canonical=lambda v: lengths_text(parse_lengths(v)),
     )
-    n_epochs: int = key(40, "training epochs", at_least(1))
+    n_epochs: int = key(40, "training epochs", between(1, 100_000))
     learning_rate: float = key(3e-3, "AdamW's peak learning rate", within(0, 10, open_low=True, note=", e.g. 0.003"))
     train_split_fraction: float = key(
         0.8,
         "share of rows in training; the rest is validation (stratified)",
         Rule(lambda v: 0.0 < v < 1.0, "a number between 0 and 1, exclusive (e.g. 0.8)"),
     )
-    batch_size: int = key(64, "rows per training step", at_least(1))
+    batch_size: int = key(64, "rows per training step", between(1, 2**20))
     weight_decay: float = key(
         0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)")
     )
-    grad_clip: float = key(1.0, "max gradient norm; 0 turns clipping off", at_least(0, "a number", " (0: no clipping)"))
+    grad_clip: float = key(1.0, "max gradient norm; 0 turns clipping off", within(0, 1e6, note=" (0: no clipping)"))
     # cosine decay to 1% stops the late-training swings of a constant rate
     lr_schedule: str = key("cosine", "learning-rate schedule over all steps", one_of(LR_SCHEDULES))
     balance_lengths: bool = key(False, "draw every input length equally often", Rule(lambda v: True, "true or false"))
@@ -123,7 +128,7 @@ class TrainConfig:
     sum_state_weight: float = key(
         0.0,
         "pull the hidden states of equal running sums together (length generalization)",
-        at_least(0, "a number", " (0: off; 1-5 helped length generalization)"),
+        within(0, 1000, note=" (0: off; 1-5 helped length generalization)"),
     )
     state_noise: float = key(
         0.0,
@@ -145,8 +150,8 @@ class TrainConfig:
         "seeds initialization, the split and the batch order",
         Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
     )
-    device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", _DEVICE)
-    num_threads: int = key(0, "torch threads; 0 leaves torch's default", at_least(0, note=" (0: torch's default)"))
+    device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", DEVICE_RULE)
+    num_threads: int = key(0, "torch threads; 0 leaves torch's default", between(0, 1024, " (0: torch's default)"))
     run_name: str = key("run", "the run's folder under log_path (sweep train)", _NAME)
     log_path: str = key("runs", "where sweep train writes its run folders", Rule(bool, "a folder path"))
 

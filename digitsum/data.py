@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from digitsum.errors import DataError, shown
-from digitsum.files import atomic_path
+from digitsum.files import atomic_path, require_file
 from digitsum.lengths import MAX_LENGTH, check_lengths
 
 # Token ids. Digits are their own ids; PAD is an input id only and never a target.
@@ -102,9 +102,7 @@ _LINE = re.compile(r"([0-9]+),([0-9]{1,4})")  # [0-9], not \d: \d matches other 
 
 def read_csv(path: str | Path) -> Rows:
     """Read and validate every line: digits only, and ``y`` is the digit sum of ``x``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; make one with `sweep data {path} --lengths 2-4`")
+    path = require_file(path, "file", f"make one with `sweep data {path} --lengths 2-4`")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -1,6 +1,7 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Files: atomic writes (a temporary file in the same folder, then a rename), and the one check of a
+file to read, whose message says whether the path is missing, a folder or something else.
 
-A failure (disk full, Ctrl-C) leaves the old file, or none, never a half-written one.
+A failed write (disk full, Ctrl-C) leaves the old file, or none, never a half-written one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from digitsum.errors import DataError, UsageError
 
 
 @contextlib.contextmanager
@@ -41,3 +44,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise type(error)(error.errno, error.strerror, str(path)) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def require_file(
+    path: str | Path, what: str, how: str, error: type[UsageError] = DataError, missing: str | None = None
+) -> Path:
+    """`path` if it is a regular file; else ``error`` naming what it is instead: "PATH: no such WHAT;
+    HOW" (``missing`` replaces that line), "PATH: is a folder, not a WHAT; give the file inside it",
+    or "PATH: is not a regular file (a device, a pipe or a socket); give a WHAT"."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a {what}; give a file inside it")
+    if path.exists():
+        raise error(f"{path}: is not a regular file (a device, a pipe or a socket); give a {what}")
+    raise error(missing or f"{path}: no such {what}; {how}")

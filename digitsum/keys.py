@@ -31,6 +31,12 @@ def at_least(low: float, what: str = "an integer", note: str = "") -> Rule:
     return Rule(lambda v: v >= low, f"{what} >= {low:g}{note}")
 
 
+def between(low: int, high: int, note: str = "") -> Rule:
+    """A whole number from ``low`` to ``high``: the top keeps a slip (hidden_size=1000000) from a crash
+    or a run that never ends."""
+    return Rule(lambda v: low <= v <= high, f"an integer from {low} to {high}{note}")
+
+
 def within(low: float, high: float, *, open_low: bool = False, open_high: bool = False, note: str = "") -> Rule:
     """A number in an interval; the words use interval notation, e.g. "a number in (0, 10]"."""
 

@@ -19,6 +19,7 @@ from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, Trai
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
+from digitsum.device import resolve_device
 from digitsum.errors import ConfigError
 from digitsum.fused import FusedAdamW, FusedStep, make_step
 from digitsum.model import DigitSumModel, count_parameters
@@ -71,19 +72,6 @@ class TrainingDiverged(RuntimeError):
 
 
 OnEpoch = Callable[[EpochResult], "bool | None"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available here; use train.device=cpu or auto")
-    return device
 
 
 def fit(

@@ -65,10 +65,12 @@ def load_model(
     """A checkpoint's model, ready to predict (in eval mode): a file, or ``STUDY:TRIAL`` (``STUDY:best``)
     fetched from the study's artifact store."""
     from digitsum.checkpoint import load_checkpoint
+    from digitsum.device import resolve_device
     from sweep.commands import checkpoint_file
 
+    where = resolve_device(device, "device")
     with checkpoint_file(str(checkpoint), storage, artifacts) as path:
-        model, _ = load_checkpoint(path, device)
+        model, _ = load_checkpoint(path, where)
     return model
 
 

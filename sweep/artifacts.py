@@ -10,12 +10,14 @@ otherwise. Studies made before artifacts recorded a checkpoint path instead; it 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from digitsum.errors import DataError, UsageError
+from digitsum.files import atomic_path
 from sweep.records import StudyMeta, TrialRecord
 
 if TYPE_CHECKING:
@@ -56,8 +58,6 @@ def open_store(location: str, create: bool = False) -> Any:
     """The artifact store at `location`; a folder is made when `create` (for writing)."""
     if location.startswith(S3):
         return _s3_store(location)
-    from optuna.artifacts import FileSystemArtifactStore
-
     folder = Path(location)
     if create:
         try:
@@ -66,7 +66,21 @@ def open_store(location: str, create: bool = False) -> Any:
             raise ArtifactError(
                 f"cannot make the artifact folder {folder} ({error.strerror}); pass --artifacts DIR or s3://BUCKET/PREFIX"
             ) from None
-    return FileSystemArtifactStore(folder)
+    return _folder_store(folder)
+
+
+def _folder_store(folder: Path) -> Any:
+    """Optuna's folder store, writing each artifact to a temporary file first, then renaming it: a
+    full disk or a killed worker leaves no half-written checkpoint under an artifact's name."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    class AtomicFolderStore(FileSystemArtifactStore):
+        def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
+            path = Path(self._get_filepath(artifact_id))  # Optuna checks the id stays inside the folder
+            with atomic_path(path) as tmp, tmp.open("wb") as file:
+                shutil.copyfileobj(content_body, file)
+
+    return AtomicFolderStore(folder)
 
 
 def check_bucket(location: str) -> None:

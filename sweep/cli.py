@@ -8,6 +8,7 @@ what they need when they run, so `sweep --help` answers without loading torch or
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,9 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line
+                return super().invoke(ctx)
         except TyperException as error:  # typer's own usage errors: a bad option value, a missing argument
             raise _usage_line(error) from None
         except UsageError as error:
@@ -52,9 +55,18 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """A library's warning (Optuna's, torch's) as one line, not Python's two with a source line."""
+    text = " ".join(str(message).split())
+    typer.echo(f"warning: {''.join(c for c in text if c.isprintable())[:300]} ({category.__name__})", err=True)
+
+
 def say_error(message: str) -> None:
-    """One line on stderr; "error:" in red on a terminal (click drops the colour when piped)."""
-    typer.echo(typer.style("error:", fg="red", bold=True) + " " + message, err=True)
+    """One line on stderr; "error:" in red on a terminal (click drops the colour when piped). A
+    control character from the user's input (a newline in a spec's key, an escape sequence) is
+    shown escaped: it can neither break the line nor act on the terminal."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    typer.echo(typer.style("error:", fg="red", bold=True) + " " + line, err=True)
 
 
 def _usage_line(error: TyperException) -> BaseException:
@@ -108,6 +120,10 @@ def _parse_seeds(text: str) -> Seeds:
         raise typer.BadParameter(f"{text!r}: expected integers separated by commas, like 0,1,2") from None
 
 
+MAX_SAMPLE = 10_000_000  # rows per length: more would not fit in memory as the tensors training makes
+MAX_TRIALS = 1_000_000  # a study's total; a typo of more would run for years
+MAX_PROCESSES = 1024  # worker processes, or torch threads
+
 STORAGE_HELP = (
     "Optuna storage URL (default: $SWEEP_STORAGE, else sweep.db in the nearest studies/ folder at or above the "
     "working directory, else in ~/.local/share/digitsum-sweep); journal:FILE for a journal file."
@@ -140,9 +156,10 @@ def data(
     out: Annotated[Path, typer.Argument(metavar="OUT.csv", help="CSV file to write (headerless x,y).")],
     lengths: Annotated[str, typer.Option(help="Input lengths: 5, a range 2-4, or a list 2,4,6.")] = "2-4",
     sample: Annotated[
-        int | None, typer.Option(help="Draw a seeded sample of N rows per length instead of all.")
+        int | None,
+        typer.Option(min=1, max=MAX_SAMPLE, help="Draw a seeded sample of N rows per length instead of all."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the sample.")] = 0,
 ) -> None:
     """Write every digit string of the given lengths with its digit sum.
 
@@ -267,14 +284,20 @@ def run(
         Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")
     ],
     trials: Annotated[
-        int | None, typer.Option(min=1, help="The study's total of finished trials (default: the spec's n_trials).")
+        int | None,
+        typer.Option(
+            min=1, max=MAX_TRIALS, help="The study's total of finished trials (default: the spec's n_trials)."
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes on this machine; torch threads are shared out among them.")
+        int,
+        typer.Option(
+            min=1, max=MAX_PROCESSES, help="Worker processes on this machine; torch threads are shared out among them."
+        ),
     ] = 1,
     storage: Storage = None,
     name: Annotated[
@@ -282,7 +305,7 @@ def run(
     ] = None,
     artifacts: Artifacts = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads per worker (default: cores / workers).")
+        int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per worker (default: cores / workers).")
     ] = None,
     oversubscribe: Annotated[
         bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
@@ -359,16 +382,18 @@ def export(
 def rerun(
     name: StudyName,
     trial: Annotated[int | None, typer.Argument(help="Trial number (or give --top).")] = None,
-    top: Annotated[int | None, typer.Option(min=1, help="Re-train the K best trials of each model type.")] = None,
+    top: Annotated[
+        int | None, typer.Option(min=1, max=MAX_TRIALS, help="Re-train the K best trials of each model type.")
+    ] = None,
     seeds: Annotated[
         Seeds | None,
         typer.Option(
             parser=_parse_seeds, metavar="0,1,2", help="train.seed values (default: the trial's own; 0,1,2 with --top)."
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the reruns.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_PROCESSES, help="Worker processes sharing the reruns.")] = 1,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads per rerun (default: the trial's own).")
+        int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per rerun (default: the trial's own).")
     ] = None,
     again: Annotated[bool, typer.Option("--again", help="Re-train reruns that are stored already.")] = False,
     oversubscribe: Annotated[

@@ -45,10 +45,10 @@ def _finite(value: Any) -> Any:
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
+    from digitsum.files import require_file
     from sweep.spec import read_yaml
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such config file")
+    require_file(path, "config file", "give a YAML or JSON file of config keys, like {model: {hidden_size: 64}}")
     values = read_yaml(path, DataError) or {}
     if not isinstance(values, dict):
         raise DataError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
@@ -146,11 +146,12 @@ def evaluate(
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode, read_csv
     from digitsum.decode import accuracy, answers_in_range
-    from digitsum.train import resolve_device
+    from digitsum.device import resolve_device
 
-    with checkpoint_file(checkpoint, storage, artifacts) as path:
-        model, payload = load_checkpoint(path, resolve_device(device))
+    where = resolve_device(device, "--device")
     rows = read_csv(data_csv)
+    with checkpoint_file(checkpoint, storage, artifacts) as path:
+        model, payload = load_checkpoint(path, where)
     seen = _training_answers(payload["config"])
     start = time.perf_counter()
     result = accuracy(model, encode(rows), answers_in_range(rows.y, seen) if seen is not None else None)
@@ -202,11 +203,12 @@ def predict(
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode_prompts
     from digitsum.decode import answers_to_text, greedy_decode
-    from digitsum.train import resolve_device
+    from digitsum.device import resolve_device
 
     prompts = encode_prompts(sequences)
+    where = resolve_device(device, "--device")
     with checkpoint_file(checkpoint, storage, artifacts) as path:
-        model, _ = load_checkpoint(path, resolve_device(device))
+        model, _ = load_checkpoint(path, where)
     answers = answers_to_text(greedy_decode(model, prompts))
     rows = []
     for sequence, answer in zip(sequences, answers, strict=True):
@@ -258,8 +260,10 @@ def prepare(
     """The checked plan of a run and its study, made or resumed (for `sweep run` and sweep.api.run)."""
     from sweep.artifacts import location_for
     from sweep.run import RunPlan, prepare_study
-    from sweep.spec import load_spec
+    from sweep.spec import check_study_name, load_spec
 
+    if name is not None:
+        check_study_name(name)
     spec = load_spec(spec_path)
     _check_cores(workers, threads, oversubscribe)
     chosen = location_for(artifacts, None, storage)  # recorded by a new study
@@ -698,7 +702,7 @@ def report(
         raise DataError(f"study {twice[0]!r} is named twice; name each study once")
     store = open_store(storage)
     studies = [load_study(n, store) for n in names]
-    out = out or Path("reports") / f"{'-vs-'.join(names)}.html"
+    out = out or Path("reports") / report_file_name(names)
     n_figures = write_report(studies, out, _storage_text(storage), _artifact_stores(studies, storage, artifacts))
     if attach:
         import optuna_dashboard
@@ -707,6 +711,18 @@ def report(
             for index, figure in enumerate(figures_for_dashboard([study])):
                 optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
     return out, n_figures
+
+
+def report_file_name(names: list[str]) -> str:
+    """reports/A-vs-B.html's name: each study's name with anything but letters, digits, '.', '_' and '-'
+    as '_' (studies named before names were checked), cut to what a file system takes."""
+    import hashlib
+    import re
+
+    stem = "-vs-".join(re.sub(r"[^A-Za-z0-9._-]", "_", name) for name in names).lstrip(".") or "_"
+    if len(stem) > 200:
+        stem = f"{stem[:180]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+    return f"{stem}.html"
 
 
 def _artifact_stores(studies: list[optuna.Study], storage: str | None, artifacts: str | None) -> dict[str, Any]:

@@ -536,15 +536,19 @@ def _study_hyperparameter_figures(
         )
     target, ranked = _first_objective(study)
     figures = []
-    try:
-        importances = optuna.importance.get_param_importances(study, target=ranked)
-    except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
-        notes.append(f"{study.study_name}: importances unavailable ({error}).")
-        importances = {}
-    if importances:
-        fig = optuna.visualization.plot_param_importances(study, target=ranked, target_name=metric)
-        title = f"{prefix}hyperparameter importances (Optuna default evaluator)"
-        figures.append(fig.update_layout(title=title, height=420))
+    with warnings.catch_warnings(record=True) as said:  # PED-ANOVA's caveats go in the report, not on stderr
+        warnings.simplefilter("always", UserWarning)
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
+        try:
+            importances = optuna.importance.get_param_importances(study, target=ranked)
+        except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
+            notes.append(f"{study.study_name}: importances unavailable ({error}).")
+            importances = {}
+        if importances:
+            fig = optuna.visualization.plot_param_importances(study, target=ranked, target_name=metric)
+            title = f"{prefix}hyperparameter importances (Optuna default evaluator)"
+            figures.append(fig.update_layout(title=title, height=420))
+    notes += sorted({f"{study.study_name}: {w.message}" for w in said if issubclass(w.category, UserWarning)})
     # Conditional parameters leave gaps; the parallel plot takes the unconditional ones.
     always = [p for p in complete[0].params if all(p in t.params for t in complete)]
     if len(always) >= 2:

@@ -43,7 +43,7 @@ from sweep.ledger import Ledger, best_trial, feasible, place
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, write_artifacts, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
-from sweep.storage import MAX_RETRY, close_storage, open_storage, study_names
+from sweep.storage import MAX_RETRY, close_storage, is_full, open_storage, patience_seconds, study_names
 
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
 # Between trials a worker reads the study at most this often. Deciding to start a trial on an older
@@ -177,6 +177,19 @@ MAX_CONSECUTIVE_FAILURES = 5
 
 class TrialsKeepFailing(RuntimeError):
     """Several trials in a row failed: something is wrong with the spec or the machine."""
+
+
+class DiskFull(TrialsKeepFailing):
+    """A trial could not store its checkpoint: the disk is full. Waiting will not mend it, and every
+    next trial would fail the same way, so the run stops; the trial is queued again for the resume."""
+
+    def __init__(self, trial: FrozenTrial) -> None:
+        self.trial = trial
+        reason = TrialRecord.read(trial).fail_reason
+        super().__init__(
+            f"trial {trial.number} could not store its checkpoint ({reason}); free some space, then run the same "
+            "command again to resume (the trial runs again first)"
+        )
 
 
 def _over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
@@ -349,44 +362,119 @@ def work(
 def _run_trials(
     plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage
 ) -> None:
-    study = optuna.load_study(study_name=plan.study_name, storage=storage, pruner=plan.spec.make_pruner())
-    ledger = Ledger(study, plan.spec.balance.key if plan.spec.balance else None)
-    ledger.refresh()
-    ledger.take_done()  # a resumed study's history was settled when it happened
-    ledger.take_unneeded()
-    study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
-    warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
-    keep_best = plan.spec.keep_checkpoints is Keep.BEST
-    keep = ledger.would_be_best if keep_best else None
-    objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
-    settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
-    guarded = _budgeted(objective, plan.n_trials, ledger, settle.mine.add)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
-    adopted: set[int] = set()
-    max_age = 0.0 if plan.spec.balance else READ_EVERY_SECONDS  # balancing counts choices on a fresh read
+    loop = _TrialLoop(plan, stop, worker, deadline, storage)
+    outage = _Outage(patience_seconds())
     while True:
         if stop.is_set():
             raise KeyboardInterrupt
-        settle(max_age)
+        try:
+            finished = loop.step()
+        except KeyboardInterrupt:
+            _requeue_interrupted(loop.study)
+            raise
+        except DiskFull as error:
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(loop.study, error.trial)
+            raise
+        except Exception as error:
+            outage.ride(error)  # waits out a storage that stopped answering, or raises
+            continue
+        outage.over()
+        if finished:
+            return
+
+
+class _TrialLoop:
+    """One worker's view of the study and what it needs to start trials: the ledger, the objective
+    within the budget, the clean-up of checkpoints. `step` starts one trial, waits, or says it is done."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        stop: threading.Event,
+        worker: int,
+        deadline: float | None,
+        storage: optuna.storages.BaseStorage,
+    ) -> None:
+        self.plan, self.deadline, self.storage = plan, deadline, storage
+        self.study = optuna.load_study(study_name=plan.study_name, storage=storage, pruner=plan.spec.make_pruner())
+        self.ledger = ledger = Ledger(self.study, plan.spec.balance.key if plan.spec.balance else None)
+        ledger.refresh()
+        ledger.take_done()  # a resumed study's history was settled when it happened
+        ledger.take_unneeded()
+        self.study.sampler = plan.spec.make_sampler(worker, ledger.final + len(ledger.open_trials()))
+        warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
+        keep_best = plan.spec.keep_checkpoints is Keep.BEST
+        keep = ledger.would_be_best if keep_best else None
+        objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
+        self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
+        self.guarded = _budgeted(objective, plan.n_trials, ledger, self.settle.mine.add)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
+        self.adopted: set[int] = set()
+        self.max_age = 0.0 if plan.spec.balance else READ_EVERY_SECONDS  # balancing counts on a fresh read
+
+    def step(self) -> bool:
+        """Start one trial, or wait a moment for others' to end; True once there is nothing left to do."""
+        plan, ledger, settle = self.plan, self.ledger, self.settle
+        settle(self.max_age)
         step = next_step(ledger, plan.n_trials, settle.mine)
-        out_of_time = deadline is not None and time.time() >= deadline
+        out_of_time = self.deadline is not None and time.time() >= self.deadline
         if step is not Step.RUN or out_of_time:
             settle()  # a fresh read: this worker's last trials settled, and the step decided on it
             step = next_step(ledger, plan.n_trials, settle.mine)
         if out_of_time or step is Step.DONE:
-            return
+            return True
         if step is Step.WAIT:
-            optuna.storages.fail_stale_trials(study)  # before a run, study.optimize does it itself
-            _adopt_orphans(ledger, storage, adopted)
+            optuna.storages.fail_stale_trials(self.study)  # before a run, study.optimize does it itself
+            _adopt_orphans(ledger, self.storage, self.adopted)
             time.sleep(POLL_SECONDS)
-            continue
+            return False
         if plan.spec.balance is not None:
-            _enqueue_balanced(study, plan.spec.balance, ledger)
-        try:
-            study.optimize(guarded, n_trials=1, catch=(Exception,))
-        except KeyboardInterrupt:
-            _requeue_interrupted(study)
-            raise
+            _enqueue_balanced(self.study, plan.spec.balance, ledger)
+        self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
+        return False
+
+
+class _Outage:
+    """The storage stopped answering (a database restarting, a lock held for a long time): wait for it,
+    up to `patience` seconds without a step that succeeds, retrying once a second; then give up.
+
+    The trial that was running is left to the stale-trial check: its heartbeat goes silent, and after
+    the grace period a worker fails it and queues it again with its parameters, so the total stays
+    exact. A full disk does not pass by itself: it ends the run at once."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self.since: float | None = None
+
+    def ride(self, error: Exception) -> None:
+        lost = storage_error(error)
+        if lost is None:
+            if _taken_over(error):
+                return  # its trial was failed as stale during an outage, and is queued again: go on
+            raise error
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        if is_full(lost) or now - self.since > self.patience:
+            raise error
+        time.sleep(1.0)
+
+    def over(self) -> None:
+        self.since = None
+
+
+def _taken_over(error: BaseException) -> bool:
+    """Did another worker finish this worker's trial (failed as stale, while the storage was away)?
+    Optuna then refuses the trial's report (UpdateFinishedTrialError) and its tell (ValueError)."""
+    seen = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, optuna.exceptions.UpdateFinishedTrialError) or (
+            isinstance(current, ValueError) and str(current).startswith("Cannot tell a ")
+        ):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:
@@ -420,6 +508,8 @@ class _FailureCount:
             self.failures.clear()
 
     def check(self) -> None:
+        if self.failures and is_full(TrialRecord.read(self.failures[-1]).fail_reason or ""):
+            raise DiskFull(self.failures[-1])
         if len(self.failures) < MAX_CONSECUTIVE_FAILURES:
             return
         last = self.failures[-1]
@@ -470,6 +560,8 @@ def storage_error(error: BaseException | None) -> SQLAlchemyError | None:
 
 def lost_message(error: Exception) -> str:
     reason = " ".join(str(getattr(error, "orig", None) or error).split())[:160]
+    if is_full(error):
+        return f"the storage's disk is full ({reason}); free some space, then run the same command again to resume"
     return f"lost the storage ({reason}); finished trials stay stored; run the same command again to resume"
 
 
@@ -569,12 +661,13 @@ class _Monitor:
         return self.best is None or self.sign * trial.values[0] > self.sign * self.best
 
     def watch(self) -> None:
-        try:
-            while not self.stop.wait(1.0):
-                self.poll()
+        while not self.stop.wait(1.0):
+            self._poll_quietly()
+        self._poll_quietly()
+
+    def _poll_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # the storage is away: the workers wait for it, the monitor too
             self.poll()
-        except Exception:  # a lost storage: the worker meets the same error and reports it
-            pass
 
 
 def _completed_at(trial: FrozenTrial) -> datetime.datetime:

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ import yaml
 from digitsum import config as cfg
 from digitsum.config import Config
 from digitsum.errors import DataError, UsageError, shown
-from digitsum.keys import Rule, at_least, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
+from digitsum.files import require_file
+from digitsum.keys import Rule, between, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, lengths_text, parse_lengths
 from sweep.objectives import ACCURACY_METRICS, Constraint, CurveMedian, Direction, Metric, Name, Objective
 
@@ -86,6 +88,24 @@ def _probe_lengths(value: Any) -> tuple[int, ...] | None:
     return tuple(values)
 
 
+# A study's name becomes part of file names (reports/NAME.html, checkpoint folders) and of URLs
+# (optuna-dashboard), and `STUDY:TRIAL` is split at its last colon: so a new name is plain.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STUDY_NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit, like compare-cells"
+
+
+def is_study_name(name: str) -> bool:
+    return bool(_STUDY_NAME.fullmatch(name))
+
+
+def check_study_name(name: str, option: str = "--name") -> str:
+    """A name for a new study (or one to resume) as `sweep run` takes it; SpecError saying what is allowed.
+    Studies stored under other names before this rule stay readable, exportable and removable."""
+    if not is_study_name(name):
+        raise SpecError(f"{option} {shown(name)}: a study name is {STUDY_NAME_RULE}")
+    return name
+
+
 def _mapping(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
@@ -97,7 +117,7 @@ class SpecKeys:
     name: str = key(
         "",
         "the study's name in the storage (required); --name overrides it",
-        Rule(lambda v: True, "the study's name, e.g. name: quickstart"),
+        Rule(lambda v: not v.strip() or is_study_name(v.strip()), STUDY_NAME_RULE),  # empty: "required"
     )
     description: str = key("", "one line for reports and the dashboard note")
     metric: str = key(
@@ -118,7 +138,9 @@ class SpecKeys:
     value: str = key(
         "best", "which epoch's metric is the trial's value: the best by validation, or the last", one_of(VALUE_FROM)
     )
-    n_trials: int = key(20, "finished trials the study runs to, over all workers; --trials overrides it", at_least(1))
+    n_trials: int = key(
+        20, "finished trials the study runs to, over all workers; --trials overrides it", between(1, 1_000_000)
+    )
     timeout: float | None = key(
         None,
         "seconds after which no new trial starts; --timeout overrides it",
@@ -161,8 +183,8 @@ class ObjectiveKeys:
 class ConstraintKeys:
     """One entry of ``constraints:``, under a metric's name."""
 
-    min: float | None = key(None, "the smallest feasible value")
-    max: float | None = key(None, "the largest feasible value")
+    min: float | None = key(None, "the smallest feasible value", Rule(math.isfinite, "a number"))
+    max: float | None = key(None, "the largest feasible value", Rule(math.isfinite, "a number"))
 
 
 @dataclass(frozen=True)
@@ -188,7 +210,7 @@ class DataKeys:
         parse=_probe_lengths,
     )
     probe_sample: int = key(
-        PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)", at_least(1)
+        PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)", between(1, 1_000_000)
     )
 
 
@@ -433,6 +455,8 @@ class StudySpec:
 def load_spec(path: str | Path) -> StudySpec:
     """A spec file, or a shipped spec by name (``sweep run quickstart``)."""
     given = Path(path)
+    if given.exists():  # a folder or a device is not taken for a shipped spec's name
+        require_file(given, "study spec", "", SpecError)
     found = given if given.is_file() else shipped_specs().get(given.name.removesuffix(".yaml"))
     if found is None or (not given.is_file() and len(given.parts) > 1 and given.parent != Path("studies")):
         shipped = ", ".join(shipped_specs()) or "none found"
@@ -523,7 +547,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
         spec.make_pruner()
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # Optuna's and numpy's checks of the settings raise many kinds
         raise fail("sampler/pruner", " ".join(str(error).split())[:200]) from None
     return spec
 
@@ -807,8 +831,8 @@ def _parse_component(
 ) -> dict[str, Any]:
     if isinstance(body, str):
         body = {"type": body}
-    if not isinstance(body, dict) or body.get("type") not in kinds:
-        kind = body.get("type") if isinstance(body, dict) else body
+    kind = body.get("type") if isinstance(body, dict) else body
+    if not isinstance(body, dict) or not isinstance(kind, str) or kind not in kinds:
         close = difflib.get_close_matches(str(kind), kinds, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise fail(f"{what}.type", f"{shown(kind)} is not one of {', '.join(kinds)}{hint}")
@@ -816,7 +840,7 @@ def _parse_component(
     unknown = set(body) - allowed - {"type"}
     if unknown:
         raise fail(
-            f"{what}.{sorted(unknown)[0]}",
+            f"{what}.{sorted(map(str, unknown))[0]}",
             f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}",
         )
     return dict(body)

@@ -6,6 +6,7 @@ grace period and re-queued with the same parameters (`RetryHeartbeatStaleTrialCa
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import warnings
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digitsum.errors import UsageError
+from digitsum.files import require_file
 
 # Heartbeats, fail_stale_trials and RetryHeartbeatStaleTrialCallback are marked experimental since
 # Optuna 2.8; we rely on them on purpose, so their warnings would only be noise on every command.
@@ -55,6 +57,23 @@ def heartbeat_settings() -> Heartbeats:
         )
     except ValueError:
         raise StorageError("SWEEP_HEARTBEAT_INTERVAL and SWEEP_GRACE_PERIOD must be whole seconds, like 10") from None
+
+
+def patience_seconds() -> float:
+    """How long a worker waits for a storage that stopped answering (a database restarting, a file
+    locked by another program) before it gives up with one line: $SWEEP_STORAGE_PATIENCE, else 60 s."""
+    try:
+        return float(os.environ.get("SWEEP_STORAGE_PATIENCE", 60))
+    except ValueError:
+        raise StorageError("SWEEP_STORAGE_PATIENCE must be a number of seconds, like 60") from None
+
+
+def is_full(error: BaseException | str) -> bool:
+    """An error (or its text) that waiting will not mend: the disk under the database or the checkpoints
+    is full, or a file reached the size this process may write (RLIMIT_FSIZE)."""
+    text = str(getattr(error, "orig", None) or error).lower()
+    words = ("disk is full", "no space left", "could not extend file", "disk quota", "file too large")
+    return any(word in text for word in words)
 
 
 class StorageError(UsageError):
@@ -96,6 +115,8 @@ def require_existing(url: str | None) -> None:
     """For commands that only read: refuse a storage file that does not exist (opening would create an
     empty one, and the studies would look lost), naming where it looked."""
     path = storage_file(url or default_url())
+    if path is not None and path.exists():
+        require_file(path, "storage file", "", StorageError)
     if path is not None and not path.is_file():
         raise StorageError(
             f"no storage at {path.resolve()} ({where_from(url)}); run `sweep run STUDY.yaml` to make one "
@@ -173,11 +194,21 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         raise StorageError(f"cannot open storage {safe_url(url)}: {reason[:200]}") from None
 
 
+class _RDBStorage(RDBStorage):
+    """Optuna's RDB storage, but a heartbeat that fails (the database is restarting) is only missed:
+    Optuna's heartbeat thread would end with it, and the trial would go stale after the outage even
+    though its worker is alive. The next beat, a heartbeat interval later, is tried as usual."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with contextlib.suppress(SQLAlchemyError):
+            super().record_heartbeat(trial_id)
+
+
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:
     if not heartbeat:
         return RDBStorage(url, engine_kwargs=engine_kwargs)
     beats = heartbeat_settings()
-    return RDBStorage(
+    return _RDBStorage(
         url,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=beats.interval,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing.util
+import os
 import subprocess
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from digitsum import fused
 from digitsum.config import Config, ModelConfig, TrainConfig
@@ -104,3 +107,61 @@ def _processes_are_marked(request):
             "mark it @pytest.mark.processes, so that `make flakes` runs it",
             pytrace=False,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The fuzzers' profiles (tests/fuzz.py). `quick` runs in `make test`: derandomized, so every run
+# tries the same inputs and a landing never fails on a new random one; no example database.
+# `long` (`make fuzz`, SWEEP_FUZZ=long) draws new inputs each time and keeps the failing ones in
+# .hypothesis/ (ignored by git) to try first next time.
+
+_FUZZ_SETTINGS = {
+    "deadline": None,  # a command's time depends on the machine; the suite's time is checked elsewhere
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+}
+settings.register_profile("quick", derandomize=True, database=None, max_examples=25, **_FUZZ_SETTINGS)
+settings.register_profile(
+    "long",
+    max_examples=1000,
+    database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+    **_FUZZ_SETTINGS,
+)
+settings.load_profile(os.environ.get("SWEEP_FUZZ", "quick"))
+if os.environ.get("SWEEP_FUZZ_EXAMPLES"):  # e.g. make fuzz SWEEP_FUZZ_EXAMPLES=5000
+    settings.register_profile("chosen", settings.default, max_examples=int(os.environ["SWEEP_FUZZ_EXAMPLES"]))
+    settings.load_profile("chosen")
+
+
+def pytest_terminal_summary(terminalreporter):
+    from fuzz import COUNTS
+
+    if COUNTS:
+        tried = ", ".join(f"{surface} {n}" for surface, n in sorted(COUNTS.items()))
+        terminalreporter.write_line(f"fuzz ({settings.default.max_examples} examples a test): inputs tried: {tried}")
+
+
+@pytest.fixture(scope="session")
+def fuzz_box(tmp_path_factory):
+    """The fuzzers' sandbox (tests/fuzz.py), made once; S3 pointed at a closed loopback port, so an
+    s3:// input fails at once instead of looking for AWS beyond this machine."""
+    from fuzz import make_sandbox
+
+    aws = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "AWS_ACCESS_KEY_ID": "fuzz",
+        "AWS_SECRET_ACCESS_KEY": "fuzz",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    saved = {name: os.environ.get(name) for name in [*aws, "SWEEP_STORAGE"]}
+    os.environ.update(aws)
+    os.environ.pop("SWEEP_STORAGE", None)
+    try:
+        yield make_sandbox(tmp_path_factory.mktemp("fuzz"))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -67,7 +67,31 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
     (folder / "not-a-checkpoint.pt").write_text("hello\n")
     table = {
         "data: bad lengths": (["data", folder / "d.csv", "--lengths", "two"], "lengths"),
-        "data: sample 0": (["data", folder / "d.csv", "--sample", "0"], "sample 0"),
+        "data: sample 0": (["data", folder / "d.csv", "--sample", "0"], "'--sample'"),
+        "data: a negative seed (numpy's traceback before)": (
+            ["data", folder / "d.csv", "--lengths", "7", "--sample", "5", "--seed", "-1"],
+            "'--seed'",
+        ),
+        "evaluate: a device name torch does not know (a traceback before)": (
+            ["evaluate", checkpoint, folder / "good.csv", "--device", "CPU"],
+            "--device 'CPU': expected auto, cpu, cuda, cuda:N or mps; did you mean cpu?",
+        ),
+        "evaluate: a folder for the checkpoint (was: no such file)": (
+            ["evaluate", folder / "runs", folder / "good.csv"],
+            "runs: is a folder, not a checkpoint file",
+        ),
+        "evaluate: a folder for the CSV (was: no such file)": (
+            ["evaluate", checkpoint, folder],
+            "is a folder, not a file",
+        ),
+        "train: a folder for --config (was: no such config file)": (
+            ["train", "--config", folder],
+            "is a folder, not a config file",
+        ),
+        "run: a study name that cannot name a file": (
+            ["run", folder / "spec.yaml", "--storage", url, "--name", "a/b"],
+            "a study name is 1 to 64 letters, digits",
+        ),
         "train: unknown key": (["train", "model.hiden_size=8"], "did you mean model.hidden_size"),
         "train: wrong type": (["train", "train.n_epochs=abc"], "train.n_epochs"),
         "train: negative learning rate": (["train", "train.learning_rate=-1"], "train.learning_rate"),
@@ -90,6 +114,10 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
         "predict: empty sequence": (["predict", checkpoint, ""], "'' is not a digit sequence"),
         "run: missing spec": (["run", folder / "nope.yaml", "--storage", url], "no such study spec"),
         "run: invalid storage URL": (["run", folder / "spec.yaml", "--storage", "nonsense"], "not a URL"),
+        "predict: a device this machine lacks (the hint named train.device before)": (
+            ["predict", checkpoint, "12", "--device", "mps"],
+            "use --device cpu",
+        ),
         "ls: unreachable storage": (
             ["ls", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"],
             "cannot open storage",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import needed_by
 
-from digitsum.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from digitsum.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint, weights_digest
 from digitsum.config import MODEL_TYPES, ModelConfig
 from digitsum.data import encode, make_rows
 from digitsum.decode import greedy_decode
@@ -128,7 +128,8 @@ def test_checkpoint_error_is_a_value_error():
 
 def test_missing_file(tmp_path):
     assert_error(tmp_path / "nope.pt", "no such checkpoint file")
-    assert_error(tmp_path, "no such checkpoint file")  # a folder
+    assert_error(tmp_path, "is a folder, not a checkpoint file")  # there, but no file
+    assert_error("/dev/null", "is not a regular file")
 
 
 def test_truncated_file(saved):
@@ -196,24 +197,38 @@ def test_other_version(saved):
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "message"),
     [
-        lambda p: p["model_config"].update(hidden_size=13),  # weights of another size
-        lambda p: p["model_config"].update(model_type="lstm"),  # weights of another cell
-        lambda p: p["model_config"].update(model_type="transformer"),  # unknown cell
-        lambda p: p["model_config"].update(colour="blue"),  # unknown field
-        lambda p: p.pop("model_config"),
-        lambda p: p.pop("state_dict"),
-        lambda p: p["state_dict"].pop("head.bias"),
-        lambda p: p.update(state_dict=[1, 2]),
-        lambda p: p.update(model_config="gru"),
+        (lambda p: p["model_config"].update(hidden_size=13), "does not match the model"),  # another size
+        (lambda p: p["model_config"].update(model_type="lstm"), "does not match the model"),  # another cell
+        (lambda p: p["model_config"].update(model_type="transformer"), "cannot build (model.model_type"),
+        (lambda p: p["model_config"].update(colour="blue"), "cannot build (unknown config key 'model.colour'"),
+        (lambda p: p["model_config"].update(hidden_size=10**9), "cannot build (model.hidden_size"),
+        (lambda p: p["model_config"].update(hidden_size=16384), "does not match the model"),  # built without memory
+        (lambda p: p.pop("model_config"), "does not say which model"),
+        (lambda p: p.update(model_config="gru"), "does not say which model"),
+        (lambda p: p.pop("state_dict"), "checksum does not match"),
+        (lambda p: p["state_dict"].pop("head.bias"), "checksum does not match"),
+        (lambda p: p.update(state_dict=[1, 2]), "checksum does not match"),
+        (lambda p: p.update(version=torch.zeros(0)), "version"),  # a tensor compares its way nowhere
+        (lambda p: p.update(format=torch.ones(1)), "not a digitsum checkpoint"),
+        (lambda p: p.update(sha256=torch.ones(1)), "checksum does not match"),
     ],
 )
-def test_payload_that_does_not_match_its_model(saved, change):
+def test_payload_that_does_not_match_its_model(saved, change, message):
     payload = torch.load(saved, weights_only=True)
     change(payload)
     torch.save(payload, saved)
-    assert_error(saved, "does not match")
+    assert_error(saved, message)
+
+
+def test_tensors_of_another_type_are_refused_with_a_matching_checksum(saved):
+    payload = torch.load(saved, weights_only=True)
+    payload["state_dict"]["head.bias"] = payload["state_dict"]["head.bias"].double()
+    payload["state_dict"]["zero-dim"] = torch.tensor(1.0)
+    payload["sha256"] = weights_digest(payload["state_dict"])
+    torch.save(payload, saved)
+    assert_error(saved, "does not match the model")
 
 
 class Exploit:

@@ -564,3 +564,53 @@ def test_studies_stay_in_sight_from_any_folder(tmp_path, monkeypatch):
     assert listed.stdout.splitlines()[2].startswith("tiny")
     assert invoke("report", "tiny", "--out", "r.html").exit_code == 0 and (tmp_path / "two" / "r.html").is_file()
     assert list((tmp_path / "data" / "digitsum-sweep" / "artifacts").iterdir())  # beside the storage
+
+
+# ---------------------------------------------------------------------------------------------
+# Study names: refused for a new study; a study stored under an odd name before stays usable
+
+ODD = "my study/2024: first"  # a space, a slash and a colon: none is allowed in a new name
+
+
+def test_run_refuses_a_name_that_cannot_name_a_file(tmp_path):
+    spec = write_spec(tmp_path)
+    for name in ("a/b", "../up", "has space", "x:1"):
+        line = assert_one_error_line(run_cli(tmp_path, spec, "--name", name))
+        assert "a study name is 1 to 64 letters, digits" in line
+    line = assert_one_error_line(run_cli(tmp_path, write_spec(tmp_path, "odd.yaml", name="a/b")))
+    assert "name: 'a/b': expected 1 to 64 letters, digits" in line
+    assert not (tmp_path / "s.db").exists()  # refused before the storage was opened
+
+
+def test_a_study_stored_under_an_odd_name_stays_readable_exportable_and_removable(studied, tmp_path, monkeypatch):
+    folder, url, _ = studied
+    monkeypatch.chdir(tmp_path)
+    old = load(url, "tiny")
+    odd = optuna.create_study(study_name=ODD, storage=url, directions=old.directions)
+    for trial in old.get_trials(deepcopy=False):  # without checkpoints: removing it must not remove tiny's
+        attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("artifact_id", "checkpoint")}
+        odd.add_trial(
+            optuna.trial.create_trial(
+                params=trial.params,
+                distributions=trial.distributions,
+                values=trial.values,
+                state=trial.state,
+                user_attrs=attrs,
+                intermediate_values=trial.intermediate_values,
+            )
+        )
+    for key, value in old.user_attrs.items():
+        odd.set_user_attr(key, value)
+    assert ODD in invoke("ls", "--storage", url).stdout
+    best = invoke("best", ODD, "--storage", url, "--json")
+    assert best.exit_code == 0, best.stderr
+    assert json.loads(best.stdout)["study"] == ODD
+    exported = invoke("export", ODD, "--out", tmp_path / "odd.csv", "--storage", url)
+    assert exported.exit_code == 0, exported.stderr
+    assert len(pd.read_csv(tmp_path / "odd.csv")) == len(old.trials)
+    reported = invoke("report", ODD, "--storage", url, "--no-attach")
+    assert reported.exit_code == 0, reported.stderr
+    assert (tmp_path / "reports" / "my_study_2024__first.html").is_file()  # a file name, not folders
+    removed = invoke("rm", ODD, "--yes", "--storage", url)
+    assert removed.exit_code == 0, removed.stderr
+    assert ODD not in optuna.get_all_study_names(url) and "tiny" in optuna.get_all_study_names(url)

@@ -290,8 +290,8 @@ def test_read_csv_empty_file(tmp_path, body):
 def test_read_csv_missing_file_and_folder(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_csv(tmp_path / "nope.csv")
-    with pytest.raises(DataError, match="no such file"):
-        read_csv(tmp_path)  # a folder is not a file
+    with pytest.raises(DataError, match="is a folder, not a file"):
+        read_csv(tmp_path)  # there, but no file: not "no such file"
 
 
 def test_read_csv_binary_file(tmp_path):

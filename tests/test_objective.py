@@ -248,10 +248,13 @@ def test_failing_trial_does_not_stop_the_study(tmp_path):
 
 @pytest.mark.skipif(not NO_MPS, reason="needs a machine without MPS")
 def test_failing_trial_records_its_reason(tmp_path):
+    from digitsum.device import resolve_device
+    from digitsum.errors import ConfigError
+
     try:
-        torch.nn.Linear(1, 1).to("mps")
+        resolve_device("mps")
         pytest.skip("this machine can use MPS")
-    except RuntimeError as error:
+    except ConfigError as error:
         message = str(error)
     study = run_spec(tmp_path, _failing_spec(), enqueue=[{"train.device": "mps", "model.hidden_size": 8}], n_trials=1)
     failed = study.trials[0]

@@ -55,14 +55,16 @@ def _env() -> dict:
     return {**os.environ, "SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
 
 
-def _start_worker(spec: Path, url: str, cwd: Path, artifacts: Path | None = None) -> subprocess.Popen:
+def _start_worker(
+    spec: Path, url: str, cwd: Path, artifacts: Path | None = None, patience: float = 60
+) -> subprocess.Popen:
     """`sweep run` in `cwd`; without `artifacts`, the checkpoints go to the store the study recorded."""
     command = [SWEEP, "run", str(spec), "--storage", url, "--threads", "1"]
     command += ["--artifacts", str(artifacts)] if artifacts else []
     return subprocess.Popen(
         command,
         cwd=cwd,
-        env=_env(),
+        env={**_env(), "SWEEP_STORAGE_PATIENCE": str(patience)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -198,7 +200,7 @@ def test_unreachable_server_is_one_line(tmp_path, database_url):
 def test_storage_lost_mid_run_then_resumed(tmp_path, server):
     spec = tmp_path / "lost.yaml"
     spec.write_text(SPEC.replace("name: pg-kill", "name: pg-lost").replace("n_trials: 9", "n_trials: 4"))
-    worker = _start_worker(spec, server.url, tmp_path)
+    worker = _start_worker(spec, server.url, tmp_path, patience=2)  # gives up at once: the server stays down
     storage = optuna.storages.RDBStorage(server.url)
     try:
         deadline = time.time() + 120
@@ -315,3 +317,69 @@ def _kill_one_mid_trial(storage, workers: list, killed: dict, dead: set, rng) ->
         dead.add(victim.pid)
     if number is not None:
         killed[victim.pid] = number
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: the database restarts under a running study
+
+RESTART_SPEC = MANY_SPEC.replace("name: pg-many", "name: pg-restart").replace("n_trials: 300", "n_trials: 200")
+RESTART_WORKERS = 8
+DOWN_SECONDS = 10  # the outage the issue asks for: a fast shutdown, 10 s down, then the server starts again
+
+
+def test_a_database_restart_under_eight_workers(tmp_path, server):
+    """8 `sweep run` processes, 200 tiny trials; the server stops (fast shutdown) for 10 s and starts
+    again. Each worker waits for it (SWEEP_STORAGE_PATIENCE) and goes on, or exits with one line; a
+    second `sweep run` finishes the study; nothing finished before the outage is lost."""
+    spec = tmp_path / "restart.yaml"
+    spec.write_text(RESTART_SPEC)
+    env = {**_env(), "SWEEP_STORAGE_PATIENCE": "40"}
+    command = [SWEEP, "run", str(spec), "--storage", server.url, "--threads", "1", "--artifacts", str(tmp_path / "a")]
+    workers = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(RESTART_WORKERS)
+    ]
+    storage = optuna.storages.RDBStorage(server.url)
+    try:
+        before = _finished_when(storage, "pg-restart", at_least=30)
+        storage.engine.dispose()
+        server.stop("fast")
+        time.sleep(DOWN_SECONDS)
+        server.start()
+        outputs = [w.communicate(timeout=300)[0] for w in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    rode_out = [w.returncode == 0 for w in workers]
+    for worker, out in zip(workers, outputs, strict=True):
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in out, out
+        assert worker.returncode == 0 or (worker.returncode == 1 and len(errors) == 1), out
+    print(f"workers that rode the restart out: {sum(rode_out)} of {RESTART_WORKERS}; finished before it: {len(before)}")
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    trials = optuna.load_study(study_name="pg-restart", storage=storage).get_trials(deepcopy=False)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 200
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    after = {t.number: (t.state, t.values, t.params) for t in trials}
+    assert all(after[number] == kept for number, kept in before.items())  # no finished trial lost or changed
+
+
+def _finished_when(storage, name: str, at_least: int) -> dict:
+    """Once `at_least` trials of the study finished: each finished trial's (state, values, params)."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if name in optuna.get_all_study_names(storage):
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            finished = {
+                t.number: (t.state, t.values, t.params)
+                for t in trials
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            }
+            if len(finished) >= at_least:
+                return finished
+        time.sleep(0.2)
+    raise AssertionError(f"{at_least} trials of {name} did not finish in time")

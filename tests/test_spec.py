@@ -20,7 +20,7 @@ from sweep_helpers import (
     write_spec,
 )
 
-from sweep.spec import PRUNERS, SAMPLERS, Param, SpecError, load_spec, parse_spec
+from sweep.spec import PRUNERS, SAMPLERS, Param, SpecError, check_study_name, load_spec, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -385,8 +385,9 @@ MISTAKES = {
         "data.probe_lengths",
         "list of lengths",
     ),
-    "n_trials 0": (dict(n_trials=0), "n_trials", "integer >= 1"),
-    "n_trials text": (dict(n_trials="ten"), "n_trials", "integer >= 1"),
+    "n_trials 0": (dict(n_trials=0), "n_trials", "integer from 1 to 1000000"),
+    "n_trials past the top": (dict(n_trials=10**9), "n_trials", "integer from 1 to 1000000"),
+    "n_trials text": (dict(n_trials="ten"), "n_trials", "integer from 1 to 1000000"),
     "timeout negative": (dict(timeout=-5), "timeout", "seconds > 0"),
     "keep_checkpoints unknown": (dict(keep_checkpoints="some"), "keep_checkpoints", "best, all"),
     "missing name": (dict(name=""), "name", "required"),
@@ -525,3 +526,22 @@ def test_a_shipped_spec_by_name_from_any_folder(tmp_path, monkeypatch):
         SpecError, match=r"no such study spec; give a YAML file or a shipped spec's name \(compare-cells"
     ):
         load_spec("quickstrt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Study names: a new study's name is plain, since it names files and URLs
+
+
+@pytest.mark.parametrize("name", ["quickstart", "compare-cells", "a", "Study_2.v1", "7", "x" * 64])
+def test_names_a_study_may_take(name):
+    assert check_study_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "../x", "a:b", "-x", ".hidden", "x" * 65, "t\x01", "é", "a\\b"])
+def test_names_a_new_study_may_not_take(name, tmp_path):
+    with pytest.raises(SpecError) as caught:
+        check_study_name(name)
+    assert "a study name is 1 to 64 letters, digits, '.', '_' or '-'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    if name:  # an empty name in a spec is "required", said by its own check
+        assert_spec_mistake(tmp_path, {"name": name}, "name", "expected 1 to 64 letters, digits")

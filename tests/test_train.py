@@ -25,7 +25,6 @@ from digitsum.train import (
     _schedule,
     evaluate_loss,
     fit,
-    resolve_device,
     running_sums,
     sum_state_spread,
 )
@@ -288,7 +287,7 @@ def test_evaluate_loss_counts_every_answer_token_equally():
 
 
 # ---------------------------------------------------------------------------------------------
-# load_rows, split_rows, resolve_device, TrainConfig
+# load_rows, split_rows, TrainConfig
 
 
 def test_load_rows_generates_or_reads(tmp_path):
@@ -312,23 +311,6 @@ def test_split_rows_uses_fraction_and_seed(tiny_rows):
     assert train.x.tolist() == again.x.tolist()
     assert train.x.tolist() != other.x.tolist()
     assert np.array_equal(train.y, np.array([sum(map(int, x)) for x in train.x.tolist()]))
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    auto = resolve_device("auto")
-    if torch.cuda.is_available():
-        assert auto.type == "cuda"
-    elif not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        assert auto == torch.device("cpu")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_resolve_device_cuda_missing():
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        resolve_device("cuda")
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        resolve_device("cuda:1")
 
 
 def test_config_to_dict():
