@@ -209,8 +209,9 @@ def known_keys() -> list[str]:
 def check_key(name: str) -> Key:
     """The key's declaration; ConfigError (with the closest known key) for an unknown key."""
     keys = schema()
-    if name not in keys:
-        close = difflib.get_close_matches(name, keys, n=1) or [k for k in keys if k.endswith("." + name)]
+    if not isinstance(name, str) or name not in keys:  # a YAML key can be a number, or null
+        text = str(name)
+        close = difflib.get_close_matches(text, keys, n=1) or [k for k in keys if k.endswith("." + text)]
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(keys)}"
         raise ConfigError(f"unknown config key {shown(name)}; {hint}")
     return keys[name]

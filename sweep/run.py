@@ -211,6 +211,7 @@ def _budgeted(
     n_trials: int,
     ledger: Ledger,
     started: Callable[[int], None] = lambda number: None,
+    failed: Callable[[optuna.Trial, Exception], None] = lambda trial, error: None,
 ) -> Callable[[optuna.Trial], TrialValues]:
     """Run `objective` only within the study's budget, and keep the reason of any failure.
 
@@ -237,6 +238,7 @@ def _budgeted(
             raise
         except Exception as error:  # Optuna stores a FAIL without the reason; keep it on the trial
             write_trial(trial, fail_reason=f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
+            failed(trial, error)
             raise
         if _over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
@@ -407,7 +409,8 @@ class _TrialLoop:
         keep = ledger.would_be_best if keep_best else None
         objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
-        self.guarded = _budgeted(objective, plan.n_trials, ledger, self.settle.mine.add)
+        self.full: list[int] = []  # the trial that could not store its checkpoint on a full disk
+        self.guarded = _budgeted(objective, plan.n_trials, ledger, self.settle.mine.add, self._failed)
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
         self.adopted: set[int] = set()
         self.max_age = 0.0 if plan.spec.balance else READ_EVERY_SECONDS  # balancing counts on a fresh read
@@ -431,7 +434,13 @@ class _TrialLoop:
         if plan.spec.balance is not None:
             _enqueue_balanced(self.study, plan.spec.balance, ledger)
         self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
+        if self.full:
+            raise DiskFull(self.study._storage.get_trial(self.full[0]))
         return False
+
+    def _failed(self, trial: optuna.Trial, error: Exception) -> None:
+        if is_full(error):  # waiting will not mend it, and every next trial would fail the same way
+            self.full.append(trial._trial_id)
 
 
 class _Outage:
@@ -508,8 +517,6 @@ class _FailureCount:
             self.failures.clear()
 
     def check(self) -> None:
-        if self.failures and is_full(TrialRecord.read(self.failures[-1]).fail_reason or ""):
-            raise DiskFull(self.failures[-1])
         if len(self.failures) < MAX_CONSECUTIVE_FAILURES:
             return
         last = self.failures[-1]

@@ -114,6 +114,7 @@ def where_from(url: str | None) -> str:
 def require_existing(url: str | None) -> None:
     """For commands that only read: refuse a storage file that does not exist (opening would create an
     empty one, and the studies would look lost), naming where it looked."""
+    _refuse_memory(url or default_url())
     path = storage_file(url or default_url())
     if path is not None and path.exists():
         require_file(path, "storage file", "", StorageError)
@@ -128,9 +129,28 @@ def storage_file(url: str) -> Path | None:
     """The file a storage URL names (a SQLite database, a journal), None for a server or memory."""
     path = journal_path(url)
     if path is None and url.startswith("sqlite:"):
-        database = url.split("///", 1)[-1]
+        database = _sqlite_database(url)
         path = Path(database) if database and database != ":memory:" else None
     return path
+
+
+def _sqlite_database(url: str) -> str | None:
+    """The database part of a SQLite URL as SQLAlchemy reads it (None or ":memory:" for memory)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).database
+    except Exception:  # not a URL SQLAlchemy reads: opening it says so
+        return None
+
+
+def _refuse_memory(url: str) -> None:
+    """An in-memory SQLite database is gone when the command ends, and no second worker can reach it."""
+    if url.startswith("sqlite:") and _sqlite_database(url) in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage {url!r} is an in-memory database: it keeps nothing after the command, and workers "
+            "cannot share it; give a file, like sqlite:///studies/sweep.db"
+        )
 
 
 def safe_url(url: str) -> str:
@@ -167,11 +187,12 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
                 f"storage {url!r} is not a URL; use sqlite:///studies/sweep.db, journal:studies/sweep.log "
                 "or postgresql+psycopg://USER:PASS@HOST:PORT/DB"
             )
+        _refuse_memory(url)
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:"):
-            database = url.split("///", 1)[-1]
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            database = storage_file(url)
+            if database is not None:
+                database.parent.mkdir(parents=True, exist_ok=True)
             # Several workers share one file: wait for the lock instead of failing at once.
             engine_kwargs = {"connect_args": {"timeout": 60}}
         else:

@@ -41,6 +41,10 @@ SPEC = spec_dict(
     name="faults",
     n_trials=4,
     fixed={"train.n_epochs": 3, "train.device": "cpu", "train.batch_size": 16, "model.embedding_dim": 8},
+    space={
+        "model.model_type": {"choices": ["rnn", "gru"]},
+        "train.learning_rate": {"low": 0.01, "high": 0.1, "log": True},
+    },
 )
 
 
@@ -124,12 +128,18 @@ def small_filesystem(folder: Path, size: str) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-def fill(folder: Path, leave: int) -> Path:
-    """Fill the filesystem under `folder` until `leave` bytes are free; the filler file."""
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the filesystem under `folder` until `leave` bytes are free (0: until a write fails, while
+    others may be writing too); the filler file."""
     filler = folder / "filler"
     free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
-    with filler.open("wb") as file:
-        file.write(b"\0" * max(free - leave, 0))
+    with filler.open("wb", buffering=0) as file:
+        if leave:
+            file.write(b"\0" * max(free - leave, 0))
+            return filler
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                file.write(b"\0" * 4096)
     return filler
 
 
@@ -188,7 +198,7 @@ def test_a_full_disk_while_the_storage_writes_a_trial(tmp_path):
         run = start_sweep(tmp_path, *run_args(url, tmp_path / "ckpt", 6))
         try:
             wait_for_finished(disk / "s.db", run, 1)
-            filler = fill(disk, leave=0)
+            filler = fill(disk)
             out, err = run.communicate(timeout=300)
         finally:
             if run.poll() is None:

@@ -290,3 +290,13 @@ def test_trial_counts_and_best_value_match_a_full_read(varied):
     for value in (0.5, 0.2, 0.7):
         one.tell(one.ask(), value)
     assert st.best_value(backend, one._study_id) == 0.2
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+def test_an_in_memory_database_is_refused_in_one_line(url, tmp_path):
+    """It would keep nothing after the command, and no worker could share it (a traceback before)."""
+    with pytest.raises(StorageError, match="is an in-memory database: it keeps nothing"):
+        open_storage(url)
+    line = assert_one_error_line(invoke("ls", "--storage", url))
+    assert "give a file, like sqlite:///studies/sweep.db" in line
+    assert_one_error_line(run_cli(tmp_path, write_spec(tmp_path), storage=url))
