@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install system lint test quickstart bench clean
+RUNS ?= 20
+
+.PHONY: install system lint test fuzz flakes quickstart bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +33,15 @@ lint: install
 
 test: system install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fuzzers' long profile: new random inputs every time (make test runs a short, fixed set); failing
+# inputs are kept in .hypothesis/ and tried first next time. SWEEP_FUZZ_EXAMPLES=N sets the examples per test.
+fuzz: install
+	SWEEP_FUZZ=long $(PY) -m pytest -m fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
+
+# The flake hunt: every test that starts processes, servers or a browser, RUNS times (passes per test).
+flakes: system install
+	$(PY) scripts/flakes.py --runs $(RUNS) -- $(PYTEST_ARGS)
 
 quickstart: install
 	$(VENV)/bin/sweep run studies/quickstart.yaml

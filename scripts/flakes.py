@@ -57,9 +57,11 @@ def main() -> int:
                     passes[name] += 1
                 else:
                     failures[name].append(f"round {number}: {problem}")
-            failed = sum(problem is not None for problem in outcomes.values())
+            failed = [name for name, problem in outcomes.items() if problem is not None]
             seconds = time.perf_counter() - start
-            print(f"round {number}/{args.runs}: {len(outcomes)} tests, {failed} failed, {seconds:.0f}s")
+            print(f"round {number}/{args.runs}: {len(outcomes)} tests, {len(failed)} failed, {seconds:.0f}s")
+            for name in failed:
+                print(f"    failed: {name}: {outcomes[name]}")
             sys.stdout.flush()
     width = max(map(len, runs), default=0)
     for name in sorted(runs):

@@ -747,11 +747,13 @@ def download_best(name: str, storage: str | None, folder: Path, artifacts: str |
         typer.echo(f"checkpoint of trial {number}: {path}  (sweep predict {path} 1294)")
 
 
-def _bind_problem(host: str, port: int, error: OSError) -> str:
+def _bind_problem(host: str, port: int, error: Exception) -> str:
     """Why the dashboard cannot listen, and the hint that fits: the port is taken, or the host is wrong."""
     import errno
     import socket
 
+    if not isinstance(error, OSError):  # a host that cannot even be encoded, e.g. bytes that are not UTF-8
+        return f"cannot listen on {host!r}:{port} ({error}); --host must be an address of this machine, like 127.0.0.1"
     reason = error.strerror or str(error)
     if error.errno == errno.EADDRINUSE:
         return f"cannot listen on {host}:{port} ({reason}); pick another --port"
@@ -814,7 +816,7 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None =
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
-        except OSError as error:
+        except (OSError, UnicodeError, TypeError, ValueError) as error:
             raise DataError(_bind_problem(host, port, error)) from None
     typer.echo(f"optuna-dashboard on {_storage_text(storage)}: http://{host}:{port}/  (Ctrl-C stops it)")
     typer.echo(f"checkpoints from the artifact store {location}")

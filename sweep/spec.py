@@ -498,6 +498,8 @@ def read_yaml(path: Path, error: type[UsageError] = UsageError) -> Any:
         raise error(f"{path}: not a UTF-8 text file; a study spec or config is YAML text") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+    except RecursionError:  # PyYAML reads nesting recursively
+        raise error(f"{path}: nested too deeply to read; a spec or config is a few levels deep") from None
     except yaml.constructor.ConstructorError as problem:
         raise error(f"{path}: {problem.problem}") from None
     except yaml.YAMLError as problem:

@@ -119,7 +119,7 @@ _FUZZ_SETTINGS = {
     "deadline": None,  # a command's time depends on the machine; the suite's time is checked elsewhere
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 }
-settings.register_profile("quick", derandomize=True, database=None, max_examples=25, **_FUZZ_SETTINGS)
+settings.register_profile("quick", derandomize=True, database=None, max_examples=50, **_FUZZ_SETTINGS)
 settings.register_profile(
     "long",
     max_examples=1000,

@@ -171,16 +171,33 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Nested:
+    """A value nested `depth` mappings deep: written out by `as_yaml` as flow-style text, since
+    PyYAML's own writer (like its reader) recurses and would give up long before."""
+
+    depth: int
+
+
 def as_yaml(value: Any) -> str:
-    return yaml.safe_dump(value, allow_unicode=True, sort_keys=False)
+    deep: list[Nested] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, Nested):
+            deep.append(item)
+            return f"__nested_{len(deep) - 1}__"
+        if isinstance(item, dict):
+            return {k: swap(v) for k, v in item.items()}
+        return [swap(v) for v in item] if isinstance(item, list) else item
+
+    text = yaml.safe_dump(swap(value), allow_unicode=True, sort_keys=False)
+    for index, item in enumerate(deep):
+        text = text.replace(f"__nested_{index}__", "{a: " * item.depth + "1" + "}" * item.depth)
+    return text
 
 
-def nested(depth: int) -> Any:
-    """A mapping nested `depth` deep."""
-    value: Any = 1
-    for _ in range(depth):
-        value = {"a": value}
-    return value
+def nested(depth: int) -> Nested:
+    return Nested(depth)
 
 
 def paths(box: Sandbox, *, existing_file: Path | None = None) -> st.SearchStrategy[str]:

@@ -63,7 +63,7 @@ def mutated(draw, base: dict) -> dict:
         elif kind == "number":
             set_at(spec, where, draw(extreme_numbers))
         elif kind == "deep":
-            set_at(spec, where, nested(draw(st.sampled_from([50, 500]))))
+            set_at(spec, where, nested(draw(st.sampled_from([50, 500, 5000]))))
         elif kind == "delete":
             delete_at(spec, where)
         else:

@@ -442,3 +442,52 @@ def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
     assert trials(url, spec.name) == []
     work(plan, threading.Event())
     assert [t.state for t in trials(url, spec.name)] == [TrialState.COMPLETE]
+
+
+# ---------------------------------------------------------------------------------------------
+# A storage outage is waited out, up to the patience; a full disk is not
+
+
+def _lost(text: str) -> Exception:
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        raise OperationalError("SELECT 1", {}, Exception(text))
+    except OperationalError as error:
+        try:
+            raise RuntimeError("while telling the trial") from error
+        except RuntimeError as wrapped:
+            return wrapped
+
+
+def test_an_outage_is_waited_out_within_the_patience_and_not_beyond():
+    from sweep.run import _Outage
+
+    outage = _Outage(patience=0.5)
+    outage.ride(_lost("connection refused"))  # waits a second, and lets the worker try again
+    with pytest.raises(RuntimeError, match="while telling"):
+        outage.ride(_lost("connection refused"))  # still away after the patience: given up
+    outage.over()
+    outage.ride(_lost("connection refused"))  # a step went through since: a new outage, a new wait
+
+
+def test_a_full_disk_and_other_errors_are_not_waited_for():
+    from sweep.run import _Outage
+
+    outage = _Outage(patience=60)
+    with pytest.raises(RuntimeError):
+        outage.ride(_lost("database or disk is full"))
+    with pytest.raises(KeyError):
+        outage.ride(KeyError("a bug, not the storage"))
+
+
+def test_a_trial_failed_as_stale_by_another_worker_is_let_go():
+    from sweep.run import _Outage
+
+    try:
+        raise optuna.exceptions.UpdateFinishedTrialError("Trial#3 has already finished and can not be updated.")
+    except optuna.exceptions.UpdateFinishedTrialError as finished:
+        try:
+            raise ValueError("Cannot tell a FAIL trial.") from finished
+        except ValueError as error:
+            _Outage(patience=0).ride(error)  # nothing raised: its retry is queued, the worker goes on

@@ -300,3 +300,37 @@ def test_an_in_memory_database_is_refused_in_one_line(url, tmp_path):
     line = assert_one_error_line(invoke("ls", "--storage", url))
     assert "give a file, like sqlite:///studies/sweep.db" in line
     assert_one_error_line(run_cli(tmp_path, write_spec(tmp_path), storage=url))
+
+
+# ---------------------------------------------------------------------------------------------
+# Outages: what waiting mends and what it does not
+
+
+def test_a_full_disk_is_told_from_an_outage():
+    for text in ("database or disk is full", "[Errno 28] No space left on device", "File too large", "Disk quota"):
+        assert st.is_full(text)
+    for text in ("connection refused", "database is locked", "server closed the connection unexpectedly"):
+        assert not st.is_full(text)
+
+
+def test_patience_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SWEEP_STORAGE_PATIENCE", raising=False)
+    assert st.patience_seconds() == 60
+    monkeypatch.setenv("SWEEP_STORAGE_PATIENCE", "2.5")
+    assert st.patience_seconds() == 2.5
+    monkeypatch.setenv("SWEEP_STORAGE_PATIENCE", "soon")
+    with pytest.raises(StorageError, match="SWEEP_STORAGE_PATIENCE must be a number of seconds"):
+        st.patience_seconds()
+
+
+def test_a_heartbeat_the_database_refuses_is_missed_not_raised(tmp_path, monkeypatch):
+    """Optuna's heartbeat thread ends at the first error; ours skips the beat and tries the next."""
+    from sqlalchemy.exc import OperationalError
+
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+
+    def refused(self, trial_id):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(RDBStorage, "record_heartbeat", refused)
+    storage.record_heartbeat(0)  # no exception
