@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 
 RUNS ?= 20
 
@@ -31,8 +32,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two pytest workers (pytest-xdist), one test file each at a time: the suite's many waits (servers,
+# processes, a lock held 20 s) overlap with the other worker's training. PYTEST_WORKERS=0 runs one.
 test: system install lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The fuzzers' long profile: new random inputs every time (make test runs a short, fixed set); failing
 # inputs are kept in .hypothesis/ and tried first next time. SWEEP_FUZZ_EXAMPLES=N sets the examples per test.

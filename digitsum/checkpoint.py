@@ -51,8 +51,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model from the file; returns (model in eval mode, the whole payload).
 
     Every field is checked before it is used: the model the file describes is checked as a config is
-    (sizes within their ranges) and built without memory (on torch's meta device), then given the
-    file's tensors only if each has the shape and type that model expects."""
+    (sizes within their ranges) and built without memory (on torch's meta device); only if each of
+    the file's tensors has the shape and type that model expects is memory allocated for it, and the
+    tensors copied in (copied: crafted tensors may share storage)."""
     path = require_file(
         path, "checkpoint file", "`sweep train` writes one as <log_path>/<run_name>/best.pt", CheckpointError
     )
@@ -61,7 +62,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     with torch.device("meta"):
         model = DigitSumModel(model_config)
     _check_tensors(path, model, payload["state_dict"])
-    model.load_state_dict(payload["state_dict"], assign=True)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(payload["state_dict"])
     if not isinstance(payload.get("config"), dict):
         payload["config"] = {"model": model_config.to_dict()}  # the training config is only informative
     return model.to(device).eval(), payload

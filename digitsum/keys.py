@@ -27,10 +27,6 @@ class Rule:
 ANY = Rule(lambda value: True, "")
 
 
-def at_least(low: float, what: str = "an integer", note: str = "") -> Rule:
-    return Rule(lambda v: v >= low, f"{what} >= {low:g}{note}")
-
-
 def between(low: int, high: int, note: str = "") -> Rule:
     """A whole number from ``low`` to ``high``: the top keeps a slip (hidden_size=1000000) from a crash
     or a run that never ends."""

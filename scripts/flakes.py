@@ -19,16 +19,24 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+ROUND_TIMEOUT = 3600  # seconds: a round that hangs is a finding too, not a hunt that never ends
+
 
 def one_round(report: Path, extra: list[str]) -> dict[str, str | None]:
     """Each test's outcome in one pytest session: None for a pass, else the failure's first line."""
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "processes", "-p", "no:cacheprovider", f"--junitxml={report}"]
-        + extra,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-    )
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "processes", "-p", "no:cacheprovider"]
+    try:
+        subprocess.run(
+            [*command, f"--junitxml={report}", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=ROUND_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return {"(the round)": f"did not end within {ROUND_TIMEOUT} s"}
+    if not report.is_file():
+        return {"(the round)": "pytest wrote no report (it could not start?)"}
     outcomes: dict[str, str | None] = {}
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         name = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from digitsum.errors import UsageError
+from digitsum.errors import UsageError, one_line, warning_line
 
 
 class _ErrorBoundary(TyperGroup):
@@ -29,10 +29,10 @@ class _ErrorBoundary(TyperGroup):
             raise _usage_line(error) from None
 
     def invoke(self, ctx: Any) -> Any:
+        shown_as = warnings.showwarning  # only how warnings show: the filters stay as modules set them
+        warnings.showwarning = _warning_line
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _warning_line
-                return super().invoke(ctx)
+            return super().invoke(ctx)
         except TyperException as error:  # typer's own usage errors: a bad option value, a missing argument
             raise _usage_line(error) from None
         except UsageError as error:
@@ -44,6 +44,8 @@ class _ErrorBoundary(TyperGroup):
         except OSError as error:  # disk full, permission denied: not a usage error, still no traceback
             say_error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
             raise typer.Exit(1) from None
+        finally:
+            warnings.showwarning = shown_as
 
 
 def _silence_stdout() -> None:
@@ -56,17 +58,12 @@ def _silence_stdout() -> None:
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    """A library's warning (Optuna's, torch's) as one line, not Python's two with a source line."""
-    text = " ".join(str(message).split())
-    typer.echo(f"warning: {''.join(c for c in text if c.isprintable())[:300]} ({category.__name__})", err=True)
+    typer.echo(warning_line(message, category), err=True)
 
 
 def say_error(message: str) -> None:
-    """One line on stderr; "error:" in red on a terminal (click drops the colour when piped). A
-    control character from the user's input (a newline in a spec's key, an escape sequence) is
-    shown escaped: it can neither break the line nor act on the terminal."""
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-    typer.echo(typer.style("error:", fg="red", bold=True) + " " + line, err=True)
+    """One line on stderr (`one_line`); "error:" in red on a terminal (click drops the colour when piped)."""
+    typer.echo(typer.style("error:", fg="red", bold=True) + " " + one_line(message), err=True)
 
 
 def _usage_line(error: TyperException) -> BaseException:

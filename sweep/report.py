@@ -650,7 +650,12 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame, stores: dict
             ERROR_TITLE, f"Trial {best.number} of {best.study}: its checkpoint is not available here ({error}).", []
         )
     study = next(s for s in studies if s.study_name == best.study)
-    table = _decoded_rows(model, payload["config"], StudyMeta.read(study))
+    try:
+        table = _decoded_rows(model, payload["config"], StudyMeta.read(study))
+    except UsageError as error:  # a training CSV not on this machine, a config this version refuses
+        return Section(
+            ERROR_TITLE, f"Trial {best.number} of {best.study}: its rows cannot be rebuilt here ({error}).", []
+        )
     wrong = table[~table.correct]
     counts = "; ".join(
         f"{int((~part.correct).sum()):,} wrong of {len(part):,} {name} rows"

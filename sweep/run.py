@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -35,15 +36,23 @@ import optuna
 import optuna_dashboard
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
 
+from digitsum.errors import UsageError, one_line, warning_line
 from digitsum.train import warm_up
 from sweep.artifacts import open_store, remove
 from sweep.ledger import Ledger, best_trial, feasible, place
 from sweep.objective import make_objective
 from sweep.records import StudyMeta, TrialRecord, write_artifacts, write_fingerprint, write_trial
 from sweep.spec import Keep, Param, SpecError, StudySpec
-from sweep.storage import MAX_RETRY, close_storage, is_full, open_storage, patience_seconds, study_names
+from sweep.storage import (
+    MAX_RETRY,
+    close_storage,
+    is_full,
+    open_storage,
+    patience_seconds,
+    storage_error,
+    study_names,
+)
 
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
 # Between trials a worker reads the study at most this often. Deciding to start a trial on an older
@@ -62,6 +71,8 @@ class RunPlan:
     workers: int
     artifacts: str  # the artifact store's location (sweep.artifacts)
     threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
+    # seconds a worker waits for a storage that stopped answering; read (and checked) when the plan is made
+    patience: float = dataclasses.field(default_factory=patience_seconds)
 
     @property
     def threads_per_worker(self) -> int:
@@ -164,8 +175,9 @@ def _adopt_orphans(ledger: Ledger, storage: optuna.storages.BaseStorage, adopted
     old_enough = datetime.datetime.now() - datetime.timedelta(seconds=silence)
     for trial in ledger.open_trials(TrialState.RUNNING):
         if trial.number not in adopted and trial.datetime_start and trial.datetime_start < old_enough:
+            # Optuna's own write, which raises where ours only misses a beat: adopted only once it is stored
+            optuna.storages.RDBStorage.record_heartbeat(storage, trial._trial_id)
             adopted.add(trial.number)
-            storage.record_heartbeat(trial._trial_id)
 
 
 class _Surplus(Exception):
@@ -179,17 +191,28 @@ class TrialsKeepFailing(RuntimeError):
     """Several trials in a row failed: something is wrong with the spec or the machine."""
 
 
-class DiskFull(TrialsKeepFailing):
+class DiskFull(TrialsKeepFailing):  # a TrialsKeepFailing: a worker process reports it the same way
     """A trial could not store its checkpoint: the disk is full. Waiting will not mend it, and every
     next trial would fail the same way, so the run stops; the trial is queued again for the resume."""
 
     def __init__(self, trial: FrozenTrial) -> None:
         self.trial = trial
         reason = TrialRecord.read(trial).fail_reason
+        again = " (the trial runs again first)" if _retries_left(trial) else ""
         super().__init__(
             f"trial {trial.number} could not store its checkpoint ({reason}); free some space, then run the same "
-            "command again to resume (the trial runs again first)"
+            f"command again to resume{again}"
         )
+
+
+def _retries_left(trial: FrozenTrial) -> bool:
+    """Would Optuna's retry callback queue this trial again (it stops after MAX_RETRY retries)?"""
+    return len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) < MAX_RETRY
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial again with its parameters, as a killed worker's is (Optuna's retry)."""
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def _over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
@@ -365,7 +388,7 @@ def _run_trials(
     plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage
 ) -> None:
     loop = _TrialLoop(plan, stop, worker, deadline, storage)
-    outage = _Outage(patience_seconds())
+    outage = _Outage(plan.patience, storage)
     while True:
         if stop.is_set():
             raise KeyboardInterrupt
@@ -375,7 +398,7 @@ def _run_trials(
             _requeue_interrupted(loop.study)
             raise
         except DiskFull as error:
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(loop.study, error.trial)
+            _requeue(loop.study, error.trial)
             raise
         except Exception as error:
             outage.ride(error)  # waits out a storage that stopped answering, or raises
@@ -409,7 +432,7 @@ class _TrialLoop:
         keep = ledger.would_be_best if keep_best else None
         objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
-        self.full: list[int] = []  # the trial that could not store its checkpoint on a full disk
+        self.full: int | None = None  # the id of a trial that could not store its checkpoint: the disk is full
         self.guarded = _budgeted(objective, plan.n_trials, ledger, self.settle.mine.add, self._failed)
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
         self.adopted: set[int] = set()
@@ -434,13 +457,15 @@ class _TrialLoop:
         if plan.spec.balance is not None:
             _enqueue_balanced(self.study, plan.spec.balance, ledger)
         self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
-        if self.full:
-            raise DiskFull(self.study._storage.get_trial(self.full[0]))
+        if self.full is not None:
+            raise DiskFull(self.study._storage.get_trial(self.full))
         return False
 
     def _failed(self, trial: optuna.Trial, error: Exception) -> None:
-        if is_full(error):  # waiting will not mend it, and every next trial would fail the same way
-            self.full.append(trial._trial_id)
+        """A trial failed: note it if the disk was full (waiting will not mend that, and every next trial
+        would fail the same way)."""
+        if is_full(error):
+            self.full = trial._trial_id
 
 
 class _Outage:
@@ -451,23 +476,30 @@ class _Outage:
     the grace period a worker fails it and queues it again with its parameters, so the total stays
     exact. A full disk does not pass by itself: it ends the run at once."""
 
-    def __init__(self, patience: float) -> None:
+    def __init__(self, patience: float, storage: optuna.storages.BaseStorage | None = None) -> None:
         self.patience = patience
+        self.storage = storage  # its heartbeats say when it last answered (sweep.storage._RDBStorage)
         self.since: float | None = None
 
     def ride(self, error: Exception) -> None:
+        """Return once it is worth trying again (a second later); raise `error` if it is not a passing outage."""
         lost = storage_error(error)
         if lost is None:
             if _taken_over(error):
                 return  # its trial was failed as stale during an outage, and is queued again: go on
             raise error
         now = time.monotonic()
-        self.since = self.since if self.since is not None else now
+        answered = getattr(self.storage, "answered_at", None)
+        if self.since is None:
+            self.since = now
+        elif answered is not None and answered > self.since:
+            self.since = answered  # a heartbeat went through since this outage began: a new one began after it
         if is_full(lost) or now - self.since > self.patience:
             raise error
         time.sleep(1.0)
 
     def over(self) -> None:
+        """A step went through: the storage answers again."""
         self.since = None
 
 
@@ -501,7 +533,7 @@ def _requeue_interrupted(study: optuna.Study) -> None:
             and record.worker == me
             and trial.number not in retried
         ):
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+            _requeue(study, trial)
 
 
 class _FailureCount:
@@ -532,37 +564,27 @@ class StorageLost(RuntimeError):
 
 
 def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
+    """A spawned worker: what `sweep` prints for worker 0 (one line per error or warning), it prints too."""
     code = 0
+    warnings.showwarning = lambda message, category, *_, **__: print(warning_line(message, category), file=sys.stderr)
     try:
         work(plan, threading.Event(), worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
-    except TrialsKeepFailing as error:
-        print(f"error: worker {worker}: {error}", file=sys.stderr, flush=True)
+    except (TrialsKeepFailing, UsageError) as error:
+        print(f"error: worker {worker}: {one_line(str(error))}", file=sys.stderr, flush=True)
         code = 1
     except Exception as error:
         lost = storage_error(error)
         if lost is None:
             raise
-        print(f"error: worker {worker}: {lost_message(lost)}", file=sys.stderr, flush=True)
+        print(f"error: worker {worker}: {one_line(lost_message(lost))}", file=sys.stderr, flush=True)
         code = 1
     # Skip the interpreter's teardown: with torch loaded it takes about a second, and nothing is
     # left to clean up (trials are stored, the storage is closed, output is flushed here).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def storage_error(error: BaseException | None) -> SQLAlchemyError | None:
-    """The database error behind `error`, if any. Optuna 5.0 can mask a failed `tell` with an
-    UnboundLocalError raised from its own `finally`, so the whole exception chain is searched."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, SQLAlchemyError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def lost_message(error: Exception) -> str:
@@ -668,13 +690,19 @@ class _Monitor:
         return self.best is None or self.sign * trial.values[0] > self.sign * self.best
 
     def watch(self) -> None:
-        while not self.stop.wait(1.0):
-            self._poll_quietly()
-        self._poll_quietly()
+        try:
+            while not self.stop.wait(1.0):
+                self._poll_through_outages()
+            self._poll_through_outages()
+        except Exception:  # a closed stdout, say: the monitor stops reporting, the workers go on as before
+            pass
 
-    def _poll_quietly(self) -> None:
-        with contextlib.suppress(Exception):  # the storage is away: the workers wait for it, the monitor too
+    def _poll_through_outages(self) -> None:
+        try:
             self.poll()
+        except Exception as error:
+            if storage_error(error) is None:
+                raise  # the storage is away: the workers wait for it, and so does the monitor
 
 
 def _completed_at(trial: FrozenTrial) -> datetime.datetime:

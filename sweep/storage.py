@@ -6,9 +6,10 @@ grace period and re-queued with the same parameters (`RetryHeartbeatStaleTrialCa
 
 from __future__ import annotations
 
-import contextlib
 import datetime
+import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,25 @@ def patience_seconds() -> float:
     """How long a worker waits for a storage that stopped answering (a database restarting, a file
     locked by another program) before it gives up with one line: $SWEEP_STORAGE_PATIENCE, else 60 s."""
     try:
-        return float(os.environ.get("SWEEP_STORAGE_PATIENCE", 60))
+        seconds = float(os.environ.get("SWEEP_STORAGE_PATIENCE", 60))
     except ValueError:
-        raise StorageError("SWEEP_STORAGE_PATIENCE must be a number of seconds, like 60") from None
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise StorageError("SWEEP_STORAGE_PATIENCE must be a number of seconds >= 0, like 60")
+    return seconds
+
+
+def storage_error(error: BaseException | None) -> SQLAlchemyError | None:
+    """The database error behind `error`, if any. Optuna wraps it (StorageInternalError), and Optuna
+    5.0 can mask a failed `tell` with an UnboundLocalError from its own `finally`: the whole chain
+    of causes is searched."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SQLAlchemyError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def is_full(error: BaseException | str) -> bool:
@@ -146,7 +163,13 @@ def _sqlite_database(url: str) -> str | None:
 
 def _refuse_memory(url: str) -> None:
     """An in-memory SQLite database is gone when the command ends, and no second worker can reach it."""
-    if url.startswith("sqlite:") and _sqlite_database(url) in (None, "", ":memory:"):
+    from sqlalchemy.engine import make_url
+
+    try:
+        in_memory = url.startswith("sqlite:") and make_url(url).database in (None, "", ":memory:")
+    except Exception:  # not a URL SQLAlchemy reads: opening it says so
+        in_memory = False
+    if in_memory:
         raise StorageError(
             f"storage {url!r} is an in-memory database: it keeps nothing after the command, and workers "
             "cannot share it; give a file, like sqlite:///studies/sweep.db"
@@ -218,11 +241,19 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
 class _RDBStorage(RDBStorage):
     """Optuna's RDB storage, but a heartbeat that fails (the database is restarting) is only missed:
     Optuna's heartbeat thread would end with it, and the trial would go stale after the outage even
-    though its worker is alive. The next beat, a heartbeat interval later, is tried as usual."""
+    though its worker is alive. The next beat, a heartbeat interval later, is tried as usual.
+    `answered_at` is when a beat last went through: a worker waiting out an outage counts from it."""
+
+    answered_at: float | None = None
 
     def record_heartbeat(self, trial_id: int) -> None:
-        with contextlib.suppress(SQLAlchemyError):
+        try:
             super().record_heartbeat(trial_id)
+        except Exception as error:  # Optuna raises StorageInternalError from the database's own error
+            if storage_error(error) is None:
+                raise
+        else:
+            self.answered_at = time.monotonic()
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:

@@ -132,6 +132,21 @@ if os.environ.get("SWEEP_FUZZ_EXAMPLES"):  # e.g. make fuzz SWEEP_FUZZ_EXAMPLES=
     settings.load_profile("chosen")
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, each worker hands its fuzzers' counts to the controller that prints them."""
+    from fuzz import COUNTS
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fuzz_counts"] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from fuzz import COUNTS
+
+    COUNTS.update(getattr(node, "workeroutput", {}).get("fuzz_counts", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     from fuzz import COUNTS
 

@@ -223,26 +223,32 @@ def freeze_mid_trial(study: optuna.Study, victim: subprocess.Popen, below: int) 
     its way to the database (at most one more epoch's report, or the trial's end after its last)."""
     kill_group(victim, signal.SIGSTOP)
     owner = f":{victim.pid}"
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    try:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except BaseException:
+        kill_group(victim, signal.SIGCONT)  # never leave it frozen
+        raise
+    for trial in running:
         if str(trial.user_attrs.get("worker", "")).endswith(owner) and len(trial.intermediate_values) < below:
             return trial
     kill_group(victim, signal.SIGCONT)
     return None
 
 
-def kill_mid_trial(study: optuna.Study, victim: subprocess.Popen, epochs: int) -> int | None:
+def kill_mid_trial(study: optuna.Study, victim: subprocess.Popen, epochs: int, others: bool = False) -> int | None:
     """SIGKILL `victim` in the middle of one of its trials of `epochs` epochs; the number of the trial
     it left unfinished, or None where it was not mid-trial. A trial counts as killed mid-trial only
     if it is still unfinished after the kill: one that was finishing as the victim froze may still
-    complete (then None, and the victim is dead: `victim.poll()` says which)."""
+    complete (then None, and the victim is dead: `victim.poll()` says which). With `others` (other
+    workers run the study) the trial may already be FAIL: one of them found its heartbeat stale."""
     trial = freeze_mid_trial(study, victim, epochs)
     if trial is None:
         return None
     kill_group(victim, signal.SIGKILL)
     victim.wait(timeout=60)
     after = study._storage.get_trial(trial._trial_id).state
-    # FAIL: another worker already found its heartbeat stale (it is retried all the same)
-    return trial.number if after in (TrialState.RUNNING, TrialState.FAIL) else None
+    unfinished = (TrialState.RUNNING, TrialState.FAIL) if others else (TrialState.RUNNING,)
+    return trial.number if after in unfinished else None
 
 
 def run_spec(

@@ -26,6 +26,7 @@ def test_cpu_and_auto():
         ("CPU", "--device 'CPU': expected auto, cpu, cuda, cuda:N or mps; did you mean cpu?"),
         ("meta", "--device 'meta': expected auto, cpu, cuda, cuda:N or mps"),
         ("cuda:-1", "--device 'cuda:-1': expected"),
+        ("cuda:01", "expected auto, cpu"),  # torch refuses a leading zero
         ("cuda:٣", "expected auto, cpu"),  # other scripts' digits are no device number
         ("xla", "expected auto, cpu"),
         ("", "expected auto, cpu"),

@@ -42,10 +42,18 @@ def optional(flag: str, values: st.SearchStrategy) -> st.SearchStrategy[list[str
     return st.one_of(st.just([]), values.map(lambda v: [flag, text_of(v)]))
 
 
+def as_int(value: object) -> int | None:
+    """The integer a command line value means to click (which takes "+2", " 2 " and "1_0" too), or None."""
+    try:
+        return int(text_of(value))
+    except ValueError:
+        return None
+
+
 def at_most(values: st.SearchStrategy, top: int) -> st.SearchStrategy:
     """Counts, but no valid one above `top`: more workers would start processes for every input, and
     more trials would train for as long as they were asked to (both are fine, and not what is fuzzed)."""
-    return values.filter(lambda v: not (text_of(v).strip().isdigit() and top < int(text_of(v).strip())))
+    return values.filter(lambda v: (as_int(v) or 0) <= top)
 
 
 @given(data=st.data())
@@ -141,10 +149,10 @@ def taken_port():
 @given(data=st.data())
 def test_dashboard(fuzz_box, taken_port, data):
     box = fuzz_box
-    ports = st.one_of(
+    ports = st.one_of(  # never a port that is free: the dashboard would start and serve until stopped
         st.just(str(taken_port)),
         st.integers().filter(lambda p: not 0 < p < 65536).map(str),
-        weird_text.filter(lambda t: not t.strip().isdigit()),
+        weird_text.filter(lambda t: not 0 < (as_int(t) or 0) < 65536),
     )
     # Addresses and broken ones, never a name to look up: that would ask a DNS server off this machine.
     hosts = st.sampled_from(
