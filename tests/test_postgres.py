@@ -278,7 +278,7 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
             peak = max(peak, server.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'sweep'")[0][0])
             if len(killed) < 2 and "pg-many" in optuna.get_all_study_names(storage):
                 _kill_one_mid_trial(storage, workers, killed, dead, rng)
-            time.sleep(0.2)
+            time.sleep(0.05)
         outputs = [w.communicate(timeout=600)[0] for w in workers]
     finally:
         for worker in workers:
@@ -305,19 +305,16 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
 
 
 def _kill_one_mid_trial(storage, workers: list, killed: dict, dead: set, rng) -> None:
-    """SIGKILL a worker at a random moment of the trial it is running. A victim whose trial finished
-    as it was signalled is dead all the same, but not counted as killed mid-trial: another is picked."""
-    study = optuna.load_study(study_name="pg-many", storage=storage)
-    busy = {
-        t.user_attrs.get("worker", "").rsplit(":", 1)[-1]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    }
-    candidates = [w for w in workers if w.pid not in dead and str(w.pid) in busy and w.poll() is None]
-    if not candidates:
+    """At a random moment, freeze a random live worker and SIGKILL it if it is running a trial (else let
+    it go on). Freezing before looking leaves no gap in which its trial could end unseen. A victim
+    whose trial still finished (its last commit was on the way) is dead all the same, but not counted
+    as killed mid-trial: another is picked."""
+    live = [w for w in workers if w.pid not in dead and w.poll() is None]
+    if not live:
         return
-    victim = rng.choice(candidates)
-    time.sleep(rng.uniform(0.0, 0.05))  # a random moment of its trial (trials take ~0.1-1 s here)
-    number = kill_mid_trial(study, victim, epochs=2, others=True)
+    victim = rng.choice(live)
+    time.sleep(rng.uniform(0.0, 0.05))  # a random moment (trials take ~0.1-1 s here)
+    number = kill_mid_trial(optuna.load_study(study_name="pg-many", storage=storage), victim, epochs=2, others=True)
     if victim.poll() is not None:
         dead.add(victim.pid)
     if number is not None:
