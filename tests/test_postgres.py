@@ -314,7 +314,8 @@ def _kill_one_mid_trial(storage, workers: list, killed: dict, dead: set, rng) ->
         return
     victim = rng.choice(live)
     time.sleep(rng.uniform(0.0, 0.05))  # a random moment (trials take ~0.1-1 s here)
-    number = kill_mid_trial(optuna.load_study(study_name="pg-many", storage=storage), victim, epochs=2, others=True)
+    # any trial it is running, even one past its last report: the check after the kill decides
+    number = kill_mid_trial(optuna.load_study(study_name="pg-many", storage=storage), victim, epochs=3, others=True)
     if victim.poll() is not None:
         dead.add(victim.pid)
     if number is not None:
