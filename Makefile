@@ -35,16 +35,17 @@ lint: install
 # Two pytest workers (pytest-xdist), one test file each at a time: the suite's many waits (servers,
 # processes, a lock held 20 s) overlap with the other worker's training. PYTEST_WORKERS=0 runs one.
 test: system install lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 # The fuzzers' long profile: new random inputs every time (make test runs a short, fixed set); failing
 # inputs are kept in .hypothesis/ and tried first next time. SWEEP_FUZZ_EXAMPLES=N sets the examples per test.
 fuzz: install
 	SWEEP_FUZZ=long $(PY) -m pytest -m fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
 
-# The flake hunt: every test that starts processes, servers or a browser, RUNS times (passes per test).
+# The flake hunt: every test that starts processes, servers or a browser, RUNS times (passes per test),
+# with the same two pytest workers as `make test`.
 flakes: system install
-	$(PY) scripts/flakes.py --runs $(RUNS) -- $(PYTEST_ARGS)
+	$(PY) scripts/flakes.py --runs $(RUNS) -- -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 quickstart: install
 	$(VENV)/bin/sweep run studies/quickstart.yaml
