@@ -28,6 +28,7 @@ from sweep_helpers import (
     start_sweep,
     storage_url,
     subprocess_env,
+    sweep_process,
     trials,
     wait_for_running,
     write_spec,
@@ -61,14 +62,7 @@ def error_lines(text: str) -> list[str]:
 
 
 def assert_resumes_to_the_total(tmp_path: Path, storage: str, artifacts: Path, total: int) -> list:
-    done = subprocess.run(
-        [str(SWEEP), *map(str, run_args(storage, artifacts, total))],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = sweep_process(tmp_path, *run_args(storage, artifacts, total), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     found = trials(storage, "faults")
     assert sum(t.state in FINISHED for t in found) == total
