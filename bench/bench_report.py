@@ -1,4 +1,4 @@
-"""Benchmark of `sweep.report.write_report` on a large study: 500 trials, target 10 s.
+"""Benchmark of `sweep.report.page.write_report` on a large study: 500 trials, target 10 s.
 
     .venv/bin/python bench/bench_report.py [--trials 500] [--pruned 0.4] [--repeats 1] [--storage memory|sqlite]
                                            [--objectives 1|3]
@@ -42,8 +42,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-import sweep.objective
-import sweep.report
+import sweep.report.page
+import sweep.run.objective
 
 TARGET_SECONDS = 10.0
 STUDY = "bench-report"
@@ -159,7 +159,7 @@ def build_study(n_trials: int, pruned_fraction: float, seed: int, objectives: in
 
 def add_reruns(study: optuna.Study, rng: random.Random, per_type: int = 2, seeds: int = 3) -> None:
     """Seed reruns of each model type's best trials, as `sweep rerun --top 2 --seeds 0,1,2` stores them."""
-    from sweep.records import RerunRecord, write_rerun
+    from sweep.store.records import RerunRecord, write_rerun
 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for model_type in GATES:
@@ -197,7 +197,7 @@ def main() -> int:
         start = time.perf_counter()
         built = build_study(args.trials, args.pruned, args.seed, args.objectives)
         if args.storage == "sqlite":
-            from sweep.storage import open_storage
+            from sweep.store.storage import open_storage
 
             url = f"sqlite:///{tmp}/bench.db"  # opened as `sweep` opens it (WAL): the copy takes ~1/10 the time
             optuna.copy_study(from_study_name=STUDY, from_storage=built._storage, to_storage=open_storage(url))
@@ -220,7 +220,7 @@ def main() -> int:
         for _ in range(args.repeats):
             start = time.perf_counter()
             try:
-                n_figures = sweep.report.write_report([study], out, url)
+                n_figures = sweep.report.page.write_report([study], out, url)
             except Exception as error:  # report the failure as the benchmark's result
                 first = " ".join(str(error).split())[:200]
                 print(f"write_report FAILED after {time.perf_counter() - start:.1f}s: {type(error).__name__}: {first}")

@@ -6,7 +6,7 @@ Two set-ups, each run twice in the same process, ours then bare, on a fresh stor
 * SQLite, one worker, ``--trials`` tiny trials (lengths 1-2, hidden 8, one epoch, random sampler).
 * PostgreSQL (a throwaway local server), ``--pg-workers`` worker processes, ``--pg-trials`` in all.
 
-*Ours* is `sweep run`'s own code (`sweep.commands.prepare` + `sweep.run.run_study`, monitor included)
+*Ours* is `sweep run`'s own code (`sweep.run.plan.plan_run` + `sweep.run.launch.run_study`, monitor included)
 training real tiny models. *Bare* is `study.optimize` on the same storage, sampler and pruner, with
 an objective that trains nothing but writes what one of our trials wrote (the same parameters,
 reports and user attributes, copied from a finished trial of ours) and keeps the CPU busy for as
@@ -74,8 +74,8 @@ def ours(
     spec_path: Path, url: str, trials: int, workers: int, folder: Path, counter: StatementCount
 ) -> tuple[optuna.Study, list[tuple[int, int]]]:
     """Run our layer; also returns the monitor's marks: (trials seen, statements so far) per trial."""
-    from sweep.commands import prepare
-    from sweep.run import run_study
+    from sweep.run.launch import run_study
+    from sweep.run.plan import plan_run as prepare
 
     marks: list[tuple[int, int]] = []
     plan, _ = prepare(
@@ -88,7 +88,7 @@ def ours(
 def bare_worker(url: str, spec_path: str, n_trials: int, template: dict[str, Any]) -> None:
     """One process of the bare loop: Optuna's study.optimize with a trivial objective."""
     from sweep.spec import load_spec
-    from sweep.storage import open_storage
+    from sweep.store.storage import open_storage
 
     spec = load_spec(spec_path)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

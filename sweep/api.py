@@ -1,17 +1,282 @@
-"""The toolkit from Python (a notebook, a script): run a study, read its best trial, write a report,
-load a checkpoint and predict. The same calls as the `sweep` commands, returning values instead of
-printing; errors a user can fix raise `digitsum.errors.UsageError` with the same one-line message.
+"""The toolkit from Python (a notebook, a script, the `sweep` CLI): run a study, read its best trial,
+write a report, load a checkpoint and predict. Every function returns values and prints nothing;
+errors a user can fix raise `digitsum.errors.UsageError` with the one-line message the CLI shows,
+and a run that stops raises `sweep.run.failures.RunFailed`.
+
+Imports nothing heavy itself (each function imports what it uses), so `sweep --help` loads neither
+torch nor optuna, and importing this module never loads typer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+    import torch
+    from optuna.trial import FrozenTrial
 
+    from digitsum.decode import Accuracy
     from digitsum.model import DigitSumModel
+    from digitsum.train import EpochResult, FitResult
+    from sweep.reruns.jobs import Job
+    from sweep.run.plan import RunPlan
+    from sweep.spec.model import StudySpec
+    from sweep.store.records import RerunRecord
+
+# ---------------------------------------------------------------------------------------------
+# One model: the tutorial's scripts
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: FitResult
+    run_dir: Path
+    moved_to: Path | None  # the run went to this free folder: its name was taken by an earlier run
+
+
+def train(
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_start: Callable[[Any, Path | None], None] | None = None,
+) -> Trained:
+    """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
+    ``on_start`` hears the config and the free folder the run moved to (its name was taken), if any."""
+    from digitsum import config as cfg
+    from digitsum.train import train_run
+
+    values = _config_file_values(Path(config_file)) if config_file else {}
+    given = cfg.parse_overrides(overrides or [])
+    config = cfg.apply(cfg.from_dict(values), given)
+    named = "train.run_name" in {**cfg.flatten(values), **given}
+    config, moved_to = _free_run_folder(config, named, overwrite)
+    if on_start is not None:
+        on_start(config, moved_to)
+    result, run_dir = train_run(config, on_epoch)
+    return Trained(result, run_dir, moved_to)
+
+
+def _config_file_values(path: Path) -> dict[str, Any]:
+    from digitsum.errors import DataError
+    from digitsum.files import require_file
+    from sweep.spec.files import read_yaml
+
+    require_file(path, "config file", "give a YAML or JSON file of config keys, like {model: {hidden_size: 64}}")
+    values = read_yaml(path, DataError) or {}
+    if not isinstance(values, dict):
+        raise DataError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
+    return values
+
+
+def _free_run_folder(config: Any, named: bool, overwrite: bool) -> tuple[Any, Path | None]:
+    """Never write over an earlier run unasked: an unnamed run takes the next free name (run-2, ...);
+    a named one that exists is refused unless ``overwrite``."""
+    from digitsum import config as cfg
+    from digitsum.errors import UsageError
+
+    folder = Path(config.train.log_path) / config.train.run_name
+    if not folder.is_dir() or not any(folder.iterdir()) or overwrite:
+        return config, None
+    if named:
+        raise UsageError(
+            f"{folder} holds an earlier run; pick another train.run_name, or add --overwrite to replace it"
+        )
+    number = 2
+    while (free := folder.with_name(f"{folder.name}-{number}")).exists():
+        number += 1
+    return cfg.apply(config, {"train.run_name": free.name}), free
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: Accuracy
+    seconds: float
+    training_sums: Any  # the digit sums the model trained on (numpy); None where they cannot be rebuilt
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_csv: str | Path,
+    device: str | torch.device = "auto",
+    storage: str | None = None,
+    artifacts: str | None = None,
+) -> Evaluation:
+    """Unrolled exact-match accuracy of a checkpoint on a CSV, overall, per length and in range."""
+    from digitsum.checkpoint import load_checkpoint
+    from digitsum.data import encode, read_csv
+    from digitsum.decode import accuracy, answers_in_range
+
+    where = _device(device)
+    rows = read_csv(Path(data_csv))
+    with _checkpoint_file(str(checkpoint), storage, artifacts) as path:
+        model, payload = load_checkpoint(path, where)
+    seen = _training_answers(payload["config"])
+    start = time.perf_counter()
+    result = accuracy(model, encode(rows), answers_in_range(rows.y, seen) if seen is not None else None)
+    return Evaluation(result, time.perf_counter() - start, seen)
+
+
+def _training_answers(config_values: dict[str, Any]) -> Any:
+    """The digit sums of the rows the checkpoint's model trained on; None where they cannot be rebuilt
+    (a training CSV that is not on this machine)."""
+    from digitsum import config as cfg
+    from digitsum.datasets import data_split
+    from digitsum.errors import UsageError
+
+    try:
+        train_rows, _ = data_split(cfg.from_dict(config_values).train)
+    except (UsageError, OSError):
+        return None
+    return train_rows.y
+
+
+def load_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu", storage: str | None = None, artifacts: str | None = None
+) -> DigitSumModel:
+    """A checkpoint's model, ready to predict (in eval mode): a file, or ``STUDY:TRIAL`` (``STUDY:best``)
+    fetched from the study's artifact store."""
+    from digitsum.checkpoint import load_checkpoint
+
+    where = _device(device)
+    with _checkpoint_file(str(checkpoint), storage, artifacts) as path:
+        model, _ = load_checkpoint(path, where)
+    return model
+
+
+def predict(model: DigitSumModel, sequences: list[str]) -> list[str | None]:
+    """Each digit string's decoded answer (greedy, token by token); None where it wrote no answer."""
+    from digitsum.data import encode_prompts
+    from digitsum.decode import answers_to_text, greedy_decode
+
+    return answers_to_text(greedy_decode(model, encode_prompts(sequences)))
+
+
+def answers(
+    checkpoint: str | Path,
+    sequences: list[str],
+    device: str | torch.device = "auto",
+    storage: str | None = None,
+    artifacts: str | None = None,
+) -> list[dict[str, Any]]:
+    """Each sequence's decoded answer beside its digit sum, as `sweep predict --json` prints them."""
+    from digitsum.data import encode_prompts
+
+    encode_prompts(sequences)  # bad sequences are refused before the checkpoint is read
+    decoded = predict(load_model(checkpoint, device, storage, artifacts), sequences)
+    rows = []
+    for sequence, answer in zip(sequences, decoded, strict=True):
+        expected = str(sum(map(int, sequence)))
+        rows.append({"sequence": sequence, "answer": answer, "expected": expected, "correct": answer == expected})
+    return rows
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """A device as given (the CLI resolves ``--device`` itself, for its messages), or resolved by name."""
+    import torch
+
+    from digitsum.device import resolve_device
+
+    return device if isinstance(device, torch.device) else resolve_device(device, "device")
+
+
+@contextlib.contextmanager
+def _checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None) -> Iterator[Path]:
+    """A checkpoint file's path, or ``STUDY:TRIAL`` (``STUDY:best``) fetched from the study's artifact store."""
+    path = Path(checkpoint)
+    study_name, colon, trial = checkpoint.rpartition(":")
+    if path.exists() or not colon or not study_name or not (trial.isdigit() or trial == "best"):
+        yield path  # load_checkpoint names a missing file
+        return
+    from digitsum.errors import DataError
+    from sweep.run.ledger import best_trial
+    from sweep.store import artifacts as store_of
+    from sweep.store.records import TrialRecord
+    from sweep.store.storage import load_study, open_existing
+
+    study = load_study(study_name, open_existing(storage))
+    trials = study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
+    if trial == "best":
+        try:
+            frozen = best_trial(study)
+        except ValueError:
+            raise DataError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
+    elif int(trial) < len(trials):
+        frozen = trials[int(trial)]
+    else:
+        raise DataError(f"study {study_name!r} has no trial {trial} (it has {len(trials)}); see `sweep ls`")
+    store = store_of.store_for(artifacts, study, storage)
+    with store_of.fetched(store, TrialRecord.read(frozen), frozen.number) as fetched:
+        yield fetched
+
+
+# ---------------------------------------------------------------------------------------------
+# Studies
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    spec: StudySpec
+    n_train: int
+    n_val: int
+    n_probe: int | None  # None: no probe lengths
+
+
+def check(spec: str | Path) -> SpecCheck:
+    """A spec validated, with its data's sizes, without training or opening a storage."""
+    from digitsum.datasets import data_split, probe_rows
+    from sweep.spec.files import load_spec
+
+    loaded = load_spec(spec)
+    train_rows, val_rows = data_split(loaded.base.train)
+    probe = probe_rows(loaded.probe)
+    return SpecCheck(loaded, len(train_rows), len(val_rows), len(probe) if probe is not None else None)
+
+
+def plan(
+    spec: str | Path,
+    *,
+    storage: str | None = None,
+    name: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    artifacts: str | Path | None = None,
+    oversubscribe: bool = False,
+) -> tuple[RunPlan, int]:
+    """A checked run plan, its study made or resumed, and how many of its trials are finished already."""
+    from sweep.run.ledger import FINISHED
+    from sweep.run.plan import plan_run
+    from sweep.store.storage import close_study
+
+    made, study = plan_run(
+        spec,
+        storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        artifacts=str(artifacts) if artifacts else None,
+        threads=threads,
+        oversubscribe=oversubscribe,
+    )
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    close_study(study)  # the workers open their own; no idle connections held through the run
+    return made, finished
+
+
+def execute(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], None] | None = None) -> optuna.Study:
+    """Run a plan's workers; ``on_trial`` hears of each finished trial, with the best value so far."""
+    from sweep.run.launch import run_study
+
+    return run_study(plan, on_trial)
 
 
 def run(
@@ -26,57 +291,279 @@ def run(
     artifacts: str | Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`."""
-    from sweep.commands import prepare
-    from sweep.run import run_study
-
-    plan, _ = prepare(
+    made, _ = plan(
         spec,
-        storage,
+        storage=storage,
         name=name,
         trials=trials,
         timeout=timeout,
         workers=workers,
         threads=threads,
-        artifacts=str(artifacts) if artifacts else None,
+        artifacts=artifacts,
     )
-    return run_study(plan)
+    return execute(made)
 
 
 def best(name: str, storage: str | None = None) -> dict[str, Any]:
     """The best trial as `sweep best --json` gives it (the Pareto set, for several objectives)."""
-    from sweep.commands import best_summary, open_store, pareto_summary
-    from sweep.storage import load_study
+    from digitsum.errors import DataError
+    from sweep.report.best import best_summary, pareto_summary
 
-    study = load_study(name, open_store(storage))
-    return pareto_summary(study) if len(study.directions) > 1 else best_summary(study)
+    study = _load(name, storage)
+    if len(study.directions) > 1:
+        summary = pareto_summary(study)
+        if not summary["pareto"]:
+            raise DataError(f"study {name!r} has no completed (feasible) trial yet; run it with `sweep run`")
+        return summary
+    try:
+        return best_summary(study)
+    except ValueError:
+        raise DataError(f"study {name!r} has no completed trial yet; run it with `sweep run`") from None
+
+
+def download_best(
+    name: str, folder: str | Path, storage: str | None = None, artifacts: str | None = None
+) -> dict[int, Path]:
+    """Fetch the best trial's checkpoint (each Pareto trial's) into ``folder``; paths by trial number."""
+    from sweep.run.ledger import best_numbers
+    from sweep.store import artifacts as store_of
+
+    study = _load(name, storage)
+    store = store_of.store_for(artifacts, study, storage)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    return {number: store_of.fetch(store, trials[number], Path(folder)) for number in sorted(best_numbers(study))}
+
+
+def studies(storage: str | None = None) -> list[dict[str, Any]]:
+    """Each study's trial counts by state and best value (one objective), from counting queries: no
+    study's trials are loaded."""
+    from sweep.store.storage import best_value, open_existing, trial_counts
+
+    store = open_existing(storage)
+    rows = []
+    for summary in store.get_all_studies():
+        study_id = summary._study_id
+        several = len(summary.directions) > 1
+        rows.append(
+            {
+                "study": summary.study_name,
+                "n_objectives": len(summary.directions),
+                "counts": {state.name: n for state, n in trial_counts(store, study_id).items()},
+                "best": None if several else best_value(store, study_id),
+            }
+        )
+    return rows
+
+
+def export(name: str, out: str | Path, storage: str | None = None) -> int:
+    """Write a study's trials (params, user attributes, states) as CSV; returns the number of rows."""
+    from digitsum.files import atomic_path
+    from sweep.store.records import trials_table
+
+    frame = trials_table(_load(name, storage))
+    with atomic_path(Path(out)) as tmp:
+        frame.to_csv(tmp, index=False)
+    return len(frame)
+
+
+def remove(
+    name: str,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    confirm: Callable[[str], bool] | None = None,
+) -> tuple[int, int] | None:
+    """Delete a study and its checkpoints; ``confirm`` is asked first with what would go (None when it
+    says no). Returns the numbers of trials and checkpoints deleted."""
+    import optuna
+
+    from sweep.store import artifacts as store_of
+    from sweep.store.records import TrialRecord
+    from sweep.store.storage import load_study, open_existing
+
+    store = open_existing(storage)
+    study = load_study(name, store)
+    records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
+    stored = [r for r in records if r.artifact_id]
+    files = [r for r in records if not r.artifact_id and r.checkpoint and Path(r.checkpoint).is_file()]
+    if confirm is not None and not confirm(f"study {name!r} ({len(records)} trials) and its checkpoints"):
+        return None
+    artifact_store = store_of.store_for(artifacts, study, storage) if stored else None
+    optuna.delete_study(study_name=name, storage=store)
+    for record in stored + files:
+        store_of.remove(artifact_store, record)
+    _remove_empty_folders([Path(r.checkpoint) for r in files if r.checkpoint], name)
+    return len(records), len(stored) + len(files)
+
+
+def _remove_empty_folders(checkpoints: list[Path], name: str) -> None:
+    """The per-study checkpoint folders of a study made before artifacts, once empty."""
+    import shutil
+
+    for folder in {path.parent for path in checkpoints}:
+        if folder.name == name and folder.is_dir() and not any(folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _load(name: str, storage: str | None) -> optuna.Study:
+    from sweep.store.storage import load_study, open_existing
+
+    return load_study(name, open_existing(storage))
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed reruns
+
+
+@dataclass(frozen=True)
+class Reruns:
+    numbers: list[int]  # the trials re-trained
+    seeds: list[int]
+    jobs: list[Job]  # the (trial, seed) pairs not stored yet
+    threads: int  # torch threads per rerun; 0: each trial's own
+
+
+def plan_reruns(
+    name: str,
+    trial: int | None = None,
+    *,
+    top: int | None = None,
+    seeds: list[int] | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    again: bool = False,
+    oversubscribe: bool = False,
+) -> Reruns:
+    """Which trials and seeds `sweep rerun` trains, checked before anything trains."""
+    from sweep.reruns.jobs import pending
+    from sweep.reruns.jobs import plan_reruns as chosen
+    from sweep.run.plan import check_cores, threads_per_worker
+
+    check_cores(workers, threads, oversubscribe)
+    study = _load(name, storage)
+    numbers, seed_list = chosen(study, trial, top, seeds)
+    jobs = pending(study, numbers, seed_list, again)
+    each = threads or (threads_per_worker(workers) if workers > 1 else 0)
+    return Reruns(numbers, seed_list, jobs, each)
+
+
+def rerun(
+    name: str,
+    reruns: Reruns,
+    *,
+    storage: str | None = None,
+    workers: int = 1,
+    on_result: Callable[[RerunRecord], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train the planned reruns (stored on the study as each ends); per trial, its runs, mean and spread."""
+    from sweep.reruns.jobs import run_jobs, summary
+
+    run_jobs(storage, name, reruns.jobs, workers, reruns.threads, on_result)
+    return summary(_load(name, storage), reruns.numbers, reruns.seeds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports and the dashboard
 
 
 def report(names: list[str], out: str | Path | None = None, storage: str | None = None) -> Path:
     """Write the HTML report of one or more studies, like `sweep report`; returns its path."""
-    from sweep.commands import report as write
-
-    path, _ = write(names, Path(out) if out else None, storage, attach=True)
+    path, _ = write_report(names, Path(out) if out else None, storage)
     return path
 
 
-def load_model(
-    checkpoint: str | Path, device: str = "cpu", storage: str | None = None, artifacts: str | None = None
-) -> DigitSumModel:
-    """A checkpoint's model, ready to predict (in eval mode): a file, or ``STUDY:TRIAL`` (``STUDY:best``)
-    fetched from the study's artifact store."""
-    from digitsum.checkpoint import load_checkpoint
-    from digitsum.device import resolve_device
-    from sweep.commands import checkpoint_file
+def write_report(
+    names: list[str],
+    out: Path | None = None,
+    storage: str | None = None,
+    attach: bool = True,
+    artifacts: str | None = None,
+) -> tuple[Path, int]:
+    """Write the report (reports/<names>.html by default); returns its path and number of figures.
+    With ``attach``, each study also gets the comparison figures for optuna-dashboard."""
+    from digitsum.errors import DataError
+    from sweep.report.page import figures_for_dashboard, report_file_name
+    from sweep.report.page import write_report as write
+    from sweep.store.artifacts import store_for
+    from sweep.store.storage import load_study, open_existing, shown_url
 
-    where = resolve_device(device, "device")
-    with checkpoint_file(str(checkpoint), storage, artifacts) as path:
-        model, _ = load_checkpoint(path, where)
-    return model
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"study {twice[0]!r} is named twice; name each study once")
+    store = open_existing(storage)
+    loaded = [load_study(n, store) for n in names]
+    out = out or Path("reports") / report_file_name(names)
+    stores = {s.study_name: store_for(artifacts, s, storage) for s in loaded}
+    n_figures = write(loaded, out, shown_url(storage), stores)
+    if attach:
+        import optuna_dashboard
+
+        for study in loaded:
+            for index, figure in enumerate(figures_for_dashboard([study])):
+                optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
+    return out, n_figures
 
 
-def predict(model: DigitSumModel, sequences: list[str]) -> list[str | None]:
-    """Each digit string's decoded answer (greedy, token by token); None where it wrote no answer."""
-    from digitsum.data import encode_prompts
-    from digitsum.decode import answers_to_text, greedy_decode
+def dashboard(
+    storage: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifacts: str | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve optuna-dashboard on the storage until Ctrl-C; ``on_listening`` hears the artifact store's
+    location once the address is known to be free."""
+    import optuna_dashboard
 
-    return answers_to_text(greedy_decode(model, encode_prompts(sequences)))
+    from sweep.store.artifacts import open_store
+    from sweep.store.storage import open_existing
+
+    store = open_existing(storage)
+    location = _dashboard_artifacts(store, storage, artifacts)
+    _check_bind(host, port)
+    if on_listening is not None:
+        on_listening(location)
+    with contextlib.suppress(KeyboardInterrupt):
+        optuna_dashboard.run_server(store, host=host, port=port, artifact_store=open_store(location))
+
+
+def _check_bind(host: str, port: int) -> None:
+    import socket
+
+    from digitsum.errors import UsageError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except (OSError, UnicodeError, TypeError, ValueError) as error:
+            raise UsageError(_bind_problem(host, port, error)) from None
+
+
+def _bind_problem(host: str, port: int, error: Exception) -> str:
+    """Why the dashboard cannot listen, and the hint that fits: the port is taken, or the host is wrong."""
+    import errno
+    import socket
+
+    if not isinstance(error, OSError):  # a host that cannot even be encoded, e.g. bytes that are not UTF-8
+        return f"cannot listen on {host!r}:{port} ({error}); --host must be an address of this machine, like 127.0.0.1"
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port} ({reason}); pick another --port"
+    if error.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port} ({reason}); ports below 1024 need root, pick --port 8080"
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port} ({reason}); --host must be an address of this machine, like 127.0.0.1"
+    return f"cannot listen on {host}:{port} ({reason}); check --host and --port"
+
+
+def _dashboard_artifacts(store: optuna.storages.BaseStorage, storage: str | None, artifacts: str | None) -> str:
+    """One artifact store for the whole server: --artifacts, else the one the studies recorded, else
+    the default. Studies that recorded different stores need --artifacts (one server per store)."""
+    from sweep.store.artifacts import location_for
+    from sweep.store.records import recorded_artifacts
+
+    if artifacts:
+        return location_for(artifacts, None, storage)
+    recorded = {recorded_artifacts(s) for s in store.get_all_studies()} - {None}
+    return str(recorded.pop()) if len(recorded) == 1 else location_for(None, None, storage)

@@ -266,7 +266,7 @@ def run_spec(
     order of good and bad trials. One torch thread: the test machine's 2 cores are shared."""
     from sweep.run import RunPlan, prepare_study, run_study
     from sweep.spec import parse_spec
-    from sweep.storage import open_storage
+    from sweep.store.storage import open_storage
 
     parsed = parse_spec(spec, str(tmp_path / "spec.yaml"))
     url = storage_url(tmp_path)

@@ -1,4 +1,4 @@
-"""sweep.artifacts: where checkpoints are stored, and a study end to end on S3.
+"""sweep.store.artifacts: where checkpoints are stored, and a study end to end on S3.
 
 S3 is moto's server (`moto[server]` from PyPI, an S3-compatible HTTP endpoint) on 127.0.0.1, reached
 by boto3 through AWS_ENDPOINT_URL as any S3 endpoint would be; skipped with the reason where moto
@@ -15,9 +15,9 @@ import optuna
 import pytest
 from sweep_helpers import assert_one_error_line, invoke, load, storage_url, write_spec
 
-from sweep.artifacts import ArtifactError, default_location, fetch_record, location_for, open_store, remove
-from sweep.ledger import best_trial
-from sweep.records import TrialRecord
+from sweep.run.ledger import best_trial
+from sweep.store.artifacts import ArtifactError, default_location, fetch_record, location_for, open_store, remove
+from sweep.store.records import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -28,7 +28,7 @@ from sweep_helpers import (
 
 from digitsum.checkpoint import load_checkpoint
 from sweep.cli import app
-from sweep.ledger import best_trial
+from sweep.run.ledger import best_trial
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -68,7 +68,7 @@ def test_ls(studied):
 
 
 def test_ls_empty_storage(tmp_path):
-    from sweep.storage import open_storage
+    from sweep.store.storage import open_storage
 
     open_storage(storage_url(tmp_path))  # a storage with no study in it yet
     result = invoke("ls", "--storage", storage_url(tmp_path))
@@ -437,7 +437,7 @@ print("loaded:", *sorted(m for m in ("torch", "optuna", "pandas") if m in sys.mo
 def test_help_and_ls_answer_without_loading_torch(args, loaded, tmp_path):
     """A fresh interpreter, as the console script runs: --help loads neither torch nor optuna."""
     if args == ["ls"]:
-        from sweep.storage import open_storage
+        from sweep.store.storage import open_storage
 
         open_storage(f"sqlite:///{tmp_path}/s.db")
         args = ["ls", "--storage", f"sqlite:///{tmp_path}/s.db"]

@@ -1,5 +1,5 @@
 """The shape the codebase keeps: short functions in digitsum/ and sweep/, a core that never imports
-the sweep layer, and a README whose key tables are `sweep keys --markdown` (so they cannot drift)."""
+the sweep layer, and a keys page (docs/keys.md) whose tables are `sweep keys --markdown` (so they cannot drift)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.reference import README_BEGIN, README_END, key_tables
+from sweep.spec.reference import README_BEGIN, README_END, key_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 50
@@ -38,19 +38,19 @@ def test_the_core_never_imports_the_sweep_layer_or_its_libraries(path):
     assert not imported & {"optuna", "typer", "plotly", "sweep", "pandas"}, path.name
 
 
-def test_the_readme_key_tables_are_sweep_keys_markdown():
-    readme = (REPO / "README.md").read_text()
-    assert README_BEGIN in readme and README_END in readme
-    block = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+def test_the_keys_page_tables_are_sweep_keys_markdown():
+    keys_page = (REPO / "docs/keys.md").read_text()
+    assert README_BEGIN in keys_page and README_END in keys_page
+    block = keys_page.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
     assert block == key_tables(markdown=True), (
-        "run .venv/bin/python scripts/readme-keys.py (it writes `sweep keys --markdown` into the README)"
+        "run .venv/bin/python scripts/readme-keys.py (it writes `sweep keys --markdown` into docs/keys.md)"
     )
 
 
 def test_the_spec_reference_is_generated_from_the_declarations():
-    from sweep.reference import SPEC_REFERENCE, spec_reference
+    from sweep.spec.reference import SPEC_REFERENCE, spec_reference
 
     assert (REPO / SPEC_REFERENCE).read_text(encoding="utf-8") == spec_reference(REPO), (
         "run .venv/bin/python scripts/readme-keys.py"
     )
-    assert f"]({SPEC_REFERENCE})" in (REPO / "README.md").read_text()  # linked from the README
+    assert "](spec-reference.md)" in (REPO / "docs/keys.md").read_text()  # linked from the keys page

@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 from sweep_helpers import run_spec, spec_dict
 
 from digitsum.train import EpochResult, time_to_target
-from sweep.records import StudyMeta, TrialRecord
+from sweep.store.records import StudyMeta, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

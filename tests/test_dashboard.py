@@ -124,7 +124,7 @@ def test_the_artifact_view_lists_and_serves_the_best_checkpoint(dashboard, study
     import urllib.request
 
     from digitsum.checkpoint import load_checkpoint
-    from sweep.ledger import best_trial
+    from sweep.run.ledger import best_trial
 
     stored = optuna.load_study(study_name=STUDY, storage=study.url)
     best = best_trial(stored)
@@ -214,7 +214,7 @@ def test_dashboard_on_a_port_in_use_exits_2_naming_the_port(study, monkeypatch):
 
 
 def test_report_attaches_its_figures_for_the_dashboard(dashboard, study, browser, tmp_path):
-    from sweep.report import figures_for_dashboard
+    from sweep.report.page import figures_for_dashboard
 
     loaded = optuna.load_study(study_name=STUDY, storage=study.url)
     expected = [figure.layout.title.text for figure in figures_for_dashboard([loaded])]

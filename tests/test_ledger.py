@@ -9,9 +9,9 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from sweep import ledger as ledger_module
-from sweep.ledger import CLAIMED, FINISHED, Ledger, dominates, feasible, place
-from sweep.run import best_numbers
+from sweep.run import ledger as ledger_module
+from sweep.run.ledger import CLAIMED, FINISHED, Ledger, best_numbers, place
+from sweep.spec.objectives import dominates, feasible
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -45,7 +45,7 @@ def full_read(study: optuna.Study, balance_key: str | None = None) -> dict:
     if balance_key:
         from collections import Counter
 
-        from sweep.records import param_or_queued
+        from sweep.store.records import param_or_queued
 
         result["choices"] = Counter(param_or_queued(t, balance_key) for t in trials if t.state in CLAIMED)
     return result

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweep_helpers import invoke, run_cli, spec_dict, storage_url, write_spec
 from test_report import assert_clean, render
 
-from sweep.records import StudyMeta, TrialRecord, read_reruns
+from sweep.store.records import StudyMeta, TrialRecord, read_reruns
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -1,4 +1,4 @@
-"""sweep.objective: one trial = one fit; user attributes, checkpoints, pruning, divergence, failures."""
+"""sweep.run.objective: one trial = one fit; user attributes, checkpoints, pruning, divergence, failures."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from digitsum.decode import Accuracy, answers_to_numbers, greedy_decode
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
-from sweep.ledger import best_trial
-from sweep.objective import rerun, stored_base_config, trial_value
+from sweep.run.ledger import best_trial
+from sweep.run.objective import rerun, stored_base_config, trial_value
 from sweep.spec import Metric, ValueFrom, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

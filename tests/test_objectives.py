@@ -1,4 +1,4 @@
-"""sweep.objectives and the spec's objectives/constraints: several objectives, constraints, early stopping."""
+"""sweep.spec.objectives and the spec's objectives/constraints: several objectives, constraints, early stopping."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import optuna
 import pytest
 from sweep_helpers import assert_spec_mistake, spec_dict
 
-from sweep.compare import Spread, bootstrap_difference, verdict
-from sweep.objectives import Constraint, CurveMedian, Direction, Metric, Objective, measures
-from sweep.report import _pareto_front
+from sweep.report.page import _pareto_front
+from sweep.reruns.stats import Spread, bootstrap_difference, verdict
 from sweep.spec import parse_spec
+from sweep.spec.objectives import Constraint, CurveMedian, Direction, Metric, Objective, measures
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -140,7 +140,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
     assert killed.state == TrialState.FAIL
     retries = [t for t in finished if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same parameters
-    from sweep.storage import read_trials
+    from sweep.store.storage import read_trials
 
     assert (
         read_trials(study) == optuna.load_study(study_name="pg-kill", storage=database_url).get_trials()
@@ -151,7 +151,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
 def _best_checkpoint_reachable_from_elsewhere(tmp_path: Path, url: str, study: optuna.Study, machines: list) -> None:
     import shutil
 
-    from sweep.ledger import best_trial
+    from sweep.run.ledger import best_trial
 
     best = best_trial(study)
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [best.user_attrs["artifact_id"]]

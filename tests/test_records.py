@@ -1,4 +1,4 @@
-"""sweep.records: every stored key defined once, and studies stored by older code still load.
+"""sweep.store.records: every stored key defined once, and studies stored by older code still load.
 
 `tests/fixtures/legacy-study.db` was written by the code of commit 46f142d (before this module):
 4 trials (2 complete, 2 pruned), a probe, and the best trial's checkpoint under `ckpt/`.
@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sweep_helpers import invoke
 
 from digitsum.lengths import Probe
-from sweep.records import TRIAL_KEYS, StudyMeta, TrialRecord, model_type, write_trial
+from sweep.store.records import TRIAL_KEYS, StudyMeta, TrialRecord, model_type, write_trial
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]

@@ -33,8 +33,8 @@ from sweep_helpers import (
     write_spec,
 )
 
-from sweep.ledger import Ledger
-from sweep.run import Step, _budgeted, next_step
+from sweep.run.budget import Step, budgeted, next_step
+from sweep.run.ledger import Ledger
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -86,7 +86,7 @@ def test_next_step():
 
 def test_budget_marks_surplus_trials():
     study = optuna.create_study(direction="maximize")
-    guarded = _budgeted(lambda trial: 0.5, 2, Ledger(study))
+    guarded = budgeted(lambda trial: 0.5, 2, Ledger(study))
     study.optimize(guarded, n_trials=3, catch=(Exception,))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
@@ -106,12 +106,12 @@ def test_trial_started_between_a_stale_fail_and_its_retry_is_surplus():
         return 0.7
 
     ledger = Ledger(study)
-    study.optimize(_budgeted(objective, 2, ledger), n_trials=1, catch=(Exception,))
+    study.optimize(budgeted(objective, 2, ledger), n_trials=1, catch=(Exception,))
     extra, retry = study.trials[2], study.trials[3]
     assert extra.state == TrialState.FAIL and extra.user_attrs["surplus"] is True
     assert retry.state == TrialState.WAITING and RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 1
     study.optimize(
-        _budgeted(lambda trial: 0.6, 2, ledger), n_trials=1, catch=(Exception,)
+        budgeted(lambda trial: 0.6, 2, ledger), n_trials=1, catch=(Exception,)
     )  # the retry runs, not surplus
     assert study.trials[3].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
@@ -420,7 +420,7 @@ def test_a_stopped_run_does_not_stop_the_next_one(tmp_path):
 
     from sweep.run import RunPlan, prepare_study, work
     from sweep.spec import parse_spec
-    from sweep.storage import open_storage
+    from sweep.store.storage import open_storage
 
     spec = parse_spec(spec_dict(n_trials=1), str(tmp_path / "spec.yaml"))
     url = storage_url(tmp_path)
@@ -461,7 +461,7 @@ def _lost(text: str) -> Exception:
 
 
 def test_an_outage_is_waited_out_within_the_patience_and_not_beyond():
-    from sweep.run import _Outage
+    from sweep.run.worker import _Outage
 
     outage = _Outage(patience=0.5)
     outage.ride(_lost("connection refused"))  # waits a second, and lets the worker try again
@@ -472,7 +472,7 @@ def test_an_outage_is_waited_out_within_the_patience_and_not_beyond():
 
 
 def test_a_full_disk_and_other_errors_are_not_waited_for():
-    from sweep.run import _Outage
+    from sweep.run.worker import _Outage
 
     outage = _Outage(patience=60)
     with pytest.raises(RuntimeError):
@@ -482,7 +482,7 @@ def test_a_full_disk_and_other_errors_are_not_waited_for():
 
 
 def test_a_trial_failed_as_stale_by_another_worker_is_let_go():
-    from sweep.run import _Outage
+    from sweep.run.worker import _Outage
 
     try:
         raise optuna.exceptions.UpdateFinishedTrialError("Trial#3 has already finished and can not be updated.")

@@ -1,4 +1,4 @@
-"""sweep.spec: study specs from YAML; every mistake is one SpecError naming the file and the key."""
+"""sweep.spec.model: study specs from YAML; every mistake is one SpecError naming the file and the key."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""sweep.storage: URLs -> Optuna storages; errors never show a password."""
+"""sweep.store.storage: URLs -> Optuna storages; errors never show a password."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
 
-from sweep import storage as st
-from sweep.storage import StorageError, default_url, journal_path, load_study, open_storage, safe_url, study_names
+from sweep.store import storage as st
+from sweep.store.storage import StorageError, default_url, journal_path, load_study, open_storage, safe_url, study_names
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from digitsum.errors import DataError, UsageError
 from digitsum.files import atomic_path
-from sweep.records import StudyMeta, TrialRecord
+from sweep.store.records import StudyMeta, TrialRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -34,7 +34,7 @@ class ArtifactError(DataError):
 
 def default_location(storage_url: str | None) -> str:
     """Beside the storage file (SQLite, journal), else beside the default storage."""
-    from sweep.storage import default_url, home_folder, storage_file
+    from sweep.store.storage import default_url, home_folder, storage_file
 
     path = storage_file(storage_url or default_url())
     folder = path.resolve().parent if path is not None else home_folder()

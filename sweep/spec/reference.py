@@ -12,7 +12,7 @@ from pathlib import Path
 
 from digitsum import config as cfg
 from digitsum.keys import help_of, rule_of, show
-from sweep.spec import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys
+from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys
 
 README_BEGIN = "<!-- sweep keys --markdown: begin (generated; a test checks it) -->"
 README_END = "<!-- sweep keys --markdown: end -->"

@@ -23,7 +23,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.records import param_or_queued
+from sweep.spec.objectives import dominates, feasible
+from sweep.store.records import param_or_queued
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OPEN = (TrialState.RUNNING, TrialState.WAITING)
@@ -34,17 +35,6 @@ def place(trial: FrozenTrial) -> int:
     """Where a trial stands in the budget's order: a retry stands where its original did."""
     original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
     return trial.number if original is None else original
-
-
-def feasible(trial: FrozenTrial) -> bool:
-    return all(value <= 0 for value in trial.constraints.values())
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: list[StudyDirection]) -> bool:
-    """True if values `a` are at least as good as `b` in every objective and better in one."""
-    signs = [1 if d == StudyDirection.MAXIMIZE else -1 for d in directions]
-    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
-    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
 def beats(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection) -> bool:
@@ -64,6 +54,16 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
         if t.values and t.values[0] == best.value and feasible(t)
     ]
     return min(tied, key=lambda t: t.number, default=best)
+
+
+def best_numbers(study: optuna.Study) -> set[int]:
+    """The best trial's number, or the Pareto set's with several objectives (feasible trials only)."""
+    try:
+        if len(study.directions) > 1:
+            return {t.number for t in study.best_trials}
+        return {best_trial(study).number}
+    except ValueError:  # nothing complete (or feasible) yet
+        return set()
 
 
 class Ledger:

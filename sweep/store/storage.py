@@ -142,6 +142,19 @@ def require_existing(url: str | None) -> None:
         )
 
 
+def open_existing(url: str | None, create: bool = False) -> optuna.storages.BaseStorage:
+    """The storage a command works on; only ``create`` makes a storage file that is not there yet."""
+    if not create:
+        require_existing(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    return open_storage(url)
+
+
+def shown_url(url: str | None) -> str:
+    """The storage a command works on, for a message: the URL given or the default, password masked."""
+    return safe_url(url or default_url())
+
+
 def storage_file(url: str) -> Path | None:
     """The file a storage URL names (a SQLite database, a journal), None for a server or memory."""
     path = journal_path(url)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import enum
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
-from sweep.records import TrialRecord
+from sweep.store.records import TrialRecord
 
 if TYPE_CHECKING:  # the CLI reads specs without loading torch
     from digitsum.train import EpochResult
@@ -118,6 +120,40 @@ class Constraint:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric.value, "min": self.low, "max": self.high}
+
+
+def reports_per_epoch(goals: Sequence[Objective]) -> bool:
+    """One accuracy objective, maximized: the only kind Optuna's pruners serve (via trial.report)."""
+    return len(goals) == 1 and goals[0].metric.is_accuracy and goals[0].direction is Direction.MAXIMIZE
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Whether a trial meets its study's constraints (Optuna's: every constraint value <= 0)."""
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def _sign(direction: Direction | StudyDirection) -> float:
+    return 1.0 if direction in (Direction.MAXIMIZE, StudyDirection.MAXIMIZE) else -1.0
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[Direction | StudyDirection]) -> bool:
+    """True if values `a` are at least as good as `b` in every objective and better in one."""
+    pairs = [(_sign(d) * x, _sign(d) * y) for d, x, y in zip(directions, a, b, strict=True)]
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[Direction | StudyDirection]) -> list[int]:
+    """The indices of the points no other point dominates, best first by the first objective.
+
+    Sorted best first, a point can only be dominated by one before it, and then by one already on
+    the front (dominance is transitive): each point is compared with the front, not with every point."""
+    signs = [_sign(d) for d in directions]
+    order = sorted(range(len(points)), key=lambda i: [-s * v for s, v in zip(signs, points[i], strict=True)])
+    front: list[int] = []
+    for i in order:
+        if not any(dominates(points[j], points[i], directions) for j in front):
+            front.append(i)
+    return front
 
 
 def objectives_from_stored(stored: list[dict[str, str]] | None, metric: str) -> tuple[Objective, ...]:

@@ -7,9 +7,11 @@ type, accuracy by input length, and an error analysis of the best model.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import random
+import re
 import time
 import warnings
 from collections import Counter
@@ -26,9 +28,9 @@ from optuna.trial import FrozenTrial, TrialState
 from digitsum.errors import UsageError
 from digitsum.files import atomic_path
 from digitsum.lengths import parse_lengths
-from sweep.objectives import ACCURACY_METRICS
-from sweep.records import StudyMeta, TrialRecord, model_type
-from sweep.storage import read_trials
+from sweep.spec.objectives import ACCURACY_METRICS, Direction, pareto_front
+from sweep.store.records import StudyMeta, TrialRecord, model_type
+from sweep.store.storage import read_trials
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "lrnn": "#ff7f0e"}
 EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -46,7 +48,7 @@ class Section:
 
 
 def read_all(studies: list[optuna.Study]) -> dict[str, list[FrozenTrial]]:
-    """Each study's trials, read once for the whole report (sweep.storage.read_trials)."""
+    """Each study's trials, read once for the whole report (sweep.store.storage.read_trials)."""
     return {study.study_name: read_trials(study) for study in studies}
 
 
@@ -261,13 +263,7 @@ def _error_rate(accuracy: pd.Series) -> pd.Series:
 
 def _pareto_front(costs: list[float], errors: list[float]) -> list[int]:
     """Indices of the points no other point beats on both cost and error, by increasing cost."""
-    order = sorted(range(len(costs)), key=lambda i: (costs[i], errors[i]))
-    front, best = [], float("inf")
-    for i in order:
-        if errors[i] < best:
-            front.append(i)
-            best = errors[i]
-    return front
+    return pareto_front(list(zip(costs, errors, strict=True)), (Direction.MINIMIZE, Direction.MINIMIZE))
 
 
 def cost_section(frame: pd.DataFrame, target: float) -> Section:
@@ -355,7 +351,7 @@ def target_section(studies: list[optuna.Study], frame: pd.DataFrame, target: flo
 
 
 def _target_row(group: str, which: str, row: pd.Series, runs: list[Any], target: float) -> dict[str, Any]:
-    from sweep.compare import Spread
+    from sweep.reruns.stats import Spread
 
     record: TrialRecord = row.record
     cells: dict[str, Any] = {
@@ -374,7 +370,7 @@ def _target_row(group: str, which: str, row: pd.Series, runs: list[Any], target:
 
 
 def _reruns_by_trial(studies: list[optuna.Study]) -> dict[tuple[str, int], list[Any]]:
-    from sweep.records import read_reruns
+    from sweep.store.records import read_reruns
 
     found: dict[tuple[str, int], list[Any]] = {}
     for study in studies:
@@ -385,7 +381,7 @@ def _reruns_by_trial(studies: list[optuna.Study]) -> dict[tuple[str, int], list[
 
 def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
     """Reruns over seeds: mean and spread per trial, and whether the two best types differ beyond noise."""
-    from sweep.compare import verdict
+    from sweep.reruns.stats import verdict
 
     spreads = _seed_spreads(studies, frame)
     if not spreads:
@@ -434,7 +430,7 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
 
 def _seed_spreads(studies: list[optuna.Study], frame: pd.DataFrame) -> dict[str, list[tuple[int, Any, list[int]]]]:
     """Per group: (trial, its validation exact match over seeds as a Spread, the seeds) for every rerun trial."""
-    from sweep.compare import Spread
+    from sweep.reruns.stats import Spread
 
     groups = {(r.study, r.number): r.group for r in frame.itertuples()}
     spreads: dict[str, list[tuple[int, Any, list[int]]]] = {}
@@ -636,7 +632,7 @@ ERROR_TITLE = "Error analysis of the best model"
 def error_section(studies: list[optuna.Study], frame: pd.DataFrame, stores: dict[str, Any]) -> Section:
     """The best trial's checkpoint (fetched from its study's artifact store in `stores`) decoded."""
     from digitsum.checkpoint import CheckpointError, load_checkpoint
-    from sweep.artifacts import ArtifactError, fetched
+    from sweep.store.artifacts import ArtifactError, fetched
 
     complete = _complete(frame)
     if not len(complete):
@@ -858,3 +854,12 @@ def _params_text(params: dict[str, Any]) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     return ", ".join(f"{k.split('.', 1)[-1]}={short(v)}" for k, v in params.items())
+
+
+def report_file_name(names: list[str]) -> str:
+    """reports/A-vs-B.html's name: each study's name with anything but letters, digits, '.', '_' and '-'
+    as '_' (studies named before names were checked), cut to what a file system takes."""
+    stem = "-vs-".join(re.sub(r"[^A-Za-z0-9._-]", "_", name) for name in names).lstrip(".") or "_"
+    if len(stem) > 200:
+        stem = f"{stem[:180]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+    return f"{stem}.html"

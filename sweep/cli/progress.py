@@ -7,8 +7,8 @@ from types import TracebackType
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sweep.ledger import FINISHED
-from sweep.records import TrialRecord, model_type
+from sweep.run.ledger import FINISHED
+from sweep.store.records import TrialRecord, model_type
 
 
 class TrialPrinter:

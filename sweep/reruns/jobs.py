@@ -6,7 +6,6 @@ difference between model types exceeds the spread over seeds. Reruns already sto
 from __future__ import annotations
 
 import multiprocessing
-import statistics
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -15,10 +14,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from digitsum import config as cfg
 from digitsum.errors import UsageError
-from sweep.objective import rerun
-from sweep.records import RerunRecord, TrialRecord, model_type, read_reruns, write_rerun
-from sweep.storage import close_storage, open_storage
+from sweep.reruns.stats import Spread
+from sweep.run.objective import rerun
+from sweep.spec.objectives import feasible, pareto_front
+from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, write_rerun
+from sweep.store.storage import close_storage, open_storage
 
 
 @dataclass(frozen=True)
@@ -35,28 +37,16 @@ def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
     by_type: dict[str, list[FrozenTrial]] = {}
     for trial in complete:
         by_type.setdefault(model_type(trial), []).append(trial)
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
     chosen: set[int] = set()
     for trials in by_type.values():
-        if len(signs) > 1:  # a type with no feasible trial still shows its best: its whole front
-            feasible = [t for t in trials if all(c <= 0 for c in t.constraints.values())]
-            trials = pareto_front(feasible or trials, signs)
-        for index, sign in enumerate(signs):
+        if len(study.directions) > 1:  # a type with no feasible trial still shows its best: its whole front
+            trials = [t for t in trials if feasible(t)] or trials
+            trials = [trials[i] for i in pareto_front([t.values for t in trials], study.directions)]
+        for index, direction in enumerate(study.directions):
+            sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
             ranked = sorted(trials, key=lambda t: (sign * t.values[index], t.number))
             chosen |= {t.number for t in ranked[:top]}
     return [t for t in complete if t.number in chosen]
-
-
-def pareto_front(trials: list[FrozenTrial], signs: list[float]) -> list[FrozenTrial]:
-    """The trials no other trial dominates (``signs``: -1 for a maximized objective, +1 minimized)."""
-
-    def costs(trial: FrozenTrial) -> list[float]:
-        return [s * v for s, v in zip(signs, trial.values, strict=True)]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
-
-    return [t for t in trials if not any(dominates(costs(o), costs(t)) for o in trials if o is not t)]
 
 
 def pending(study: optuna.Study, trials: Iterable[int], seeds: list[int], again: bool = False) -> list[Job]:
@@ -80,7 +70,7 @@ def run_jobs(
             if on_result is not None:
                 on_result(record)
         return
-    context = multiprocessing.get_context("spawn")  # not fork: see sweep.run.run_study
+    context = multiprocessing.get_context("spawn")  # not fork: see sweep.run.launch.run_study
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(rerun_job, storage_url, study_name, job, threads) for job in jobs]
         for future in as_completed(futures):
@@ -94,7 +84,7 @@ def rerun_job(storage_url: str | None, study_name: str, job: Job, threads: int) 
     storage = open_storage(storage_url, heartbeat=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
-        trial = study.trials[job.trial]
+        trial = study.get_trials(deepcopy=False)[job.trial]  # `study.trials` deep-copies every trial
         num_threads = threads or TrialRecord.read(trial).num_threads
         (result,) = rerun(study, job.trial, [job.seed], num_threads)
         record = _record(job, result, num_threads)
@@ -126,11 +116,12 @@ def summary(study: optuna.Study, numbers: list[int], seeds: list[int] | None = N
     for record in read_reruns(study):
         if seeds is None or record.seed in seeds:
             by_trial.setdefault(record.trial, []).append(record)
+    trials = study.get_trials(deepcopy=False)
     rows = []
     for number in numbers:
-        trial = study.trials[number]
+        trial = trials[number]
         runs = by_trial.get(number, [])
-        values = [r.value for r in runs]
+        spread = Spread(tuple(r.value for r in runs)) if runs else None
         rows.append(
             {
                 "trial": number,
@@ -138,13 +129,36 @@ def summary(study: optuna.Study, numbers: list[int], seeds: list[int] | None = N
                 "stored_value": trial.values[0] if trial.values else None,
                 "stored_state": trial.state.name,
                 "runs": [r.__dict__ for r in runs],
-                "mean": statistics.fmean(values) if values else None,
-                "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "mean": spread.mean if spread else None,
+                "stdev": spread.stdev if spread else 0.0,
             }
         )
     return rows
 
 
 def check_trial(study: optuna.Study, number: int) -> None:
-    if not 0 <= number < len(study.trials):
+    if not 0 <= number < len(study.get_trials(deepcopy=False)):
         raise UsageError(f"study {study.study_name!r} has no trial {number}; see `sweep export {study.study_name}`")
+
+
+def plan_reruns(
+    study: optuna.Study, number: int | None, top: int | None, seeds: list[int] | None
+) -> tuple[list[int], list[int]]:
+    """The trials to re-train (``number``, or the ``top`` best of each model type) and the seeds: the
+    given ones, else the trial's own (one trial) or 0, 1, 2 (``top``); refused before anything trains."""
+    if (number is None) == (top is None):
+        raise UsageError("give a TRIAL number or --top K (the K best trials of each model type), not both or neither")
+    if number is not None:
+        check_trial(study, number)
+    numbers = [number] if number is not None else [t.number for t in choose_trials(study, top or 1)]
+    chosen = seeds or ([_own_seed(study, number)] if number is not None else [0, 1, 2])
+    for seed in chosen:
+        cfg.check_value("train.seed", seed)
+    return numbers, chosen
+
+
+def _own_seed(study: optuna.Study, number: int) -> int:
+    """The seed the trial trained with: its parameter, else its study's base config's."""
+    trial = study.get_trials(deepcopy=False)[number]
+    base = StudyMeta.read(study).base_config or {}
+    return int(trial.params.get("train.seed", base.get("train", {}).get("seed", 0)))

@@ -25,10 +25,10 @@ from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.errors import UsageError
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
-from sweep.artifacts import checkpoint_name, open_store, upload
-from sweep.objectives import Metric, epoch_accuracy, measures, objectives_from_stored
-from sweep.records import StudyMeta, TrialRecord, write_trial
-from sweep.spec import StudySpec, ValueFrom
+from sweep.spec.model import StudySpec, ValueFrom
+from sweep.spec.objectives import Metric, epoch_accuracy, measures, objectives_from_stored
+from sweep.store.artifacts import checkpoint_name, open_store, upload
+from sweep.store.records import StudyMeta, TrialRecord, write_trial
 
 Keep = Callable[[int, tuple[float, ...], bool], bool]  # (trial number, values, feasible) -> store its checkpoint?
 
@@ -104,7 +104,7 @@ def _reporter(
 
     def on_epoch(result: EpochResult) -> None:
         epochs.append(result)
-        if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run)
+        if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run.worker)
             _record_run(trial, epochs, spec.target)
             write_trial(trial, interrupted=True)
             raise KeyboardInterrupt

@@ -25,7 +25,7 @@ MODEL_TYPE_KEY = "model.model_type"
 class StudyMeta:
     """Written once, when `sweep run` makes the study: enough to resume, report and re-train it."""
 
-    fingerprint: str | None = None  # what a resumed spec must match (sweep.spec.StudySpec.fingerprint)
+    fingerprint: str | None = None  # what a resumed spec must match (sweep.spec.model.StudySpec.fingerprint)
     spec_path: str = "?"
     description: str = ""
     metric: str = "value"  # a study not made by `sweep run` has only Optuna's value
@@ -35,7 +35,7 @@ class StudyMeta:
     target: float = 0.99  # the validation exact match that counts as trained (time to target)
     objectives: list[dict[str, str]] | None = None  # [{metric, direction}]; None: `metric`, maximized
     constraints: list[dict[str, Any]] = field(default_factory=list)  # [{metric, min, max}]
-    artifacts: str | None = None  # where checkpoints are stored (sweep.artifacts); None: made before artifacts
+    artifacts: str | None = None  # where checkpoints are stored (sweep.store.artifacts); None: made before artifacts
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:

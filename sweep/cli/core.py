@@ -1,0 +1,180 @@
+"""The tutorial's scripts as commands: `data`, `train`, `evaluate`, `predict`, and `keys`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sweep import api
+from sweep.cli.app import app
+from sweep.cli.options import MAX_SAMPLE, Artifacts, CheckpointArg, Device, Storage
+from sweep.cli.output import echo_json
+
+
+@app.command()
+def data(
+    out: Annotated[Path, typer.Argument(metavar="OUT.csv", help="CSV file to write (headerless x,y).")],
+    lengths: Annotated[str, typer.Option(help="Input lengths: 5, a range 2-4, or a list 2,4,6.")] = "2-4",
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_SAMPLE, help="Draw a seeded sample of N rows per length instead of all."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the sample.")] = 0,
+) -> None:
+    """Write every digit string of the given lengths with its digit sum.
+
+    Example: sweep data data/seq_len_4.csv --lengths 2-4
+    """
+    from digitsum.data import make_rows, plan_rows, write_csv
+    from digitsum.lengths import parse_lengths
+
+    wanted = parse_lengths(lengths)
+    for length, (count, sampled) in plan_rows(wanted, sample).items():
+        if sampled and sample is None:
+            typer.echo(
+                f"length {length}: 10^{length} strings is too many; "
+                f"drawing a seeded sample of {count:,} (set --sample to change)"
+            )
+    rows = make_rows(wanted, sample, seed)
+    write_csv(rows, out)
+    typer.echo(f"wrote {len(rows):,} rows (lengths {lengths}) to {out}")
+
+
+def _train_keys() -> str:
+    """The config keys with their defaults, for `sweep train --help` (read off the declarations)."""
+    from digitsum.config import schema
+    from digitsum.keys import show
+
+    keys = [f"{key.name}={show(key.default)}" for key in schema().values()]
+    return "Keys and their defaults (`sweep keys` says what each allows):\n\n\b\n" + "\n".join(keys)
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=_train_keys())
+def train(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run folder of a train.run_name that exists.")
+    ] = False,
+) -> None:
+    """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
+
+    Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
+    """
+    best = [0.0]
+    epochs = [0]
+
+    def start(config: Any, moved_to: Path | None) -> None:
+        if moved_to is not None:
+            taken = moved_to.with_name(moved_to.name.rsplit("-", 1)[0])
+            typer.echo(f"{taken} holds an earlier run; this one goes to {moved_to} (name it with train.run_name=...)")
+        m, t = config.model, config.train
+        epochs[0] = t.n_epochs
+        data_name = t.dataset_path or f"lengths {t.lengths} (generated)"
+        typer.echo(
+            f"{m.model_type} hidden {m.hidden_size} x{m.num_layers}, {t.n_epochs} epochs, batch {t.batch_size}, "
+            f"lr {t.learning_rate:g}, data {data_name}"
+        )
+
+    def show(result: Any) -> None:
+        best[0] = max(best[0], result.val_exact_match)
+        typer.echo(
+            f"epoch {result.epoch:3d}/{epochs[0]}  train loss {result.train_loss:.4f}  "
+            f"val loss {result.val_loss:.4f}  "
+            f"val exact {result.val_exact_match:7.2%}  best {best[0]:7.2%}  {result.seconds:5.1f}s"
+        )
+
+    began = time.perf_counter()
+    trained = api.train(config_file, overrides or [], overwrite, on_epoch=show, on_start=start)
+    result = trained.result
+    typer.echo(
+        f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
+        f"{result.n_parameters:,} parameters; {time.perf_counter() - began:.0f}s; "
+        f"checkpoint {trained.run_dir / 'best.pt'}"
+    )
+
+
+@app.command()
+def evaluate(
+    checkpoint: CheckpointArg,
+    data_csv: Annotated[Path, typer.Argument(metavar="DATA.csv", help="Headerless x,y CSV, e.g. from `sweep data`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: Device = "auto",
+    storage: Storage = None,
+    artifacts: Artifacts = None,
+) -> None:
+    """Unrolled exact-match accuracy of a checkpoint, overall and per input length.
+
+    Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv   (or: sweep evaluate quickstart:best data.csv)
+    """
+    from digitsum.device import resolve_device
+
+    scored = api.evaluate(checkpoint, data_csv, resolve_device(device, "--device"), storage, artifacts)
+    result, seen = scored.accuracy, scored.training_sums
+    if as_json:
+        echo_json({**result.to_dict(), "seconds": round(scored.seconds, 4)})
+        return
+    typer.echo(f"exact match {result.exact_match:.2%} on {result.n_rows:,} rows ({scored.seconds:.2f}s)")
+    inside = result.in_range
+    for length, value in result.by_length.items():
+        line = f"  length {length:2d}: {value:7.2%}  ({result.rows_by_length[length]:,} rows)"
+        if inside is not None and length in inside.by_length:
+            line += f"; in range {inside.by_length[length]:7.2%}  ({inside.rows_by_length[length]:,} rows)"
+        typer.echo(line)
+    if seen is not None:
+        typer.echo(f"  in range: rows whose sum occurs in the model's training rows ({_sums_text(seen)})")
+
+
+def _sums_text(seen: Any) -> str:
+    import numpy as np
+
+    sums = np.unique(seen)
+    contiguous = len(sums) == int(sums[-1]) - int(sums[0]) + 1
+    return f"sums {sums[0]}-{sums[-1]}" if contiguous else f"{len(sums)} distinct sums"
+
+
+@app.command()
+def predict(
+    checkpoint: CheckpointArg,
+    sequences: Annotated[list[str], typer.Argument(help="Digit strings, e.g. 1294 5678.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+    device: Device = "auto",
+    storage: Storage = None,
+    artifacts: Artifacts = None,
+) -> None:
+    """Decode the digit sum of each sequence, and say whether it is right.
+
+    Example: sweep predict runs/run/best.pt 1294 5678   (or: sweep predict quickstart:7 1294)
+    """
+    from digitsum.data import encode_prompts
+    from digitsum.device import resolve_device
+
+    encode_prompts(sequences)  # a bad sequence is named before the device or the checkpoint
+    rows = api.answers(checkpoint, sequences, resolve_device(device, "--device"), storage, artifacts)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        shown = row["answer"] if row["answer"] is not None else "(no answer)"
+        verdict = "right" if row["correct"] else f"wrong, expected {row['expected']}"
+        typer.echo(f"{row['sequence']} -> {shown}  ({verdict})")
+
+
+@app.command()
+def keys(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's Markdown tables instead.")] = False,
+) -> None:
+    """Every config key (sweep train, --config, a spec's fixed and space) and every study-spec key.
+
+    Example: sweep keys --markdown
+    """
+    from sweep.spec.reference import key_tables
+
+    typer.echo(key_tables(markdown))

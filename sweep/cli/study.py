@@ -1,0 +1,278 @@
+"""Study commands: `check` a spec, `run` it, read the `best` trial, list (`ls`), `export` and `rm` studies."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sweep import api
+from sweep.cli.app import app
+from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, Artifacts, AsJson, Storage, StudyName
+from sweep.cli.output import echo_json, number_text, seeds_text
+
+SpecPath = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")]
+
+
+@app.command()
+def check(spec_path: SpecPath) -> None:
+    """Check a study spec without training: the resolved space, sampler, pruner, data sizes and budget.
+
+    Example: sweep check studies/compare-cost.yaml
+    """
+    from digitsum import config as cfg
+
+    checked = api.check(spec_path)
+    spec = checked.spec
+    typer.echo(f"{spec_path}: study {spec.name!r}, valid")
+    goals = ", ".join(f"{g.metric} ({g.direction})" for g in spec.goals)
+    typer.echo(f"  objectives: {goals}; accuracies from each trial's {spec.value_from} epoch; target {spec.target:g}")
+    for constraint in spec.constraints:
+        typer.echo(f"  constraint: {constraint.name}")
+    typer.echo(f"  search space ({len(spec.space)} dimensions):")
+    width = max(len(p.key) for p in spec.space)
+    for param in spec.space:
+        typer.echo(f"    {param.key:{width}s}  {_dimension_text(param)}")
+    fixed = ", ".join(f"{k}={v}" for k, v in cfg.changed_keys(spec.base).items())
+    typer.echo(f"  fixed, where not the default: {fixed or 'nothing'} (defaults: sweep keys)")
+    rule = spec.early_stop
+    on_curve = ""
+    if rule is not None:
+        among = f"within each {rule.group_by}" if rule.group_by else "across all trials"
+        on_curve = f"; the median rule on validation curves, {among}"
+    typer.echo(f"  sampler: {_component_text(spec.sampler)}; pruner: {_component_text(spec.pruner)}{on_curve}")
+    _print_data_and_budget(checked)
+
+
+def _print_data_and_budget(checked: api.SpecCheck) -> None:
+    spec = checked.spec
+    source = spec.base.train.dataset_path or f"lengths {spec.base.train.lengths}"
+    searched = any(p.key == "train.lengths" for p in spec.space)
+    typer.echo(
+        f"  data: {source}: {checked.n_train + checked.n_val:,} rows, {checked.n_train:,} train and "
+        f"{checked.n_val:,} validation" + (" (trials that search train.lengths differ)" if searched else "")
+    )
+    if checked.n_probe is not None:
+        typer.echo(f"  probe: lengths {', '.join(map(str, spec.probe.lengths))}: {checked.n_probe:,} rows")
+    epochs = spec.base.train.n_epochs
+    timeout = f"; no new trial after {spec.timeout:g} s" if spec.timeout else ""
+    typer.echo(
+        f"  budget: at most {spec.n_trials} trials x {epochs} epochs = {spec.n_trials * epochs:,} epochs{timeout}"
+    )
+
+
+def _dimension_text(param: Any) -> str:
+    when = "".join(f" when {k} in {list(v)}" for k, v in param.when.items())
+    if param.choices is not None:
+        return f"choices {list(param.choices)}{when}"
+    kind = "int" if param.is_int else "float"
+    shown = [int(param.low), int(param.high)] if param.is_int else [param.low, param.high]
+    extra = " log" if param.log else (f" step {param.step:g}" if param.step else "")
+    return f"{kind} {shown[0]:g}..{shown[1]:g}{extra}{when}"
+
+
+def _component_text(component: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k} {v}" for k, v in component.items() if k != "type")
+    return f"{component['type']}" + (f" ({settings})" if settings else "")
+
+
+@app.command()
+def run(
+    spec_path: SpecPath,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=MAX_TRIALS, help="The study's total of finished trials (default: the spec's n_trials)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=MAX_PROCESSES, help="Worker processes on this machine; torch threads are shared out among them."
+        ),
+    ] = 1,
+    storage: Storage = None,
+    name: Annotated[
+        str | None, typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")
+    ] = None,
+    artifacts: Artifacts = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per worker (default: cores / workers).")
+    ] = None,
+    oversubscribe: Annotated[
+        bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
+    ] = False,
+) -> None:
+    """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
+
+    Example: sweep run studies/quickstart.yaml --workers 2
+    """
+    from sweep.store.storage import shown_url
+
+    plan, finished = api.plan(
+        spec_path,
+        storage=storage,
+        name=name,
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        artifacts=artifacts,
+        threads=threads,
+        oversubscribe=oversubscribe,
+    )
+    where = f"study {plan.study_name!r} in {shown_url(storage)}"
+    if finished >= plan.n_trials:
+        typer.echo(
+            f"{where} already has {finished} finished trials, the budget of {plan.n_trials}: "
+            f"nothing to run (give --trials {finished + 10}, say, to add 10)"
+        )
+    else:
+        typer.echo(
+            f"{where}: {finished} of {plan.n_trials} trials finished; "
+            f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
+            + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
+        )
+        _run_with_progress(plan, finished)
+    _print_best(plan.study_name, storage)
+
+
+def _run_with_progress(plan: Any, finished: int) -> None:
+    """The run with a progress bar and a line per trial; Ctrl-C exits 130 (a failed run: the boundary, 1)."""
+    from sweep.cli.progress import TrialPrinter
+
+    with TrialPrinter(plan.study_name, plan.n_trials, finished) as printer:
+        try:
+            api.execute(plan, printer.on_trial)
+        except KeyboardInterrupt:
+            printer.stop()
+            typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+
+@app.command()
+def best(
+    name: StudyName,
+    storage: Storage = None,
+    as_json: AsJson = False,
+    download: Annotated[
+        Path | None,
+        typer.Option(help="Fetch the best trial's checkpoint (the Pareto set's) from the artifact store into DIR."),
+    ] = None,
+    artifacts: Artifacts = None,
+) -> None:
+    """Show the best trial of a study: value, parameters, probe accuracy, checkpoint.
+
+    Example: sweep best quickstart --download models/
+    """
+    _print_best(name, storage, as_json)
+    if download is not None:
+        for number, path in api.download_best(name, download, storage, artifacts).items():
+            typer.echo(f"checkpoint of trial {number}: {path}  (sweep predict {path} 1294)")
+
+
+def _print_best(name: str, storage: str | None, as_json: bool = False) -> None:
+    summary = api.best(name, storage)
+    if as_json:
+        echo_json(summary)
+    elif "pareto" in summary:
+        _print_pareto(summary)
+    else:
+        _print_one(summary)
+
+
+def _print_one(summary: dict[str, Any]) -> None:
+    typer.echo(f"best of {summary['study']!r}: trial {summary['trial']}, {summary['metric']} {summary['value']:.4f}")
+    for key, value in summary["params"].items():
+        typer.echo(f"  {key} = {value}")
+    if summary["probe_exact_match"] is not None:
+        typer.echo(
+            f"  probe (unseen lengths) exact match: {summary['probe_exact_match']:.4f} {summary['probe_by_length']}"
+        )
+    if summary["probe_in_range_exact_match"] is not None:
+        typer.echo(
+            f"  probe, rows whose sum occurs in training: {summary['probe_in_range_exact_match']:.4f} "
+            f"{summary['probe_in_range_by_length']}"
+        )
+    state = "" if summary["checkpoint_exists"] else " (not on this machine)"
+    typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
+    typer.echo(f"  validation exact match {seeds_text(summary['over_seeds'])}")
+
+
+def _print_pareto(summary: dict[str, Any]) -> None:
+    names = [o["metric"] for o in summary["objectives"]]
+    directions = ", ".join(f"{o['metric']} ({o['direction']})" for o in summary["objectives"])
+    typer.echo(f"Pareto set of {summary['study']!r}: {len(summary['pareto'])} trial(s) on {directions}")
+    typer.echo(f"{'trial':>6s}  {'model':5s} {'parameters':>10s}  " + "  ".join(f"{n:>17s}" for n in names))
+    for row in summary["pareto"]:
+        values = "  ".join(f"{row['values'][n]:17.6g}" for n in names)
+        typer.echo(f"{row['trial']:6d}  {row['model_type']:5s} {row['n_parameters'] or 0:10,d}  {values}")
+        typer.echo(f"{'':6s}  validation exact match {seeds_text(row['over_seeds'])}")
+
+
+@app.command("ls")
+def list_studies(storage: Storage = None) -> None:
+    """List the studies in the storage with trial counts by state and the best value.
+
+    Example: sweep ls --storage sqlite:///studies/sweep.db
+    """
+    from sweep.store.storage import shown_url
+
+    rows = api.studies(storage)
+    if not rows:
+        typer.echo(f"no studies yet in {shown_url(storage)}; run `sweep run quickstart`")
+        return
+    typer.echo(f"studies in {shown_url(storage)}:")
+    typer.echo(f"{'study':24s} {'complete':>8s} {'pruned':>7s} {'fail':>5s} {'running':>7s} {'best':>8s}")
+    for row in rows:
+        counts = row["counts"]
+        best_text = f"{row['n_objectives']} obj." if row["n_objectives"] > 1 else number_text(row["best"])
+        typer.echo(
+            f"{row['study']:24s} {counts['COMPLETE']:8d} {counts['PRUNED']:7d} "
+            f"{counts['FAIL']:5d} {counts['RUNNING'] + counts['WAITING']:7d} {best_text:>8s}"
+        )
+
+
+@app.command()
+def export(
+    name: StudyName,
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    storage: Storage = None,
+) -> None:
+    """Export a study's trials (params, user attributes, states) as CSV.
+
+    Example: sweep export quickstart --out trials.csv
+    """
+    typer.echo(f"wrote {api.export(name, out, storage)} trials to {out}")
+
+
+@app.command("rm")
+def remove(
+    name: StudyName,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    storage: Storage = None,
+    artifacts: Artifacts = None,
+) -> None:
+    """Delete a study from the storage, with its checkpoints (asks first).
+
+    Example: sweep rm quickstart --yes
+    """
+    deleted = api.remove(name, storage, artifacts, confirm=None if yes else _ask)
+    if deleted is None:
+        typer.echo("nothing deleted")
+        return
+    n_trials, n_checkpoints = deleted
+    typer.echo(f"deleted study {name!r} ({n_trials} trials) and {n_checkpoints} checkpoint(s)")
+
+
+def _ask(what: str) -> bool:
+    from digitsum.errors import UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError(f"sweep rm deletes {what}; add --yes to confirm without a terminal")
+    return typer.confirm(f"Delete {what}?")

@@ -1,0 +1,83 @@
+"""The best trial (or, with several objectives, the Pareto set) as values: what `sweep best` shows
+and `sweep best --json` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.reruns.stats import Spread
+from sweep.run.ledger import best_trial
+from sweep.spec.objectives import objectives_from_stored
+from sweep.store.artifacts import has_checkpoint
+from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any]:
+    """The best trial of a study with one objective; ValueError when no trial is complete."""
+    trial = best_trial(study)
+    record = TrialRecord.read(trial)
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "value": trial.value,
+        "metric": StudyMeta.read(study).metric,
+        "params": trial.params,
+        "val_exact_match": record.val_exact_match,
+        "probe_exact_match": record.probe_exact_match,
+        "probe_by_length": record.probe_by_length or None,
+        "probe_in_range_exact_match": record.probe_in_range_exact_match,
+        "probe_in_range_by_length": record.probe_in_range_by_length or None,
+        "epochs": record.epochs_run,
+        "n_parameters": record.n_parameters,
+        "seconds_per_epoch": record.seconds_per_epoch,
+        "checkpoint": checkpoint_text(study, record),
+        "checkpoint_exists": has_checkpoint(record),
+        "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "over_seeds": over_seeds(read_reruns(study), trial.number),
+    }
+
+
+def pareto_summary(study: optuna.Study) -> dict[str, Any]:
+    """The Pareto set of a study with several objectives (feasible trials only; empty when none)."""
+    meta = StudyMeta.read(study)
+    goals = objectives_from_stored(meta.objectives, meta.metric)
+    reruns = read_reruns(study)  # one read of the study's attributes, not one per row
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        record = TrialRecord.read(trial)
+        rows.append(
+            {
+                "trial": trial.number,
+                "values": {str(goal.metric): value for goal, value in zip(goals, trial.values, strict=True)},
+                "model_type": model_type(trial),
+                "n_parameters": record.n_parameters,
+                "params": trial.params,
+                "checkpoint": checkpoint_text(study, record),
+                "over_seeds": over_seeds(reruns, trial.number),
+            }
+        )
+    return {
+        "study": study.study_name,
+        "objectives": [goal.to_dict() for goal in goals],
+        "constraints": meta.constraints,
+        "pareto": rows,
+    }
+
+
+def checkpoint_text(study: optuna.Study, record: TrialRecord) -> str | None:
+    """Where the trial's checkpoint is: ``artifact ID in LOCATION``, or a path (studies made before artifacts)."""
+    if record.artifact_id:
+        return f"artifact {record.artifact_id} in {StudyMeta.read(study).artifacts or 'the default store'}"
+    return record.checkpoint
+
+
+def over_seeds(reruns: list[RerunRecord], number: int) -> dict[str, Any] | None:
+    """The trial's stored seed reruns (of ``reruns``, the study's): validation exact match mean and spread."""
+    runs = [r for r in reruns if r.trial == number]
+    if not runs:
+        return None
+    spread = Spread(tuple(r.val_exact_match for r in runs))
+    return {"seeds": [r.seed for r in runs], "val_exact_match_mean": spread.mean, "val_exact_match_stdev": spread.stdev}

@@ -1,0 +1,166 @@
+"""What a run is: the study (made, or resumed if the spec's search matches the stored one), its
+budget, workers and threads, and where checkpoints go; checked before any trial starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+import optuna_dashboard
+
+from digitsum.errors import UsageError
+from sweep.spec.files import load_spec
+from sweep.spec.model import SpecError, StudySpec
+from sweep.spec.names import check_study_name
+from sweep.store.artifacts import S3, check_bucket, location_for
+from sweep.store.records import StudyMeta, write_artifacts, write_fingerprint
+from sweep.store.storage import open_existing, patience_seconds, study_names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    spec: StudySpec
+    storage_url: str | None
+    study_name: str
+    n_trials: int
+    timeout: float | None
+    workers: int
+    artifacts: str  # the artifact store's location (sweep.store.artifacts)
+    threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
+    # seconds a worker waits for a storage that stopped answering; read (and checked) when the plan is made
+    patience: float = dataclasses.field(default_factory=patience_seconds)
+
+    @property
+    def threads_per_worker(self) -> int:
+        return threads_per_worker(self.workers, self.threads)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, threads: int | None = None) -> int:
+    """Torch threads for each of `workers` processes: `threads`, else this machine's cores shared out.
+    More threads than cores, summed over processes, slowed epochs 5-18x here."""
+    return threads or max(1, available_cores() // workers)
+
+
+def check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None:
+    """Refuse more torch threads in all than this machine has cores, unless asked: they only contend."""
+    cores, each = available_cores(), threads_per_worker(workers, threads)
+    if workers * each > cores and not oversubscribe:
+        raise UsageError(
+            f"--workers {workers} x {each} thread(s) = {workers * each} threads on {cores} cores: every trial would "
+            f"slow down (5-18x was seen here); use --workers {max(1, cores // each)}, or add --oversubscribe"
+        )
+
+
+def plan_run(
+    spec_path: str | Path,
+    storage: str | None,
+    *,
+    name: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    artifacts: str | None = None,
+    threads: int | None = None,
+    oversubscribe: bool = False,
+) -> tuple[RunPlan, optuna.Study]:
+    """The checked plan of a run and its study, made or resumed."""
+    if name is not None:
+        check_study_name(name)
+    spec = load_spec(spec_path)
+    check_cores(workers, threads, oversubscribe)
+    chosen = location_for(artifacts, None, storage)  # recorded by a new study
+    study = prepare_study(spec, open_existing(storage, create=True), name or spec.name, chosen)
+    location = location_for(artifacts, study, storage)
+    _check_writable(location)
+    plan = RunPlan(
+        spec=spec,
+        storage_url=storage,
+        study_name=name or spec.name,
+        n_trials=trials or spec.n_trials,
+        timeout=timeout or spec.timeout,
+        workers=workers,
+        artifacts=location,
+        threads=threads,
+    )
+    return plan, study
+
+
+def _check_writable(location: str) -> None:
+    """Fail before the first trial, not inside every trial, when checkpoints cannot be written: the
+    artifact folder, or the bucket (a missing one, or refused credentials)."""
+    if location.startswith(S3):
+        check_bucket(location)
+        return
+    folder = Path(location)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write checkpoints to {folder} ({error.strerror}); pass --artifacts DIR or s3://BUCKET/PREFIX"
+        ) from None
+
+
+def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: str, artifacts: str) -> optuna.Study:
+    """Create the study, or resume it if the stored one was made by the same search space; a new
+    study records `artifacts`, its artifact store's location (so does one made before artifacts)."""
+    existed = name in study_names(storage)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=[goal.direction.value for goal in spec.goals],
+        load_if_exists=True,
+        sampler=spec.make_sampler(),
+        pruner=spec.make_pruner(),
+    )
+    stored = StudyMeta.read(study).fingerprint
+    if existed and stored is not None and not spec.matches(stored):
+        raise SpecError(
+            f"{spec.path}: study {name!r} in this storage was made with another metric, data or search space; "
+            f"run with --name NEW_NAME to start a new study (the stored one is kept)"
+        )
+    if stored is None:
+        # Enough to re-train any trial (`sweep rerun`) without the spec file.
+        StudyMeta(
+            fingerprint=spec.fingerprint(),
+            spec_path=spec.path,
+            description=spec.description,
+            metric=spec.goals[0].metric.value,
+            value_from=spec.value_from.value,
+            base_config=spec.base.to_dict(),
+            probe=spec.probe,
+            target=spec.target,
+            objectives=[goal.to_dict() for goal in spec.goals] if spec.objectives else None,
+            constraints=[c.to_dict() for c in spec.constraints],
+            artifacts=artifacts,
+        ).write(study)
+        study.set_metric_names([goal.metric.value for goal in spec.goals])
+        optuna_dashboard.save_note(study, spec_note(spec))
+    elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
+        write_fingerprint(study, spec.fingerprint())
+    if stored is not None and StudyMeta.read(study).artifacts is None:  # made before artifacts
+        write_artifacts(study, artifacts)
+    return study
+
+
+def spec_note(spec: StudySpec) -> str:
+    """The study's note in optuna-dashboard: which spec made it, and how to go on."""
+    return (
+        f"## {spec.name}\n\nMade by `sweep run {spec.path}`. {spec.description}\n\n"
+        f"- objectives: {', '.join(f'`{g.metric}` ({g.direction})' for g in spec.goals)}; "
+        f"accuracies are taken at each trial's {spec.value_from} epoch\n"
+        + (f"- constraints: {', '.join(c.name for c in spec.constraints)}\n" if spec.constraints else "")
+        + f"- sampler: `{spec.sampler['type']}`, pruner: `{spec.pruner['type']}`\n"
+        f"- report: `sweep report {spec.name}`; best trial: `sweep best {spec.name}`\n"
+    )

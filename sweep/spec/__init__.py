@@ -1,0 +1,32 @@
+"""Study specs: YAML -> a validated search space, sampler, pruner, objectives and fixed config.
+
+Every spec key is declared once (`sweep.spec.keys`); the parser (`parse`), its one-line errors and
+`sweep keys` (`reference`) read those declarations.
+"""
+
+from sweep.spec.files import load_spec, read_yaml, shipped_specs
+from sweep.spec.model import PRUNERS, SAMPLERS, Keep, Param, SpecError, StudySpec, ValueFrom
+from sweep.spec.names import STUDY_NAME_RULE, check_study_name, is_study_name
+from sweep.spec.objectives import Constraint, Direction, Metric, Objective
+from sweep.spec.parse import parse_spec
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "STUDY_NAME_RULE",
+    "Constraint",
+    "Direction",
+    "Keep",
+    "Metric",
+    "Objective",
+    "Param",
+    "SpecError",
+    "StudySpec",
+    "ValueFrom",
+    "check_study_name",
+    "is_study_name",
+    "load_spec",
+    "parse_spec",
+    "read_yaml",
+    "shipped_specs",
+]
