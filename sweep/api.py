@@ -64,14 +64,16 @@ def train(
 
 
 def _config_file_values(path: Path) -> dict[str, Any]:
-    from digitsum.errors import DataError
+    from digitsum.errors import ConfigError
     from digitsum.files import require_file
     from sweep.spec.files import read_yaml
 
-    require_file(path, "config file", "give a YAML or JSON file of config keys, like {model: {hidden_size: 64}}")
-    values = read_yaml(path, DataError) or {}
+    require_file(
+        path, "config file", "give a YAML or JSON file of config keys, like {model: {hidden_size: 64}}", ConfigError
+    )
+    values = read_yaml(path, ConfigError) or {}
     if not isinstance(values, dict):
-        raise DataError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
+        raise ConfigError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
     return values
 
 
@@ -194,7 +196,7 @@ def _checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None
     if path.exists() or not colon or not study_name or not (trial.isdigit() or trial == "best"):
         yield path  # load_checkpoint names a missing file
         return
-    from digitsum.errors import DataError
+    from digitsum.errors import UsageError
     from sweep.run.ledger import best_trial
     from sweep.store import artifacts as store_of
     from sweep.store.records import TrialRecord
@@ -206,11 +208,11 @@ def _checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None
         try:
             frozen = best_trial(study)
         except ValueError:
-            raise DataError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
+            raise UsageError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
     elif int(trial) < len(trials):
         frozen = trials[int(trial)]
     else:
-        raise DataError(f"study {study_name!r} has no trial {trial} (it has {len(trials)}); see `sweep ls`")
+        raise UsageError(f"study {study_name!r} has no trial {trial} (it has {len(trials)}); see `sweep ls`")
     store = store_of.store_for(artifacts, study, storage)
     with store_of.fetched(store, TrialRecord.read(frozen), frozen.number) as fetched:
         yield fetched
@@ -306,19 +308,19 @@ def run(
 
 def best(name: str, storage: str | None = None) -> dict[str, Any]:
     """The best trial as `sweep best --json` gives it (the Pareto set, for several objectives)."""
-    from digitsum.errors import DataError
+    from digitsum.errors import UsageError
     from sweep.report.best import best_summary, pareto_summary
 
     study = _load(name, storage)
     if len(study.directions) > 1:
         summary = pareto_summary(study)
         if not summary["pareto"]:
-            raise DataError(f"study {name!r} has no completed (feasible) trial yet; run it with `sweep run`")
+            raise UsageError(f"study {name!r} has no completed (feasible) trial yet; run it with `sweep run`")
         return summary
     try:
         return best_summary(study)
     except ValueError:
-        raise DataError(f"study {name!r} has no completed trial yet; run it with `sweep run`") from None
+        raise UsageError(f"study {name!r} has no completed trial yet; run it with `sweep run`") from None
 
 
 def download_best(
@@ -482,7 +484,7 @@ def write_report(
 ) -> tuple[Path, int]:
     """Write the report (reports/<names>.html by default); returns its path and number of figures.
     With ``attach``, each study also gets the comparison figures for optuna-dashboard."""
-    from digitsum.errors import DataError
+    from digitsum.errors import UsageError
     from sweep.report.page import figures_for_dashboard, report_file_name
     from sweep.report.page import write_report as write
     from sweep.store.artifacts import store_for
@@ -490,7 +492,7 @@ def write_report(
 
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise DataError(f"study {twice[0]!r} is named twice; name each study once")
+        raise UsageError(f"study {twice[0]!r} is named twice; name each study once")
     store = open_existing(storage)
     loaded = [load_study(n, store) for n in names]
     out = out or Path("reports") / report_file_name(names)

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from sweep_helpers import assert_spec_mistake, spec_dict
 
-from sweep.report.page import _pareto_front
+from sweep.report._cost import _pareto_front
 from sweep.reruns.stats import Spread, bootstrap_difference, verdict
 from sweep.spec import parse_spec
 from sweep.spec.objectives import Constraint, CurveMedian, Direction, Metric, Objective, measures

@@ -246,7 +246,8 @@ def test_length_figure_shows_all_rows_and_in_range_rows(study, rendered):
 def test_length_figure_shades_every_training_length(study):
     """Lengths 1-2: the one-digit strings have no validation row (each sum is one string, kept for
     training), and the shading still starts at length 1."""
-    from sweep.report.page import lengths_section, trials_frame
+    from sweep.report._lengths import lengths_section
+    from sweep.report.frame import trials_frame
 
     figure = lengths_section(trials_frame([optuna.load_study(study_name=STUDY, storage=study.url)])).figures[0]
     shade = figure.layout.shapes[0]

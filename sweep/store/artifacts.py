@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from digitsum.errors import DataError, UsageError
+from digitsum.errors import UsageError
 from digitsum.files import atomic_path
 from sweep.store.records import StudyMeta, TrialRecord
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 S3 = "s3://"
 
 
-class ArtifactError(DataError):
+class ArtifactError(UsageError):
     """A checkpoint cannot be stored or fetched; the message says which and what to do."""
 
 
