@@ -12,10 +12,10 @@ from sweep.spec.reference import README_BEGIN, README_END, key_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 50
-SOURCES = sorted([*(REPO / "digitsum").glob("*.py"), *(REPO / "sweep").glob("*.py")])
+SOURCES = sorted([*(REPO / "digitsum").rglob("*.py"), *(REPO / "sweep").rglob("*.py")])
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_function_is_longer_than_50_lines(path):
     tree = ast.parse(path.read_text())
     long = [
@@ -27,7 +27,7 @@ def test_no_function_is_longer_than_50_lines(path):
     assert not long, f"{path.name}: split {', '.join(long)}"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "digitsum").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "digitsum").rglob("*.py")), ids=lambda p: p.name)
 def test_the_core_never_imports_the_sweep_layer_or_its_libraries(path):
     imported = set()
     for node in ast.walk(ast.parse(path.read_text())):

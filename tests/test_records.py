@@ -128,11 +128,11 @@ def test_a_study_not_made_by_sweep_reads_as_the_defaults():
 
 @pytest.mark.parametrize("package", ["sweep", "digitsum"])
 def test_only_records_touches_user_attributes(package):
-    for path in sorted((REPO / package).glob("*.py")):
+    for path in sorted((REPO / package).rglob("*.py")):
         if path.name == "records.py":
             continue
         text = path.read_text()
         if path.name == "storage.py":  # read_trials rebuilds Optuna's FrozenTrials: every attribute, none by name
             text = text.replace("user_attrs={k: json.loads(v) for k, v in", "")
-        assert "user_attr" not in text, f"{path.name} reads or writes user attributes; go through sweep/records.py"
+        assert "user_attr" not in text, f"{path.name} reads or writes user attributes; go through sweep/store/records.py"
         assert not re.search(r"state\.name\s*(==|!=|in)", text), f"{path.name} compares a state by name; use TrialState"

@@ -43,3 +43,6 @@ ARTIFACTS_HELP = (
     "beside the storage file (or beside the default storage)."
 )
 Artifacts = Annotated[str | None, typer.Option(help=ARTIFACTS_HELP)]
+Oversubscribe = Annotated[
+    bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
+]

@@ -8,7 +8,7 @@ import typer
 
 from sweep import api
 from sweep.cli.app import app
-from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, AsJson, Seeds, Storage, StudyName, parse_seeds
+from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, AsJson, Oversubscribe, Seeds, Storage, StudyName, parse_seeds
 from sweep.cli.output import echo_json
 
 
@@ -30,9 +30,7 @@ def rerun(
         int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per rerun (default: the trial's own).")
     ] = None,
     again: Annotated[bool, typer.Option("--again", help="Re-train reruns that are stored already.")] = False,
-    oversubscribe: Annotated[
-        bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
-    ] = False,
+    oversubscribe: Oversubscribe = False,
     storage: Storage = None,
     as_json: AsJson = False,
 ) -> None:
@@ -52,18 +50,22 @@ def rerun(
         again=again,
         oversubscribe=oversubscribe,
     )
-    n_numbers, n_seeds, n_jobs = len(planned.numbers), len(planned.seeds), len(planned.jobs)
     if not as_json:
-        typer.echo(
-            f"{n_numbers} trial(s) x {n_seeds} seed(s): {n_jobs} to train, "
-            f"{n_numbers * n_seeds - n_jobs} stored already; {workers} worker(s)"
-        )
+        _print_plan(planned, workers)
     rows = api.rerun(name, planned, storage=storage, workers=workers, on_result=None if as_json else _print_rerun)
     if as_json:
         echo_json({"study": name, **rows[0]} if trial is not None else {"study": name, "trials": rows})
         return
     for row in rows:
         _print_summary(name, row)
+
+
+def _print_plan(planned: api.Reruns, workers: int) -> None:
+    n_numbers, n_seeds, n_jobs = len(planned.numbers), len(planned.seeds), len(planned.jobs)
+    typer.echo(
+        f"{n_numbers} trial(s) x {n_seeds} seed(s): {n_jobs} to train, "
+        f"{n_numbers * n_seeds - n_jobs} stored already; {workers} worker(s)"
+    )
 
 
 def _print_rerun(record: Any) -> None:

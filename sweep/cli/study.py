@@ -10,10 +10,27 @@ import typer
 
 from sweep import api
 from sweep.cli.app import app
-from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, Artifacts, AsJson, Storage, StudyName
+from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, Artifacts, AsJson, Oversubscribe, Storage, StudyName
 from sweep.cli.output import echo_json, number_text, seeds_text
 
 SpecPath = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")]
+Trials = Annotated[
+    int | None,
+    typer.Option(min=1, max=MAX_TRIALS, help="The study's total of finished trials (default: the spec's n_trials)."),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        min=1, max=MAX_PROCESSES, help="Worker processes on this machine; torch threads are shared out among them."
+    ),
+]
+Threads = Annotated[
+    int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per worker (default: cores / workers).")
+]
 
 
 @app.command()
@@ -81,33 +98,16 @@ def _component_text(component: dict[str, Any]) -> str:
 @app.command()
 def run(
     spec_path: SpecPath,
-    trials: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=MAX_TRIALS, help="The study's total of finished trials (default: the spec's n_trials)."
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(min=1, help="Stop starting trials after this many seconds (default: the spec's timeout)."),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1, max=MAX_PROCESSES, help="Worker processes on this machine; torch threads are shared out among them."
-        ),
-    ] = 1,
+    trials: Trials = None,
+    timeout: Timeout = None,
+    workers: Workers = 1,
     storage: Storage = None,
     name: Annotated[
         str | None, typer.Option(help="Study name (default: the spec's name); a new name starts a new study.")
     ] = None,
     artifacts: Artifacts = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per worker (default: cores / workers).")
-    ] = None,
-    oversubscribe: Annotated[
-        bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
-    ] = False,
+    threads: Threads = None,
+    oversubscribe: Oversubscribe = False,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
