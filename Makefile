@@ -9,17 +9,25 @@ PYTEST_WORKERS ?= 2
 
 RUNS ?= 20
 
-.PHONY: install system lint test fuzz flakes quickstart bench clean
+.PHONY: runtime install system lint test fuzz flakes quickstart bench clean
 
-$(VENV)/.installed: pyproject.toml
+# What running needs (torch, the project); `make test` adds the dev tools and the test servers' drivers.
+$(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: an open range with no torch installed would pull a multi-GB CUDA build
 	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install -q -e ".[dev,postgres,s3]"
 	touch $@
 
 # The fused training kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.
+runtime: $(VENV)/.runtime
+	$(PY) -m digitsum.fused
+
 install: $(VENV)/.installed
 	$(PY) -m digitsum.fused
 
@@ -47,9 +55,14 @@ fuzz: install
 flakes: system install
 	$(PY) scripts/flakes.py --runs $(RUNS) -- -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-quickstart: install
+# The first run: the quickstart sweep on the embedded SQLite storage (studies/sweep.db), then its report.
+quickstart: runtime
 	$(VENV)/bin/sweep run studies/quickstart.yaml
-	$(VENV)/bin/sweep best quickstart
+	$(VENV)/bin/sweep report quickstart
+	@echo
+	@echo "Open reports/quickstart.html in a browser. Next:"
+	@echo "  $(VENV)/bin/sweep dashboard                       # every trial live in optuna-dashboard, http://127.0.0.1:8080"
+	@echo "  $(VENV)/bin/sweep run studies/compare-cells.yaml  # RNN vs LSTM vs GRU on equal budgets"
 
 bench: install
 	$(PY) bench/run_all.py

@@ -5,7 +5,7 @@
 For each `studies/recipes/*.yaml`, one `sweep train --config RECIPE train.seed=S` process, timed
 from start to exit (data, training, every epoch's validation decode, the checkpoint), beside the
 reference measured in the same run: `sweep train` with its defaults (LSTM 128, lengths 2-4, 40
-epochs). The README promises each recipe in under 10 minutes on 2 cores; this prints whether it
+epochs). docs/results.md promises each recipe in under 10 minutes on 2 cores; this prints whether it
 was, and the ratio to the reference. One measurement each (a training run is minutes long).
 --quick trains 2 epochs of each, as a smoke run.
 """

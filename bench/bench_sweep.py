@@ -6,7 +6,7 @@ share of a run that is not training (storage, sampling, pruning checks, reportin
 Both runs use the same fixed small spec on a fresh SQLite file, through the real `sweep run` command:
 a grid of 16 configurations and no pruner, so with 16 trials both runs train exactly the same models.
 Trials run 15 epochs, as long as the quickstart's (~4 s each with the fused training step); with
-much shorter trials the fixed costs per worker and per trial dominate (see the README).
+much shorter trials the fixed costs per worker and per trial dominate (see docs/performance.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `sweep train` overrides (``model.hidden_size=64``), `--config` files and study specs all go
 through here, so every key has one type, one range and one error message. To add a config key,
 add a field with `key(...)` to `ModelConfig` or `TrainConfig`: its checks, its `sweep keys` line
-and the README's table follow from that field. Imports no torch, so the CLI can check a config
+and the table in docs/keys.md follow from that field. Imports no torch, so the CLI can check a config
 (or a study spec) at once.
 """
 

@@ -1,7 +1,7 @@
 """Declaring a key once: its default, the values it allows and its help, on the dataclass field.
 
 `ModelConfig` and `TrainConfig` (and the sweep layer's study spec) declare every field with `key`;
-validation, error messages, `sweep keys` and the README's key tables all read this metadata.
+validation, error messages, `sweep keys` and the key tables of docs/keys.md all read this metadata.
 """
 
 from __future__ import annotations

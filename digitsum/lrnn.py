@@ -10,7 +10,7 @@ Why: a counter must map the state of a running sum s to the state of s + d. Trai
 to 4 shows the cell that map only for s <= 27 (a larger sum needs four digits, and then comes the
 end of the input). A GRU's or LSTM's transition is nonlinear in the state, so what it does from the
 states of 28-35 is left to chance, and 5-10 digit inputs whose running sum passes 27 fail (see the
-README). A transition that is linear in the state is pinned down on every state in the span of the
+docs/results.md). A transition that is linear in the state is pinned down on every state in the span of the
 states it was trained on, so it carries over. The model is linear throughout the recurrence; its
 nonlinearity is the read-out head (``model.head_size`` > 0).
 """
@@ -31,7 +31,7 @@ class LinearRNN(nn.Module):
         self.transition = nn.Parameter(torch.zeros(hidden_size, input_size * hidden_size))
         self.shift = nn.Linear(input_size, hidden_size)
         # small steps, no bias: at first the state after T inputs is the sum of T shifts, so this keeps
-        # it small; the prototype that found this model (README: Length generalization) started so
+        # it small; the prototype that found this model (docs/results.md: Length generalization) started so
         nn.init.normal_(self.shift.weight, std=0.1)
         nn.init.zeros_(self.shift.bias)
 

@@ -1,5 +1,5 @@
 """Every command with bad input: exit code 2, one line naming the problem, no traceback, and the
-storage (a real study made first) unchanged. The README's troubleshooting table lists these cases."""
+storage (a real study made first) unchanged. docs/troubleshooting.md lists these cases."""
 
 from __future__ import annotations
 

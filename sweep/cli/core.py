@@ -169,7 +169,9 @@ def predict(
 
 @app.command()
 def keys(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's Markdown tables instead.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the Markdown tables of docs/keys.md instead.")
+    ] = False,
 ) -> None:
     """Every config key (sweep train, --config, a spec's fixed and space) and every study-spec key.
 

@@ -33,7 +33,7 @@ ENV_VAR = "SWEEP_STORAGE"
 MAX_RETRY = 3
 # A worker holds at most two database connections: its own thread's, and Optuna's heartbeat thread's
 # (a session per thread); the monitor of each `sweep run` holds one more. So N workers started by M
-# `sweep run` commands need 2N + M connections (README: "Running on many machines"). SQLAlchemy's
+# `sweep run` commands need 2N + M connections (docs/scaling.md: Connections). SQLAlchemy's
 # default pool would keep up to 5 idle and open up to 15; at hundreds of workers that is what runs a
 # server out of max_connections.
 POOL = {"pool_size": 2, "max_overflow": 1}
