@@ -1,5 +1,5 @@
 """What a study found: the HTML report (`page`, built from one module per section over one trials
-frame) and the best trial or Pareto set as values (`best`)."""
+frame), the best trial or Pareto set as values (`best`), and optuna-dashboard (`dashboard`)."""
 
 from sweep.report.best import best_summary, pareto_summary
 from sweep.report.page import build_report, figures_for_dashboard, report_file_name, write_report
