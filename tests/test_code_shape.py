@@ -1,5 +1,5 @@
 """The shape the codebase keeps: short functions in digitsum/ and sweep/, a core that never imports
-the sweep layer, and a keys page (docs/keys.md) whose tables are `sweep keys --markdown` (so they cannot drift)."""
+the sweep layer, and a keys page generated from the declarations (so it cannot drift)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from sweep.spec.reference import README_BEGIN, README_END, key_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 50
@@ -38,19 +36,10 @@ def test_the_core_never_imports_the_sweep_layer_or_its_libraries(path):
     assert not imported & {"optuna", "typer", "plotly", "sweep", "pandas"}, path.name
 
 
-def test_the_keys_page_tables_are_sweep_keys_markdown():
-    keys_page = (REPO / "docs/keys.md").read_text()
-    assert README_BEGIN in keys_page and README_END in keys_page
-    block = keys_page.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
-    assert block == key_tables(markdown=True), (
-        "run .venv/bin/python scripts/readme-keys.py (it writes `sweep keys --markdown` into docs/keys.md)"
+def test_the_keys_page_is_generated_from_the_declarations():
+    from sweep.spec.reference import KEYS_PAGE, keys_page
+
+    assert (REPO / KEYS_PAGE).read_text(encoding="utf-8") == keys_page(REPO), (
+        "run .venv/bin/python scripts/keys-page.py"
     )
-
-
-def test_the_spec_reference_is_generated_from_the_declarations():
-    from sweep.spec.reference import SPEC_REFERENCE, spec_reference
-
-    assert (REPO / SPEC_REFERENCE).read_text(encoding="utf-8") == spec_reference(REPO), (
-        "run .venv/bin/python scripts/readme-keys.py"
-    )
-    assert "](spec-reference.md)" in (REPO / "docs/keys.md").read_text()  # linked from the keys page
+    assert f"]({KEYS_PAGE})" in (REPO / "README.md").read_text()  # linked from the README

@@ -22,7 +22,7 @@ class TrialsKeepFailing(RunFailed):
     """Several trials in a row failed: something is wrong with the spec or the machine."""
 
 
-class DiskFull(TrialsKeepFailing):  # a TrialsKeepFailing: a worker process reports it the same way
+class DiskFull(RunFailed):
     """A trial could not store its checkpoint: the disk is full. Waiting will not mend it, and every
     next trial would fail the same way, so the run stops; the trial is queued again for the resume."""
 

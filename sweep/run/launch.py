@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError, one_line, warning_line
-from sweep.run.failures import StorageLost, TrialsKeepFailing, WorkersFailed, lost_message
+from sweep.run.failures import RunFailed, StorageLost, WorkersFailed, lost_message
 from sweep.run.ledger import Ledger
 from sweep.run.plan import RunPlan
 from sweep.run.worker import work
@@ -33,7 +33,7 @@ def _worker_process(plan: RunPlan, worker: int, deadline: float | None) -> None:
         work(plan, threading.Event(), worker, deadline)
     except KeyboardInterrupt:  # Optuna already marked the running trial failed
         pass
-    except (TrialsKeepFailing, UsageError) as error:
+    except (RunFailed, UsageError) as error:
         print(f"error: worker {worker}: {one_line(str(error))}", file=sys.stderr, flush=True)
         code = 1
     except Exception as error:
