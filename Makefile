@@ -32,7 +32,7 @@ install: $(VENV)/.installed
 	$(PY) -m digitsum.fused
 
 system:
-	bash scripts/system-deps.sh
+	bash tests/system-deps.sh
 
 # The gates first (ruff's rules and format, mypy; configured in pyproject.toml), then the tests.
 lint: install
@@ -53,7 +53,7 @@ fuzz: install
 # The flake hunt: every test that starts processes, servers or a browser, RUNS times (passes per test),
 # with the same two pytest workers as `make test`.
 flakes: system install
-	$(PY) scripts/flakes.py --runs $(RUNS) -- -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) tests/flakes.py --runs $(RUNS) -- -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The first run: the quickstart sweep on the embedded SQLite storage (studies/sweep.db), then its report.
 quickstart: runtime

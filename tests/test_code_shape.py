@@ -40,6 +40,6 @@ def test_the_keys_page_is_generated_from_the_declarations():
     from sweep.spec.reference import KEYS_PAGE, keys_page
 
     assert (REPO / KEYS_PAGE).read_text(encoding="utf-8") == keys_page(REPO), (
-        "run .venv/bin/python scripts/keys-page.py"
+        "run .venv/bin/python docs/keys-page.py"
     )
     assert f"]({KEYS_PAGE})" in (REPO / "README.md").read_text()  # linked from the README

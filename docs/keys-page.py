@@ -1,6 +1,6 @@
 """Rewrite docs/keys.md from the declarations (a test fails until you do, after adding a key).
 
-.venv/bin/python scripts/keys-page.py
+.venv/bin/python docs/keys-page.py
 """
 
 from pathlib import Path

@@ -1,7 +1,7 @@
 """The flake hunt: run the tests marked `processes` (those that start processes, servers or a
 browser; tests/conftest.py checks the mark) many times, and count the passes of each.
 
-    .venv/bin/python scripts/flakes.py --runs 20 [-- PYTEST_ARGS...]      (make flakes RUNS=20)
+    .venv/bin/python tests/flakes.py --runs 20 [-- PYTEST_ARGS...]      (make flakes RUNS=20)
 
 Each round is one pytest session over every marked test, so a test meets the others' leftovers as
 it would in `make test`. Prints "passes/runs" per test, the failures' first lines, and exits 1 if
