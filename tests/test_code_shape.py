@@ -39,7 +39,5 @@ def test_the_core_never_imports_the_sweep_layer_or_its_libraries(path):
 def test_the_keys_page_is_generated_from_the_declarations():
     from sweep.spec.reference import KEYS_PAGE, keys_page
 
-    assert (REPO / KEYS_PAGE).read_text(encoding="utf-8") == keys_page(REPO), (
-        "run .venv/bin/python docs/keys-page.py"
-    )
+    assert (REPO / KEYS_PAGE).read_text(encoding="utf-8") == keys_page(REPO), "run .venv/bin/python docs/keys-page.py"
     assert f"]({KEYS_PAGE})" in (REPO / "README.md").read_text()  # linked from the README
