@@ -43,7 +43,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 import sweep.report.page
-import sweep.run.objective
+import sweep.run.trial
 
 TARGET_SECONDS = 10.0
 STUDY = "bench-report"

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from digitsum import config as cfg
 from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
-from sweep.run.objective import rerun
+from sweep.run.trial import retrain
 from sweep.spec.objectives import feasible, pareto_front
 from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, write_rerun
 from sweep.store.storage import close_storage, open_storage
@@ -86,7 +86,7 @@ def rerun_job(storage_url: str | None, study_name: str, job: Job, threads: int) 
         study = optuna.load_study(study_name=study_name, storage=storage)
         trial = study.get_trials(deepcopy=False)[job.trial]  # `study.trials` deep-copies every trial
         num_threads = threads or TrialRecord.read(trial).num_threads
-        (result,) = rerun(study, job.trial, [job.seed], num_threads)
+        (result,) = retrain(study, job.trial, [job.seed], num_threads)
         record = _record(job, result, num_threads)
         write_rerun(study, record)
         return record

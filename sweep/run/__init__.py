@@ -1,6 +1,6 @@
 """Running a study: the plan (`plan`), the budget of trials (`budget`), one worker's loop (`worker`),
 the processes and the monitor (`launch`), the ledger every check reads (`ledger`), one trial
-(`objective`), and how a run fails (`failures`)."""
+(`trial`: Optuna's objective), and how a run fails (`failures`)."""
 
 from sweep.run.failures import DiskFull, RunFailed, StorageLost, TrialsKeepFailing, WorkersFailed
 from sweep.run.launch import run_study

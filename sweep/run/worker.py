@@ -35,8 +35,8 @@ from digitsum.train import warm_up
 from sweep.run.budget import Step, budgeted, enqueue_balanced, next_step
 from sweep.run.failures import DiskFull, FailureCount, requeue
 from sweep.run.ledger import Ledger
-from sweep.run.objective import make_objective
 from sweep.run.plan import RunPlan
+from sweep.run.trial import make_objective
 from sweep.spec.model import Keep
 from sweep.store.artifacts import open_store, remove
 from sweep.store.records import TrialRecord
@@ -74,7 +74,7 @@ class _Settle:
 
     Not study.optimize callbacks: Optuna reads the finished trial again (six statements) and deep-
     copies it for those. A trial stores its checkpoint only if it enters the best set as its worker
-    last read it (sweep.run.objective); a worker removes the checkpoints of the trials its ledger saw
+    last read it (sweep.run.trial); a worker removes the checkpoints of the trials its ledger saw
     leave the best set or fail, and of its own that turned out not best. A trial that stops being
     best is removed by every worker that saw it best (removing a missing artifact is a no-op).
     """

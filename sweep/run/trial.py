@@ -188,7 +188,7 @@ def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None, trai
 # Re-training a stored trial
 
 
-def rerun(
+def retrain(
     study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0
 ) -> list[dict[str, Any]]:
     """Re-train one stored trial's config from scratch (once per seed); a reproducibility check."""

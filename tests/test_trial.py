@@ -1,4 +1,4 @@
-"""sweep.run.objective: one trial = one fit; user attributes, checkpoints, pruning, divergence, failures."""
+"""sweep.run.trial: one trial = one fit; user attributes, checkpoints, pruning, divergence, failures."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
 from sweep.run.ledger import best_trial
-from sweep.run.objective import rerun, stored_base_config, trial_value
+from sweep.run.trial import retrain, stored_base_config, trial_value
 from sweep.spec import Metric, ValueFrom, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -270,7 +270,7 @@ def test_failing_trial_records_its_reason(tmp_path):
 def test_rerun_reproduces_the_stored_value(probe_study):
     study, _ = probe_study
     for trial in study.trials[:2]:
-        (result,) = rerun(study, trial.number, num_threads=1)
+        (result,) = retrain(study, trial.number, num_threads=1)
         assert result["value"] == trial.value
         assert result["val_exact_match"] == trial.user_attrs["val_exact_match"]
         assert result["probe_exact_match"] == trial.user_attrs["probe_exact_match"]
@@ -280,7 +280,7 @@ def test_rerun_reproduces_the_stored_value(probe_study):
 
 def test_rerun_with_seeds(probe_study):
     study, _ = probe_study
-    results = rerun(study, 0, seeds=[0, 5], num_threads=1)
+    results = retrain(study, 0, seeds=[0, 5], num_threads=1)
     assert [r["seed"] for r in results] == [0, 5]
     assert results[0]["value"] == study.trials[0].value
 
@@ -297,7 +297,7 @@ def test_rerun_of_a_study_made_before_the_fused_step_trains_through_nn_lstm(tmp_
     assert old["train"]["fused"] is False
     del old["train"]["fused"]  # as a study made before the option existed stores it
     study.set_user_attr("base_config", old)
-    (result,) = rerun(study, 0, num_threads=1)
+    (result,) = retrain(study, 0, num_threads=1)
     assert result["value"] == study.trials[0].value
     assert stored_base_config(old)["train"]["fused"] is False
     assert stored_base_config({"train": {"fused": True}})["train"]["fused"] is True
@@ -306,14 +306,14 @@ def test_rerun_of_a_study_made_before_the_fused_step_trains_through_nn_lstm(tmp_
 def test_rerun_unknown_trial(probe_study):
     study, _ = probe_study
     with pytest.raises(UsageError, match="has no trial 9"):
-        rerun(study, 9)
+        retrain(study, 9)
 
 
 def test_rerun_of_a_foreign_study(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/f.db", study_name="foreign")
     study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}))
     with pytest.raises(UsageError, match="not made by `sweep run`"):
-        rerun(study, 0)
+        retrain(study, 0)
 
 
 def test_in_range_probe_as_one_of_several_objectives(tmp_path):
