@@ -80,6 +80,7 @@ MISTAKES = {
     ),
     "constraint without bounds": (dict(constraints={"n_parameters": {}}), "constraints.n_parameters", "min, max"),
     "constraint not a mapping": (dict(constraints={"n_parameters": 5}), "constraints.n_parameters", "expected bounds"),
+    "constraints a list (found by make fuzz)": (dict(constraints=[]), "constraints", "expected bounds by metric"),
     "constraint with a bad bound": (
         dict(constraints={"n_parameters": {"max": "many"}}),
         "constraints.n_parameters.max",

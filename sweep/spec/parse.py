@@ -150,6 +150,8 @@ def _parse_objectives(raw: dict[str, Any], fail: Callable[[str, str], SpecError]
 def _parse_constraints(given: Any, fail: Callable[[str, str], SpecError]) -> tuple[Constraint, ...]:
     if given is None:
         return ()
+    if not isinstance(given, dict):
+        raise fail("constraints", f"{shown(given)}: expected bounds by metric, like {{n_parameters: {{max: 20000}}}}")
     names = [m.value for m in Metric]
     constraints = []
     for name, body in given.items():
