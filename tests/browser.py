@@ -43,11 +43,8 @@ SWEEP = Path(sys.executable).parent / "sweep"
 MODEL_TYPES = ("rnn", "lstm", "gru")
 N_TRIALS = 6  # `balance` gives each model type 2
 N_EPOCHS = 2
-# BUG (sweep/report/_comparison.py, comparison_section): any PRUNED trial crashes `sweep report`
-# (go.Box(line=dict(dash=...)) is not a valid plotly property). Until that is fixed, the median
-# pruner's warm-up spans every epoch, so the shared study has a pruner but no pruned trial and the
-# report and dashboard checks can run. test_report.py::test_report_on_study_with_pruned_trials
-# shows the bug; once it passes, set PRUNER_WARMUP_STEPS = 1 so the shared study prunes too.
+# The median pruner may stop a trial after its first epoch, so the shared study has pruned trials
+# too, and the report and dashboard checks see them.
 PRUNER_WARMUP_STEPS = 1
 
 
