@@ -48,7 +48,7 @@ def train(
     on_start: Callable[[Any, Path | None], None] | None = None,
 ) -> Trained:
     """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
-    ``on_start`` hears the config and the free folder the run moved to (its name was taken), if any."""
+    ``on_start`` hears the config and, where the run's folder held an earlier run, that folder."""
     from digitsum import config as cfg
     from digitsum.train import train_run
 
@@ -56,9 +56,10 @@ def train(
     given = cfg.parse_overrides(overrides or [])
     config = cfg.apply(cfg.from_dict(values), given)
     named = "train.run_name" in {**cfg.flatten(values), **given}
+    taken = Path(config.train.log_path) / config.train.run_name
     config, moved_to = _free_run_folder(config, named, overwrite)
     if on_start is not None:
-        on_start(config, moved_to)
+        on_start(config, taken if moved_to else None)
     result, run_dir = train_run(config, on_epoch)
     return Trained(result, run_dir, moved_to)
 
@@ -169,9 +170,10 @@ def answers(
 ) -> list[dict[str, Any]]:
     """Each sequence's decoded answer beside its digit sum, as `sweep predict --json` prints them."""
     from digitsum.data import encode_prompts
+    from digitsum.decode import answers_to_text, greedy_decode
 
-    encode_prompts(sequences)  # bad sequences are refused before the checkpoint is read
-    decoded = predict(load_model(checkpoint, device, storage, artifacts), sequences)
+    prompts = encode_prompts(sequences)  # bad sequences are refused before the checkpoint is read
+    decoded = answers_to_text(greedy_decode(load_model(checkpoint, device, storage, artifacts), prompts))
     rows = []
     for sequence, answer in zip(sequences, decoded, strict=True):
         expected = str(sum(map(int, sequence)))

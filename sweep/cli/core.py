@@ -71,9 +71,9 @@ def train(
     best = [0.0]
     epochs = [0]
 
-    def start(config: Any, moved_to: Path | None) -> None:
-        if moved_to is not None:
-            taken = moved_to.with_name(moved_to.name.rsplit("-", 1)[0])
+    def start(config: Any, taken: Path | None) -> None:
+        if taken is not None:
+            moved_to = Path(config.train.log_path) / config.train.run_name
             typer.echo(f"{taken} holds an earlier run; this one goes to {moved_to} (name it with train.run_name=...)")
         m, t = config.model, config.train
         epochs[0] = t.n_epochs

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.report.frame import FEW_TRIALS, Section
+from sweep.spec.objectives import sign
 
 
 def hyperparameter_section(
@@ -43,8 +44,8 @@ def _plotted(study: optuna.Study, complete: list[FrozenTrial], notes: list[str])
     the whole study (30 s at 10,000 trials here), and the ranking of parameters needs no more."""
     if len(complete) <= MAX_PLOTTED:
         return study
-    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    ranked = sorted(complete, key=lambda t: (sign * t.values[0], t.number))
+    best_first = -sign(study.directions[0])
+    ranked = sorted(complete, key=lambda t: (best_first * t.values[0], t.number))
     half = MAX_PLOTTED // 2
     rest = random.Random(0).sample(ranked[half:], MAX_PLOTTED - half)
     sample = optuna.create_study(directions=study.directions)
@@ -102,5 +103,5 @@ def _first_objective(study: optuna.Study) -> tuple[Target, Target]:
     what to rank importances by: PED-ANOVA ranks low values, so a maximized objective is negated)."""
     if len(study.directions) == 1:
         return None, None
-    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return (lambda t: t.values[0]), (lambda t: sign * t.values[0])
+    best_first = -sign(study.directions[0])
+    return (lambda t: t.values[0]), (lambda t: best_first * t.values[0])

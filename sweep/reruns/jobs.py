@@ -18,7 +18,7 @@ from digitsum import config as cfg
 from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
 from sweep.run.trial import retrain
-from sweep.spec.objectives import feasible, pareto_front
+from sweep.spec.objectives import feasible, pareto_front, sign
 from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, write_rerun
 from sweep.store.storage import close_storage, open_storage
 
@@ -43,8 +43,8 @@ def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
             trials = [t for t in trials if feasible(t)] or trials
             trials = [trials[i] for i in pareto_front([t.values for t in trials], study.directions)]
         for index, direction in enumerate(study.directions):
-            sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-            ranked = sorted(trials, key=lambda t: (sign * t.values[index], t.number))
+            best_first = -sign(direction)
+            ranked = sorted(trials, key=lambda t: (best_first * t.values[index], t.number))
             chosen |= {t.number for t in ranked[:top]}
     return [t for t in complete if t.number in chosen]
 

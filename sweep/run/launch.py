@@ -21,7 +21,7 @@ from sweep.run.failures import RunFailed, StorageLost, WorkersFailed, lost_messa
 from sweep.run.ledger import Ledger
 from sweep.run.plan import RunPlan
 from sweep.run.worker import work
-from sweep.spec.objectives import feasible
+from sweep.spec.objectives import feasible, sign
 from sweep.store.storage import close_storage, open_storage, storage_error
 
 
@@ -126,7 +126,7 @@ class _Monitor:
         self.ledger = Ledger(study)
         self.ledger.refresh()
         self.ledger.take_done()  # finished before the start: not reported
-        self.sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+        self.sign = sign(study.directions[0])
         self.best: float | None = None
         if len(study.directions) == 1 and self.ledger.best:
             self.best = next(iter(self.ledger.best.values())).values[0]

@@ -23,7 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.spec.objectives import dominates, feasible
+from sweep.spec.objectives import dominates, feasible, sign
 from sweep.store.records import param_or_queued
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -40,8 +40,8 @@ def place(trial: FrozenTrial) -> int:
 def beats(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection) -> bool:
     """One objective, (value, trial number) each: `a` has the better value, or the same value and a
     lower number (ties are common at 100% exact match; Optuna's best_trial orders them no set way)."""
-    sign = 1 if direction == StudyDirection.MAXIMIZE else -1
-    return sign * a[0] > sign * b[0] or (a[0] == b[0] and a[1] < b[1])
+    s = sign(direction)
+    return s * a[0] > s * b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

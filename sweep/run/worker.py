@@ -1,14 +1,9 @@
 """One worker: start trials on the study until its budget is taken, riding out storage outages.
 
 Workers use Optuna's own distributed mode: each process (on this machine or another) loads the
-same study from the same storage and runs `study.optimize` one trial at a time. What we add:
-
-* `--trials N` is the study's total of finished (complete or pruned) trials, whichever worker ran
-  them. Before each trial a worker fails stale trials (dead workers), then counts the trials that
-  are finished, running or waiting. A trial that was asked for when the budget was already taken
-  (two workers asking at the same instant) is failed at once and marked ``surplus``.
-* Workers that find no trial left to start wait for the running ones, so a trial of a worker that
-  dies is still retried (after the heartbeat grace period) and the total stays exact.
+same study from the same storage and runs `study.optimize` one trial at a time, within the study's
+budget (`sweep.run.budget`); a worker with nothing to start fails stale trials (dead workers) and
+waits, so their retries still run.
 
 Each process keeps a `Ledger` of the study's trials, read incrementally: the checks before, at the
 start and at the end of a trial, the checkpoint clean-up and the monitor cost the same at the

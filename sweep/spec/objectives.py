@@ -132,13 +132,14 @@ def feasible(trial: FrozenTrial) -> bool:
     return all(value <= 0 for value in trial.constraints.values())
 
 
-def _sign(direction: Direction | StudyDirection) -> float:
+def sign(direction: Direction | StudyDirection) -> float:
+    """+1 for a maximized objective, -1 for a minimized one: ``sign * value`` is larger when better."""
     return 1.0 if direction in (Direction.MAXIMIZE, StudyDirection.MAXIMIZE) else -1.0
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[Direction | StudyDirection]) -> bool:
     """True if values `a` are at least as good as `b` in every objective and better in one."""
-    pairs = [(_sign(d) * x, _sign(d) * y) for d, x, y in zip(directions, a, b, strict=True)]
+    pairs = [(sign(d) * x, sign(d) * y) for d, x, y in zip(directions, a, b, strict=True)]
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
@@ -147,7 +148,7 @@ def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[Directi
 
     Sorted best first, a point can only be dominated by one before it, and then by one already on
     the front (dominance is transitive): each point is compared with the front, not with every point."""
-    signs = [_sign(d) for d in directions]
+    signs = [sign(d) for d in directions]
     order = sorted(range(len(points)), key=lambda i: [-s * v for s, v in zip(signs, points[i], strict=True)])
     front: list[int] = []
     for i in order:
