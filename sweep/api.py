@@ -10,6 +10,7 @@ torch nor optuna, and importing this module never loads typer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from digitsum.decode import Accuracy
+    from digitsum.errors import UsageError
     from digitsum.model import DigitSumModel
     from digitsum.train import EpochResult, FitResult
     from sweep.reruns.jobs import Job
     from sweep.run.plan import RunPlan
     from sweep.spec.model import StudySpec
+    from sweep.store.copy import Copied
     from sweep.store.records import RerunRecord
 
 # ---------------------------------------------------------------------------------------------
@@ -46,9 +49,12 @@ def train(
     overwrite: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_start: Callable[[Any, Path | None], None] | None = None,
+    tensorboard: bool = True,
 ) -> Trained:
     """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
-    ``on_start`` hears the config and, where the run's folder held an earlier run, that folder."""
+    ``on_start`` hears the config and, where the run's folder held an earlier run, that folder.
+    ``tensorboard``: TensorBoard event files in the run folder too, where the optional package is
+    installed (`digitsum.tensorboard.missing()` says why not, in one line)."""
     from digitsum import config as cfg
     from digitsum.train import train_run
 
@@ -60,14 +66,14 @@ def train(
     config, moved_to = _free_run_folder(config, named, overwrite)
     if on_start is not None:
         on_start(config, taken if moved_to else None)
-    result, run_dir = train_run(config, on_epoch)
+    result, run_dir = train_run(config, on_epoch, tensorboard)
     return Trained(result, run_dir, moved_to)
 
 
 def _config_file_values(path: Path) -> dict[str, Any]:
     from digitsum.errors import ConfigError
     from digitsum.files import require_file
-    from sweep.spec.files import read_yaml
+    from sweep.spec.reading import read_yaml
 
     require_file(
         path, "config file", "give a YAML or JSON file of config keys, like {model: {hidden_size: 64}}", ConfigError
@@ -254,10 +260,13 @@ def plan(
     threads: int | None = None,
     artifacts: str | Path | None = None,
     oversubscribe: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> tuple[RunPlan, int]:
-    """A checked run plan, its study made or resumed, and how many of its trials are finished already."""
+    """A checked run plan, its study made or resumed, and how many of its trials are finished already.
+    ``tensorboard`` (a folder; else the spec's key): a TensorBoard run per trial under FOLDER/STUDY/;
+    the plan's ``notes`` say where the tensorboard package is missing."""
     from sweep.run.ledger import FINISHED
-    from sweep.run.plan import plan_run
+    from sweep.run.plan import plan_run, warm_start
     from sweep.store.storage import close_study
 
     made, study = plan_run(
@@ -270,8 +279,11 @@ def plan(
         artifacts=str(artifacts) if artifacts else None,
         threads=threads,
         oversubscribe=oversubscribe,
+        tensorboard=str(tensorboard) if tensorboard else None,
     )
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if finished < made.n_trials:  # a study whose budget is spent runs nothing: queue nothing either
+        made = dataclasses.replace(made, warm_starts=warm_start(made.spec, study))
     close_study(study)  # the workers open their own; no idle connections held through the run
     return made, finished
 
@@ -293,6 +305,7 @@ def run(
     workers: int = 1,
     threads: int | None = None,
     artifacts: str | Path | None = None,
+    tensorboard: str | Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`."""
     made, _ = plan(
@@ -304,8 +317,53 @@ def run(
         workers=workers,
         threads=threads,
         artifacts=artifacts,
+        tensorboard=tensorboard,
     )
     return execute(made)
+
+
+def stop_reason(plan: RunPlan) -> str | None:
+    """Why the plan's study ends short of its budget (its stop rule, or a sampler that tried every
+    combination), in one line; None when it does not."""
+    from sweep.run.launch import stop_reason as reason_of
+    from sweep.store.storage import close_study
+
+    study = _load(plan.study_name, plan.storage_url)
+    try:
+        return reason_of(plan, study)
+    finally:
+        close_study(study)
+
+
+def enqueue(name: str, values: dict[str, Any], storage: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Queue a trial with these values of searched keys, to run first (`sweep enqueue`): its params, and
+    False when the study had queued or run them already (Optuna's skip_if_exists)."""
+    from digitsum import config as cfg
+    from digitsum.errors import UsageError
+    from sweep.run.trial import stored_base_config
+    from sweep.spec.enqueue import enqueue_params
+    from sweep.spec.model import Param
+    from sweep.store.records import StudyMeta, queued_or_tried
+
+    study = _load(name, storage)
+    meta = StudyMeta.read(study)
+    if meta.space is None or meta.base_config is None:
+        raise UsageError(
+            f"study {name!r} has no stored search space (made by an older version, or not by `sweep run`); "
+            "resume it once with `sweep run SPEC` to record it"
+        )
+    base = cfg.from_dict(stored_base_config(meta.base_config))
+    params = enqueue_params(values, [Param.from_dict(d) for d in meta.space], base, "", _key_error)
+    if queued_or_tried(study, params):
+        return params, False
+    study.enqueue_trial(params, skip_if_exists=True)
+    return params, True
+
+
+def _key_error(key: str, message: str) -> UsageError:
+    from digitsum.errors import UsageError
+
+    return UsageError(f"{key}: {message}" if key else message)
 
 
 def best(name: str, storage: str | None = None) -> dict[str, Any]:
@@ -407,6 +465,25 @@ def _remove_empty_folders(checkpoints: list[Path], name: str) -> None:
     for folder in {path.parent for path in checkpoints}:
         if folder.name == name and folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def copy(
+    name: str,
+    to: str,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    to_artifacts: str | None = None,
+    to_name: str | None = None,
+) -> Copied:
+    """Copy a study, with its trials, study attributes, seed reruns and checkpoints, from ``storage``
+    (and its artifact store, or ``artifacts``) to the storage ``to`` (its default store, or
+    ``to_artifacts``), as ``to_name``; `sweep run` with the study's spec and ``to`` then resumes the copy."""
+    from sweep.spec.names import check_study_name
+    from sweep.store.copy import copy_study
+
+    if to_name is not None:
+        check_study_name(to_name, "--to-name")
+    return copy_study(name, storage, to, to_name=to_name, artifacts=artifacts, to_artifacts=to_artifacts)
 
 
 def _load(name: str, storage: str | None) -> optuna.Study:

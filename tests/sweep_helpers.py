@@ -56,12 +56,18 @@ SAMPLER_BODIES = {
     "grid": {"type": "grid", "seed": 1},
     "cmaes": {"type": "cmaes", "seed": 1},
     "nsgaii": {"type": "nsgaii", "seed": 1, "population_size": 2},
+    "nsgaiii": {"type": "nsgaiii", "seed": 1, "population_size": 2},
+    "gp": {"type": "gp", "seed": 1, "n_startup_trials": 1},
+    "qmc": {"type": "qmc", "seed": 1, "scramble": True},
+    "bruteforce": {"type": "bruteforce", "seed": 1},
 }
 PRUNER_BODIES = {
     "median": {"type": "median", "n_startup_trials": 1},
     "percentile": {"type": "percentile", "percentile": 50.0},
     "successive_halving": {"type": "successive_halving"},
     "hyperband": {"type": "hyperband", "min_resource": 1},
+    "patient": {"type": "patient", "patience": 1, "min_delta": 0.0, "wrapped": {"type": "median"}},
+    "threshold": {"type": "threshold", "lower": 0.0, "n_warmup_steps": 1},
     "none": {"type": "none"},
 }
 # The grid sampler needs every parameter as choices.

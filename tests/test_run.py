@@ -132,6 +132,10 @@ PAIRS = [
     ("grid", "successive_halving"),
     pytest.param("cmaes", "hyperband", marks=pytest.mark.xfail(reason=CMAES_BUG, strict=True) if not HAS_CMAES else ()),
     ("nsgaii", "none"),
+    ("gp", "patient"),
+    ("qmc", "threshold"),
+    ("bruteforce", "median"),
+    ("nsgaiii", "none"),
 ]
 
 
@@ -147,7 +151,7 @@ def test_sampler_and_pruner_end_to_end(tmp_path, sampler, pruner):
         name=f"{sampler}-{pruner}",
         sampler=SAMPLER_BODIES[sampler],
         pruner=PRUNER_BODIES[pruner],
-        space=GRID_SPACE if sampler == "grid" else spec_dict()["space"],
+        space=GRID_SPACE if sampler in ("grid", "bruteforce") else spec_dict()["space"],
     )
     # the timeout only bounds a broken run (cmaes without its package fails trials in a loop)
     study = run_spec(tmp_path, spec, timeout=5 if sampler == "cmaes" and not HAS_CMAES else 120)
@@ -155,7 +159,7 @@ def test_sampler_and_pruner_end_to_end(tmp_path, sampler, pruner):
     assert count(study, *FINISHED) == 2
     for trial in study.trials:
         assert set(trial.params) == set(spec["space"])
-    if sampler == "grid":
+    if sampler in ("grid", "bruteforce"):
         assert len({tuple(t.params.values()) for t in study.trials}) == 2  # two distinct grid points
 
 

@@ -131,16 +131,16 @@ def test_every_sampler_and_pruner_is_covered():
 
 @pytest.mark.parametrize("kind", sorted(SAMPLER_BODIES))
 def test_every_sampler_builds(kind):
-    space = GRID_SPACE if kind == "grid" else spec_dict()["space"]
+    space = GRID_SPACE if kind in ("grid", "bruteforce") else spec_dict()["space"]
     spec = parse_spec(spec_dict(sampler=SAMPLER_BODIES[kind], space=space))
-    assert isinstance(spec.make_sampler(), SAMPLERS[kind])
-    assert isinstance(spec.make_sampler(worker=1), SAMPLERS[kind])
+    assert isinstance(spec.make_sampler(), SAMPLERS[kind].cls)
+    assert isinstance(spec.make_sampler(worker=1), SAMPLERS[kind].cls)
 
 
 @pytest.mark.parametrize("kind", sorted(PRUNER_BODIES))
 def test_every_pruner_builds(kind):
     spec = parse_spec(spec_dict(pruner=PRUNER_BODIES[kind]))
-    assert isinstance(spec.make_pruner(), PRUNERS[kind])
+    assert isinstance(spec.make_pruner(), PRUNERS[kind].cls)
 
 
 def test_cmaes_sampler_is_usable_or_refused():

@@ -1,4 +1,5 @@
-"""Study commands: `check` a spec, `run` it, read the `best` trial, list (`ls`), `export` and `rm` studies."""
+"""Study commands: `check` a spec, `run` it, `enqueue` warm starts, read the `best` trial, list (`ls`),
+`export`, `rm` and `copy` studies."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ def check(spec_path: SpecPath) -> None:
         among = f"within each {rule.group_by}" if rule.group_by else "across all trials"
         on_curve = f"; the median rule on validation curves, {among}"
     typer.echo(f"  sampler: {_component_text(spec.sampler)}; pruner: {_component_text(spec.pruner)}{on_curve}")
+    if spec.stop is not None:
+        typer.echo(
+            f"  stop: no new trial after {spec.stop.patience} finished trials in a row without a gain above "
+            f"{spec.stop.min_delta:g}" + (" (share of the hypervolume)" if len(spec.goals) > 1 else "")
+        )
+    for params in spec.enqueue:
+        typer.echo(f"  warm start: {' '.join(f'{k}={v}' for k, v in params.items())}")
     _print_data_and_budget(checked)
 
 
@@ -108,6 +116,14 @@ def run(
     artifacts: Artifacts = None,
     threads: Threads = None,
     oversubscribe: Oversubscribe = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write a TensorBoard run per trial under DIR/STUDY/ (the spec's tensorboard: key does too); "
+            "needs the tensorboard extra.",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
@@ -125,20 +141,32 @@ def run(
         artifacts=artifacts,
         threads=threads,
         oversubscribe=oversubscribe,
+        tensorboard=tensorboard,
     )
+    for note in plan.notes:
+        typer.echo(note)
+    if plan.tensorboard is not None:
+        typer.echo(f"TensorBoard: a run per trial in {plan.tensorboard}; tensorboard --logdir {plan.tensorboard}")
     where = f"study {plan.study_name!r} in {shown_url(storage)}"
+    stopped = api.stop_reason(plan) if finished < plan.n_trials else None
     if finished >= plan.n_trials:
         typer.echo(
             f"{where} already has {finished} finished trials, the budget of {plan.n_trials}: "
             f"nothing to run (give --trials {finished + 10}, say, to add 10)"
         )
+    elif stopped is not None:
+        typer.echo(f"{where} {stopped}: nothing to run (raise stop.patience in the spec, or drop stop:, to go on)")
     else:
         typer.echo(
             f"{where}: {finished} of {plan.n_trials} trials finished; "
             f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
             + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
+            + (f"; {plan.warm_starts} warm start(s) queued from enqueue:" if plan.warm_starts else "")
         )
         _run_with_progress(plan, finished)
+        stopped = api.stop_reason(plan)
+        if stopped is not None:
+            typer.echo(f"ended early: {stopped}")
     _print_best(plan.study_name, storage)
 
 
@@ -153,6 +181,32 @@ def _run_with_progress(plan: Any, finished: int) -> None:
             printer.stop()
             typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
             raise typer.Exit(130) from None
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def enqueue(
+    name: StudyName,
+    values: Annotated[
+        list[str],
+        typer.Argument(metavar="KEY=VALUE...", help="Values of searched keys; the sampler picks the ones left out."),
+    ],
+    storage: Storage = None,
+) -> None:
+    """Queue a trial with these values to run first: a warm start from a known good configuration.
+
+    The next `sweep run` of the study runs it before the sampler's own picks (it counts toward the
+    budget). A set the study has queued or run already is not queued twice.
+
+    Example: sweep enqueue compare-cells model.model_type=lstm model.hidden_size=64
+    """
+    from digitsum.config import parse_overrides
+
+    params, queued = api.enqueue(name, dict(parse_overrides(values)), storage)
+    shown = " ".join(f"{k}={v}" for k, v in params.items())
+    if queued:
+        typer.echo(f"queued in {name!r}: {shown}; the next `sweep run` runs it first")
+    else:
+        typer.echo(f"{name!r} already queued or ran {shown}: nothing queued")
 
 
 @app.command()
@@ -276,3 +330,47 @@ def _ask(what: str) -> bool:
     if not sys.stdin.isatty():
         raise UsageError(f"sweep rm deletes {what}; add --yes to confirm without a terminal")
     return typer.confirm(f"Delete {what}?")
+
+
+@app.command("copy")
+def copy_study(
+    name: StudyName,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The storage URL to copy to, e.g. postgresql+psycopg://USER:PASS@HOST:5432/DB.",
+            show_default=False,
+        ),
+    ],
+    storage: Storage = None,
+    artifacts: Artifacts = None,
+    to_artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the copy's checkpoints go: a folder or s3://BUCKET/PREFIX that the copy's workers reach "
+            "(default: artifacts/ beside the --to file, else beside the default storage). Recorded on the copy."
+        ),
+    ] = None,
+    to_name: Annotated[str | None, typer.Option(help="The copy's name (default: NAME).")] = None,
+) -> None:
+    """Copy a study, with its trials, seed reruns and checkpoints, to another storage (SQLite to PostgreSQL).
+
+    `sweep run` with the study's spec and the new storage then resumes the copy on any machine.
+
+    Example: sweep copy quickstart --to postgresql+psycopg://sweep:PASS@db-host:5432/sweep
+    """
+    from sweep.store.storage import safe_url
+
+    copied = api.copy(name, to, storage, artifacts=artifacts, to_artifacts=to_artifacts, to_name=to_name)
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(copied.states.items()))
+    removed = f"; {copied.removed} removed before, when better trials finished" if copied.removed else ""
+    typer.echo(
+        f"copied study {name!r} to {safe_url(to)} as {copied.to_name!r}: {copied.trials} trials ({states or 'none'}), "
+        f"{copied.reruns} seed rerun(s), {copied.checkpoints} checkpoint(s){removed}"
+    )
+    typer.echo(f"  its checkpoints: {copied.artifacts}")
+    if copied.states.get("RUNNING"):
+        typer.echo("  its RUNNING trials were a dead worker's: the copy's first worker fails them and runs them again")
+    again = f" --name {copied.to_name}" if copied.to_name != name else ""
+    typer.echo(f"  resume it: sweep run {copied.spec_path} --storage {safe_url(to)}{again}")

@@ -30,7 +30,7 @@ class Step(enum.Enum):
 def next_step(ledger: Ledger, n_trials: int, mine: Collection[int] = ()) -> Step:
     """What to do next, by the ledger as last read and the trials this worker started since (`mine`):
     they are claimed whether the ledger saw them or not, and none of them is waiting any more."""
-    if ledger.finished >= n_trials:
+    if ledger.finished >= n_trials or ledger.stopped:
         return Step.DONE
     unseen = sum(not ledger.knows(number) for number in mine)
     waiting = sum(t.number not in mine for t in ledger.open_trials(TrialState.WAITING))

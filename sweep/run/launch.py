@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError, one_line, warning_line
 from sweep.run.failures import RunFailed, StorageLost, WorkersFailed, lost_message
-from sweep.run.ledger import Ledger
+from sweep.run.ledger import FINISHED, Ledger
 from sweep.run.plan import RunPlan
 from sweep.run.worker import work
 from sweep.spec.objectives import feasible, sign
@@ -162,3 +162,20 @@ class _Monitor:
 
 def _completed_at(trial: FrozenTrial) -> datetime.datetime:
     return trial.datetime_complete or datetime.datetime.max
+
+
+def stop_reason(plan: RunPlan, study: optuna.Study) -> str | None:
+    """Why a study ends short of its budget, in one line: the spec's stop rule, or a sampler that
+    tried every combination of the space; None when neither holds."""
+    ledger = Ledger(study, stop=plan.spec.stop)
+    ledger.refresh()
+    if ledger.finished >= plan.n_trials:
+        return None
+    if ledger.plateau is not None and ledger.plateau.reached:
+        return ledger.plateau.reason(plan.spec.goals[0].metric.value)
+    kind, size = plan.spec.sampler["type"], plan.spec.combinations()
+    if kind in ("grid", "bruteforce") and size is not None and not ledger.open_trials():
+        tried = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        if len(tried) >= size:
+            return f"the {kind} sampler has tried all {size} combinations of the space"
+    return None

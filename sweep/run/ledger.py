@@ -23,6 +23,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.run.plateau import Plateau
+from sweep.spec.model import StopRule
 from sweep.spec.objectives import dominates, feasible, sign
 from sweep.store.records import param_or_queued
 
@@ -69,7 +71,7 @@ def best_numbers(study: optuna.Study) -> set[int]:
 class Ledger:
     """Counts by state, claimed places, the best trial or Pareto set, and the trials seen finishing."""
 
-    def __init__(self, study: optuna.Study, balance_key: str | None = None) -> None:
+    def __init__(self, study: optuna.Study, balance_key: str | None = None, stop: StopRule | None = None) -> None:
         self.study = study
         self.directions = list(study.directions)
         self.balance_key = balance_key
@@ -84,6 +86,7 @@ class Ledger:
         self._holes: set[int] = set()  # numbers below _next not seen yet (created, not yet visible)
         self._next = 0  # every number below it is final, open or a hole
         self.read_at = float("-inf")  # time.monotonic() of the last refresh
+        self.plateau = Plateau(stop, self.directions) if stop is not None else None  # the spec's stop rule
 
     # Reading -------------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -117,26 +120,36 @@ class Ledger:
             bisect.insort(self._claimed_places, place(trial))
             if self.balance_key is not None:
                 self._choices[param_or_queued(trial, self.balance_key)] += 1
+        entered = False
         if trial.state == TrialState.COMPLETE and trial.values and feasible(trial):
-            self._consider(trial)
+            entered = self._consider(trial)
         elif trial.state == TrialState.FAIL:
             self.unneeded.append(trial)
+        if self.plateau is not None and trial.state in FINISHED:
+            self.plateau.see(trial, self.best.values() if entered else None)
 
-    def _consider(self, trial: FrozenTrial) -> None:
-        """Update the best trial (one objective) or the Pareto set (several) with a complete feasible trial."""
+    def _consider(self, trial: FrozenTrial) -> bool:
+        """Update the best trial (one objective) or the Pareto set (several) with a complete feasible
+        trial; True if it entered."""
         if not self.would_be_best(trial.number, trial.values, is_feasible=True):
-            return
+            return False
         if len(self.directions) == 1:
             self.unneeded.extend(self.best.values())
             self.best = {trial.number: trial}
-            return
+            return True
         beaten = [b for b in self.best.values() if dominates(trial.values, b.values, self.directions)]
         for b in beaten:
             del self.best[b.number]
         self.unneeded.extend(beaten)
         self.best[trial.number] = trial
+        return True
 
     # Asking --------------------------------------------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        """The stop rule says the search stopped improving: no new trial starts."""
+        return self.plateau is not None and self.plateau.reached
+
     @property
     def waiting(self) -> int:
         return sum(t.state == TrialState.WAITING for t in self._open.values())

@@ -16,7 +16,7 @@ from sweep.spec.files import load_spec
 from sweep.spec.model import SpecError, StudySpec
 from sweep.spec.names import check_study_name
 from sweep.store.artifacts import S3, check_bucket, location_for
-from sweep.store.records import StudyMeta, write_artifacts, write_fingerprint
+from sweep.store.records import StudyMeta, queued_or_tried, write_artifacts, write_fingerprint, write_space
 from sweep.store.storage import open_existing, patience_seconds, study_names
 
 
@@ -32,6 +32,9 @@ class RunPlan:
     threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
     # seconds a worker waits for a storage that stopped answering; read (and checked) when the plan is made
     patience: float = dataclasses.field(default_factory=patience_seconds)
+    warm_starts: int = 0  # the spec's `enqueue:` entries this run queued (others were queued or run before)
+    tensorboard: str | None = None  # the folder of this study's TensorBoard runs, one per trial; None: none
+    notes: tuple[str, ...] = ()  # what the run says once before it starts (a missing optional package)
 
     @property
     def threads_per_worker(self) -> int:
@@ -72,12 +75,15 @@ def plan_run(
     artifacts: str | None = None,
     threads: int | None = None,
     oversubscribe: bool = False,
+    tensorboard: str | None = None,
 ) -> tuple[RunPlan, optuna.Study]:
-    """The checked plan of a run and its study, made or resumed."""
+    """The checked plan of a run and its study, made or resumed; ``tensorboard`` (a folder) overrides
+    the spec's key of that name."""
     if name is not None:
         check_study_name(name)
     spec = load_spec(spec_path)
     check_cores(workers, threads, oversubscribe)
+    events, notes = tensorboard_folder(tensorboard or spec.tensorboard, name or spec.name)
     chosen = location_for(artifacts, None, storage)  # recorded by a new study
     study = prepare_study(spec, open_existing(storage, create=True), name or spec.name, chosen)
     location = location_for(artifacts, study, storage)
@@ -91,8 +97,32 @@ def plan_run(
         workers=workers,
         artifacts=location,
         threads=threads,
+        tensorboard=events,
+        notes=notes,
     )
     return plan, study
+
+
+def tensorboard_folder(parent: str | None, study_name: str) -> tuple[str | None, tuple[str, ...]]:
+    """Where the study's TensorBoard runs go (``parent``/STUDY, checked writable now, not in every trial),
+    or None; without the tensorboard package, None and the one line that says so."""
+    from digitsum.tensorboard import missing
+
+    if parent is None:
+        return None, ()
+    if (note := missing()) is not None:
+        return None, (note,)
+    folder = Path(parent) / study_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write TensorBoard runs to {folder} ({error.strerror}); pass --tensorboard DIR "
+            "or set the spec's tensorboard: to a folder you can write"
+        ) from None
+    return str(folder), ()
 
 
 def _check_writable(location: str) -> None:
@@ -144,14 +174,26 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             objectives=[goal.to_dict() for goal in spec.goals] if spec.objectives else None,
             constraints=[c.to_dict() for c in spec.constraints],
             artifacts=artifacts,
+            space=[param.to_dict() for param in spec.space],
         ).write(study)
         study.set_metric_names([goal.metric.value for goal in spec.goals])
         optuna_dashboard.save_note(study, spec_note(spec))
     elif not stored.startswith("v2:"):  # made before fingerprints came from the validated spec
         write_fingerprint(study, spec.fingerprint())
-    if stored is not None and StudyMeta.read(study).artifacts is None:  # made before artifacts
+    meta = StudyMeta.read(study)
+    if stored is not None and meta.artifacts is None:  # made before artifacts
         write_artifacts(study, artifacts)
+    if meta.space is None:  # made before the space was stored; the fingerprint matched, so it is this one
+        write_space(study, [param.to_dict() for param in spec.space])
     return study
+
+
+def warm_start(spec: StudySpec, study: optuna.Study) -> int:
+    """Queue the spec's `enqueue:` entries that the study has not queued or run yet; how many were new."""
+    new = [params for params in spec.enqueue if not queued_or_tried(study, params)]
+    for params in new:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return len(new)
 
 
 def spec_note(spec: StudySpec) -> str:

@@ -195,7 +195,7 @@ class _TrialLoop:
     ) -> None:
         self.plan, self.deadline, self.storage = plan, deadline, storage
         self.study = optuna.load_study(study_name=plan.study_name, storage=storage, pruner=plan.spec.make_pruner())
-        self.ledger = ledger = Ledger(self.study, plan.spec.balance.key if plan.spec.balance else None)
+        self.ledger = ledger = Ledger(self.study, plan.spec.balance.key if plan.spec.balance else None, plan.spec.stop)
         ledger.refresh()
         ledger.take_done()  # a resumed study's history was settled when it happened
         ledger.take_unneeded()
@@ -203,13 +203,14 @@ class _TrialLoop:
         warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
         keep_best = plan.spec.keep_checkpoints is Keep.BEST
         keep = ledger.would_be_best if keep_best else None
-        objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep)
+        objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
         self.full: int | None = None  # the id of a trial that could not store its checkpoint: the disk is full
         self.guarded = budgeted(objective, plan.n_trials, ledger, self.settle.mine.add, self._failed)
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the monitor prints one line per trial
         self.adopted: set[int] = set()
-        self.max_age = 0.0 if plan.spec.balance else READ_EVERY_SECONDS  # balancing counts on a fresh read
+        # balancing and the stop rule count on a fresh read
+        self.max_age = 0.0 if plan.spec.balance or plan.spec.stop else READ_EVERY_SECONDS
 
     def step(self) -> bool:
         """Start one trial, or wait a moment for others' to end; True once there is nothing left to do."""
@@ -232,7 +233,8 @@ class _TrialLoop:
         self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
         if self.full is not None:
             raise DiskFull(self.study._storage.get_trial(self.full))
-        return False
+        # grid and bruteforce call study.stop() once every combination is tried; Optuna keeps no public flag
+        return self.study._stop_flag
 
     def _failed(self, trial: optuna.Trial, error: Exception) -> None:
         """A trial failed: note it if the disk was full (waiting will not mend that, and every next trial

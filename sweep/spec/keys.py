@@ -15,7 +15,8 @@ from typing import Any
 from digitsum.errors import shown
 from digitsum.keys import Rule, between, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, lengths_text
-from sweep.spec.model import METRICS, PRUNERS, SAMPLERS, VALUE_FROM, Keep, SpecError
+from sweep.spec.components import PRUNERS, SAMPLERS
+from sweep.spec.model import METRICS, VALUE_FROM, Keep, SpecError
 from sweep.spec.names import STUDY_NAME_RULE, is_study_name
 from sweep.spec.objectives import Direction, Metric
 
@@ -36,6 +37,16 @@ def _probe_lengths(value: Any) -> tuple[int, ...] | None:
 
 def _mapping(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
+
+
+TENSORBOARD_FOLDER = "runs/tensorboard"  # `tensorboard: true` writes each study's trial runs under here
+
+
+def _tensorboard(value: Any) -> bool | str | None:
+    """true -> the default folder, a folder -> itself, false -> off (False); None where it is none of these."""
+    if isinstance(value, bool):
+        return TENSORBOARD_FOLDER if value else False
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,14 @@ class SpecKeys:
     keep_checkpoints: str = key(
         "best", "keep the best trial's checkpoint only, or every trial's", one_of(tuple(k.value for k in Keep))
     )
+    tensorboard: bool | str = key(
+        False,
+        f"TensorBoard event files, one run per trial (trial-NNNNN-MODEL-PARAMS): true writes them under "
+        f"{TENSORBOARD_FOLDER}/STUDY/, a folder under FOLDER/STUDY/; --tensorboard DIR does the same. "
+        "Not part of the search: a study resumes with it on or off",
+        Rule(lambda v: True, "true, false or a folder"),
+        parse=_tensorboard,
+    )
     balance: str | None = key(None, "a choices parameter of space whose choices get equal numbers of trials")
     data: dict[str, Any] | None = key(None, "the rows trials train, validate and probe on (see data.*)", parse=_mapping)
     fixed: dict[str, Any] | None = key(
@@ -92,7 +111,39 @@ class SpecKeys:
         None, "config keys to search: {choices: [...]} or {low: .., high: ..} each (required)", parse=_mapping
     )
     sampler: Any = key("tpe", f"Optuna sampler: a type ({', '.join(SAMPLERS)}) or {{type: .., its settings}}")
-    pruner: Any = key("none", f"Optuna pruner: a type ({', '.join(PRUNERS)}) or {{type: .., its settings}}")
+    pruner: Any = key(
+        "none",
+        f"Optuna pruner: a type ({', '.join(PRUNERS)}) or {{type: .., its settings}}; "
+        "patient wraps another: {type: patient, patience: 3, wrapped: {type: median}}",
+    )
+    enqueue: list[Any] | None = key(
+        None,
+        "warm starts the study tries first: parameter sets like {model.hidden_size: 64}, or recipe files "
+        "(their searched keys; a path relative to the spec); a resumed study does not queue them twice",
+        parse=lambda v: v if isinstance(v, list) and v else None,
+    )
+    stop: dict[str, Any] | None = key(
+        None,
+        "end the search when it stops improving (see stop.*), e.g. {patience: 30, min_delta: 0.0005}",
+        parse=_mapping,
+    )
+
+
+@dataclass(frozen=True)
+class StopKeys:
+    """``stop:``, the rule that ends a search that stopped improving."""
+
+    patience: int | None = key(
+        None,
+        "no new trial starts once this many finished trials in a row brought no gain (required)",
+        between(1, 1_000_000),
+    )
+    min_delta: float = key(
+        0.0,
+        "the smallest gain that counts: in the value (one objective), or as a share of the Pareto front's "
+        "hypervolume (several)",
+        Rule(lambda v: 0 <= v < 1e6, "a number >= 0, e.g. 0.0005"),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +216,17 @@ class ParamKeys:
     )
 
 
-SPEC_SECTIONS = {"data", "fixed", "space", "sampler", "pruner", "objectives", "constraints"}  # parsed on their own
+SPEC_SECTIONS = {
+    "data",
+    "fixed",
+    "space",
+    "sampler",
+    "pruner",
+    "objectives",
+    "constraints",
+    "enqueue",
+    "stop",
+}  # parsed on their own
 
 
 def field_names(cls: type) -> list[str]:

@@ -4,9 +4,10 @@ fingerprint a stored study must match to be resumed. `sweep.spec.parse` makes on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from digitsum import config as cfg
 from digitsum.config import Config
 from digitsum.errors import UsageError
 from digitsum.lengths import Probe
+from sweep.spec.components import SAMPLERS, make_pruner
 from sweep.spec.objectives import (
     ACCURACY_METRICS,
     Constraint,
@@ -44,20 +46,15 @@ class Keep(Name):
 
 METRICS = ACCURACY_METRICS  # what `metric:` (one objective, maximized) may name
 VALUE_FROM = tuple(v.value for v in ValueFrom)
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "grid": optuna.samplers.GridSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "nsgaii": optuna.samplers.NSGAIISampler,
-}
-PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "none": optuna.pruners.NopPruner,
-}
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """No new trial starts once the best value (the hypervolume, for several objectives) has not
+    improved by ``min_delta`` over the last ``patience`` finished trials."""
+
+    patience: int
+    min_delta: float = 0.0
 
 
 class SpecError(UsageError):
@@ -80,6 +77,16 @@ class Param:
     def active(self, chosen: dict[str, Any]) -> bool:
         return all(chosen.get(name) in values for name, values in self.when.items())
 
+    def values(self) -> tuple[Any, ...] | None:
+        """Every value it can take (choices, or a range of ints or with a step); None for a continuous range."""
+        if self.choices is not None:
+            return self.choices
+        step = self.step or (1 if self.is_int else None)
+        if step is None:
+            return None
+        count = int((self.high - self.low) / step + 1e-9) + 1
+        return tuple(self.low + i * step for i in range(count))
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(self.key, list(self.choices))
@@ -87,6 +94,16 @@ class Param:
             step = int(self.step) if self.step else 1
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=step, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the dimension is, as stored on the study (JSON values)."""
+        return {**dataclasses.asdict(self), "when": {k: list(v) for k, v in self.when.items()}}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Param:
+        choices = stored.get("choices")
+        when = {k: tuple(v) for k, v in (stored.get("when") or {}).items()}
+        return cls(**{**stored, "choices": tuple(choices) if choices is not None else None, "when": when})
 
     def shape(self) -> dict[str, Any]:
         """What the dimension searches, in one spelling (for the fingerprint)."""
@@ -125,6 +142,9 @@ class StudySpec:
         Constraint, ...
     ] = ()  # only for studies stored with the first fingerprint (`legacy_fingerprint`)
     balance: Param | None = None  # a choices parameter whose choices get equal numbers of trials
+    tensorboard: str | None = None  # the folder whose STUDY/ holds a TensorBoard run per trial; None: off
+    enqueue: tuple[dict[str, Any], ...] = ()  # warm starts: params the study tries first (sweep.spec.enqueue)
+    stop: StopRule | None = None  # ends the search when it stops improving
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Suggest every active parameter, in spec order, so conditions can refer to earlier keys."""
@@ -156,6 +176,24 @@ class StudySpec:
             return None
         settings = {k: v for k, v in self.pruner.items() if k in ("n_startup_trials", "n_warmup_steps")}
         return CurveMedian(**settings, group_by=self.balance.key if self.balance else None)
+
+    def combinations(self, limit: int = 1_000_000) -> int | None:
+        """How many distinct trials the space holds (`when` counted); None if continuous or over ``limit``."""
+
+        def count(index: int, chosen: dict[str, Any]) -> int:
+            if index == len(self.space):
+                return 1
+            param = self.space[index]
+            if not param.active(chosen):
+                return count(index + 1, chosen)
+            values = param.values() or ()
+            if param.when or any(param.key in p.when for p in self.space[index + 1 :]):
+                return sum(count(index + 1, {**chosen, param.key: v}) for v in values)
+            return len(values) * count(index + 1, chosen)
+
+        if any(p.values() is None for p in self.space) or math.prod(len(p.values() or ()) for p in self.space) > limit:
+            return None
+        return count(0, {})
 
     def model_types(self) -> tuple[str, ...]:
         """The model types its trials can train."""
@@ -201,17 +239,14 @@ class StudySpec:
         so parallel workers and a resumed study do not repeat the trials already drawn."""
         kind = self.sampler["type"]
         kwargs = {k: v for k, v in self.sampler.items() if k != "type"}
-        if kwargs.get("seed") is not None:
+        # qmc's workers share one sequence through the storage: a seed per worker would scramble each differently
+        if kwargs.get("seed") is not None and kind != "qmc":
             kwargs["seed"] = (int(kwargs["seed"]) + worker + 100_003 * resumed_trials) % 2**32
         if kind == "grid":
             kwargs["search_space"] = {p.key: list(p.choices or ()) for p in self.space}
-        return SAMPLERS[kind](**kwargs)
+        return SAMPLERS[kind].cls(**kwargs)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         if not self.reports_per_epoch:
             return optuna.pruners.NopPruner()  # the trial applies `early_stop` itself
-        kind = self.pruner["type"]
-        kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
-        if kind == "hyperband":
-            kwargs.setdefault("max_resource", self.base.train.n_epochs)
-        return PRUNERS[kind](**kwargs)
+        return make_pruner(self.pruner, self.base.train.n_epochs)

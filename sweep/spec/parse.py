@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from digitsum import config as cfg
 from digitsum.config import Config
 from digitsum.errors import DataError, UsageError, shown
 from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, parse_lengths
-from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, read_keys
-from sweep.spec.model import PRUNERS, SAMPLERS, Keep, Param, SpecError, StudySpec, ValueFrom
+from sweep.spec.components import PRUNERS, SAMPLERS, WRAPPED, Component
+from sweep.spec.enqueue import spec_enqueue
+from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys, read_keys
+from sweep.spec.model import Keep, Param, SpecError, StopRule, StudySpec, ValueFrom
 from sweep.spec.objectives import Constraint, Direction, Metric, Objective, reports_per_epoch
 
 
-def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
+def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> StudySpec:
+    """A validated spec; ``folder`` is where its relative paths (enqueued recipe files) start."""
+
     def fail(name: str, message: str) -> SpecError:
         return SpecError(f"{source}: {name}: {message}")
 
@@ -38,6 +42,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
     constraints = _parse_constraints(raw.get("constraints"), fail)
     balance = _check_combinations(top, space, sampler, probe, objectives, pruner, fail)
     _check_probe_metrics(top, probe, objectives, constraints, fail)
+    enqueue = spec_enqueue(raw.get("enqueue"), space, base, folder, fail)
+    stop = _parse_stop(raw.get("stop"), fail)
     spec = StudySpec(
         name=top["name"].strip(),
         path=source,
@@ -52,11 +58,14 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
         pruner=pruner,
         space=space,
         keep_checkpoints=Keep(top["keep_checkpoints"]),
+        tensorboard=top["tensorboard"] or None,
         target=top["target"],
         raw=raw,
         balance=balance,
         objectives=objectives,
         constraints=constraints,
+        enqueue=enqueue,
+        stop=stop,
     )
     try:  # build both once so a bad setting is a spec error now, not a crash in a worker
         spec.make_sampler()
@@ -104,6 +113,10 @@ def _check_combinations(
         bad = [p.key for p in space if p.choices is None or p.when]
         if bad:
             raise fail(f"space.{bad[0]}", "the grid sampler needs every parameter as unconditional choices: [...]")
+    if sampler["type"] == "bruteforce":
+        bad = [p.key for p in space if p.choices is None and not p.is_int and p.step is None]
+        if bad:
+            raise fail(f"space.{bad[0]}", "the bruteforce sampler tries every value: give a float range a step")
     if objectives and not reports_per_epoch(objectives) and pruner["type"] not in ("median", "none"):
         raise fail(
             "pruner.type",
@@ -145,6 +158,17 @@ def _parse_objectives(raw: dict[str, Any], fail: Callable[[str, str], SpecError]
     if len(set(metrics)) < len(metrics):
         raise fail("objectives", "each metric may appear once")
     return tuple(objectives)
+
+
+def _parse_stop(given: Any, fail: Callable[[str, str], SpecError]) -> StopRule | None:
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise fail("stop", f"{shown(given)}: expected {{patience: 30, min_delta: 0.0005}}")
+    values = read_keys(StopKeys, given, "stop.", fail)
+    if values.get("patience") is None:
+        raise fail("stop.patience", "required: finished trials without a gain before the search ends, e.g. 30")
+    return StopRule(values["patience"], values.get("min_delta", 0.0))
 
 
 def _parse_constraints(given: Any, fail: Callable[[str, str], SpecError]) -> tuple[Constraint, ...]:
@@ -340,7 +364,7 @@ def _check(name: str, value: Any, where: str, fail: Callable[[str, str], SpecErr
 
 
 def _parse_component(
-    body: Any, what: str, kinds: dict[str, Callable[..., Any]], fail: Callable[[str, str], SpecError]
+    body: Any, what: str, kinds: dict[str, Component], fail: Callable[[str, str], SpecError]
 ) -> dict[str, Any]:
     if isinstance(body, str):
         body = {"type": body}
@@ -349,11 +373,14 @@ def _parse_component(
         close = difflib.get_close_matches(str(kind), kinds, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise fail(f"{what}.type", f"{shown(kind)} is not one of {', '.join(kinds)}{hint}")
-    allowed = set(inspect.signature(kinds[body["type"]]).parameters) - {"search_space"}
+    allowed = set(kinds[kind].settings) | ({WRAPPED} if kind == "patient" else set())
     unknown = set(body) - allowed - {"type"}
     if unknown:
         raise fail(
             f"{what}.{sorted(map(str, unknown))[0]}",
-            f"unknown setting for {body['type']}; allowed: {', '.join(sorted(allowed)) or 'none'}",
+            f"unknown setting for {kind}; allowed: {', '.join(sorted(allowed)) or 'none'}",
         )
-    return dict(body)
+    parsed = dict(body)
+    if parsed.get(WRAPPED) is not None:  # patient waits, then asks the pruner it wraps
+        parsed[WRAPPED] = _parse_component(parsed[WRAPPED], f"{what}.{WRAPPED}", kinds, fail)
+    return parsed

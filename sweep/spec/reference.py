@@ -12,7 +12,7 @@ from pathlib import Path
 
 from digitsum import config as cfg
 from digitsum.keys import help_of, rule_of, show
-from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys
+from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys
 
 
 def config_rows() -> list[tuple[str, str, str, str, str]]:
@@ -28,6 +28,7 @@ def spec_rows() -> list[tuple[str, str, str, str]]:
         ("constraints.METRIC.", ConstraintKeys),
         ("data.", DataKeys),
         ("space.KEY.", ParamKeys),
+        ("stop.", StopKeys),
     )
     return [
         (prefix + f.name, show(f.default), rule_of(f).allowed, help_of(f))

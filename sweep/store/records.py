@@ -9,6 +9,7 @@ new key, add a field here and write it with `write_trial` or `StudyMeta.write`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class StudyMeta:
     objectives: list[dict[str, str]] | None = None  # [{metric, direction}]; None: `metric`, maximized
     constraints: list[dict[str, Any]] = field(default_factory=list)  # [{metric, min, max}]
     artifacts: str | None = None  # where checkpoints are stored (sweep.store.artifacts); None: made before artifacts
+    space: list[dict[str, Any]] | None = None  # the searched dimensions (Param.to_dict each); for `sweep enqueue`
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -103,9 +105,55 @@ def write_artifacts(study: optuna.Study, location: str) -> None:
     study.set_user_attr("artifacts", location)
 
 
+def write_space(study: optuna.Study, space: list[dict[str, Any]]) -> None:
+    """Record the search space of a study made before it was stored (the fingerprint says it is the same)."""
+    study.set_user_attr("space", space)
+
+
 def write_fingerprint(study: optuna.Study, fingerprint: str) -> None:
     """Replace the stored fingerprint (a study made before fingerprints came from the validated spec)."""
     study.set_user_attr("fingerprint", fingerprint)
+
+
+def copy_study_attrs(source: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int, artifacts: str) -> None:
+    """Give a copy of `source` (`sweep copy`) every study attribute of the source, its StudyMeta, its
+    seed reruns and any other key, except the artifact store, which becomes the copy's `artifacts`."""
+    for key, value in source.user_attrs.items():
+        storage.set_study_user_attr(study_id, key, value)
+    storage.set_study_user_attr(study_id, "artifacts", artifacts)
+
+
+ARTIFACT_ATTR_PREFIX = "artifacts:"  # Optuna's system attribute per uploaded artifact (optuna.artifacts)
+
+
+def copied_trial(trial: FrozenTrial, new_ids: dict[str, str]) -> FrozenTrial:
+    """The trial as a copy of its study stores it: the same, but for the checkpoint copied under a new
+    artifact id (`new_ids`: old -> new), in its record and in Optuna's artifact entry (optuna-dashboard)."""
+    copied = FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=trial.values,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=dict(trial.user_attrs),
+        system_attrs=dict(trial.system_attrs),
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )
+    old = TrialRecord.read(trial).artifact_id
+    if old is not None and old in new_ids:
+        copied.user_attrs["artifact_id"] = new_ids[old]
+        entry = copied.system_attrs.pop(ARTIFACT_ATTR_PREFIX + old, None)
+        if isinstance(entry, str):  # Optuna's ArtifactMeta as JSON
+            import json
+
+            entry = json.dumps({**json.loads(entry), "artifact_id": new_ids[old]})
+        if entry is not None:
+            copied.system_attrs[ARTIFACT_ATTR_PREFIX + new_ids[old]] = entry
+    return copied
 
 
 @dataclass(frozen=True)
@@ -165,6 +213,22 @@ def param_or_queued(trial: FrozenTrial, name: str) -> Any:
     if name in trial.params:
         return trial.params[name]
     return trial.system_attrs.get("fixed_params", {}).get(name)
+
+
+def queued_or_tried(study: optuna.Study, params: dict[str, Any]) -> bool:
+    """Whether a trial was queued with exactly these params (Optuna's ``fixed_params``, which a queued
+    trial keeps after it ran), or drew them all itself: what ``enqueue_trial(skip_if_exists=True)`` skips."""
+    for trial in study.get_trials(deepcopy=False):
+        given = trial.system_attrs.get("fixed_params", trial.params)
+        if given.keys() == params.keys() and all(_same(given[k], v) for k, v in params.items()):
+            return True
+    return False
+
+
+def _same(stored: Any, value: Any) -> bool:
+    if isinstance(value, float) and isinstance(stored, (int, float)) and not isinstance(stored, bool):
+        return math.isclose(stored, value, rel_tol=1e-12, abs_tol=0.0)
+    return type(stored) is type(value) and stored == value
 
 
 def trials_table(study: optuna.Study) -> Any:
