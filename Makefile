@@ -21,7 +21,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install -q -e ".[dev,postgres,s3]"
+	$(PY) -m pip install -q -e ".[dev,postgres,s3,tensorboard]"
 	touch $@
 
 # The fused training kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.

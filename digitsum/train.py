@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, TrainConfig
+from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, TrainConfig, flatten
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import load_rows, split_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
@@ -23,6 +23,7 @@ from digitsum.device import resolve_device
 from digitsum.errors import ConfigError
 from digitsum.fused import FusedAdamW, FusedStep, make_step
 from digitsum.model import DigitSumModel, count_parameters
+from digitsum.tensorboard import EventLog, recording
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def fit(
     on_epoch: OnEpoch | None = None,
     checkpoint_path: str | Path | None = None,
     probe_rows: Rows | None = None,
+    events: EventLog | None = None,
 ) -> FitResult:
     """Train with teacher forcing on the answer positions; score unrolled exact match every epoch.
 
@@ -88,6 +90,7 @@ def fit(
     exact match (the earliest on ties) is kept: written to ``checkpoint_path`` when given, and
     loaded back into the returned model. ``probe_rows`` (e.g. longer, unseen inputs) are scored
     every epoch too, but never used to choose the best epoch: the probe stays a held-out test.
+    ``events`` (TensorBoard's event files) hears every epoch before ``on_epoch`` does.
     """
     run = _Run.start(config, train_rows, val_rows, probe_rows)
     history: list[EpochResult] = []
@@ -95,6 +98,8 @@ def fit(
     for epoch in range(1, config.train.n_epochs + 1):
         result, val_accuracy = run.epoch(epoch)
         history.append(result)
+        if events is not None:
+            events.epoch(result, val_accuracy, run.model, run.val)
         if not math.isfinite(result.train_loss):
             raise TrainingDiverged(f"training loss is {result.train_loss} at epoch {epoch}; lower train.learning_rate")
         if result.val_exact_match > best_exact:
@@ -310,7 +315,7 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
     return total / max(count, 1)
 
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds", "learning_rate")
 
 
 def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) -> None:
@@ -330,8 +335,9 @@ def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) ->
         fit(config, *split_rows(rows, config.train))
 
 
-def train_run(config: Config, on_epoch: OnEpoch | None = None) -> tuple[FitResult, Path]:
-    """The tutorial's train.py: fit and write ``<log_path>/<run_name>/`` (config, history, best.pt).
+def train_run(config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool = False) -> tuple[FitResult, Path]:
+    """The tutorial's train.py: fit and write ``<log_path>/<run_name>/`` (config, history, best.pt;
+    with ``tensorboard``, TensorBoard's event files where the package is installed).
 
     ``config.json`` is written first and ``history.csv`` after every epoch, so a stopped run
     still shows how far it got.
@@ -353,5 +359,9 @@ def train_run(config: Config, on_epoch: OnEpoch | None = None) -> tuple[FitResul
             )
         return on_epoch(result) if on_epoch is not None else None
 
-    result = fit(config, train_rows, val_rows, record, checkpoint_path=run_dir / "best.pt")
+    for stale in run_dir.glob("events.out.tfevents.*"):  # an overwritten run's curves are not this run's
+        stale.unlink()
+    hparams = flatten(config.to_dict())
+    with recording(run_dir if tensorboard else None, hparams) as events:
+        result = fit(config, train_rows, val_rows, record, checkpoint_path=run_dir / "best.pt", events=events)
     return result, run_dir

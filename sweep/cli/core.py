@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,26 +53,22 @@ def _train_keys() -> str:
     return "Keys and their defaults (`sweep keys` says what each allows):\n\n\b\n" + "\n".join(keys)
 
 
-@app.command(context_settings={"allow_extra_args": False}, epilog=_train_keys())
-def train(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the run folder of a train.run_name that exists.")
-    ] = False,
-) -> None:
-    """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
+TensorboardFlag = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard/--no-tensorboard",
+        help="Write TensorBoard event files into the run folder (needs the tensorboard extra).",
+    ),
+]
 
-    Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
-    """
-    best = [0.0]
-    epochs = [0]
+
+def _starter(tensorboard: bool, epochs: list[int]) -> Callable[[Any, Path | None], None]:
+    """`sweep train`'s first lines: a missing tensorboard package, a taken run folder, what it trains."""
+    from digitsum.tensorboard import missing
 
     def start(config: Any, taken: Path | None) -> None:
+        if tensorboard and (note := missing()) is not None:  # said once, before training; training goes on
+            typer.echo(note)
         if taken is not None:
             moved_to = Path(config.train.log_path) / config.train.run_name
             typer.echo(f"{taken} holds an earlier run; this one goes to {moved_to} (name it with train.run_name=...)")
@@ -83,6 +80,32 @@ def train(
             f"lr {t.learning_rate:g}, data {data_name}"
         )
 
+    return start
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=_train_keys())
+def train(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. model.model_type=gru.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML or JSON file of config keys (nested or dotted).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run folder of a train.run_name that exists.")
+    ] = False,
+    tensorboard: TensorboardFlag = True,
+) -> None:
+    """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
+
+    Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
+    """
+    from digitsum.tensorboard import missing
+
+    best = [0.0]
+    epochs = [0]
+    start = _starter(tensorboard, epochs)
+
     def show(result: Any) -> None:
         best[0] = max(best[0], result.val_exact_match)
         typer.echo(
@@ -92,13 +115,15 @@ def train(
         )
 
     began = time.perf_counter()
-    trained = api.train(config_file, overrides or [], overwrite, on_epoch=show, on_start=start)
+    trained = api.train(config_file, overrides or [], overwrite, on_epoch=show, on_start=start, tensorboard=tensorboard)
     result = trained.result
     typer.echo(
         f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
         f"{result.n_parameters:,} parameters; {time.perf_counter() - began:.0f}s; "
         f"checkpoint {trained.run_dir / 'best.pt'}"
     )
+    if tensorboard and missing() is None:
+        typer.echo(f"TensorBoard: tensorboard --logdir {trained.run_dir.parent}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,4 +46,13 @@ ARTIFACTS_HELP = (
 Artifacts = Annotated[str | None, typer.Option(help=ARTIFACTS_HELP)]
 Oversubscribe = Annotated[
     bool, typer.Option("--oversubscribe", help="Run more threads in all than this machine has cores.")
+]
+TensorboardDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--tensorboard",
+        metavar="DIR",
+        help="Write a TensorBoard run per trial under DIR/STUDY/ (as the spec's tensorboard: key does); "
+        "needs the tensorboard extra.",
+    ),
 ]

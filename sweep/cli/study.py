@@ -11,7 +11,16 @@ import typer
 
 from sweep import api
 from sweep.cli.app import app
-from sweep.cli.options import MAX_PROCESSES, MAX_TRIALS, Artifacts, AsJson, Oversubscribe, Storage, StudyName
+from sweep.cli.options import (
+    MAX_PROCESSES,
+    MAX_TRIALS,
+    Artifacts,
+    AsJson,
+    Oversubscribe,
+    Storage,
+    StudyName,
+    TensorboardDir,
+)
 from sweep.cli.output import echo_json, number_text, seeds_text
 
 SpecPath = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")]
@@ -116,14 +125,7 @@ def run(
     artifacts: Artifacts = None,
     threads: Threads = None,
     oversubscribe: Oversubscribe = False,
-    tensorboard: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR",
-            help="Write a TensorBoard run per trial under DIR/STUDY/ (the spec's tensorboard: key does too); "
-            "needs the tensorboard extra.",
-        ),
-    ] = None,
+    tensorboard: TensorboardDir = None,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
@@ -143,10 +145,7 @@ def run(
         oversubscribe=oversubscribe,
         tensorboard=tensorboard,
     )
-    for note in plan.notes:
-        typer.echo(note)
-    if plan.tensorboard is not None:
-        typer.echo(f"TensorBoard: a run per trial in {plan.tensorboard}; tensorboard --logdir {plan.tensorboard}")
+    _print_notes(plan)
     where = f"study {plan.study_name!r} in {shown_url(storage)}"
     stopped = api.stop_reason(plan) if finished < plan.n_trials else None
     if finished >= plan.n_trials:
@@ -168,6 +167,14 @@ def run(
         if stopped is not None:
             typer.echo(f"ended early: {stopped}")
     _print_best(plan.study_name, storage)
+
+
+def _print_notes(plan: Any) -> None:
+    """What the run says once before it starts: a missing optional package, where TensorBoard runs go."""
+    for note in plan.notes:
+        typer.echo(note)
+    if plan.tensorboard is not None:
+        typer.echo(f"TensorBoard: a run per trial in {plan.tensorboard}; tensorboard --logdir {plan.tensorboard}")
 
 
 def _run_with_progress(plan: Any, finished: int) -> None:

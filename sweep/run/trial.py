@@ -6,8 +6,10 @@ One trial trains one model with `digitsum.train.fit`; the per-epoch metric goes 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -24,6 +26,7 @@ from digitsum.data import Rows, encode
 from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.errors import UsageError
+from digitsum.tensorboard import EventLog, outcome, recording
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
 from sweep.spec.model import StudySpec, ValueFrom
 from sweep.spec.objectives import Metric, epoch_accuracy, measures, objectives_from_stored
@@ -34,18 +37,25 @@ Keep = Callable[[int, tuple[float, ...], bool], bool]  # (trial number, values, 
 
 
 def make_objective(
-    spec: StudySpec, artifacts: str, stop: threading.Event, num_threads: int = 0, keep: Keep | None = None
+    spec: StudySpec,
+    artifacts: str,
+    stop: threading.Event,
+    num_threads: int = 0,
+    keep: Keep | None = None,
+    tensorboard: str | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch.
 
     One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
-    goes to the artifact store at `artifacts` when ``keep`` says so (None: always)."""
+    goes to the artifact store at `artifacts` when ``keep`` says so (None: always). With ``tensorboard``
+    (a folder), each trial writes its TensorBoard run there (`trial_events`), the probe scored every epoch."""
     probe = probe_rows(spec.probe)
     per_epoch_probe = any(metric.uses_probe for metric in spec.measured)
     store = open_store(artifacts, create=True)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        config = spec.config_for(spec.suggest(trial))
+        params = spec.suggest(trial)
+        config = spec.config_for(params)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
         write_trial(
             trial,
@@ -56,12 +66,14 @@ def make_objective(
         epochs: list[EpochResult] = []
         on_epoch = _reporter(trial, spec, epochs, stop)
         train_rows, val_rows = data_split(config.train)
-        try:
-            fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=probe if per_epoch_probe else None)
-        except TrainingDiverged as error:
-            _record_run(trial, epochs, spec.target)
-            write_trial(trial, pruned_reason=f"diverged: {error}")
-            raise optuna.TrialPruned(f"diverged: {error}") from None
+        with trial_events(tensorboard, trial, params, config.model.model_type) as events:
+            scored = probe if per_epoch_probe or events is not None else None
+            try:
+                fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=scored, events=events)
+            except TrainingDiverged as error:
+                _record_run(trial, epochs, spec.target)
+                write_trial(trial, pruned_reason=f"diverged: {error}")
+                raise optuna.TrialPruned(f"diverged: {error}") from None
         cost = _record_run(trial, epochs, spec.target)
         _record_fit(trial, fitted, probe, train_rows)
         values, is_feasible = _objective_values(trial, spec, fitted, cost)
@@ -72,6 +84,36 @@ def make_objective(
         return values[0] if len(values) == 1 else values
 
     return objective
+
+
+def trial_events(
+    folder: str | None, trial: optuna.Trial, params: dict[str, Any], model_type: str
+) -> contextlib.AbstractContextManager[EventLog | None]:
+    """The trial's TensorBoard run in ``folder`` (None: none), named and with hparams by its number,
+    model type and parameters, and closed with its state (complete, pruned, interrupted or failed)."""
+    if folder is None:
+        return recording(None, {})
+    hparams = {"trial": trial.number, "study": trial.study.study_name, "model.model_type": model_type, **params}
+    return recording(free_folder(Path(folder) / trial_run_name(trial.number, model_type, params)), hparams, _state)
+
+
+def trial_run_name(number: int, model_type: str, params: dict[str, Any]) -> str:
+    """trial-00012-lstm-hidden_size=128-learning_rate=0.00423: what TensorBoard lists the run as."""
+    shown = [f"{key.rsplit('.', 1)[-1]}={f'{v:.3g}' if isinstance(v, float) else v}" for key, v in params.items()]
+    name = "-".join([f"trial-{number:05d}", model_type, *(s for s in shown if not s.startswith("model_type="))])
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)[:200]  # a file name on every system
+
+
+def free_folder(folder: Path) -> Path:
+    """``folder``, or folder-2, -3, ... where it holds an earlier run (a study deleted and made again)."""
+    number, free = 2, folder
+    while free.exists() and any(free.iterdir()):
+        free, number = folder.with_name(f"{folder.name}-{number}"), number + 1
+    return free
+
+
+def _state(error: BaseException | None) -> str:
+    return "pruned" if isinstance(error, optuna.TrialPruned) else outcome(error)
 
 
 def _store_checkpoint(trial: optuna.Trial, store: Any, fitted: FitResult, config: Config) -> None:
