@@ -365,6 +365,38 @@ def best_value(storage: optuna.storages.BaseStorage, study_id: int) -> float | N
         return None
 
 
+def live_trials(storage: optuna.storages.BaseStorage, study: optuna.Study) -> list[int]:
+    """Numbers of the study's RUNNING trials whose worker may be alive: a heartbeat (before the first
+    one, the start) within the grace period and one interval, the silence after which a worker adopts
+    and fails a trial (sweep.run.worker). Without heartbeats (a journal file) every RUNNING trial counts."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running or not isinstance(storage, RDBStorage):
+        return [t.number for t in running]
+    from optuna.storages._rdb import models  # Optuna's tables; tests/test_storage.py checks them
+    from sqlalchemy import func
+
+    beats = heartbeat_settings()
+    silence = datetime.timedelta(seconds=beats.grace_period + beats.interval)
+    table = models.TrialHeartbeatModel.__table__
+    with storage.engine.connect() as connection:
+        # The database's clock, as Optuna's stale-trial check reads it: heartbeats are stamped by it.
+        now = connection.execute(select(func.now())).scalar_one().replace(tzinfo=None)
+        found = connection.execute(
+            select(table.c.trial_id, table.c.heartbeat).where(table.c.trial_id.in_([t._trial_id for t in running]))
+        )
+        heartbeats = {row.trial_id: row.heartbeat for row in found}
+    started_before = datetime.datetime.now() - silence  # a trial's start is this machine's local time
+    return [
+        t.number
+        for t in running
+        if (now - heartbeats[t._trial_id] < silence if t._trial_id in heartbeats else _started_after(t, started_before))
+    ]
+
+
+def _started_after(trial: FrozenTrial, moment: datetime.datetime) -> bool:
+    return trial.datetime_start is None or trial.datetime_start >= moment
+
+
 def read_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Every trial of a study, in number order: on an RDB storage with one query per table, which
     takes about 1 s at 10,000 trials here where Optuna's own read (an ORM object per stored row)
