@@ -430,6 +430,48 @@ MISTAKES = {
         "space.model.hidden_size.choices",
         "twice",
     ),
+    "a setting that takes a Python object": (
+        dict(sampler={"type": "gp", "constraints_func": "f"}),
+        "sampler.constraints_func",
+        "unknown setting for gp",
+    ),
+    "bruteforce over a continuous range": (
+        dict(sampler="bruteforce"),
+        "space.train.learning_rate",
+        "give a float range a step",
+    ),
+    "patient wrapping an unknown pruner": (
+        dict(pruner={"type": "patient", "patience": 2, "wrapped": {"type": "medain"}}),
+        "pruner.wrapped.type",
+        "did you mean median?",
+    ),
+    "patient without patience": (dict(pruner={"type": "patient"}), "sampler/pruner", "patience"),
+    "threshold with neither bound": (dict(pruner={"type": "threshold"}), "sampler/pruner", "lower"),
+    "stop without patience": (dict(stop={"min_delta": 0.01}), "stop.patience", "required"),
+    "stop with a negative min_delta": (dict(stop={"patience": 3, "min_delta": -1}), "stop.min_delta", ">= 0"),
+    "stop as a number": (dict(stop=30), "stop", "expected {patience: 30"),
+    "enqueue a choice not searched": (
+        dict(enqueue=[{"model.model_type": "lstm"}]),
+        "enqueue[0].model.model_type",
+        "not one of the searched choices ['rnn', 'gru']",
+    ),
+    "enqueue a value outside the range": (
+        dict(enqueue=[{"model.hidden_size": 64}]),
+        "enqueue[0].model.hidden_size",
+        "outside the searched range: an integer in 8..16",
+    ),
+    "enqueue a key the study fixes": (
+        dict(enqueue=[{"train.n_epochs": 5}]),
+        "enqueue[0].train.n_epochs",
+        "not searched by this study (fixed at 2)",
+    ),
+    "enqueue a value of the wrong type": (
+        dict(enqueue=[{"model.hidden_size": "wide"}]),
+        "enqueue[0].model.hidden_size",
+        "expected",
+    ),
+    "enqueue a recipe that is not there": (dict(enqueue=["nowhere.yaml"]), "enqueue[0]", "no such recipe file"),
+    "enqueue a number": (dict(enqueue=[3]), "enqueue[0]", "expected a parameter set"),
 }
 
 
@@ -545,3 +587,78 @@ def test_names_a_new_study_may_not_take(name, tmp_path):
     assert "\n" not in str(caught.value)
     if name:  # an empty name in a spec is "required", said by its own check
         assert_spec_mistake(tmp_path, {"name": name}, "name", "expected 1 to 64 letters, digits")
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm starts (enqueue:) and the stop rule (stop:)
+
+
+def test_enqueue_entries_become_trial_params(tmp_path):
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.parent.mkdir()
+    # a recipe file: its searched keys are taken; keys equal to the study's fixed ones and how it ran are left out
+    recipe.write_text("model: {model_type: gru, hidden_size: 12}\ntrain: {n_epochs: 2, num_threads: 1}\n")
+    path = write_spec(
+        tmp_path, enqueue=[{"model": {"hidden_size": "16"}, "train.learning_rate": 0.05}, "recipes/r.yaml"]
+    )
+    spec = load_spec(path)
+    assert spec.enqueue == (
+        {"model.hidden_size": 16, "train.learning_rate": 0.05},
+        {"model.model_type": "gru", "model.hidden_size": 12},
+    )
+    assert spec.fingerprint() == load_spec(write_spec(tmp_path, "plain.yaml")).fingerprint()  # not part of the search
+
+
+def test_a_recipe_that_trains_otherwise_is_refused(tmp_path):
+    (tmp_path / "r.yaml").write_text("model: {hidden_size: 12}\ntrain: {n_epochs: 30}\n")
+    with pytest.raises(SpecError, match=r"enqueue\[0\]\.train\.n_epochs: not searched by this study \(fixed at 2\)"):
+        load_spec(write_spec(tmp_path, enqueue=["r.yaml"]))
+
+
+def test_enqueue_respects_when(tmp_path):
+    space = {
+        "model.model_type": {"choices": ["rnn", "lstm"]},
+        "model.num_layers": {"choices": [1, 2], "when": {"model.model_type": "lstm"}},
+    }
+    ok = parse_spec(spec_dict(space=space, enqueue=[{"model.model_type": "lstm", "model.num_layers": 2}]))
+    assert ok.enqueue == ({"model.model_type": "lstm", "model.num_layers": 2},)
+    with pytest.raises(SpecError, match=r"model.num_layers: searched only when model.model_type in \['lstm'\]"):
+        parse_spec(spec_dict(space=space, enqueue=[{"model.model_type": "rnn", "model.num_layers": 2}]))
+
+
+def test_stop_rule_is_parsed_and_not_part_of_the_fingerprint():
+    spec = parse_spec(spec_dict(stop={"patience": 30, "min_delta": 0.0005}))
+    assert (spec.stop.patience, spec.stop.min_delta) == (30, 0.0005)
+    assert parse_spec(spec_dict(stop={"patience": 3})).stop.min_delta == 0.0
+    assert parse_spec(spec_dict()).stop is None
+    assert spec.fingerprint() == parse_spec(spec_dict()).fingerprint()
+
+
+def test_patient_wraps_the_pruner_it_names():
+    spec = parse_spec(spec_dict(pruner={"type": "patient", "patience": 2, "wrapped": {"type": "hyperband"}}))
+    pruner = spec.make_pruner()
+    assert isinstance(pruner, optuna.pruners.PatientPruner)
+    assert isinstance(pruner._wrapped_pruner, optuna.pruners.HyperbandPruner)
+    assert pruner._wrapped_pruner._max_resource == spec.base.train.n_epochs
+    alone = parse_spec(spec_dict(pruner={"type": "patient", "patience": 2})).make_pruner()
+    assert alone._wrapped_pruner is None
+
+
+def test_qmc_workers_share_one_sequence():
+    spec = parse_spec(spec_dict(sampler={"type": "qmc", "seed": 5, "scramble": True}))
+    assert spec.make_sampler(worker=0)._seed == spec.make_sampler(worker=3)._seed == 5
+
+
+def test_combinations_count_the_space_with_when():
+    space = {
+        "model.model_type": {"choices": ["rnn", "lstm"]},
+        "model.num_layers": {"choices": [1, 2, 3], "when": {"model.model_type": "lstm"}},
+        "model.hidden_size": {"low": 8, "high": 16, "step": 4},
+    }
+    assert parse_spec(spec_dict(space=space)).combinations() == (1 + 3) * 3
+    assert parse_spec(spec_dict()).combinations() is None  # a continuous range
+
+
+def test_every_sampler_and_pruner_says_what_it_fits():
+    for component in (*SAMPLERS.values(), *PRUNERS.values()):
+        assert component.fits and "constraints_func" not in component.settings
