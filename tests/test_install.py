@@ -48,6 +48,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)])
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
     (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")  # a path, not the editable finder
+    # No extras: this project's venv has the tensorboard extra, which a plain `pip install` does not bring
+    (site / "no-extras.pth").write_text("import sys; sys.modules['tensorboard'] = None\n")
     return venv / "bin"
 
 
@@ -72,3 +74,12 @@ def test_the_installed_command_finds_its_code_and_its_shipped_specs(installed, e
     assert "best of 'quickstart': trial 0" in ran.stdout
     assert (tmp_path / ".local" / "share" / "digitsum-sweep" / "sweep.db").is_file()
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # nothing written to the working folder
+
+
+def test_without_the_tensorboard_extra_training_says_so_in_one_line_and_trains(installed, empty_folder, tmp_path):
+    from digitsum.tensorboard import MISSING
+
+    args = ["train.lengths=1-2", "train.n_epochs=1", "model.hidden_size=8", "train.device=cpu"]
+    trained = run([str(installed / "sweep"), "train", *args], cwd=tmp_path, env=empty_folder)
+    assert trained.stdout.count(MISSING) == 1 and "best val exact match" in trained.stdout
+    assert sorted(p.name for p in (tmp_path / "runs" / "run").iterdir()) == ["best.pt", "config.json", "history.csv"]
