@@ -146,7 +146,12 @@ def run(
         tensorboard=tensorboard,
     )
     _print_notes(plan)
-    where = f"study {plan.study_name!r} in {shown_url(storage)}"
+    _run_if_budget_left(plan, finished, f"study {plan.study_name!r} in {shown_url(storage)}")
+    _print_best(plan.study_name, storage)
+
+
+def _run_if_budget_left(plan: Any, finished: int, where: str) -> None:
+    """Run what is left of the budget, unless it is spent or the stop rule ended the study; say which."""
     stopped = api.stop_reason(plan) if finished < plan.n_trials else None
     if finished >= plan.n_trials:
         typer.echo(
@@ -158,7 +163,7 @@ def run(
     else:
         typer.echo(
             f"{where}: {finished} of {plan.n_trials} trials finished; "
-            f"{workers} worker(s) x {plan.threads_per_worker} thread(s)"
+            f"{plan.workers} worker(s) x {plan.threads_per_worker} thread(s)"
             + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
             + (f"; {plan.warm_starts} warm start(s) queued from enqueue:" if plan.warm_starts else "")
         )
@@ -166,7 +171,6 @@ def run(
         stopped = api.stop_reason(plan)
         if stopped is not None:
             typer.echo(f"ended early: {stopped}")
-    _print_best(plan.study_name, storage)
 
 
 def _print_notes(plan: Any) -> None:

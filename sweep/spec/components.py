@@ -33,7 +33,7 @@ class Component:
 
 
 _NOT_SETTINGS = {"search_space", "wrapped_pruner"}  # the spec's space; `patient` wraps a pruner given as `wrapped`
-_OBJECT_TYPES = ("Callable", "Sampler", "Mutation", "Crossover", "Pruner")  # values YAML cannot write
+_OBJECT_TYPES = ("Callable", "Sampler", "Mutation", "Crossover", "Pruner", "FrozenTrial")  # values YAML cannot write
 
 SAMPLERS: dict[str, Component] = {
     "tpe": Component(

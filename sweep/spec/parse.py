@@ -45,21 +45,12 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
     enqueue = spec_enqueue(raw.get("enqueue"), space, base, folder, fail)
     stop = _parse_stop(raw.get("stop"), fail)
     spec = StudySpec(
-        name=top["name"].strip(),
-        path=source,
-        description=top["description"].strip(),
-        metric=Metric(top["metric"]),
-        value_from=ValueFrom(top["value"]),
-        n_trials=top["n_trials"],
-        timeout=top["timeout"],
+        **_top_level(top, source),
         base=base,
         probe=probe,
         sampler=sampler,
         pruner=pruner,
         space=space,
-        keep_checkpoints=Keep(top["keep_checkpoints"]),
-        tensorboard=top["tensorboard"] or None,
-        target=top["target"],
         raw=raw,
         balance=balance,
         objectives=objectives,
@@ -67,12 +58,33 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
         enqueue=enqueue,
         stop=stop,
     )
-    try:  # build both once so a bad setting is a spec error now, not a crash in a worker
+    _check_builds(spec, fail)
+    return spec
+
+
+def _top_level(top: dict[str, Any], source: str) -> dict[str, Any]:
+    """The StudySpec fields read straight off the spec's top-level keys."""
+    return {
+        "name": top["name"].strip(),
+        "path": source,
+        "description": top["description"].strip(),
+        "metric": Metric(top["metric"]),
+        "value_from": ValueFrom(top["value"]),
+        "n_trials": top["n_trials"],
+        "timeout": top["timeout"],
+        "keep_checkpoints": Keep(top["keep_checkpoints"]),
+        "tensorboard": top["tensorboard"] or None,
+        "target": top["target"],
+    }
+
+
+def _check_builds(spec: StudySpec, fail: Callable[[str, str], SpecError]) -> None:
+    """Build the sampler and the pruner once, so a bad setting is a spec error now, not a crash in a worker."""
+    try:
         spec.make_sampler()
         spec.make_pruner()
     except Exception as error:  # Optuna's and numpy's checks of the settings raise many kinds
         raise fail("sampler/pruner", " ".join(str(error).split())[:200]) from None
-    return spec
 
 
 def _defaults(cls: type) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from digitsum import config as cfg
 from digitsum.keys import help_of, rule_of, show
+from sweep.spec.components import PRUNERS, SAMPLERS, WRAPPED
 from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys
 
 
@@ -37,6 +38,16 @@ def spec_rows() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def component_rows() -> list[tuple[str, str, str]]:
+    """(spec spelling, its settings, what it fits) for every sampler and pruner."""
+    rows = []
+    for what, kinds in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        for name, component in kinds.items():
+            settings = [*component.settings, *([WRAPPED] if name == "patient" else [])]
+            rows.append((f"{what}: {name}", ", ".join(settings) or "none", component.fits))
+    return rows
+
+
 def _markdown(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -54,7 +65,7 @@ def _text(rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 def key_tables(markdown: bool = False) -> str:
     """Both references, as Markdown tables or as text for a terminal."""
-    config, spec = config_rows(), spec_rows()
+    config, spec, components = config_rows(), spec_rows(), component_rows()
     if markdown:
         lines = ["Config keys (`sweep train KEY=VALUE`, `--config FILE`, a spec's `fixed` and `space`):", ""]
         lines += _markdown(("key", "type", "default", "allowed", "what it does"), config)
@@ -64,9 +75,18 @@ def key_tables(markdown: bool = False) -> str:
             "",
         ]
         lines += _markdown(("key", "default", "allowed", "what it does"), spec)
+        lines += [
+            "",
+            "Samplers and pruners (`sampler:`, `pruner:`):",
+            "",
+            *_markdown(("type", "settings", "fits"), components),
+        ]
         return "\n".join(lines)
     lines = ["config keys (sweep train KEY=VALUE, --config FILE, a spec's fixed and space):", *_text(config)]
     lines += ["", "study-spec keys (space.KEY is any config key above):", *_text(spec)]
+    width = max(len(row[0]) for row in components)
+    lines += ["", "samplers and pruners (their settings; what each fits):"]
+    lines += [f"  {name:{width}s}  {fits} (settings: {settings})" for name, settings, fits in components]
     return "\n".join(lines)
 
 
@@ -95,6 +115,15 @@ def keys_page(repo: Path) -> str:
         *_markdown(("key", "default", "allowed", "what it does"), spec_rows()),
         "",
         "`space.KEY` and `fixed` take any config key below; `METRIC` is one of an objective's metrics.",
+        "",
+        "## Samplers and pruners",
+        "",
+        "`sampler:` and `pruner:` take a type, or `{type: .., SETTING: ..}` with the settings of Optuna's class "
+        "(those YAML can write; constraints reach every sampler through the spec's `constraints:`). "
+        "Optuna's pruners see a curve only with one accuracy objective; with several, `median` applies to "
+        "the validation curve and the others are refused.",
+        "",
+        *_markdown(("type", "settings", "fits"), component_rows()),
         "",
         "## Config keys",
         "",
