@@ -147,7 +147,12 @@ def run(
     )
     _print_notes(plan)
     _run_if_budget_left(plan, finished, f"study {plan.study_name!r} in {shown_url(storage)}")
-    _print_best(plan.study_name, storage)
+    from digitsum.errors import UsageError
+
+    try:
+        _print_best(plan.study_name, storage)
+    except UsageError:  # the run went well; none of its trials completed (or met the constraints)
+        typer.echo(f"no trial of {plan.study_name!r} has completed and met its constraints yet: no best to show")
 
 
 def _run_if_budget_left(plan: Any, finished: int, where: str) -> None:
