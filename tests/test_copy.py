@@ -194,7 +194,7 @@ def test_refusals_are_one_line_and_change_nothing(source, tmp_path, case):
     assert not (tmp_path / "other.db").exists()
 
 
-def test_a_dead_workers_running_trial_is_copied_a_live_ones_refused(source, tmp_path):
+def test_a_dead_workers_running_trial_is_copied_a_live_ones_refused(source, tmp_path, monkeypatch):
     """Live: a heartbeat (or, before the first, the start) within the grace period and one interval (40 s)."""
     storage = optuna.storages.RDBStorage(storage_url(source))
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -211,6 +211,15 @@ def test_a_dead_workers_running_trial_is_copied_a_live_ones_refused(source, tmp_
     assert "1 running" in result.stdout and "fails them and runs them again" in result.stdout
     assert trials(storage_url(tmp_path / "dest"), "tiny")[6].state == TrialState.RUNNING
     storage.engine.dispose()
+    # The copy's worker fails it and runs it again (short heartbeats: a grace period of 1 s).
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "1")
+    spec = load(storage_url(source), "tiny").user_attrs["spec_path"]
+    resumed = invoke("run", spec, "--storage", storage_url(tmp_path / "dest"), "--trials", "7", "--threads", "1")
+    assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
+    after = trials(storage_url(tmp_path / "dest"), "tiny")
+    assert after[6].state == TrialState.FAIL and not [t for t in after if t.state == TrialState.RUNNING]
+    assert [t.number for t in after if t.system_attrs.get("failed_trial") == 6] != []
 
 
 @pytest.mark.parametrize("fails", ["checkpoint", "database"])
