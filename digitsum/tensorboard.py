@@ -52,13 +52,19 @@ class Epoch(Protocol):
 
 @functools.cache
 def missing() -> str | None:
-    """None where torch.utils.tensorboard loads; else the one line saying why no event files are written."""
+    """None where torch.utils.tensorboard loads and makes every summary a run writes; else the one line
+    saying why no event files are written."""
     try:
-        importlib.import_module("torch.utils.tensorboard")
+        summary = importlib.import_module("torch.utils.tensorboard.summary")
+        # what loads lazily, at a run's end: tensorboard < 2.18 fails here under NumPy 2 (np.string_)
+        summary.hparams({"key": 1}, {"metric": 0.0})
+        summary.text(EXAMPLES, "text")
     except ImportError:
         return MISSING
-    except Exception as error:  # a broken install (a protobuf that does not fit, ...) must not stop training
-        return f"no TensorBoard event files: the tensorboard package does not load ({type(error).__name__}: {error})"
+    except Exception as error:  # a broken install (a protobuf or NumPy that does not fit) must not stop training
+        return (
+            f"no TensorBoard event files: the tensorboard package does not work here ({type(error).__name__}: {error})"
+        )
     return None
 
 

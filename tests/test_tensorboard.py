@@ -42,7 +42,8 @@ def scalars(events: EventAccumulator, tag: str) -> list[float]:
 def no_tensorboard(monkeypatch):
     """As if the tensorboard package were not installed: its import fails."""
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    for name in [name for name in sys.modules if name.startswith("torch.utils.tensorboard")]:
+        monkeypatch.delitem(sys.modules, name)
     tensorboard.missing.cache_clear()
     yield
     tensorboard.missing.cache_clear()
@@ -85,6 +86,24 @@ def test_without_the_package_training_says_so_in_one_line_and_goes_on(tmp_path, 
     spec = write_spec(tmp_path, tensorboard=True)
     plan, _ = api.plan(spec, storage=f"sqlite:///{tmp_path}/s.db", artifacts=tmp_path / "ckpt")
     assert plan.tensorboard is None and plan.notes == (tensorboard.MISSING,)
+
+
+def test_a_tensorboard_that_fails_here_is_one_line_too(tmp_path, monkeypatch):
+    from torch.utils.tensorboard import summary
+
+    def old_tensorboard(*args, **kwargs):  # tensorboard < 2.18 under NumPy 2 fails only when a summary is made
+        raise AttributeError("`np.string_` was removed in the NumPy 2.0 release")
+
+    monkeypatch.setattr(summary, "hparams", old_tensorboard)
+    tensorboard.missing.cache_clear()
+    try:
+        result = invoke("train", *TINY_TRAIN, "train.n_epochs=1", f"train.log_path={tmp_path}")
+    finally:
+        tensorboard.missing.cache_clear()
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stdout.splitlines() if "TensorBoard" in line]
+    assert line.startswith("no TensorBoard event files: the tensorboard package does not work here (AttributeError")
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
 def test_an_overwritten_run_keeps_no_earlier_event_files(tmp_path):
