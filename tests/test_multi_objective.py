@@ -150,3 +150,17 @@ def test_the_dashboard_serves_the_multi_objective_study(multi):
         assert {t["number"] for t in detail["best_trials"]} == {t.number for t in _study(url).best_trials}
     finally:
         stop_process(process, timeout=10)
+
+
+@pytest.mark.parametrize("sampler", [{"type": "gp", "seed": 1, "n_startup_trials": 2}, {"type": "nsgaiii", "seed": 1}])
+def test_gp_and_nsgaiii_search_several_objectives_under_constraints(tmp_path, sampler):
+    spec = {**SPEC, "name": "multi-sampler", "n_trials": 3, "sampler": sampler, "pruner": {"type": "none"}}
+    spec["fixed"] = {**SPEC["fixed"], "train.n_epochs": 2}
+    result = run_cli(tmp_path, write_spec(tmp_path, spec=spec), "--threads", 1)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="multi-sampler", storage=storage_url(tmp_path))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len(done) == 3 and all(len(t.values) == 3 for t in done)
+    for trial in done:  # the constraint reached the sampler through set_constraint
+        (violation,) = trial.constraints.values()
+        assert (violation <= 0) == (trial.user_attrs["n_parameters"] <= 3000)
