@@ -17,11 +17,12 @@ from torch.nn import functional as F
 from digitsum.checkpoint import save_checkpoint
 from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, TrainConfig, flatten
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
-from digitsum.datasets import load_rows, split_rows
+from digitsum.datasets import load_rows, probe_rows, split_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.device import resolve_device
 from digitsum.errors import ConfigError
 from digitsum.fused import FusedAdamW, FusedStep, make_step
+from digitsum.lengths import Probe, lengths_text
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.tensorboard import EventLog, recording
 
@@ -335,9 +336,12 @@ def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) ->
         fit(config, *split_rows(rows, config.train))
 
 
-def train_run(config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool = False) -> tuple[FitResult, Path]:
+def train_run(
+    config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool = False, probe: Probe | None = None
+) -> tuple[FitResult, Path]:
     """The tutorial's train.py: fit and write ``<log_path>/<run_name>/`` (config, history, best.pt;
-    with ``tensorboard``, TensorBoard's event files where the package is installed).
+    with ``tensorboard``, TensorBoard's event files where the package is installed). ``probe``'s
+    lengths, unseen in training, are scored every epoch.
 
     ``config.json`` is written first and ``history.csv`` after every epoch, so a stopped run
     still shows how far it got.
@@ -345,6 +349,10 @@ def train_run(config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool
     tc = config.train
     run_dir = Path(tc.log_path) / tc.run_name
     rows = load_rows(tc)
+    probe = probe or Probe()
+    trained = sorted(set(np.unique(rows.lengths).tolist()) & set(probe.lengths))
+    if trained:
+        raise ConfigError(f"probe length(s) {lengths_text(trained)} are trained on: a probe takes unseen lengths")
     train_rows, val_rows = split_rows(rows, tc)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -363,5 +371,7 @@ def train_run(config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool
         stale.unlink()
     hparams = flatten(config.to_dict())
     with recording(run_dir if tensorboard else None, hparams) as events:
-        result = fit(config, train_rows, val_rows, record, checkpoint_path=run_dir / "best.pt", events=events)
+        result = fit(
+            config, train_rows, val_rows, record, run_dir / "best.pt", probe_rows=probe_rows(probe), events=events
+        )
     return result, run_dir

@@ -50,13 +50,22 @@ def train(
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_start: Callable[[Any, Path | None], None] | None = None,
     tensorboard: bool = True,
+    probe: str | None = None,
 ) -> Trained:
     """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
     ``on_start`` hears the config and, where the run's folder held an earlier run, that folder.
     ``tensorboard``: TensorBoard event files in the run folder too, where the optional package is
-    installed (`digitsum.tensorboard.missing()` says why not, in one line)."""
+    installed (`digitsum.tensorboard.missing()` says why not, in one line). ``probe``: input lengths
+    never trained on (``"5"``, ``"5-6"``), scored every epoch."""
     from digitsum import config as cfg
+    from digitsum.errors import DataError
+    from digitsum.lengths import Probe, parse_lengths
     from digitsum.train import train_run
+
+    try:  # a bad probe is named before any work
+        probed = Probe(tuple(parse_lengths(probe))) if probe else None
+    except DataError as error:
+        raise DataError(f"probe {error}") from None
 
     values = _config_file_values(Path(config_file)) if config_file else {}
     given = cfg.parse_overrides(overrides or [])
@@ -66,7 +75,7 @@ def train(
     config, moved_to = _free_run_folder(config, named, overwrite)
     if on_start is not None:
         on_start(config, taken if moved_to else None)
-    result, run_dir = train_run(config, on_epoch, tensorboard)
+    result, run_dir = train_run(config, on_epoch, tensorboard, probed)
     return Trained(result, run_dir, moved_to)
 
 

@@ -50,9 +50,9 @@ def no_tensorboard(monkeypatch):
 
 
 def test_sweep_train_writes_one_run_whose_scalars_are_its_history(tmp_path):
-    result = invoke("train", *TINY_TRAIN, f"train.log_path={tmp_path}", "train.run_name=r")
+    result = invoke("train", *TINY_TRAIN, f"train.log_path={tmp_path}", "train.run_name=r", "--probe", "3")
     assert result.exit_code == 0, result.output
-    assert f"tensorboard --logdir {tmp_path}" in result.stdout
+    assert f"tensorboard --logdir {tmp_path}" in result.stdout and "probe" in result.stdout
     run = tmp_path / "r"
     events = read_run(run)
     with (run / "history.csv").open() as handle:
@@ -63,12 +63,19 @@ def test_sweep_train_writes_one_run_whose_scalars_are_its_history(tmp_path):
         assert steps == [1, 2, 3], tag
         assert scalars(events, tag) == pytest.approx([float(row[column]) for row in history], rel=1e-5, abs=1e-9), tag
     assert [tag for tag in events.Tags()["scalars"] if tag.startswith("val_by_length/")]
+    assert len(scalars(events, "probe_by_length/3")) == len(scalars(events, "probe_in_range_by_length/3")) == 3
     texts = events.Tensors(f"{tensorboard.EXAMPLES}/text_summary")
     assert len(texts) == 3 and "| input | sum | decoded |" in texts[-1].tensor_proto.string_val[0].decode()
     hparams = hparams_of(events)
     assert hparams["model.hidden_size"] == 8 and hparams["train.lengths"] == "1-2" and hparams["state"] == "complete"
     best = max(float(row["val_exact_match"]) for row in history)
     assert scalars(events, "hparams/best_val_exact_match") == pytest.approx([best], abs=1e-6)
+
+
+def test_a_probe_of_trained_lengths_is_one_line(tmp_path):
+    line = assert_one_error_line(invoke("train", *TINY_TRAIN, f"train.log_path={tmp_path}", "--probe", "2-3"))
+    assert "probe length(s) 2 are trained on" in line and not (tmp_path / "run").exists()
+    assert "probe lengths 'x'" in assert_one_error_line(invoke("train", *TINY_TRAIN, "--probe", "x"))
 
 
 def test_sweep_train_without_tensorboard_writes_no_event_files(tmp_path):

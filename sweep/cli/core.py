@@ -95,6 +95,13 @@ def train(
         bool, typer.Option("--overwrite", help="Replace the run folder of a train.run_name that exists.")
     ] = False,
     tensorboard: TensorboardFlag = True,
+    probe: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LENGTHS",
+            help="Input lengths never trained on (5, 5-6), scored every epoch and logged: length generalization.",
+        ),
+    ] = None,
 ) -> None:
     """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
 
@@ -112,10 +119,13 @@ def train(
             f"epoch {result.epoch:3d}/{epochs[0]}  train loss {result.train_loss:.4f}  "
             f"val loss {result.val_loss:.4f}  "
             f"val exact {result.val_exact_match:7.2%}  best {best[0]:7.2%}  {result.seconds:5.1f}s"
+            + (f"  probe {result.probe_exact_match:7.2%}" if result.probe is not None else "")
         )
 
     began = time.perf_counter()
-    trained = api.train(config_file, overrides or [], overwrite, on_epoch=show, on_start=start, tensorboard=tensorboard)
+    trained = api.train(
+        config_file, overrides or [], overwrite, on_epoch=show, on_start=start, tensorboard=tensorboard, probe=probe
+    )
     result = trained.result
     typer.echo(
         f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
