@@ -106,6 +106,7 @@ def test_run(fuzz_box, data):
     args += data.draw(optional("--trials", at_most(counts, 3))) + data.draw(optional("--timeout", counts))
     args += data.draw(optional("--workers", at_most(counts, 1))) + data.draw(optional("--threads", counts))
     args += data.draw(optional("--name", study_names)) + data.draw(optional("--artifacts", paths(box)))
+    args += data.draw(optional("--tensorboard", paths(box)))
     call(box, "options", args, writes=True)
 
 
@@ -162,3 +163,24 @@ def test_dashboard(fuzz_box, taken_port, data):
     args = ["dashboard", "--port", data.draw(ports), "--host", data.draw(hosts)]
     args += data.draw(optional("--storage", storage_urls(box))) + data.draw(optional("--artifacts", paths(box)))
     call(box, "options", args)
+
+
+ENQUEUE_VALUES = st.sampled_from(
+    ["model.model_type=gru", "model.model_type=lstm", "model.hidden_size=12", "model.hidden_size=99"]
+    + ["train.learning_rate=0.05", "train.learning_rate=-1", "train.n_epochs=3", "model.hidden=8", "x", "=1"]
+)
+
+
+@given(data=st.data())
+def test_enqueue_and_copy(fuzz_box, data):
+    box = fuzz_box
+    name = data.draw(st.one_of(st.just(box.study), study_names))
+    storage = ["--storage", data.draw(st.one_of(st.just(box.url), storage_urls(box)))]
+    if data.draw(st.booleans()):
+        values = data.draw(st.lists(st.one_of(ENQUEUE_VALUES, weird_text), max_size=3))
+        call(box, "options", ["enqueue", name, *values, *storage], writes=True)
+        return
+    to = data.draw(st.one_of(st.just(f"sqlite:///{box.folder / 'copies.db'}"), storage_urls(box)))
+    args = ["copy", name, "--to", to, *storage] + data.draw(optional("--to-name", study_names))
+    args += data.draw(optional("--artifacts", paths(box))) + data.draw(optional("--to-artifacts", paths(box)))
+    call(box, "options", args, writes=True)
