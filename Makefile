@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 
 RUNS ?= 20
 
-.PHONY: runtime install system lint test test-latest fuzz flakes quickstart bench clean
+.PHONY: runtime install system lint test test-latest test-oldest fuzz flakes quickstart bench clean
 
 # What running needs (torch, the project); `make test` adds the dev tools and the test servers' drivers.
 $(VENV)/.runtime: pyproject.toml
@@ -55,6 +55,16 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|optuna|optuna-dashboard|pandas|plotly|typer|numpy|scipy|tensorboard|cmaes) '
 	$(MAKE) test VENV=$(LATEST_VENV)
 
+# The same at the other end: every runtime dependency at the lower bound pyproject.toml states
+# (tests/lower_bounds.py pins them; the dev tools stay newest).
+OLDEST_VENV ?= .venv-oldest
+test-oldest:
+	rm -rf $(OLDEST_VENV) $(OLDEST_VENV).constraints
+	python3 tests/lower_bounds.py > $(OLDEST_VENV).constraints
+	PIP_CONSTRAINT=$(CURDIR)/$(OLDEST_VENV).constraints $(MAKE) install VENV=$(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|optuna|optuna-dashboard|pandas|plotly|typer|numpy|scipy|tensorboard|cmaes) '
+	$(MAKE) test VENV=$(OLDEST_VENV)
+
 # The fuzzers' long profile: new random inputs every time (make test runs a short, fixed set); failing
 # inputs are kept in .hypothesis/ and tried first next time. SWEEP_FUZZ_EXAMPLES=N sets the examples per test.
 fuzz: install
@@ -78,4 +88,4 @@ bench: install
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) $(OLDEST_VENV).constraints runs .pytest_cache

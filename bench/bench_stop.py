@@ -33,7 +33,7 @@ from sweep.spec.objectives import feasible, sign
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = str(Path(sys.executable).with_name("sweep"))
-RULES = [StopRule(6, 0.01), StopRule(9, 0.01), StopRule(12, 0.0)]
+RULES = [StopRule(6, 0.01), StopRule(9, 0.01), StopRule(12, 0.01), StopRule(9, 0.0)]
 LIVE = StopRule(9, 0.01)
 
 

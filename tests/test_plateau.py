@@ -100,3 +100,13 @@ def test_the_hypervolume_is_optunas():
     from optuna._hypervolume import compute_hypervolume
 
     assert compute_hypervolume(np.array([[1.0, 1.0]]), np.array([2.0, 3.0])) == pytest.approx(2.0)
+
+
+def test_the_count_starts_at_the_first_complete_trial():
+    """Pruned trials before any complete one are not a plateau: there is nothing to improve on yet."""
+    study = optuna.create_study(direction="maximize")
+    told(study, None, None, None, None)
+    ledger = ledger_after(study, StopRule(patience=2))
+    assert not ledger.stopped and ledger.plateau.since_gain == 0
+    told(study, 0.3, None, None)
+    assert ledger_after(study, StopRule(patience=2)).stopped

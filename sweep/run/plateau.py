@@ -1,8 +1,8 @@
 """The stop rule (a spec's ``stop:``): a search ends once it stops improving.
 
-It counts finished trials (complete or pruned) in the order the ledger sees them finish; a trial
-that improves the best value by more than ``min_delta`` sets the count back to zero, and once it
-reaches ``patience`` no new trial starts. With several objectives the gain is the growth of the
+It counts finished trials (complete or pruned) in the order the ledger sees them finish, from the
+first trial that completes and meets the constraints; a trial that improves the best value by more
+than ``min_delta`` sets the count back to zero, and once it reaches ``patience`` no new trial starts. With several objectives the gain is the growth of the
 Pareto front's hypervolume, as a share of it. Each trial costs O(1): the hypervolume is computed
 only when a trial enters the front, over the front (a few trials), never over the study.
 """
@@ -43,7 +43,7 @@ class Plateau:
         gained = front is not None and (self._gain(trial) if len(self.signs) == 1 else self._front_gain(front))
         if gained:
             self.since_gain, self.gained_by = 0, trial
-        else:
+        elif self.gained_by is not None:  # before the first complete (feasible) trial there is nothing to improve on
             self.since_gain += 1
 
     def _gain(self, trial: FrozenTrial) -> bool:
