@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 EXTRAS = ("postgres", "s3", "tensorboard")  # the dev tools stay at their newest
 

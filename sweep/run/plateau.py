@@ -2,9 +2,10 @@
 
 It counts finished trials (complete or pruned) in the order the ledger sees them finish, from the
 first trial that completes and meets the constraints; a trial that improves the best value by more
-than ``min_delta`` sets the count back to zero, and once it reaches ``patience`` no new trial starts. With several objectives the gain is the growth of the
-Pareto front's hypervolume, as a share of it. Each trial costs O(1): the hypervolume is computed
-only when a trial enters the front, over the front (a few trials), never over the study.
+than ``min_delta`` sets the count back to zero, and once it reaches ``patience`` no new trial
+starts. With several objectives the gain is the growth of the Pareto front's hypervolume, as a
+share of it. Each trial costs O(1): the hypervolume is computed only when a trial enters the
+front, over the front (a few trials), never over the study.
 """
 
 from __future__ import annotations
