@@ -15,6 +15,7 @@ front reaches, against the full budget.
 from __future__ import annotations
 
 import argparse
+import datetime
 import subprocess
 import sys
 import tempfile
@@ -54,9 +55,13 @@ def front_volume(points: np.ndarray, reference: np.ndarray) -> float:
     return compute_hypervolume(points, reference) if len(points) else 0.0
 
 
+def finish_order(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    return sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start or datetime.datetime.max)
+
+
 def replay(study: optuna.Study, rule: StopRule) -> int:
     """How many finished trials the rule lets run when the trials finish in the stored order."""
-    order = sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_complete or t.datetime_start)
+    order = finish_order(study.get_trials(deepcopy=False))
     shadow = optuna.create_study(directions=study.directions)
     ledger = Ledger(shadow, stop=rule)
     for count, trial in enumerate(order, start=1):
@@ -85,30 +90,36 @@ def main() -> None:
         study = optuna.load_study(study_name=raw["name"], storage=url)
         trials = study.get_trials(deepcopy=False)
         print(f"full budget: {len(trials)} trials in {seconds:.0f} s (one run, {args.workers} workers)")
-        report(study, trials)
         live = {**raw, "name": f"{raw['name']}-stop", "stop": {"patience": LIVE.patience, "min_delta": LIVE.min_delta}}
         (folder / "live.yaml").write_text(yaml.safe_dump(live))
         seconds = run(folder / "live.yaml", url, folder, args.workers)
         stopped = optuna.load_study(study_name=live["name"], storage=url).get_trials(deepcopy=False)
         print(f"live run with stop {live['stop']}: {len(stopped)} trials in {seconds:.0f} s (a new study, one run)")
+        report(study, trials, stopped)
 
 
-def report(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+def report(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], live: list[optuna.trial.FrozenTrial]) -> None:
+    """The replayed rules, the live run and the full budget; one hypervolume reference point for all."""
     everything = losses(trials, study.directions)
-    reference = everything.max(axis=0) + 0.1 * (everything.max(axis=0) - everything.min(axis=0))
+    live_losses = losses(live, study.directions)
+    both = np.vstack([everything, live_losses]) if live_losses.size else everything
+    reference = both.max(axis=0) + 0.1 * (both.max(axis=0) - both.min(axis=0))
     full = front_volume(everything, reference)
-    order = sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start)
-    print(f"{'rule':28s} {'trials':>6s} {'saved':>6s} {'hypervolume vs full':>20s} {'smallest feasible':>18s}")
+    order = finish_order(trials)
+    print(f"{'rule':34s} {'trials':>6s} {'saved':>6s} {'hypervolume vs full':>20s} {'smallest feasible':>18s}")
     names = list(study.metric_names or [])
     smallest = names.index("n_parameters") if "n_parameters" in names else 0
-    for rule in RULES:
-        count = replay(study, rule)
-        kept = losses(order[:count], study.directions)
+
+    def row(label: str, kept_trials: list[optuna.trial.FrozenTrial]) -> None:
+        kept = losses(kept_trials, study.directions)
         share = front_volume(kept, reference) / full if full else float("nan")
         small = f"{kept[:, smallest].min():,.0f}" if len(kept) else "none"
-        label = f"patience {rule.patience}, min_delta {rule.min_delta:g}"
-        print(f"{label:28s} {count:6d} {len(trials) - count:6d} {share:20.1%} {small:>18s}")
-    print(f"{'full budget':28s} {len(trials):6d} {0:6d} {1:20.1%} {everything[:, smallest].min():>18,.0f}")
+        print(f"{label:34s} {len(kept_trials):6d} {len(trials) - len(kept_trials):6d} {share:20.1%} {small:>18s}")
+
+    for rule in RULES:
+        row(f"replay: patience {rule.patience}, min_delta {rule.min_delta:g}", order[: replay(study, rule)])
+    row(f"live: patience {LIVE.patience}, min_delta {LIVE.min_delta:g}", live)
+    row("full budget", trials)
 
 
 if __name__ == "__main__":
