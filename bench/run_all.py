@@ -71,6 +71,10 @@ def main() -> None:
                 *(["--trials", "100"] if args.quick else []),
             ],
         )
+    run(
+        "stop rule: compare-cost.yaml to its budget, then with stop: (trials saved, hypervolume reached)",
+        [sys.executable, str(HERE / "bench_stop.py"), *quick],
+    )
     print(f"\nall benchmarks: {time.perf_counter() - start:.0f}s")
 
 
