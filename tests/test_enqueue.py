@@ -100,8 +100,9 @@ def test_an_exhausted_grid_ends_the_run_and_says_so(tmp_path):
 
 
 def test_check_shows_warm_starts_and_the_stop_rule(tmp_path):
-    path = write_spec(tmp_path, spec=spec_dict(enqueue=[WARM], stop={"patience": 7}))
+    path = write_spec(tmp_path, spec=spec_dict(enqueue=[WARM], stop={"patience": 7}, tensorboard="tb"))
     result = invoke("check", path)
     assert result.exit_code == 0, result.output
     assert "stop: no new trial after 7 finished trials in a row without a gain above 0" in result.output
     assert "warm start: model.model_type=gru model.hidden_size=16 train.learning_rate=0.05" in result.output
+    assert "TensorBoard: a run per trial under tb/tiny/" in result.output

@@ -77,6 +77,8 @@ def check(spec_path: SpecPath) -> None:
         )
     for params in spec.enqueue:
         typer.echo(f"  warm start: {' '.join(f'{k}={v}' for k, v in params.items())}")
+    if spec.tensorboard is not None:
+        typer.echo(f"  TensorBoard: a run per trial under {spec.tensorboard}/{spec.name}/")
     _print_data_and_budget(checked)
 
 
