@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,13 +43,34 @@ def _cpu_flags() -> set[str]:
 
 def _build_options() -> tuple[str, list[str]]:
     """Extension name and compiler flags. The name carries the instruction set, so machines that
-    share a home folder (and so the extension cache) never load a build their CPU cannot run."""
+    share a home folder (and so the extension cache) never load a build their CPU cannot run, and
+    the torch version, so two venvs with different torch never load each other's build."""
     # No -ffast-math: NaN must propagate so that a diverged run is detected, and with GCC 12 it
     # would set flush-to-zero for the whole process. These two are what vectorizing needs.
     flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    torch_version = re.sub(r"\W", "_", torch.__version__)
     if {"avx2", "fma"} <= _cpu_flags():
-        return "digitsum_fused_step_avx2", [*flags, "-mavx2", "-mfma"]
-    return "digitsum_fused_step", flags
+        return f"digitsum_fused_step_avx2_torch{torch_version}", [*flags, "-mavx2", "-mfma"]
+    return f"digitsum_fused_step_torch{torch_version}", flags
+
+
+STALE_LOCK_SECONDS = 600  # a compile takes ~30 s; a lock this old belongs to a process that died compiling
+
+
+def _clear_stale_lock(build_dir: Path) -> None:
+    """Wait while another process compiles; remove its lock if it died doing so (torch's own wait has no
+    end: a compile killed once, by Ctrl-C say, would make every later run hang)."""
+    lock = build_dir / "lock"
+    while lock.exists():
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return  # released meanwhile
+        if age > STALE_LOCK_SECONDS:
+            _say(f"removing a stale lock left by a compile that did not finish ({lock}, {age / 60:.0f} min old)")
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(1.0)
 
 
 def load() -> bool:
@@ -77,6 +100,7 @@ def _load() -> bool:
     quiet.setLevel(logging.ERROR)  # its multi-line compiler-compatibility warnings
     try:
         build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+        _clear_stale_lock(build_dir)
         if not (build_dir / f"{name}.so").exists():
             _say(f"compiling the fused training kernel into {build_dir} (once per machine, ~30 s)")
         cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, is_python_module=False)

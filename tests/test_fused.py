@@ -7,6 +7,8 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -243,3 +245,31 @@ def test_without_a_working_compiler_training_falls_back_with_one_line(compiler, 
     notes = [line for line in result.stderr.splitlines() if line.startswith("digitsum:") and "compiling" not in line]
     assert len(notes) == 1 and notes[0].startswith(says), result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
+
+
+def test_a_lock_left_by_a_compile_that_died_is_removed_with_one_line(tmp_path, capsys):
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - fused.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    fused._clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("digitsum: removing a stale lock left by a compile that did not finish")
+
+
+def test_a_compile_in_progress_is_waited_for(tmp_path, capsys):
+    lock = tmp_path / "lock"
+    lock.touch()
+    threading.Timer(1.5, lock.unlink).start()  # the other process finishes its compile
+    start = time.monotonic()
+    fused._clear_stale_lock(tmp_path)
+    assert time.monotonic() - start >= 1.4 and not lock.exists()
+    assert capsys.readouterr().err == ""
+
+
+def test_the_build_folder_is_per_torch_version():
+    name, _ = fused._build_options()
+    assert name.startswith("digitsum_fused_step") and name.endswith(
+        torch.__version__.replace(".", "_").replace("+", "_")
+    )
