@@ -4,16 +4,17 @@ computation (`digitsum.stacked`): each step is one forward and backward pass ove
 
 The torch.nn path only so far: rnn, lstm and gru without dropout, state noise or the sum-state
 loss (those draw randomness or need what the stacked module does not give yet); the fused C++
-kernel for K models, batched decoding over K and the sweep layer's `train.n_seeds` come next.
-Scoring each epoch runs model by model (`StackedModel.unstack`), as K separate runs would.
+kernel for K models and the sweep layer's `train.n_seeds` come next.
+Scoring is stacked too (`digitsum.stacked_decode`): each model decodes its own validation rows.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
@@ -25,6 +26,7 @@ from digitsum.decode import Accuracy, accuracy
 from digitsum.device import resolve_device
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
+from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
 from digitsum.train import (
     EpochResult,
     FitResult,
@@ -77,11 +79,27 @@ def fit_seeds(config: Config, seeds: list[int]) -> list[FitResult]:
         learning_rate = optimizer.param_groups[0]["lr"]
         losses = _train_epoch(stacked, trains, optimizer, scheduler, config, generators, epoch)
         train_seconds = time.perf_counter() - start
+        for k, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"seed {seeds[k]}: training loss is {loss} at epoch {epoch}")
+        val_losses, scores = _score(stacked, vals)
+        seconds = time.perf_counter() - start  # each seed is charged the shared pass whole, as its own run would be
         for k, run in enumerate(runs):
-            if not math.isfinite(losses[k]):
-                raise TrainingDiverged(f"seed {seeds[k]}: training loss is {losses[k]} at epoch {epoch}")
-            run.score(stacked.unstack(k), vals[k], epoch, losses[k], learning_rate, train_seconds, start)
+            result = EpochResult(
+                epoch, losses[k], val_losses[k], scores[k].exact_match, seconds, learning_rate, train_seconds
+            )
+            run.add(result, scores[k], functools.partial(stacked.unstack, k))
     return [run.result() for run in runs]
+
+
+def _score(stacked: StackedModel, vals: list[Encoded]) -> tuple[list[float], list[Accuracy]]:
+    """Each model's validation loss and unrolled accuracy on its own rows, all K at once where they line up."""
+    if same_shape(vals):
+        return stacked_losses(stacked, vals), stacked_accuracy(stacked, vals)
+    models = [stacked.unstack(k) for k in range(len(vals))]
+    return [evaluate_loss(m, v) for m, v in zip(models, vals, strict=True)], [
+        accuracy(m, v) for m, v in zip(models, vals, strict=True)
+    ]
 
 
 @dataclasses.dataclass
@@ -94,17 +112,12 @@ class _SeedRun:
     best_model: DigitSumModel | None = None
     best_accuracy: Accuracy | None = None
 
-    def score(
-        self, model: DigitSumModel, val: Encoded, epoch: int, loss: float, lr: float, train_s: float, start: float
-    ) -> None:
-        val_loss = evaluate_loss(model, val)
-        val_accuracy = accuracy(model, val)
-        # the K models' training pass is shared: each seed is charged it whole, as its own run would be
-        seconds = time.perf_counter() - start
-        self.history.append(EpochResult(epoch, loss, val_loss, val_accuracy.exact_match, seconds, lr, train_s))
+    def add(self, result: EpochResult, val_accuracy: Accuracy, model: Callable[[], DigitSumModel]) -> None:
+        """An epoch's scores; ``model`` gives this seed's model, copied only when the epoch is its best."""
+        self.history.append(result)
         if val_accuracy.exact_match > self.best_exact:  # the earliest on ties, as fit keeps it
-            self.best_epoch, self.best_exact, self.best_accuracy = epoch, val_accuracy.exact_match, val_accuracy
-            self.best_model = copy.deepcopy(model)
+            self.best_epoch, self.best_exact, self.best_accuracy = result.epoch, val_accuracy.exact_match, val_accuracy
+            self.best_model = model()
 
     def result(self) -> FitResult:
         assert self.best_model is not None, "the first epoch is always the best so far"

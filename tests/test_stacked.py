@@ -102,3 +102,34 @@ def test_what_stacking_refuses():
         stack([DigitSumModel(ModelConfig(model_type="lrnn", hidden_size=8))])
     with pytest.raises(ValueError, match="dropout"):
         stack([DigitSumModel(ModelConfig(model_type="lstm", hidden_size=8, num_layers=2, dropout=0.1))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring K models at once (digitsum.stacked_decode), each on its own rows
+
+
+def seeded_splits(k: int = K) -> list:
+    from digitsum.config import TrainConfig
+    from digitsum.data import encode
+    from digitsum.datasets import data_split
+
+    return [encode(data_split(TrainConfig(lengths="1-3", seed=seed))[1]) for seed in range(k)]
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru, 2 layers, one-hot", "rnn tanh"])
+def test_stacked_decoding_and_loss_are_each_models(name):
+    from digitsum.decode import accuracy, greedy_decode
+    from digitsum.stacked_decode import _decode, same_shape, stacked_accuracy, stacked_losses
+    from digitsum.train import evaluate_loss
+
+    models = seeded_models(CONFIGS[name])
+    stacked = stack(models)
+    datas = seeded_splits()
+    assert same_shape(datas)
+    decoded = _decode(stacked, datas)
+    scores = stacked_accuracy(stacked, datas)
+    losses = stacked_losses(stacked, datas)
+    for k, model in enumerate(models):
+        assert torch.equal(decoded[k], greedy_decode(model, datas[k]))
+        assert scores[k] == accuracy(model, datas[k])
+        assert losses[k] == pytest.approx(evaluate_loss(model, datas[k]), rel=1e-5)
