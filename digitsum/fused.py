@@ -59,7 +59,13 @@ STALE_LOCK_SECONDS = 600  # a compile takes ~30 s; a lock this old belongs to a 
 
 def _clear_stale_lock(build_dir: Path) -> None:
     """Wait while another process compiles; remove its lock if it died doing so (torch's own wait has no
-    end: a compile killed once, by Ctrl-C say, would make every later run hang)."""
+    end: a compile killed once, by Ctrl-C say, would make every later run hang). Only where torch locks
+    by the lock file's existence (its FileBaton, up to 2.14); torch 2.15 holds an OS lock on the file
+    instead, which dies with its holder, and leaves the file in place."""
+    from torch.utils import cpp_extension
+
+    if not hasattr(cpp_extension, "FileBaton"):
+        return
     lock = build_dir / "lock"
     while lock.exists():
         try:
