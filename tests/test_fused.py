@@ -249,7 +249,7 @@ def test_without_a_working_compiler_training_falls_back_with_one_line(compiler, 
 
 
 FILE_BATON = pytest.mark.skipif(
-    not hasattr(cpp_extension, "FileBaton"), reason="this torch holds an OS lock on the file, which dies with its holder"
+    not hasattr(cpp_extension, "FileBaton"), reason="this torch holds an OS lock on the file; it dies with its holder"
 )
 
 
