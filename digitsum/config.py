@@ -150,6 +150,12 @@ class TrainConfig:
         "seeds initialization, the split and the batch order",
         Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
     )
+    n_seeds: int = key(
+        1,
+        "models trained at once, with seeds seed, seed+1, ...: each the model a run with that seed trains, "
+        "in one stacked computation (sweep train; rnn, lstm, gru through torch.nn for now)",
+        between(1, 64),
+    )
     device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", DEVICE_RULE)
     num_threads: int = key(0, "torch threads; 0 leaves torch's default", between(0, 1024, " (0: torch's default)"))
     run_name: str = key("run", "the run's folder under log_path (sweep train)", _NAME)

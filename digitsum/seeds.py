@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, encode, epoch_batches
 from digitsum.datasets import data_split
 from digitsum.decode import Accuracy, accuracy
 from digitsum.device import resolve_device
+from digitsum.errors import ConfigError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
 from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
 from digitsum.train import (
+    HISTORY_COLUMNS,
     EpochResult,
     FitResult,
     TrainingDiverged,
@@ -35,6 +40,7 @@ from digitsum.train import (
     _schedule,
     curriculum_length,
     evaluate_loss,
+    history_row,
 )
 
 
@@ -48,8 +54,11 @@ def check_stackable(config: Config) -> None:
         )
 
 
-def fit_seeds(config: Config, seeds: list[int]) -> list[FitResult]:
-    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns on the torch.nn path."""
+def fit_seeds(
+    config: Config, seeds: list[int], on_epoch: Callable[[list[EpochResult]], None] | None = None
+) -> list[FitResult]:
+    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns on the torch.nn path;
+    ``on_epoch`` hears each epoch's results, one per seed."""
     check_stackable(config)
     tc = config.train
     torch.set_flush_denormal(True)
@@ -89,7 +98,37 @@ def fit_seeds(config: Config, seeds: list[int]) -> list[FitResult]:
                 epoch, losses[k], val_losses[k], scores[k].exact_match, seconds, learning_rate, train_seconds
             )
             run.add(result, scores[k], functools.partial(stacked.unstack, k))
+        if on_epoch is not None:
+            on_epoch([run.history[-1] for run in runs])
     return [run.result() for run in runs]
+
+
+def train_seeds_run(
+    config: Config, on_epoch: Callable[[list[EpochResult]], None] | None = None
+) -> tuple[list[FitResult], Path]:
+    """`train_run` for ``train.n_seeds`` seeds: ``<log_path>/<run_name>/config.json``, and for each seed S
+    ``seed-S/history.csv`` and ``seed-S/best.pt`` (its config says train.seed=S, so evaluate and predict
+    read it as any run's checkpoint)."""
+    try:
+        check_stackable(config)
+    except ValueError as error:
+        raise ConfigError(f"train.n_seeds={config.train.n_seeds}: {error}") from None
+    tc = config.train
+    seeds = [tc.seed + i for i in range(tc.n_seeds)]
+    run_dir = Path(tc.log_path) / tc.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    results = fit_seeds(config, seeds, on_epoch)
+    for seed, result in zip(seeds, results, strict=True):
+        folder = run_dir / f"seed-{seed}"
+        folder.mkdir(exist_ok=True)
+        (folder / "history.csv").write_text(
+            ",".join(HISTORY_COLUMNS) + "\n" + "".join(map(history_row, result.history))
+        )
+        alone = dataclasses.replace(config, train=dataclasses.replace(tc, seed=seed, n_seeds=1))
+        metrics = {"epoch": result.best_epoch, "val_exact_match": result.best_exact_match}
+        save_checkpoint(folder / "best.pt", result.model, alone.to_dict(), metrics)
+    return results, run_dir
 
 
 def _score(stacked: StackedModel, vals: list[Encoded]) -> tuple[list[float], list[Accuracy]]:

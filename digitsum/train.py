@@ -319,6 +319,11 @@ def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384)
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds", "learning_rate")
 
 
+def history_row(result: EpochResult) -> str:
+    """One line of history.csv."""
+    return ",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS) + "\n"
+
+
 def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) -> None:
     """Pay a process's one-off costs before any timed training: one tiny epoch per model type loads
     the fused kernel and its scratch buffers, torch.optim's imports and each cell's first-call set-up,
@@ -361,10 +366,7 @@ def train_run(
 
     def record(result: EpochResult) -> bool | None:
         with history_path.open("a") as handle:
-            handle.write(
-                ",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS)
-                + "\n"
-            )
+            handle.write(history_row(result))
         return on_epoch(result) if on_epoch is not None else None
 
     for stale in run_dir.glob("events.out.tfevents.*"):  # an overwritten run's curves are not this run's

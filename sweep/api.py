@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Trained:
-    result: FitResult
+    result: FitResult  # with train.n_seeds > 1: the first seed's
     run_dir: Path
     moved_to: Path | None  # the run went to this free folder: its name was taken by an earlier run
+    seeds: tuple[FitResult, ...] = ()  # with train.n_seeds > 1: every seed's, in seed order
+    first_seed: int = 0  # the seed of seeds[0] (train.seed)
 
 
 def train(
@@ -51,12 +53,14 @@ def train(
     on_start: Callable[[Any, Path | None], None] | None = None,
     tensorboard: bool = True,
     probe: str | None = None,
+    on_seeds: Callable[[list[EpochResult]], None] | None = None,
 ) -> Trained:
     """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
     ``on_start`` hears the config and, where the run's folder held an earlier run, that folder.
     ``tensorboard``: TensorBoard event files in the run folder too, where the optional package is
     installed (`digitsum.tensorboard.missing()` says why not, in one line). ``probe``: input lengths
-    never trained on (``"5"``, ``"5-6"``), scored every epoch."""
+    never trained on (``"5"``, ``"5-6"``), scored every epoch. With ``train.n_seeds`` > 1 the seeds
+    train at once (`digitsum.seeds`) and ``on_seeds`` hears each epoch's results, one per seed."""
     from digitsum import config as cfg
     from digitsum.errors import DataError
     from digitsum.lengths import Probe, parse_lengths
@@ -73,8 +77,15 @@ def train(
     named = "train.run_name" in {**cfg.flatten(values), **given}
     taken = Path(config.train.log_path) / config.train.run_name
     config, moved_to = _free_run_folder(config, named, overwrite)
+    if config.train.n_seeds > 1 and probed is not None:
+        raise DataError("--probe takes one seed for now; leave out train.n_seeds, or the probe")
     if on_start is not None:
         on_start(config, taken if moved_to else None)
+    if config.train.n_seeds > 1:  # K seeds in one stacked computation; TensorBoard files not yet
+        from digitsum.seeds import train_seeds_run
+
+        results, run_dir = train_seeds_run(config, on_seeds)
+        return Trained(results[0], run_dir, moved_to, tuple(results), config.train.seed)
     result, run_dir = train_run(config, on_epoch, tensorboard, probed)
     return Trained(result, run_dir, moved_to)
 

@@ -62,3 +62,44 @@ def test_what_it_cannot_train_yet_is_one_line():
     for config in (tiny("lrnn"), tiny("lstm", sum_state_weight=1.0), tiny("lstm", state_noise=0.1)):
         with pytest.raises(ValueError, match="rnn, lstm or gru without"):
             check_stackable(config)
+
+
+def test_a_run_of_seeds_writes_each_seeds_history_and_checkpoint(tmp_path):
+    from digitsum.checkpoint import load_checkpoint
+    from digitsum.seeds import train_seeds_run
+
+    config = tiny("gru", n_seeds=2, seed=5, log_path=str(tmp_path), run_name="r")
+    results, run_dir = train_seeds_run(config)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "seed-5", "seed-6"]
+    for seed, result in zip((5, 6), results, strict=True):
+        lines = (run_dir / f"seed-{seed}" / "history.csv").read_text().splitlines()
+        assert len(lines) == 1 + len(result.history)
+        assert float(lines[-1].split(",")[3]) == pytest.approx(result.history[-1].val_exact_match, abs=1e-6)
+        _, payload = load_checkpoint(run_dir / f"seed-{seed}" / "best.pt")
+        assert payload["config"]["train"]["seed"] == seed and payload["config"]["train"]["n_seeds"] == 1
+        assert payload["metrics"]["val_exact_match"] == result.best_exact_match
+
+
+def test_sweep_train_with_seeds_says_each_seed_and_the_spread(tmp_path, monkeypatch):
+    from sweep_helpers import assert_one_error_line, invoke
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train.lengths=1-2", "train.n_epochs=2", "model.hidden_size=8", "train.device=cpu", "train.num_threads=1"]
+    result = invoke("train", *args, "train.n_seeds=2", "model.model_type=gru")
+    assert result.exit_code == 0, result.output
+    assert "val exact per seed" in result.output and "seed 1: best val exact match" in result.output
+    assert "best val exact match over 2 seeds:" in result.output and "worst" in result.output
+    assert (tmp_path / "runs" / "run" / "seed-1" / "best.pt").is_file()
+    dropout = ["model.model_type=lstm", "model.num_layers=2", "model.dropout=0.1", "train.run_name=x"]
+    line = assert_one_error_line(invoke("train", *args, "train.n_seeds=2", *dropout))
+    assert "train.n_seeds=2: training seeds together takes rnn, lstm or gru" in line
+
+
+def test_a_study_spec_refuses_seeds_per_trial_for_now(tmp_path):
+    from sweep_helpers import spec_dict
+
+    from sweep.spec import SpecError, parse_spec
+
+    fixed = {**spec_dict()["fixed"], "train.n_seeds": 3}
+    with pytest.raises(SpecError, match="fixed.train.n_seeds: a trial trains one seed for now"):
+        parse_spec(spec_dict(fixed=fixed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,10 +108,7 @@ def train(
 
     Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
     """
-    from digitsum.tensorboard import missing
-
-    best = [0.0]
-    epochs = [0]
+    best, epochs = [0.0], [0]
     start = _starter(tensorboard, epochs)
 
     def show(result: Any) -> None:
@@ -123,17 +121,51 @@ def train(
         )
 
     began = time.perf_counter()
-    trained = api.train(
-        config_file, overrides or [], overwrite, on_epoch=show, on_start=start, tensorboard=tensorboard, probe=probe
-    )
+    seeds = functools.partial(_show_seeds, epochs=epochs)
+    trained = api.train(config_file, overrides or [], overwrite, show, start, tensorboard, probe, on_seeds=seeds)
+    if trained.seeds:
+        _print_seeds(trained, time.perf_counter() - began)
+    else:
+        _print_run(trained, time.perf_counter() - began, tensorboard)
+
+
+def _print_run(trained: Any, seconds: float, tensorboard: bool) -> None:
+    """The run's best epoch and checkpoint, and where its TensorBoard files are."""
+    from digitsum.tensorboard import missing
+
     result = trained.result
     typer.echo(
         f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
-        f"{result.n_parameters:,} parameters; {time.perf_counter() - began:.0f}s; "
-        f"checkpoint {trained.run_dir / 'best.pt'}"
+        f"{result.n_parameters:,} parameters; {seconds:.0f}s; checkpoint {trained.run_dir / 'best.pt'}"
     )
     if tensorboard and missing() is None:
         typer.echo(f"TensorBoard: tensorboard --logdir {trained.run_dir.parent}")
+
+
+def _show_seeds(results: list[Any], epochs: list[int]) -> None:
+    """One line per epoch of K seeds trained at once: each seed's validation exact match and their mean."""
+    scores = [r.val_exact_match for r in results]
+    typer.echo(
+        f"epoch {results[0].epoch:3d}/{epochs[0]}  val exact per seed "
+        + " ".join(f"{s:6.2%}" for s in scores)
+        + f"  mean {sum(scores) / len(scores):6.2%}  {results[0].seconds:5.1f}s for all {len(scores)}"
+    )
+
+
+def _print_seeds(trained: Any, seconds: float) -> None:
+    """Each seed's best epoch and checkpoint, then the mean, spread and worst seed over them."""
+    from sweep.reruns.stats import Spread
+
+    for seed, result in enumerate(trained.seeds, start=trained.first_seed):
+        typer.echo(
+            f"seed {seed}: best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
+            f"checkpoint {trained.run_dir / f'seed-{seed}' / 'best.pt'}"
+        )
+    best = [r.best_exact_match for r in trained.seeds]
+    typer.echo(
+        f"best val exact match over {len(best)} seeds: {Spread(tuple(best)).text()}, worst {min(best):.2%}; "
+        f"{trained.result.n_parameters:,} parameters each; {seconds:.0f}s for all"
+    )
 
 
 @app.command()

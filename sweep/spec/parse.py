@@ -35,6 +35,9 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
     base = _apply_fixed(base, raw.get("fixed"), fail)
     space = _parse_space(raw.get("space"), fail)
     _check_set_once(raw, space, fail)
+    if base.train.n_seeds != 1 or any(p.key == "train.n_seeds" for p in space):
+        where = "space.train.n_seeds" if base.train.n_seeds == 1 else "fixed.train.n_seeds"
+        raise fail(where, "a trial trains one seed for now; `sweep rerun --top K --seeds 0,1,2` trains more")
     _check_probe_is_unseen(base, probe, space, fail)
     sampler = _parse_component(raw.get("sampler") or "tpe", "sampler", SAMPLERS, fail)
     pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
