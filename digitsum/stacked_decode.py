@@ -8,6 +8,9 @@ the others' (seeded splits of one data setting do: the split is stratified by le
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -23,18 +26,27 @@ def same_shape(datas: list[Encoded]) -> bool:
 
 
 @torch.inference_mode()
-def stacked_accuracy(stacked: StackedModel, datas: list[Encoded]) -> list[Accuracy]:
-    """Unrolled exact match of model k on rows ``datas[k]``, for every k, in one decoding."""
+def stacked_accuracy(
+    stacked: StackedModel, datas: list[Encoded], in_ranges: list[np.ndarray | None] | None = None
+) -> list[Accuracy]:
+    """Unrolled exact match of model k on rows ``datas[k]``, for every k, in one decoding; with
+    ``in_ranges`` (a mask per model, see `answers_in_range`) also over those rows, as `accuracy` does."""
     was_training = stacked.training
     stacked.eval()
     try:
         decoded = _decode(stacked, datas)
     finally:
         stacked.train(was_training)
-    return [
-        accuracy_from_matches(exact_matches(tokens, data.answers.cpu()), data.input_lengths)
-        for tokens, data in zip(decoded, datas, strict=True)
-    ]
+    results = []
+    for k, (tokens, data) in enumerate(zip(decoded, datas, strict=True)):
+        correct = exact_matches(tokens, data.answers.cpu())
+        result = accuracy_from_matches(correct, data.input_lengths)
+        mask = in_ranges[k] if in_ranges is not None else None
+        if mask is not None and mask.any():
+            inside = torch.from_numpy(np.asarray(mask, dtype=bool))
+            result = replace(result, in_range=accuracy_from_matches(correct[inside], data.input_lengths[inside]))
+        results.append(result)
+    return results
 
 
 def _decode(stacked: StackedModel, datas: list[Encoded]) -> list[torch.Tensor]:

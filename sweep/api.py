@@ -152,6 +152,40 @@ def evaluate(
     return Evaluation(result, time.perf_counter() - start, seen)
 
 
+@dataclass(frozen=True)
+class SeedsEvaluation:
+    seeds: list[int]  # from the run folder's seed-S/ checkpoints
+    accuracies: list[Accuracy]  # one per seed, in the same order
+    seconds: float
+
+
+def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torch.device = "auto") -> SeedsEvaluation:
+    """Every seed of a `train.n_seeds` run folder on one CSV, scored at once where the models stack."""
+    from digitsum.checkpoint import load_checkpoint
+    from digitsum.data import encode, read_csv
+    from digitsum.decode import accuracy, answers_in_range
+    from digitsum.errors import UsageError
+    from digitsum.stacked import STACKED_TYPES, stack
+    from digitsum.stacked_decode import stacked_accuracy
+
+    folders = sorted(Path(run_dir).glob("seed-*/best.pt"), key=lambda p: int(p.parent.name.removeprefix("seed-")))
+    if not folders:
+        raise UsageError(f"{run_dir}: is a folder, not a checkpoint file (nor a train.n_seeds run: no seed-S/best.pt)")
+    rows = read_csv(Path(data_csv))
+    loaded = [load_checkpoint(path, _device(device)) for path in folders]
+    seen = [_training_answers(payload["config"]) for _, payload in loaded]
+    masks = [answers_in_range(rows.y, s) if s is not None else None for s in seen]
+    data = encode(rows).to(_device(device))
+    models = [model for model, _ in loaded]
+    start = time.perf_counter()
+    if models[0].config.model_type in STACKED_TYPES and not models[0].config.dropout:
+        scores = stacked_accuracy(stack(models), [data] * len(models), masks)
+    else:
+        scores = [accuracy(m, data, mask) for m, mask in zip(models, masks, strict=True)]
+    seeds = [int(p.parent.name.removeprefix("seed-")) for p in folders]
+    return SeedsEvaluation(seeds, scores, time.perf_counter() - start)
+
+
 def _training_answers(config_values: dict[str, Any]) -> Any:
     """The digit sums of the rows the checkpoint's model trained on; None where they cannot be rebuilt
     (a training CSV that is not on this machine)."""

@@ -103,3 +103,30 @@ def test_a_study_spec_refuses_seeds_per_trial_for_now(tmp_path):
     fixed = {**spec_dict()["fixed"], "train.n_seeds": 3}
     with pytest.raises(SpecError, match="fixed.train.n_seeds: a trial trains one seed for now"):
         parse_spec(spec_dict(fixed=fixed))
+
+
+def test_evaluate_scores_every_seed_of_a_run_at_once(tmp_path):
+    import json
+
+    from sweep_helpers import assert_one_error_line, invoke
+
+    from digitsum.data import make_rows, write_csv
+    from digitsum.seeds import train_seeds_run
+    from sweep import api
+
+    config = tiny("lstm", n_seeds=3, n_epochs=4, log_path=str(tmp_path), run_name="r")
+    _, run_dir = train_seeds_run(config)
+    csv = tmp_path / "three.csv"
+    write_csv(make_rows([3]), csv)
+    together = api.evaluate_seeds(run_dir, csv, "cpu")
+    assert together.seeds == [0, 1, 2]
+    for seed, scored in zip(together.seeds, together.accuracies, strict=True):
+        alone = api.evaluate(run_dir / f"seed-{seed}" / "best.pt", csv, "cpu").accuracy
+        assert scored == alone
+    shown = invoke("evaluate", run_dir, csv, "--json", "--device", "cpu")
+    assert shown.exit_code == 0, shown.output
+    printed = json.loads(shown.stdout)
+    assert set(printed["per_seed"]) == {"0", "1", "2"} and printed["worst"] == min(
+        a.exact_match for a in together.accuracies
+    )
+    assert "is a folder, not a checkpoint file" in assert_one_error_line(invoke("evaluate", tmp_path, csv))

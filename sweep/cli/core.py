@@ -179,10 +179,14 @@ def evaluate(
 ) -> None:
     """Unrolled exact-match accuracy of a checkpoint, overall and per input length.
 
-    Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv   (or: sweep evaluate quickstart:best data.csv)
+    Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv   (or: sweep evaluate quickstart:best data.csv;
+    a train.n_seeds run folder, runs/run, scores every seed and prints the mean and spread)
     """
     from digitsum.device import resolve_device
 
+    if Path(checkpoint).is_dir():  # a train.n_seeds run folder: every seed at once
+        _evaluate_seeds(api.evaluate_seeds(checkpoint, data_csv, resolve_device(device, "--device")), as_json)
+        return
     scored = api.evaluate(checkpoint, data_csv, resolve_device(device, "--device"), storage, artifacts)
     result, seen = scored.accuracy, scored.training_sums
     if as_json:
@@ -197,6 +201,26 @@ def evaluate(
         typer.echo(line)
     if seen is not None:
         typer.echo(f"  in range: rows whose sum occurs in the model's training rows ({_sums_text(seen)})")
+
+
+def _evaluate_seeds(scored: Any, as_json: bool) -> None:
+    """Each seed's exact match, then their mean, spread and worst (`sweep evaluate RUN_FOLDER`)."""
+    from sweep.reruns.stats import Spread
+
+    values = [a.exact_match for a in scored.accuracies]
+    spread = Spread(tuple(values))
+    if as_json:
+        per_seed = {str(seed): a.to_dict() for seed, a in zip(scored.seeds, scored.accuracies, strict=True)}
+        echo_json({"per_seed": per_seed, "mean": spread.mean, "sd": spread.stdev, "worst": min(values)})
+        return
+    for seed, result in zip(scored.seeds, scored.accuracies, strict=True):
+        lengths = ", ".join(f"length {n} {v:.2%}" for n, v in result.by_length.items())
+        inside = f"; in range {result.in_range.exact_match:.2%}" if result.in_range is not None else ""
+        typer.echo(f"seed {seed}: exact match {result.exact_match:.2%} ({lengths}){inside}")
+    typer.echo(
+        f"over {len(values)} seeds: {spread.text()}, worst {min(values):.2%}; {scored.accuracies[0].n_rows:,} rows, "
+        f"all seeds decoded in {scored.seconds:.2f}s"
+    )
 
 
 def _sums_text(seen: Any) -> str:
