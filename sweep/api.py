@@ -382,6 +382,8 @@ def stop_reason(plan: RunPlan) -> str | None:
     from sweep.run.launch import stop_reason as reason_of
     from sweep.store.storage import close_study
 
+    if plan.spec.stop is None and plan.spec.sampler["type"] not in ("grid", "bruteforce"):
+        return None  # nothing can end it early: no study to read
     study = _load(plan.study_name, plan.storage_url)
     try:
         return reason_of(plan, study)

@@ -113,15 +113,9 @@ def tensorboard_folder(parent: str | None, study_name: str) -> tuple[str | None,
     if (note := missing()) is not None:
         return None, (note,)
     folder = Path(parent) / study_name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(
-            f"cannot write TensorBoard runs to {folder} ({error.strerror}); pass --tensorboard DIR "
-            "or set the spec's tensorboard: to a folder you can write"
-        ) from None
+    _check_folder(
+        folder, "TensorBoard runs", "pass --tensorboard DIR or set the spec's tensorboard: to a folder you can write"
+    )
     return str(folder), ()
 
 
@@ -131,15 +125,17 @@ def _check_writable(location: str) -> None:
     if location.startswith(S3):
         check_bucket(location)
         return
-    folder = Path(location)
+    _check_folder(Path(location), "checkpoints", "pass --artifacts DIR or s3://BUCKET/PREFIX")
+
+
+def _check_folder(folder: Path, what: str, fix: str) -> None:
+    """Make ``folder`` and write a file in it, or one UsageError line naming ``what`` and how to ``fix`` it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise UsageError(
-            f"cannot write checkpoints to {folder} ({error.strerror}); pass --artifacts DIR or s3://BUCKET/PREFIX"
-        ) from None
+        raise UsageError(f"cannot write {what} to {folder} ({error.strerror}); {fix}") from None
 
 
 def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: str, artifacts: str) -> optuna.Study:

@@ -39,6 +39,10 @@ def _mapping(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _nonempty_list(value: Any) -> list[Any] | None:
+    return value if isinstance(value, list) and value else None
+
+
 TENSORBOARD_FOLDER = "runs/tensorboard"  # `tensorboard: true` writes each study's trial runs under here
 
 
@@ -67,7 +71,7 @@ class SpecKeys:
     objectives: list[Any] | None = key(
         None,
         "several objectives (Optuna's multi-objective study, a Pareto front): [{metric: .., direction: ..}, ...]",
-        parse=lambda v: v if isinstance(v, list) and v else None,
+        parse=_nonempty_list,
     )
     constraints: dict[str, Any] | None = key(
         None,
@@ -120,7 +124,7 @@ class SpecKeys:
         None,
         "warm starts the study tries first: parameter sets like {model.hidden_size: 64}, or recipe files "
         "(their searched keys; a path relative to the spec); a resumed study does not queue them twice",
-        parse=lambda v: v if isinstance(v, list) and v else None,
+        parse=_nonempty_list,
     )
     stop: dict[str, Any] | None = key(
         None,
