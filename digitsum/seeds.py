@@ -1,11 +1,11 @@
-"""K seeds of one config trained at once (issue 23): `fit_seeds` trains, for each seed, the model that
-`fit` would train alone with that seed (its initialization, split and batch order), as one stacked
-computation (`digitsum.stacked`): each step is one forward and backward pass over all K models.
+"""K seeds of one config trained at once (issue 23's ``train.n_seeds``): `fit_seeds` trains, for each
+seed, the model that `fit` would train alone with that seed (its initialization, split and batch
+order), as one stacked computation (`digitsum.stacked`): each step is one forward and backward pass
+over all K models, and scoring decodes all K at once (`digitsum.stacked_decode`).
 
-The torch.nn path only so far: rnn, lstm and gru without dropout, state noise or the sum-state
-loss (those draw randomness or need what the stacked module does not give yet); the fused C++
-kernel for K models and the sweep layer's `train.n_seeds` come next.
-Scoring is stacked too (`digitsum.stacked_decode`): each model decodes its own validation rows.
+Every model type goes through the stacked torch.nn path (the fused C++ kernel takes one model); a
+seed matches its separate run on that path (``train.fused=false``) within float rounding, and in
+distribution only where dropout or state noise draw randomness (`digitsum.stacked`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, encode, epoch_batches
+from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import data_split
-from digitsum.decode import Accuracy, accuracy
+from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.device import resolve_device
-from digitsum.errors import ConfigError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
 from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
@@ -36,89 +36,114 @@ from digitsum.train import (
     EpochResult,
     FitResult,
     TrainingDiverged,
-    _rows_up_to,
-    _schedule,
     curriculum_length,
     evaluate_loss,
     history_row,
+    make_scheduler,
+    rows_up_to,
+    running_sums,
 )
 
-
-def check_stackable(config: Config) -> None:
-    """What `fit_seeds` cannot train yet, as one ValueError line."""
-    tc, model = config.train, config.model
-    if model.model_type not in ("rnn", "lstm", "gru") or model.dropout or tc.state_noise or tc.sum_state_weight:
-        raise ValueError(
-            "training seeds together takes rnn, lstm or gru without model.dropout, train.state_noise or "
-            "train.sum_state_weight for now"
-        )
+OnSeedsEpoch = Callable[[list[EpochResult]], "bool | None"]
 
 
 def fit_seeds(
-    config: Config, seeds: list[int], on_epoch: Callable[[list[EpochResult]], None] | None = None
+    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None
 ) -> list[FitResult]:
-    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns on the torch.nn path;
-    ``on_epoch`` hears each epoch's results, one per seed."""
-    check_stackable(config)
-    tc = config.train
-    torch.set_flush_denormal(True)
-    if tc.num_threads > 0:
-        torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device)
-    models = []
-    for seed in seeds:  # each built right after its own seed, as its run would build it
-        torch.manual_seed(seed)
-        models.append(DigitSumModel(config.model).to(device))
-    splits = [data_split(dataclasses.replace(tc, seed=seed)) for seed in seeds]
-    trains = [encode(rows).to(device) for rows, _ in splits]
-    vals = [encode(rows).to(device) for _, rows in splits]
-    stacked = stack(models)
-    optimizer = torch.optim.AdamW(
-        stacked.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda")
-    )
-    total_steps = sum(
-        math.ceil(_rows_up_to(trains[0], curriculum_length(trains[0], epoch, tc)) / tc.batch_size)
-        for epoch in range(1, tc.n_epochs + 1)
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    runs = [_SeedRun() for _ in seeds]
-    for epoch in range(1, tc.n_epochs + 1):
+    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns on the torch.nn path.
+
+    ``on_epoch`` hears each epoch's results, one per seed, and may return True to stop (all seeds).
+    ``probe_rows`` are scored every epoch, for each seed also over the rows whose sum occurs in its
+    own training rows, as `fit` scores them."""
+    run = _SeedsRun.start(config, seeds, probe_rows)
+    for epoch in range(1, config.train.n_epochs + 1):
+        results = run.epoch(epoch)
+        if on_epoch is not None and on_epoch(results):
+            break
+    return [seed_run.result() for seed_run in run.seed_runs]
+
+
+@dataclasses.dataclass
+class _SeedsRun:
+    """What K seeds' training holds between epochs (`fit`'s _Run, for K models)."""
+
+    config: Config
+    seeds: list[int]
+    stacked: StackedModel
+    trains: list[Encoded]
+    vals: list[Encoded]
+    probe: Encoded | None
+    probe_in_range: list[np.ndarray | None]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generators: list[torch.Generator]
+    seed_runs: list[_SeedRun]
+
+    @classmethod
+    def start(cls, config: Config, seeds: list[int], probe_rows: Rows | None) -> _SeedsRun:
+        tc = config.train
+        torch.set_flush_denormal(True)
+        if tc.num_threads > 0:
+            torch.set_num_threads(tc.num_threads)
+        device = resolve_device(tc.device)
+        models = []
+        for seed in seeds:  # each built right after its own seed, as its run would build it
+            torch.manual_seed(seed)
+            models.append(DigitSumModel(config.model).to(device))
+        torch.manual_seed(seeds[0])  # dropout and state noise draw from here (one stream for all K)
+        splits = [data_split(dataclasses.replace(tc, seed=seed)) for seed in seeds]
+        trains = [encode(rows).to(device) for rows, _ in splits]
+        stacked = stack(models)
+        fused = device.type in ("cpu", "cuda")  # AdamW's one-op update, as `make_optimizer` takes it
+        optimizer = torch.optim.AdamW(
+            stacked.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=fused
+        )
+        return cls(
+            config,
+            seeds,
+            stacked,
+            trains,
+            [encode(rows).to(device) for _, rows in splits],
+            encode(probe_rows).to(device) if probe_rows is not None else None,
+            [answers_in_range(probe_rows.y, rows.y) if probe_rows is not None else None for rows, _ in splits],
+            optimizer,
+            make_scheduler(optimizer, trains[0], tc),
+            [torch.Generator().manual_seed(seed) for seed in seeds],
+            [_SeedRun() for _ in seeds],
+        )
+
+    def epoch(self, epoch: int) -> list[EpochResult]:
+        """Train one epoch of all K, then score each: validation loss and exact match, and the probe."""
         start = time.perf_counter()
-        learning_rate = optimizer.param_groups[0]["lr"]
-        losses = _train_epoch(stacked, trains, optimizer, scheduler, config, generators, epoch)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        losses = _train_epoch(self, epoch)
         train_seconds = time.perf_counter() - start
-        for k, loss in enumerate(losses):
+        for seed, loss in zip(self.seeds, losses, strict=True):
             if not math.isfinite(loss):
-                raise TrainingDiverged(f"seed {seeds[k]}: training loss is {loss} at epoch {epoch}")
-        val_losses, scores = _score(stacked, vals)
+                raise TrainingDiverged(f"seed {seed}: training loss is {loss} at epoch {epoch}")
+        val_losses, scores = _score(self.stacked, self.vals)
+        probes = _score_probe(self.stacked, self.probe, self.probe_in_range)
         seconds = time.perf_counter() - start  # each seed is charged the shared pass whole, as its own run would be
-        for k, run in enumerate(runs):
+        for k, seed_run in enumerate(self.seed_runs):
             result = EpochResult(
-                epoch, losses[k], val_losses[k], scores[k].exact_match, seconds, learning_rate, train_seconds
+                epoch, losses[k], val_losses[k], scores[k].exact_match, seconds, learning_rate, train_seconds, probes[k]
             )
-            run.add(result, scores[k], functools.partial(stacked.unstack, k))
-        if on_epoch is not None:
-            on_epoch([run.history[-1] for run in runs])
-    return [run.result() for run in runs]
+            seed_run.add(result, scores[k], functools.partial(self.stacked.unstack, k))
+        return [seed_run.history[-1] for seed_run in self.seed_runs]
 
 
 def train_seeds_run(
-    config: Config, on_epoch: Callable[[list[EpochResult]], None] | None = None
+    config: Config, on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None
 ) -> tuple[list[FitResult], Path]:
     """`train_run` for ``train.n_seeds`` seeds: ``<log_path>/<run_name>/config.json``, and for each seed S
     ``seed-S/history.csv`` and ``seed-S/best.pt`` (its config says train.seed=S, so evaluate and predict
     read it as any run's checkpoint)."""
-    try:
-        check_stackable(config)
-    except ValueError as error:
-        raise ConfigError(f"train.n_seeds={config.train.n_seeds}: {error}") from None
     tc = config.train
     seeds = [tc.seed + i for i in range(tc.n_seeds)]
     run_dir = Path(tc.log_path) / tc.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    results = fit_seeds(config, seeds, on_epoch)
+    results = fit_seeds(config, seeds, on_epoch, probe_rows)
     for seed, result in zip(seeds, results, strict=True):
         folder = run_dir / f"seed-{seed}"
         folder.mkdir(exist_ok=True)
@@ -129,6 +154,15 @@ def train_seeds_run(
         metrics = {"epoch": result.best_epoch, "val_exact_match": result.best_exact_match}
         save_checkpoint(folder / "best.pt", result.model, alone.to_dict(), metrics)
     return results, run_dir
+
+
+def _score_probe(
+    stacked: StackedModel, probe: Encoded | None, in_ranges: list[np.ndarray | None]
+) -> list[Accuracy | None]:
+    """Each model's accuracy on the probe rows (one set for all K), and over its own in-range rows."""
+    if probe is None:
+        return [None] * len(in_ranges)
+    return list(stacked_accuracy(stacked, [probe] * len(in_ranges), in_ranges))
 
 
 def _score(stacked: StackedModel, vals: list[Encoded]) -> tuple[list[float], list[Accuracy]]:
@@ -166,59 +200,82 @@ class _SeedRun:
         )
 
 
-def _train_epoch(
-    stacked: StackedModel,
-    trains: list[Encoded],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: Config,
-    generators: list[torch.Generator],
-    epoch: int,
-) -> list[float]:
+def _train_epoch(run: _SeedsRun, epoch: int) -> list[float]:
     """One epoch of all K models, step by step: each model's batch is its own run's batch. Mean loss per model."""
-    tc = config.train
+    tc, stacked, trains = run.config.train, run.stacked, run.trains
     stacked.train()
     max_length = curriculum_length(trains[0], epoch, tc)
     batches = [
         epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance, max_length)
-        for data, generator in zip(trains, generators, strict=True)
+        for data, generator in zip(trains, run.generators, strict=True)
     ]
     width = max(data.inputs.shape[1] for data in trains)
+    sums = [running_sums(data) for data in trains] if tc.sum_state_weight > 0 else None
     loss_sums = torch.zeros(len(trains), device=trains[0].inputs.device)
     for indices in zip(*batches, strict=True):
-        tokens, targets = _batch(trains, indices, width)
-        logits, _ = stacked(tokens)
-        losses = _mean_losses(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
+        indices = tuple(index.to(data.inputs.device) for index, data in zip(indices, trains, strict=True))
+        losses, outputs = _losses(stacked, trains, indices, width, tc.state_noise)
+        if sums is not None:
+            losses = losses + tc.sum_state_weight * stacked_sum_state_spread(outputs, *_sum_batch(sums, indices, width))
+        run.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # model k's weights get model k's gradient alone
         if tc.grad_clip > 0:
             _clip_each(stacked, tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        run.optimizer.step()
+        run.scheduler.step()
         loss_sums += losses.detach() * torch.tensor([len(i) for i in indices], device=losses.device)
-    rows = [_rows_up_to(data, max_length) for data in trains]
+    rows = [rows_up_to(data, max_length) for data in trains]
     return [float(total) / n for total, n in zip(loss_sums.tolist(), rows, strict=True)]
 
 
-def _batch(trains: list[Encoded], indices: tuple[torch.Tensor, ...], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model k's rows of this step, all K as [K, B, width]: tokens and targets."""
-    rows = [data.take(index.to(data.inputs.device)) for data, index in zip(trains, indices, strict=True)]
+def _losses(
+    stacked: StackedModel, trains: list[Encoded], indices: tuple[torch.Tensor, ...], width: int, noise: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model's cross-entropy over its own batch ([K], each as F.cross_entropy's mean), and the
+    last layer's outputs [K, B, T, H] (what the sum-state loss reads)."""
+    rows = [data.take(index) for data, index in zip(trains, indices, strict=True)]
     tokens = torch.stack([_padded(r.inputs, width, PAD) for r in rows])
-    return tokens, torch.stack([_padded(r.targets, width, IGNORE) for r in rows])
-
-
-def _padded(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
-    """[B, T] -> [B, width]: splits padded to different widths stack as one."""
-    return F.pad(tensor, (0, width - tensor.shape[1]), value=value)
-
-
-def _mean_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over each model's scored positions: [K], each as F.cross_entropy's mean."""
+    targets = torch.stack([_padded(r.targets, width, IGNORE) for r in rows])
+    outputs, _ = stacked.hidden(tokens, state_noise=noise)
+    logits = stacked.read_out(outputs)
     k = logits.shape[0]
     each = F.cross_entropy(
         logits.reshape(-1, N_OUTPUT_TOKENS), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
     ).view(k, -1)
-    return each.sum(1) / (targets != IGNORE).view(k, -1).sum(1)
+    return each.sum(1) / (targets != IGNORE).view(k, -1).sum(1), outputs
+
+
+def _sum_batch(
+    sums: list[tuple[torch.Tensor, torch.Tensor]], indices: tuple[torch.Tensor, ...], width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model's running sums and digit mask (`running_sums`) of its batch, as [K, B, width]."""
+    pairs = [(running[index], mask[index]) for (running, mask), index in zip(sums, indices, strict=True)]
+    return (
+        torch.stack([_padded(running, width, 0) for running, _ in pairs]),
+        torch.stack([_padded(mask, width, False) for _, mask in pairs]),
+    )
+
+
+def stacked_sum_state_spread(outputs: torch.Tensor, sums: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`sum_state_spread` of each of K models at once: outputs [K, B, T, H], sums and mask [K, B, T] -> [K]."""
+    k = outputs.shape[0]
+    states = outputs[mask]
+    model = torch.arange(k, device=outputs.device).view(k, 1, 1).expand_as(mask)[mask]
+    n_groups = 9 * outputs.shape[2] + 1  # every possible running sum, per model
+    groups = model * n_groups + sums[mask]
+    ones = torch.ones_like(groups, dtype=states.dtype)
+    counts = torch.zeros(k * n_groups, device=states.device, dtype=states.dtype).index_add_(0, groups, ones)
+    means = states.new_zeros(k * n_groups, states.shape[1]).index_add_(0, groups, states) / counts.clamp(min=1)[:, None]
+    per_model = states.new_zeros(k).index_add_(0, model, ones)
+    centres = states.new_zeros(k, states.shape[1]).index_add_(0, model, states) / per_model[:, None]
+    within = states.new_zeros(k).index_add_(0, model, ((states - means[groups]) ** 2).sum(1)) / per_model
+    overall = states.new_zeros(k).index_add_(0, model, ((states - centres[model]) ** 2).sum(1)) / per_model
+    return within / (overall + 1e-6)
+
+
+def _padded(tensor: torch.Tensor, width: int, value: int | bool) -> torch.Tensor:
+    """[B, T] -> [B, width]: splits padded to different widths stack as one."""
+    return F.pad(tensor, (0, width - tensor.shape[1]), value=value)
 
 
 def _clip_each(stacked: StackedModel, max_norm: float) -> None:

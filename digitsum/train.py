@@ -147,11 +147,7 @@ class _Run:
         # noise between steps needs the steps one at a time, which the fused kernel does not expose
         fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused and not tc.state_noise else None
         optimizer = make_optimizer(model, tc, device, fused_step is not None)
-        total_steps = sum(
-            math.ceil(_rows_up_to(train, curriculum_length(train, epoch, tc)) / tc.batch_size)
-            for epoch in range(1, tc.n_epochs + 1)
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
+        scheduler = make_scheduler(optimizer, train, tc)
         return cls(tc, model, train, val, probe, probe_in_range, optimizer, scheduler, generator, fused_step)
 
     def epoch(self, epoch: int) -> tuple[EpochResult, Accuracy]:
@@ -198,7 +194,8 @@ def curriculum_length(data: Encoded, epoch: int, tc: TrainConfig) -> int | None:
     return lengths[min(len(lengths) - 1, (epoch - 1) * len(lengths) // ramp)]
 
 
-def _rows_up_to(data: Encoded, max_length: int | None) -> int:
+def rows_up_to(data: Encoded, max_length: int | None) -> int:
+    """How many rows an epoch trains on with the curriculum at ``max_length``."""
     return len(data) if max_length is None else int((data.input_lengths <= max_length).sum())
 
 
@@ -212,6 +209,17 @@ def make_optimizer(
     # per step of fixed overhead on tiny models that is a large share of the time.
     fast = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=fast or None)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, train: Encoded, tc: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``train.lr_schedule`` over every step of the run (the curriculum's shorter epochs counted)."""
+    total_steps = sum(
+        math.ceil(rows_up_to(train, curriculum_length(train, epoch, tc)) / tc.batch_size)
+        for epoch in range(1, tc.n_epochs + 1)
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
 
 
 def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
@@ -251,7 +259,7 @@ def _train_epoch(
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * len(index)
-    return float(loss_sum) / _rows_up_to(data, max_length)  # one sync per epoch, not one per step
+    return float(loss_sum) / rows_up_to(data, max_length)  # one sync per epoch, not one per step
 
 
 def _eager_loss(

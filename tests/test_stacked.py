@@ -18,16 +18,22 @@ CONFIGS = {
     "lstm, 2 layers, head": ModelConfig(model_type="lstm", hidden_size=10, embedding_dim=6, num_layers=2, head_size=16),
     "gru": ModelConfig(model_type="gru", hidden_size=12, embedding_dim=6),
     "gru, 2 layers, one-hot": ModelConfig(model_type="gru", hidden_size=10, embedding_dim=0, num_layers=2),
+    "lrnn, head, one-hot": ModelConfig(model_type="lrnn", hidden_size=8, embedding_dim=0, head_size=16),
+    "lrnn": ModelConfig(model_type="lrnn", hidden_size=8, embedding_dim=6, head_size=12),
+    "lstm, 2 layers, dropout": ModelConfig(
+        model_type="lstm", hidden_size=10, embedding_dim=6, num_layers=2, dropout=0.2
+    ),
 }
 K = 3
 
 
 def seeded_models(config: ModelConfig) -> list[DigitSumModel]:
-    """What K separate runs would build: each model right after its own torch.manual_seed."""
+    """What K separate runs would build: each model right after its own torch.manual_seed; in
+    evaluation mode, so dropout (random per model, see the dropout test) is off."""
     models = []
     for seed in range(K):
         torch.manual_seed(seed)
-        models.append(DigitSumModel(config))
+        models.append(DigitSumModel(config).eval())
     return models
 
 
@@ -38,7 +44,7 @@ def tokens(seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_outputs_and_states_match_each_model_alone(name):
     models = seeded_models(CONFIGS[name])
-    stacked = stack(models)
+    stacked = stack(models).eval()
     x = tokens()
     logits, state = stacked(x)
     for k, model in enumerate(models):
@@ -51,11 +57,11 @@ def test_outputs_and_states_match_each_model_alone(name):
             torch.testing.assert_close(state[k], alone_state, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn tanh"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn tanh", "lrnn"])
 def test_a_state_carries_over_like_each_models(name):
     """Decoding feeds the state back one step at a time."""
     models = seeded_models(CONFIGS[name])
-    stacked = stack(models)
+    stacked = stack(models).eval()
     x = tokens(1)
     _, state = stacked(x[:, :, :4])
     logits, _ = stacked(x[:, :, 4:], state)
@@ -68,7 +74,7 @@ def test_a_state_carries_over_like_each_models(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_gradients_match_each_model_alone(name):
     models = seeded_models(CONFIGS[name])
-    stacked = stack(models)
+    stacked = stack(models).eval()
     x = tokens(2)
     targets = torch.randint(0, N_OUTPUT_TOKENS, x.shape, generator=torch.Generator().manual_seed(3))
     targets[:, :, :2] = IGNORE
@@ -95,13 +101,34 @@ def test_unstack_gives_each_model_back():
             assert torch.equal(theirs, mine), name
 
 
+def test_unstack_gives_an_lrnn_back():
+    models = seeded_models(CONFIGS["lrnn, head, one-hot"])
+    back = stack(models).unstack(2)
+    for (name, theirs), mine in zip(models[2].state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(theirs, mine), name
+
+
 def test_what_stacking_refuses():
     with pytest.raises(ValueError, match="one model config"):
         stack([DigitSumModel(CONFIGS["lstm"]), DigitSumModel(CONFIGS["gru"])])
-    with pytest.raises(ValueError, match="lrnn"):
-        stack([DigitSumModel(ModelConfig(model_type="lrnn", hidden_size=8))])
-    with pytest.raises(ValueError, match="dropout"):
-        stack([DigitSumModel(ModelConfig(model_type="lstm", hidden_size=8, num_layers=2, dropout=0.1))])
+
+
+@pytest.mark.parametrize("name", ["lstm, 2 layers, dropout", "lrnn", "gru"])
+def test_dropout_and_state_noise_draw_apart_per_model_and_only_in_training(name):
+    """Randomness is per element, so two models with equal weights and rows get different outputs in
+    training, and each model's own output in evaluation."""
+    torch.manual_seed(0)
+    twin = DigitSumModel(CONFIGS[name])
+    stacked = stack([twin, twin])
+    x = tokens()[:1].expand(2, -1, -1)
+    noise = 0.1
+    training, _ = stacked.hidden(x, state_noise=noise)
+    assert not torch.allclose(training[0], training[1])
+    stacked.eval()
+    evaluated, _ = stacked.hidden(x, state_noise=noise)
+    torch.testing.assert_close(evaluated[0], evaluated[1])
+    twin.eval()
+    torch.testing.assert_close(evaluated[0], twin.hidden(x[0])[0], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,14 +143,14 @@ def seeded_splits(k: int = K) -> list:
     return [encode(data_split(TrainConfig(lengths="1-3", seed=seed))[1]) for seed in range(k)]
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru, 2 layers, one-hot", "rnn tanh"])
+@pytest.mark.parametrize("name", ["lstm", "gru, 2 layers, one-hot", "rnn tanh", "lrnn, head, one-hot"])
 def test_stacked_decoding_and_loss_are_each_models(name):
     from digitsum.decode import accuracy, greedy_decode
     from digitsum.stacked_decode import _decode, same_shape, stacked_accuracy, stacked_losses
     from digitsum.train import evaluate_loss
 
     models = seeded_models(CONFIGS[name])
-    stacked = stack(models)
+    stacked = stack(models).eval()
     datas = seeded_splits()
     assert same_shape(datas)
     decoded = _decode(stacked, datas)
