@@ -285,3 +285,11 @@ def _clip_each(stacked: StackedModel, max_norm: float) -> None:
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for grad in grads:
         grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1))))
+
+
+def score_each(models: list[DigitSumModel], rows: Encoded, in_ranges: list[np.ndarray | None]) -> list[Accuracy]:
+    """Each model's accuracy on the same rows (and over its own in-range mask, `answers_in_range`),
+    all decoded at once where there are several (models of one config)."""
+    if len(models) == 1:
+        return [accuracy(models[0], rows, in_ranges[0])]
+    return stacked_accuracy(stack(models), [rows] * len(models), in_ranges)

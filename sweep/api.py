@@ -556,8 +556,13 @@ def _load(name: str, storage: str | None) -> optuna.Study:
 class Reruns:
     numbers: list[int]  # the trials re-trained
     seeds: list[int]
-    jobs: list[Job]  # the (trial, seed) pairs not stored yet
+    jobs: list[Job]  # per trial, the seeds it has not trained yet (each job trains its seeds at once)
     threads: int  # torch threads per rerun; 0: each trial's own
+
+    @property
+    def runs(self) -> int:
+        """How many (trial, seed) runs the jobs train."""
+        return sum(len(job.seeds) for job in self.jobs)
 
 
 def plan_reruns(

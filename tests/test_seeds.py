@@ -121,14 +121,121 @@ def test_sweep_train_with_seeds_says_each_seed_and_the_spread(tmp_path, monkeypa
     assert "--probe takes one seed for now" in line
 
 
-def test_a_study_spec_refuses_seeds_per_trial_for_now(tmp_path):
-    from sweep_helpers import spec_dict
+def test_a_spec_takes_seeds_in_fixed_only(tmp_path):
+    from sweep_helpers import assert_spec_mistake, spec_dict
 
-    from sweep.spec import SpecError, parse_spec
+    space = {**spec_dict()["space"], "train.n_seeds": {"choices": [1, 3]}}
+    assert_spec_mistake(tmp_path, {"space": space}, "space.train.n_seeds", "give it in fixed")
+    assert_spec_mistake(tmp_path, {"seed_aggregate": "median"}, "seed_aggregate", "expected one of mean, min")
 
-    fixed = {**spec_dict()["fixed"], "train.n_seeds": 3}
-    with pytest.raises(SpecError, match="fixed.train.n_seeds: a trial trains one seed for now"):
-        parse_spec(spec_dict(fixed=fixed))
+
+# ---------------------------------------------------------------------------------------------
+# A study whose trials train 3 seeds each, end to end: run, best, report, rerun, dashboard
+
+
+@pytest.fixture(scope="module")
+def seeds_study(tmp_path_factory):
+    """A 3-trial study, 3 seeds a trial, the worst seed as the value, pruned by the median rule."""
+    from sweep_helpers import checkpoint_dir, invoke, spec_dict, storage_url, write_spec
+
+    folder = tmp_path_factory.mktemp("seeds-study")
+    fixed = {**spec_dict()["fixed"], "train.n_seeds": 3, "train.n_epochs": 8, "train.num_threads": 1}
+    spec = spec_dict(
+        name="seeds",
+        n_trials=3,
+        fixed=fixed,
+        seed_aggregate="min",
+        pruner={"type": "median", "n_startup_trials": 1},
+        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3], "probe_sample": 50},
+    )
+    url = storage_url(folder)
+    result = invoke("run", write_spec(folder, spec=spec), "--storage", url, "--artifacts", checkpoint_dir(folder))
+    assert result.exit_code == 0, result.output
+    return folder, url
+
+
+def test_each_trial_reports_its_worst_seed_and_records_every_seed(seeds_study):
+    from optuna.trial import TrialState
+    from sweep_helpers import trials
+
+    _, url = seeds_study
+    complete = [t for t in trials(url, "seeds") if t.state == TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        per_seed = trial.user_attrs["per_seed"]
+        assert sorted(per_seed) == ["0", "1", "2"]
+        assert trial.value == min(run["value"] for run in per_seed.values())
+        assert trial.user_attrs["val_exact_match"] == min(run["val_exact_match"] for run in per_seed.values())
+        assert trial.user_attrs["probe_exact_match"] == min(run["probe_exact_match"] for run in per_seed.values())
+        # each seed is charged a third of the shared computation: the trial's cost is one seed's
+        assert trial.user_attrs["train_seconds"] == pytest.approx(
+            sum(run["train_seconds"] for run in per_seed.values()) / 3, rel=0.01, abs=1e-3
+        )
+        assert len(trial.intermediate_values) == trial.user_attrs["epochs_run"]
+
+
+def test_best_json_keys_each_seed(seeds_study):
+    import json
+
+    from sweep_helpers import invoke
+
+    _, url = seeds_study
+    result = invoke("best", "seeds", "--storage", url, "--json")
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.stdout)
+    assert sorted(best["per_seed"]) == ["0", "1", "2"]
+    assert best["value"] == min(run["value"] for run in best["per_seed"].values())
+    assert best["over_seeds"]["seeds"] == [0, 1, 2]
+
+
+def test_the_report_shows_each_trial_over_its_seeds_without_reruns(seeds_study):
+    from sweep_helpers import invoke
+
+    folder, url = seeds_study
+    out = folder / "report.html"
+    result = invoke("report", "seeds", "--storage", url, "--out", out)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "No seed reruns stored yet" not in page
+    assert "(3 seeds)" in page and "+-" in page
+
+
+def test_rerun_trains_more_seeds_at_once_beside_the_trials_own(seeds_study):
+    from sweep_helpers import invoke, load
+
+    from sweep.store.records import read_reruns, seed_runs
+
+    _, url = seeds_study
+    study = load(url, "seeds")
+    best = study.best_trial.number
+    result = invoke("rerun", "seeds", best, "--seeds", "1,3,4", "--storage", url, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "2 to train, 1 trained already" in result.output  # seed 1: the trial trained it itself
+    study = load(url, "seeds")
+    reruns = read_reruns(study)
+    assert sorted(r.seed for r in reruns if r.trial == best) == [3, 4]
+    assert [r.seed for r in seed_runs(study.trials[best], reruns)] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.processes
+def test_the_dashboard_serves_a_study_of_seeds(seeds_study):
+    from browser import free_port, get_json, start_sweep, stop_process, wait_for_http
+
+    folder, url = seeds_study
+    port = free_port()
+    log = folder / "dashboard.log"
+    server = start_sweep(folder, "dashboard", "--storage", url, "--host", "127.0.0.1", "--port", port, log=log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/api/studies", server, log)
+        (listed,) = [s for s in get_json(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "seeds"]
+        detail = get_json(f"{base}/api/studies/{listed['study_id']}")
+        shown = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert shown and all(any(a["key"] == "per_seed" for a in t["user_attrs"]) for t in shown)
+        assert all(t["intermediate_values"] for t in shown)  # the value over seeds, every epoch
+        assert any(t["artifacts"] for t in shown)  # the best trial's checkpoint (its first seed's model)
+    finally:
+        stop_process(server)
 
 
 def test_evaluate_scores_every_seed_of_a_run_at_once(tmp_path):

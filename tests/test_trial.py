@@ -19,7 +19,8 @@ from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
 from sweep.run.ledger import best_trial
-from sweep.run.trial import retrain, stored_base_config, trial_value
+from sweep.run.outcome import trial_value
+from sweep.run.trial import retrain, stored_base_config
 from sweep.spec import Metric, ValueFrom, parse_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -61,10 +61,10 @@ def rerun(
 
 
 def _print_plan(planned: api.Reruns, workers: int) -> None:
-    n_numbers, n_seeds, n_jobs = len(planned.numbers), len(planned.seeds), len(planned.jobs)
+    n_numbers, n_seeds, n_jobs = len(planned.numbers), len(planned.seeds), planned.runs
     typer.echo(
         f"{n_numbers} trial(s) x {n_seeds} seed(s): {n_jobs} to train, "
-        f"{n_numbers * n_seeds - n_jobs} stored already; {workers} worker(s)"
+        f"{n_numbers * n_seeds - n_jobs} trained already; {workers} worker(s), each trial's seeds at once"
     )
 
 

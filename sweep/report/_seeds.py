@@ -16,7 +16,7 @@ from sweep.store.records import TrialRecord
 def target_section(studies: list[optuna.Study], frame: pd.DataFrame, target: float) -> Section:
     """Per model type: the smallest and the fastest-to-train trial that reached the target, with
     their seed reruns where stored (the answer to "which cell is cheapest at this accuracy?")."""
-    reruns = _reruns_by_trial(studies)
+    reruns = _reruns_by_trial(studies, frame)
     complete = completed(frame)
     rows = []
     for group in group_colors(frame):
@@ -61,13 +61,20 @@ def _target_row(group: str, which: str, row: pd.Series, runs: list[Any], target:
     return cells
 
 
-def _reruns_by_trial(studies: list[optuna.Study]) -> dict[tuple[str, int], list[Any]]:
-    from sweep.store.records import read_reruns
+def _reruns_by_trial(studies: list[optuna.Study], frame: pd.DataFrame) -> dict[tuple[str, int], list[Any]]:
+    """Every trial's seeds: those it trained itself (train.n_seeds) and its seed reruns."""
+    from sweep.store.records import merged_seeds, own_seeds, read_reruns
 
-    found: dict[tuple[str, int], list[Any]] = {}
+    reruns: dict[tuple[str, int], list[Any]] = {}
     for study in studies:
         for record in read_reruns(study):
-            found.setdefault((study.study_name, record.trial), []).append(record)
+            reruns.setdefault((study.study_name, record.trial), []).append(record)
+    found = {}
+    for row in frame.itertuples():
+        key = (str(row.study), int(row.number))
+        runs = merged_seeds(own_seeds(key[1], row.record), reruns.get(key, []))
+        if runs:
+            found[key] = runs
     return found
 
 
@@ -80,8 +87,9 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
         return Section(
             "Seed spread",
             "No seed reruns stored yet: `sweep rerun NAME --top 1 --seeds 0,1,2` "
-            "re-trains the best trial of each model type once per seed, and this section then says "
-            "whether the difference between model types exceeds the spread over seeds.",
+            "re-trains the best trial of each model type once per seed (or give the study "
+            "fixed: {train.n_seeds: 3}, and every trial trains 3 seeds at once), and this section then "
+            "says whether the difference between model types exceeds the spread over seeds.",
             [],
         )
     best = {group: max(items, key=lambda item: item[1].mean) for group, items in spreads.items()}
@@ -108,8 +116,9 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
             )
     fig.update_yaxes(type="log")
     intro = (
-        "The best re-trained trial of each model type, trained once per seed (another initialization, "
-        "split and batch order each): mean and standard deviation of validation exact match." + sentence
+        "The best trial over seeds of each model type, trained once per seed (another initialization, "
+        "split and batch order each; by the trial itself with train.n_seeds, or by sweep rerun): mean and "
+        "standard deviation of validation exact match; the figure shows every such trial." + sentence
     )
     return Section(
         "Seed spread",
@@ -126,7 +135,7 @@ def _seed_spreads(studies: list[optuna.Study], frame: pd.DataFrame) -> dict[str,
 
     groups = {(r.study, r.number): r.group for r in frame.itertuples()}
     spreads: dict[str, list[tuple[int, Any, list[int]]]] = {}
-    for (study_name, number), runs in _reruns_by_trial(studies).items():
+    for (study_name, number), runs in _reruns_by_trial(studies, frame).items():
         group = groups.get((study_name, number), "?")
         spread = Spread(tuple(r.val_exact_match for r in runs))
         spreads.setdefault(group, []).append((number, spread, [r.seed for r in runs]))

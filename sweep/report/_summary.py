@@ -61,4 +61,14 @@ def _summary_row(
         "its parameters": f"{record.n_parameters or 0:,}" if record is not None else "-",
         "its training s (one run)": f"{train:.1f}" if train is not None else "-",
         "its s to target (one run)": f"{to_target:.1f}" if to_target is not None else "not reached",
+        "its seeds' values": _over_seeds(record),
     }
+
+
+def _over_seeds(record: TrialRecord | None) -> str:
+    """The trial's value over the seeds it trained itself (train.n_seeds), as mean +- sd."""
+    from sweep.reruns.stats import Spread
+
+    if record is None or not record.per_seed:
+        return "-"
+    return Spread(tuple(float(run["value"]) for run in record.per_seed.values())).text()

@@ -12,7 +12,7 @@ from sweep.reruns.stats import Spread
 from sweep.run.ledger import best_trial
 from sweep.spec.objectives import objectives_from_stored
 from sweep.store.artifacts import has_checkpoint
-from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns
+from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, seed_runs
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:
@@ -36,7 +36,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "checkpoint": checkpoint_text(study, record),
         "checkpoint_exists": has_checkpoint(record),
         "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "over_seeds": over_seeds(read_reruns(study), trial.number),
+        "per_seed": record.per_seed or None,
+        "over_seeds": over_seeds(seed_runs(trial, read_reruns(study))),
     }
 
 
@@ -56,7 +57,8 @@ def pareto_summary(study: optuna.Study) -> dict[str, Any]:
                 "n_parameters": record.n_parameters,
                 "params": trial.params,
                 "checkpoint": checkpoint_text(study, record),
-                "over_seeds": over_seeds(reruns, trial.number),
+                "per_seed": record.per_seed or None,
+                "over_seeds": over_seeds(seed_runs(trial, reruns)),
             }
         )
     return {
@@ -74,9 +76,8 @@ def checkpoint_text(study: optuna.Study, record: TrialRecord) -> str | None:
     return record.checkpoint
 
 
-def over_seeds(reruns: list[RerunRecord], number: int) -> dict[str, Any] | None:
-    """The trial's stored seed reruns (of ``reruns``, the study's): validation exact match mean and spread."""
-    runs = [r for r in reruns if r.trial == number]
+def over_seeds(runs: list[RerunRecord]) -> dict[str, Any] | None:
+    """A trial's seeds (its own and its reruns, `seed_runs`): validation exact match mean and spread."""
     if not runs:
         return None
     spread = Spread(tuple(r.val_exact_match for r in runs))

@@ -19,14 +19,24 @@ from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
 from sweep.run.trial import retrain
 from sweep.spec.objectives import feasible, pareto_front, sign
-from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, write_rerun
+from sweep.store.records import (
+    RerunRecord,
+    StudyMeta,
+    TrialRecord,
+    model_type,
+    read_reruns,
+    seed_runs,
+    write_rerun,
+)
 from sweep.store.storage import close_storage, open_storage
 
 
 @dataclass(frozen=True)
 class Job:
+    """One trial's seeds to train: all at once, in one stacked computation (`digitsum.seeds`)."""
+
     trial: int
-    seed: int
+    seeds: tuple[int, ...]
 
 
 def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
@@ -50,9 +60,16 @@ def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
 
 
 def pending(study: optuna.Study, trials: Iterable[int], seeds: list[int], again: bool = False) -> list[Job]:
-    """The (trial, seed) pairs to train: those not stored yet (all of them with ``again``)."""
-    done = {(r.trial, r.seed) for r in read_reruns(study)}
-    return [Job(t, s) for t in trials for s in seeds if again or (t, s) not in done]
+    """Per trial, the seeds to train: those it has not trained itself nor by a stored rerun (all with ``again``)."""
+    reruns = read_reruns(study)
+    stored = study.get_trials(deepcopy=False)
+    jobs = []
+    for number in trials:
+        done = set() if again else {r.seed for r in seed_runs(stored[number], reruns)}
+        todo = tuple(s for s in seeds if s not in done)
+        if todo:
+            jobs.append(Job(number, todo))
+    return jobs
 
 
 def run_jobs(
@@ -63,41 +80,42 @@ def run_jobs(
     threads: int,
     on_result: Callable[[RerunRecord], None] | None = None,
 ) -> None:
-    """Train every job and store its result; ``workers`` processes (spawned) share the work."""
+    """Train every job and store its results; ``workers`` processes (spawned) share the jobs."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            record = rerun_job(storage_url, study_name, job, threads)
-            if on_result is not None:
-                on_result(record)
+            for record in rerun_job(storage_url, study_name, job, threads):
+                if on_result is not None:
+                    on_result(record)
         return
     context = multiprocessing.get_context("spawn")  # not fork: see sweep.run.launch.run_study
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(rerun_job, storage_url, study_name, job, threads) for job in jobs]
         for future in as_completed(futures):
-            record = future.result()
-            if on_result is not None:
-                on_result(record)
+            for record in future.result():
+                if on_result is not None:
+                    on_result(record)
 
 
-def rerun_job(storage_url: str | None, study_name: str, job: Job, threads: int) -> RerunRecord:
-    """Re-train one trial with one seed and store the result on the study (in any process)."""
+def rerun_job(storage_url: str | None, study_name: str, job: Job, threads: int) -> list[RerunRecord]:
+    """Re-train one trial with its seeds at once; store each seed's result on the study (in any process)."""
     storage = open_storage(storage_url, heartbeat=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
         trial = study.get_trials(deepcopy=False)[job.trial]  # `study.trials` deep-copies every trial
         num_threads = threads or TrialRecord.read(trial).num_threads
-        (result,) = retrain(study, job.trial, [job.seed], num_threads)
-        record = _record(job, result, num_threads)
-        write_rerun(study, record)
-        return record
+        results = retrain(study, job.trial, [*job.seeds], num_threads)
+        records = [_record(job.trial, result, num_threads) for result in results]
+        for record in records:
+            write_rerun(study, record)
+        return records
     finally:
         close_storage(storage)
 
 
-def _record(job: Job, result: dict[str, Any], num_threads: int) -> RerunRecord:
+def _record(trial: int, result: dict[str, Any], num_threads: int) -> RerunRecord:
     return RerunRecord(
-        trial=job.trial,
-        seed=job.seed,
+        trial=trial,
+        seed=result["seed"],
         value=result["value"],
         val_exact_match=result["val_exact_match"],
         probe_exact_match=result["probe_exact_match"],
@@ -111,16 +129,14 @@ def _record(job: Job, result: dict[str, Any], num_threads: int) -> RerunRecord:
 
 
 def summary(study: optuna.Study, numbers: list[int], seeds: list[int] | None = None) -> list[dict[str, Any]]:
-    """Per trial: its stored value and state, the stored reruns (of ``seeds``, or all), mean and spread."""
-    by_trial: dict[int, list[RerunRecord]] = {}
-    for record in read_reruns(study):
-        if seeds is None or record.seed in seeds:
-            by_trial.setdefault(record.trial, []).append(record)
+    """Per trial: its stored value and state, its seeds (of ``seeds``, or all: its own and its reruns,
+    `seed_runs`), mean and spread."""
+    reruns = read_reruns(study)
     trials = study.get_trials(deepcopy=False)
     rows = []
     for number in numbers:
         trial = trials[number]
-        runs = by_trial.get(number, [])
+        runs = [r for r in seed_runs(trial, reruns) if seeds is None or r.seed in seeds]
         spread = Spread(tuple(r.value for r in runs)) if runs else None
         rows.append(
             {

@@ -171,6 +171,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             constraints=[c.to_dict() for c in spec.constraints],
             artifacts=artifacts,
             space=[param.to_dict() for param in spec.space],
+            seed_aggregate=spec.seed_aggregate.value,
         ).write(study)
         study.set_metric_names([goal.metric.value for goal in spec.goals])
         optuna_dashboard.save_note(study, spec_note(spec))

@@ -1,7 +1,9 @@
 """The Optuna objective: suggest, build the config, train, report every epoch, prune.
 
-One trial trains one model with `digitsum.train.fit`; the per-epoch metric goes to
-`trial.report`, and `optuna.TrialPruned` ends the trial when the pruner says so.
+One trial trains one model with `digitsum.train.fit`, or with ``train.n_seeds`` K > 1 its K seeds
+at once with `digitsum.seeds.fit_seeds` (the value is then over the seeds: `sweep.run.outcome`);
+the per-epoch metric goes to `trial.report`, and `optuna.TrialPruned` ends the trial when the
+pruner says so.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,16 @@ import optuna
 from digitsum import config as cfg
 from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
-from digitsum.data import Rows, encode
+from digitsum.data import Rows
 from digitsum.datasets import data_split, probe_rows
-from digitsum.decode import Accuracy, accuracy, answers_in_range
+from digitsum.decode import Accuracy
 from digitsum.errors import UsageError
+from digitsum.seeds import OnSeedsEpoch, fit_seeds
 from digitsum.tensorboard import EventLog, outcome, recording
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
-from sweep.spec.model import StudySpec, ValueFrom
-from sweep.spec.objectives import Metric, epoch_accuracy, measures, objectives_from_stored
+from sweep.run.outcome import epoch_over_seeds, score_probe, seed_outcome, trial_accuracies, trial_seeds
+from sweep.spec.model import SeedAggregate, StudySpec, ValueFrom
+from sweep.spec.objectives import epoch_accuracy, measures, objectives_from_stored
 from sweep.store.artifacts import checkpoint_name, open_store, upload
 from sweep.store.records import StudyMeta, TrialRecord, write_trial
 
@@ -63,27 +67,44 @@ def make_objective(
             worker=f"{socket.gethostname()}:{os.getpid()}",
             num_threads=num_threads,
         )
-        epochs: list[EpochResult] = []
+        epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
         on_epoch = _reporter(trial, spec, epochs, stop)
-        train_rows, val_rows = data_split(config.train)
-        with trial_events(tensorboard, trial, params, config.model.model_type) as events:
+        seeds = trial_seeds(config.train)
+        # TensorBoard runs are one model's: a trial of several seeds writes none (yet)
+        with trial_events(tensorboard if len(seeds) == 1 else None, trial, params, config.model.model_type) as events:
             scored = probe if per_epoch_probe or events is not None else None
             try:
-                fitted = fit(config, train_rows, val_rows, on_epoch, probe_rows=scored, events=events)
+                fits, train_rows = _fit(config, seeds, on_epoch, scored, events)
             except TrainingDiverged as error:
                 _record_run(trial, epochs, spec.target)
                 write_trial(trial, pruned_reason=f"diverged: {error}")
                 raise optuna.TrialPruned(f"diverged: {error}") from None
         cost = _record_run(trial, epochs, spec.target)
-        _record_fit(trial, fitted, probe, train_rows)
-        values, is_feasible = _objective_values(trial, spec, fitted, cost)
+        _record_fit(trial, spec, fits, seeds, probe, train_rows)
+        values, is_feasible = _objective_values(trial, spec, fits, cost)
         # Stored once at the end, not at every better epoch (a trial that dies is retried anyway),
-        # and only if it may be the best: a trial that is not never uploads.
+        # and only if it may be the best: a trial that is not never uploads. Of K seeds, the first's.
         if keep is None or keep(trial.number, values, is_feasible):
-            _store_checkpoint(trial, store, fitted, config)
+            _store_checkpoint(trial, store, fits[0], seed_config(config, seeds[0]))
         return values[0] if len(values) == 1 else values
 
     return objective
+
+
+def _fit(
+    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch, probe: Rows | None, events: EventLog | None
+) -> tuple[list[FitResult], list[Rows]]:
+    """The trial's fits, one per seed (its K seeds trained at once), and each one's training rows."""
+    if len(seeds) > 1:
+        return fit_seeds(config, seeds, on_epoch, probe), [data_split(seed_config(config, s).train)[0] for s in seeds]
+    train_rows, val_rows = data_split(config.train)
+    fitted = fit(config, train_rows, val_rows, lambda result: on_epoch([result]), probe_rows=probe, events=events)
+    return [fitted], [train_rows]
+
+
+def seed_config(config: Config, seed: int) -> Config:
+    """The config of one of its seeds alone: what a checkpoint of that seed's model records."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, n_seeds=1))
 
 
 def trial_events(
@@ -125,33 +146,34 @@ def _store_checkpoint(trial: optuna.Trial, store: Any, fitted: FitResult, config
 
 
 def _objective_values(
-    trial: optuna.Trial, spec: StudySpec, fitted: FitResult, cost: dict[str, Any]
+    trial: optuna.Trial, spec: StudySpec, fits: list[FitResult], cost: dict[str, Any]
 ) -> tuple[tuple[float, ...], bool]:
-    """The trial's value per objective and whether it is feasible; its constraints are set on the
-    trial (Optuna's set_constraint)."""
-    accuracies = trial_accuracies(fitted, spec.measured, spec.value_from)
-    values = measures({"n_parameters": fitted.n_parameters, **cost}, accuracies)
+    """The trial's value per objective (over its seeds) and whether it is feasible; its constraints
+    are set on the trial (Optuna's set_constraint)."""
+    accuracies = trial_accuracies(fits, spec.measured, spec.value_from, spec.seed_aggregate)
+    values = measures({"n_parameters": fits[0].n_parameters, **cost}, accuracies)
     violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]
     for constraint, violation in zip(spec.constraints, violations, strict=True):
         trial.set_constraint(constraint.name, violation)
     return tuple(values[goal.metric] for goal in spec.goals), all(v <= 0 for v in violations)
 
 
-def _reporter(
-    trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event
-) -> Callable[[EpochResult], None]:
-    """fit's on_epoch: report the epoch's value and prune when the pruner says so (one accuracy
-    objective), or keep the validation curve and apply the spec's early-stop rule (several); stop on Ctrl-C."""
+def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event) -> OnSeedsEpoch:
+    """The on_epoch of the trial's seeds: report the epoch's value over them and prune when the pruner
+    says so (one accuracy objective), or keep the validation curve and apply the spec's early-stop rule
+    (several); stop on Ctrl-C."""
     early_stop = spec.early_stop
+    over = spec.seed_aggregate
 
-    def on_epoch(result: EpochResult) -> None:
+    def on_epoch(results: list[EpochResult]) -> None:
+        result = epoch_over_seeds(results, over)
         epochs.append(result)
         if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run.worker)
             _record_run(trial, epochs, spec.target)
             write_trial(trial, interrupted=True)
             raise KeyboardInterrupt
         if spec.reports_per_epoch:
-            value = epoch_accuracy(result, spec.goals[0].metric)
+            value = over.of([epoch_accuracy(r, spec.goals[0].metric) for r in results])
             trial.report(value, result.epoch)
             stopping = trial.should_prune()
         else:
@@ -166,26 +188,10 @@ def _reporter(
     return on_epoch
 
 
-def trial_value(fitted: FitResult, metric: Metric, value_from: ValueFrom) -> float:
-    """The trial's value: the metric at the best epoch (chosen by validation) or at the last."""
-    epoch = fitted.history[fitted.best_epoch - 1] if value_from is ValueFrom.BEST else fitted.history[-1]
-    return epoch_accuracy(epoch, metric)
-
-
-def trial_accuracies(fitted: FitResult, metrics: Sequence[Metric], value_from: ValueFrom) -> dict[Metric, float | None]:
-    """The trial's value of validation exact match and of every accuracy among ``metrics``."""
-    wanted = {Metric.VAL_EXACT_MATCH, *(m for m in metrics if m.is_accuracy)}
-    return {metric: trial_value(fitted, metric, value_from) for metric in wanted}
-
-
-def measure_probe(fitted: FitResult, probe: Rows, train_rows: Rows | None = None) -> Accuracy:
-    """The probe's exact match; with `train_rows`, also over the probe rows whose sum occurs in them."""
-    in_range = answers_in_range(probe.y, train_rows.y) if train_rows is not None else None
-    return accuracy(fitted.model, encode(probe).to(next(fitted.model.parameters()).device), in_range)
-
-
-def _by_length(values: dict[int, float]) -> dict[str, float]:
-    return {str(length): round(value, 5) for length, value in values.items()}
+def _by_length(per_seed: list[dict[int, float]], over: SeedAggregate) -> dict[str, float]:
+    """Accuracy per input length, over the seeds that scored that length."""
+    lengths = sorted({length for values in per_seed for length in values})
+    return {str(n): round(over.of([v[n] for v in per_seed if n in v]), 5) for n in lengths}
 
 
 def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -> dict[str, Any]:
@@ -205,24 +211,45 @@ def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -
     return cost
 
 
-def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None, train_rows: Rows) -> None:
-    assert fitted.best_val_accuracy is not None, "fit keeps the best epoch's accuracy"
+def _record_fit(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    fits: list[FitResult],
+    seeds: list[int],
+    probe: Rows | None,
+    train_rows: list[Rows],
+) -> None:
+    """The trial's best-epoch scores and probe (over several seeds: their aggregate), and with several
+    seeds each one's outcome under ``per_seed``."""
+    over = spec.seed_aggregate
+    probes: list[Accuracy | None] = [*score_probe(fits, probe, train_rows)] if probe is not None else [None] * len(fits)
     write_trial(
         trial,
-        n_parameters=fitted.n_parameters,
-        best_epoch=fitted.best_epoch,
-        val_exact_match=fitted.best_exact_match,
-        val_by_length=_by_length(fitted.best_val_accuracy.by_length),
+        n_parameters=fits[0].n_parameters,
+        best_epoch=fits[0].best_epoch,
+        val_exact_match=over.of([f.best_exact_match for f in fits]),
+        val_by_length=_by_length([f.best_val_accuracy.by_length for f in fits if f.best_val_accuracy], over),
     )
-    if probe is None:
+    if len(fits) > 1:
+        outcomes = [
+            seed_outcome(f, spec.goals, spec.value_from, spec.target, 1 / len(fits), p)
+            for f, p in zip(fits, probes, strict=True)
+        ]
+        write_trial(trial, per_seed={str(seed): o for seed, o in zip(seeds, outcomes, strict=True)})
+    measured = [p for p in probes if p is not None]
+    if not measured:
         return
-    measured = measure_probe(fitted, probe, train_rows)
-    write_trial(trial, probe_exact_match=measured.exact_match, probe_by_length=_by_length(measured.by_length))
-    if measured.in_range is not None:
+    write_trial(
+        trial,
+        probe_exact_match=over.of([m.exact_match for m in measured]),
+        probe_by_length=_by_length([m.by_length for m in measured], over),
+    )
+    inside = [m.in_range for m in measured if m.in_range is not None]
+    if inside and len(inside) == len(measured):
         write_trial(
             trial,
-            probe_in_range_exact_match=measured.in_range.exact_match,
-            probe_in_range_by_length=_by_length(measured.in_range.by_length),
+            probe_in_range_exact_match=over.of([m.exact_match for m in inside]),
+            probe_in_range_by_length=_by_length([m.by_length for m in inside], over),
         )
 
 
@@ -233,7 +260,8 @@ def _record_fit(trial: optuna.Trial, fitted: FitResult, probe: Rows | None, trai
 def retrain(
     study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0
 ) -> list[dict[str, Any]]:
-    """Re-train one stored trial's config from scratch (once per seed); a reproducibility check."""
+    """Re-train one stored trial's config from scratch with each seed (all at once where several); each
+    seed's outcome (`seed_outcome`) with its seed. A reproducibility check, and more seeds for a comparison."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         raise UsageError(f"study {study.study_name!r} has no trial {number}; see `sweep export {study.study_name}`")
@@ -243,38 +271,19 @@ def retrain(
     base = cfg.from_dict(stored_base_config(meta.base_config))
     num_threads = num_threads or TrialRecord.read(trial).num_threads
     probe = probe_rows(meta.probe)
-    results = []
-    for seed in seeds or [base.train.seed]:
-        config = cfg.apply(base, {**trial.params, "train.seed": seed, "train.num_threads": num_threads})
-        results.append(_rerun_once(config, meta, probe))
-    return results
-
-
-def _rerun_once(config: Config, meta: StudyMeta, probe: Rows | None) -> dict[str, Any]:
-    """One re-training: the study's first objective as ``value``, and every measure beside it."""
+    seeds = seeds or [base.train.seed]
+    config = cfg.apply(
+        base, {**trial.params, "train.seed": seeds[0], "train.n_seeds": 1, "train.num_threads": num_threads}
+    )
     goals = objectives_from_stored(meta.objectives, meta.metric)
-    value_from = ValueFrom(meta.value_from)
     per_epoch = any(g.metric.uses_probe for g in goals)
-    train_rows, val_rows = data_split(config.train)
-    fitted = fit(config, train_rows, val_rows, probe_rows=probe if per_epoch else None)
-    reached = time_to_target(fitted.history, meta.target)
-    accuracy = trial_accuracies(fitted, [g.metric for g in goals], value_from)
-    cost = {
-        "n_parameters": fitted.n_parameters,
-        "train_seconds": round(sum(e.train_seconds for e in fitted.history), 4),
-        "seconds_to_target": round(reached[1], 4) if reached else None,
-    }
-    values = measures(cost, dict(accuracy))
-    return {
-        "seed": config.train.seed,
-        "value": values[goals[0].metric],
-        "values": [values[g.metric] for g in goals],
-        "val_exact_match": fitted.best_exact_match,
-        "probe_exact_match": measure_probe(fitted, probe).exact_match if probe is not None else None,
-        "epochs": len(fitted.history),
-        "epoch_to_target": reached[0] if reached else None,
-        **cost,
-    }
+    fits, train_rows = _fit(config, seeds, lambda results: None, probe if per_epoch else None, None)
+    probes = score_probe(fits, probe, train_rows) if probe is not None else [None] * len(fits)
+    value_from, share = ValueFrom(meta.value_from), 1 / len(fits)  # K seeds at once: each is charged 1/K
+    return [
+        {"seed": seed, **seed_outcome(fitted, goals, value_from, meta.target, share, measured)}
+        for seed, fitted, measured in zip(seeds, fits, probes, strict=True)
+    ]
 
 
 def stored_base_config(values: dict[str, Any]) -> dict[str, Any]:

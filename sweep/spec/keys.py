@@ -16,7 +16,7 @@ from digitsum.errors import shown
 from digitsum.keys import Rule, between, did_you_mean, key, one_of, parse_of, rule_of, unwrap_optional
 from digitsum.lengths import PROBE_SAMPLE, lengths_text
 from sweep.spec.components import PRUNERS, SAMPLERS
-from sweep.spec.model import METRICS, VALUE_FROM, Keep, SpecError
+from sweep.spec.model import METRICS, SEED_AGGREGATES, VALUE_FROM, Keep, SpecError
 from sweep.spec.names import STUDY_NAME_RULE, is_study_name
 from sweep.spec.objectives import Direction, Metric
 
@@ -80,6 +80,12 @@ class SpecKeys:
     )
     value: str = key(
         "best", "which epoch's metric is the trial's value: the best by validation, or the last", one_of(VALUE_FROM)
+    )
+    seed_aggregate: str = key(
+        "mean",
+        "with fixed train.n_seeds K > 1 (every trial trains K seeds at once): its value over them, reported "
+        "every epoch and at the end: the mean, or min (the worst seed)",
+        one_of(SEED_AGGREGATES),
     )
     n_trials: int = key(
         20, "finished trials the study runs to, over all workers; --trials overrides it", between(1, 1_000_000)

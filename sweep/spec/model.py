@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,19 @@ class ValueFrom(Name):
     LAST = "last"
 
 
+class SeedAggregate(Name):
+    """A trial's value over its seeds (``fixed: {train.n_seeds: K}``), at every epoch and at the end."""
+
+    MEAN = "mean"
+    MIN = "min"  # the worst seed: a recipe that must hold on every seed
+
+    def of(self, values: list[float]) -> float:
+        """The mean or the smallest of ``values``; NaN where one is (a probe with no in-range rows)."""
+        if any(math.isnan(v) for v in values):
+            return math.nan
+        return statistics.fmean(values) if self is SeedAggregate.MEAN else min(values)
+
+
 class Keep(Name):
     """Which trials keep their checkpoints."""
 
@@ -46,6 +60,7 @@ class Keep(Name):
 
 METRICS = ACCURACY_METRICS  # what `metric:` (one objective, maximized) may name
 VALUE_FROM = tuple(v.value for v in ValueFrom)
+SEED_AGGREGATES = tuple(a.value for a in SeedAggregate)
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,7 @@ class StudySpec:
     tensorboard: str | None = None  # the folder whose STUDY/ holds a TensorBoard run per trial; None: off
     enqueue: tuple[dict[str, Any], ...] = ()  # warm starts: params the study tries first (sweep.spec.enqueue)
     stop: StopRule | None = None  # ends the search when it stops improving
+    seed_aggregate: SeedAggregate = SeedAggregate.MEAN  # a trial's value over its train.n_seeds seeds
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Suggest every active parameter, in spec order, so conditions can refer to earlier keys."""
@@ -219,6 +235,8 @@ class StudySpec:
         }
         if self.target != 0.99:  # added later: studies made before it keep their fingerprint
             shape["target"] = self.target
+        if self.seed_aggregate is not SeedAggregate.MEAN:
+            shape["seed_aggregate"] = self.seed_aggregate.value
         if self.objectives or self.constraints:
             shape["objectives"] = [o.to_dict() for o in self.goals]
             shape["constraints"] = [c.to_dict() for c in self.constraints]

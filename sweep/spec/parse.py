@@ -16,7 +16,7 @@ from digitsum.lengths import PROBE_SAMPLE, Probe, check_lengths, parse_lengths
 from sweep.spec.components import PRUNERS, SAMPLERS, WRAPPED, Component
 from sweep.spec.enqueue import spec_enqueue
 from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys, read_keys
-from sweep.spec.model import Keep, Param, SpecError, StopRule, StudySpec, ValueFrom
+from sweep.spec.model import Keep, Param, SeedAggregate, SpecError, StopRule, StudySpec, ValueFrom
 from sweep.spec.objectives import Constraint, Direction, Metric, Objective, reports_per_epoch
 
 
@@ -35,9 +35,8 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
     base = _apply_fixed(base, raw.get("fixed"), fail)
     space = _parse_space(raw.get("space"), fail)
     _check_set_once(raw, space, fail)
-    if base.train.n_seeds != 1 or any(p.key == "train.n_seeds" for p in space):
-        where = "space.train.n_seeds" if base.train.n_seeds == 1 else "fixed.train.n_seeds"
-        raise fail(where, "a trial trains one seed for now; `sweep rerun --top K --seeds 0,1,2` trains more")
+    if any(p.key == "train.n_seeds" for p in space):
+        raise fail("space.train.n_seeds", "every trial trains the same number of seeds: give it in fixed")
     _check_probe_is_unseen(base, probe, space, fail)
     sampler = _parse_component(raw.get("sampler") or "tpe", "sampler", SAMPLERS, fail)
     pruner = _parse_component(raw.get("pruner") or "none", "pruner", PRUNERS, fail)
@@ -73,6 +72,7 @@ def _top_level(top: dict[str, Any], source: str) -> dict[str, Any]:
         "description": top["description"].strip(),
         "metric": Metric(top["metric"]),
         "value_from": ValueFrom(top["value"]),
+        "seed_aggregate": SeedAggregate(top["seed_aggregate"]),
         "n_trials": top["n_trials"],
         "timeout": top["timeout"],
         "keep_checkpoints": Keep(top["keep_checkpoints"]),

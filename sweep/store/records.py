@@ -38,6 +38,7 @@ class StudyMeta:
     constraints: list[dict[str, Any]] = field(default_factory=list)  # [{metric, min, max}]
     artifacts: str | None = None  # where checkpoints are stored (sweep.store.artifacts); None: made before artifacts
     space: list[dict[str, Any]] | None = None  # the searched dimensions (Param.to_dict each); for `sweep enqueue`
+    seed_aggregate: str = "mean"  # a trial's value over its train.n_seeds seeds: mean or min
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -78,6 +79,29 @@ class RerunRecord:
 
 
 RERUN_PREFIX = "rerun:"
+
+
+def seed_runs(trial: FrozenTrial, reruns: list[RerunRecord]) -> list[RerunRecord]:
+    """Every seed a trial's config trained: its own seeds (``train.n_seeds``) and its stored reruns
+    (of ``reruns``, the study's), by seed."""
+    return merged_seeds(
+        own_seeds(trial.number, TrialRecord.read(trial)), [r for r in reruns if r.trial == trial.number]
+    )
+
+
+def own_seeds(number: int, record: TrialRecord) -> list[RerunRecord]:
+    """The seeds trial ``number`` trained itself (``train.n_seeds`` > 1), as rerun records."""
+    names = {f.name for f in dataclasses.fields(RerunRecord)}
+    return [
+        RerunRecord(trial=number, seed=int(seed), **{k: v for k, v in values.items() if k in names})
+        for seed, values in record.per_seed.items()
+    ]
+
+
+def merged_seeds(own: list[RerunRecord], reruns: list[RerunRecord]) -> list[RerunRecord]:
+    """A trial's own seeds and its reruns, by seed; a rerun of a seed the trial trained itself is the same run."""
+    seeds = {r.seed for r in own}
+    return sorted([*own, *(r for r in reruns if r.seed not in seeds)], key=lambda r: r.seed)
 
 
 def write_rerun(study: optuna.Study, record: RerunRecord) -> None:
@@ -184,6 +208,9 @@ class TrialRecord:
     fail_reason: str | None = None
     surplus: bool = False  # asked for when the budget was already taken; not a real trial
     interrupted: bool = False  # stopped by Ctrl-C (failed, and queued again with the same parameters)
+    # with train.n_seeds > 1: each seed's outcome by seed (RerunRecord's fields but trial and seed);
+    # the trial's own fields above hold their aggregate (StudyMeta.seed_aggregate), its checkpoint the first seed's
+    per_seed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialRecord:
