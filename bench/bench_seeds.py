@@ -5,10 +5,11 @@ the time of a trial and its peak memory, per model type, at batch 32 on lengths 
 
 Each (model, K) runs in a fresh process (so its peak resident memory is its own), timed inside it
 from the first training step to the last epoch's scores, after a warm-up epoch. K=1 is `fit` as a
-trial runs it: the fused C++ step for LSTM and GRU, torch.nn for the plain RNN. K=3 and K=8 go
-through `fit_seeds`, which has the torch.nn path only so far (the stacked cells of
-digitsum/stacked.py), so for LSTM and GRU the ratio compares the stacked torch.nn path with the
-fused one-model kernel. Issue 23's targets: K=3 at most 1.6x K=1 on the fused path, 2x on torch.nn.
+trial runs it: the fused C++ step for LSTM and GRU, torch.nn for the plain RNN and the lrnn (the
+counter recipe's model). K=3 and K=8 go through `fit_seeds`, which has the torch.nn path only so far
+(the stacked cells of digitsum/stacked.py), so for LSTM and GRU the ratio compares the stacked
+torch.nn path with the fused one-model kernel. Issue 23's targets: K=3 at most 1.6x K=1 on the fused
+path, 2x on torch.nn.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = (("rnn", 64), ("lstm", 64), ("gru", 64))
-TARGETS = {"rnn": 2.0, "lstm": 1.6, "gru": 1.6}
+MODELS = (("rnn", 64), ("lrnn", 32), ("lstm", 64), ("gru", 64))
+TARGETS = {"rnn": 2.0, "lrnn": 2.0, "lstm": 1.6, "gru": 1.6}
+HEADS = {"lrnn": {"head_size": 256, "embedding_dim": 0}}  # the counter recipe's model (studies/recipes/counter.yaml)
 
 
 def one(model_type: str, hidden: int, k: int, epochs: int, threads: int) -> dict:
@@ -36,7 +38,7 @@ def one(model_type: str, hidden: int, k: int, epochs: int, threads: int) -> dict
 
     torch.set_num_threads(threads)
     config = Config(
-        ModelConfig(model_type=model_type, hidden_size=hidden),
+        ModelConfig(model_type=model_type, hidden_size=hidden, **HEADS.get(model_type, {})),
         TrainConfig(lengths="2-4", batch_size=32, n_epochs=epochs, device="cpu", num_threads=threads),
     )
     warm = Config(config.model, TrainConfig(**{**config.train.__dict__, "n_epochs": 1}))

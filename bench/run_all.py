@@ -72,6 +72,10 @@ def main() -> None:
             ],
         )
     run(
+        "seeds: one trial of K=3 and K=8 seeds at once against K=1 (time, peak memory), per model type",
+        [sys.executable, str(HERE / "bench_seeds.py"), *quick],
+    )
+    run(
         "stop rule: compare-cost.yaml to its budget, then with stop: (trials saved, hypervolume reached)",
         [sys.executable, str(HERE / "bench_stop.py"), *quick],
     )

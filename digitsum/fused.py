@@ -3,7 +3,8 @@
 At batch 32 an eager step spends most of its time in per-op overhead, not arithmetic. The fused
 step computes the loss and every gradient of one batch in one C++ call (same model, same
 parameters, same loss; different float rounding), and `fit` uses it wherever it applies: CPU, LSTM
-or GRU, one layer, no dropout, no `sum_state_weight`, and `train.fused` on. Everything else (the
+or GRU, one layer, no dropout, no `sum_state_weight`, and `train.fused` on; `fit_seeds` likewise for
+K models at once (`FusedSteps`). Everything else (the
 plain RNN among it), and any machine where the kernel cannot be built (no C++ compiler), trains
 through torch.nn.
 
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from digitsum.config import ModelConfig
 from digitsum.model import DigitSumModel
+from digitsum.stacked import StackedModel
 
 SOURCE = Path(__file__).with_name("fused_step.cpp")
 FUSED_TYPES = ("lstm", "gru")
@@ -125,9 +128,11 @@ def _say(message: str) -> None:
     print(f"digitsum: {message}", file=sys.stderr, flush=True)
 
 
-def applies(model: DigitSumModel, device: torch.device, sum_state_weight: float = 0.0) -> bool:
-    """Whether the fused step computes this model's training step (before trying to build it)."""
+def applies(model: torch.nn.Module, device: torch.device, sum_state_weight: float = 0.0) -> bool:
+    """Whether the fused step computes this model's training step (before trying to build it); a
+    DigitSumModel, or K of them stacked (`digitsum.stacked.StackedModel`)."""
     config = model.config
+    assert isinstance(config, ModelConfig)
     return (
         device.type == "cpu"
         and config.model_type in FUSED_TYPES
@@ -162,6 +167,26 @@ class FusedStep:
     def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
         """tokens, targets [T, B] (time-major) -> the mean loss; fills every parameter's .grad,
         clipped to ``max_grad_norm`` (as torch.nn.utils.clip_grad_norm_) when it is above 0."""
+        return self.op(tokens, targets, self.embedding, *self.weights, self.grads, float(max_grad_norm))
+
+
+class FusedSteps:
+    """FusedStep for K stacked models (`digitsum.stacked`): each model's loss and (clipped) gradients,
+    all K in one call (the models spread over the intra-op threads), into each stacked weight's .grad."""
+
+    def __init__(self, stacked: StackedModel):
+        self.parameters = list(stacked.parameters())  # the op's order: [embedding], w_ih, w_hh, b_ih, b_hh, head
+        self.embedding = stacked.embedding
+        self.weights = self.parameters[1:] if self.embedding is not None else self.parameters
+        self.op = getattr(torch.ops.digitsum, f"{stacked.config.model_type}_train_steps")
+        self.grads = [torch.zeros_like(p) for p in self.parameters]
+        for p, g in zip(self.parameters, self.grads, strict=True):
+            p.grad = g
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
+        """tokens, targets [K, T, B] (model k's batch, time-major) -> the K mean losses; fills the grads,
+        each model's clipped to ``max_grad_norm`` on its own."""
         return self.op(tokens, targets, self.embedding, *self.weights, self.grads, float(max_grad_norm))
 
 
@@ -231,6 +256,13 @@ def make_step(model: DigitSumModel, device: torch.device, sum_state_weight: floa
     if not applies(model, device, sum_state_weight) or not load():
         return None
     return FusedStep(model)
+
+
+def make_steps(stacked: StackedModel, device: torch.device, sum_state_weight: float = 0.0) -> FusedSteps | None:
+    """The fused step for K stacked models, or None where it does not apply or cannot be built."""
+    if not applies(stacked, device, sum_state_weight) or not load():
+        return None
+    return FusedSteps(stacked)
 
 
 if __name__ == "__main__":  # `python -m digitsum.fused`: build now (make install does), say whether it works

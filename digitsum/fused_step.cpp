@@ -7,7 +7,13 @@
 // every elementwise backward formula are plain loops the compiler vectorizes.
 //
 // Layout: time-major rows, row n = t * B + b. Gate order as in torch.nn: LSTM i, f, g, o; GRU r, z, n.
+//
+// K models of one config (train.n_seeds, digitsum/seeds.py) take one call too: *_train_steps runs
+// each model's step on its slice k of weights stacked [K, ...], the K models spread over the
+// intra-op threads (each model's GEMMs then run single-threaded, which at these sizes they nearly
+// are anyway), so one model's computation is exactly what its own run computes with one thread.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <array>
@@ -454,6 +460,55 @@ at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, c
   return at::scalar_tensor(loss, w_hh.options());
 }
 
+// K models' steps in one call: every argument stacked on a leading K axis (tokens, targets
+// [K, T, B]); model k's step is lstm_train_step or gru_train_step on the slices k. Returns the
+// K mean losses.
+using StepFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const at::Tensor&, const at::Tensor&, at::TensorList, double);
+
+at::Tensor train_steps(const char* op, StepFn step, const at::Tensor& tokens, const at::Tensor& targets,
+                       const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                       const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
+                       const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+  TORCH_CHECK(tokens.dim() == 3 && tokens.sizes() == targets.sizes(), op, ": tokens and targets must both be [K, T, B]");
+  const int64_t K = tokens.size(0);
+  for (const at::Tensor& t : {w_ih, w_hh, b_ih, b_hh, head_w, head_b}) {
+    TORCH_CHECK(t.size(0) == K && t.is_contiguous(), op, ": every weight must be contiguous [K, ...]");
+  }
+  for (const at::Tensor& g : grads) TORCH_CHECK(g.dim() > 0 && g.size(0) == K, op, ": every grad must be [K, ...]");
+  at::Tensor losses = at::empty({K}, w_hh.options());
+  float* out = ptr(losses);
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      std::vector<at::Tensor> mine;
+      for (const at::Tensor& g : grads) mine.push_back(g.select(0, k));
+      const std::optional<at::Tensor> table = embedding ? std::optional<at::Tensor>(embedding->select(0, k)) : std::nullopt;
+      out[k] = step(tokens.select(0, k), targets.select(0, k), table, w_ih.select(0, k), w_hh.select(0, k),
+                    b_ih.select(0, k), b_hh.select(0, k), head_w.select(0, k), head_b.select(0, k), mine,
+                    max_grad_norm)
+                   .item<float>();
+    }
+  });
+  return losses;
+}
+
+at::Tensor lstm_train_steps(const at::Tensor& tokens, const at::Tensor& targets,
+                            const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                            const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
+                            const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+  return train_steps("lstm_train_steps", &lstm_train_step, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w,
+                     head_b, grads, max_grad_norm);
+}
+
+at::Tensor gru_train_steps(const at::Tensor& tokens, const at::Tensor& targets,
+                           const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                           const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
+                           const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+  return train_steps("gru_train_steps", &gru_train_step, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w,
+                     head_b, grads, max_grad_norm);
+}
+
 // torch.optim.AdamW's update (no amsgrad), every tensor in place; step counts from 1.
 void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
             int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay) {
@@ -489,6 +544,8 @@ TORCH_LIBRARY(digitsum, m) {
   "Tensor head_w, Tensor head_b, Tensor(a!)[] grads, float max_grad_norm) -> Tensor"
   m.def("lstm_train_step" DIGITSUM_STEP_ARGS);
   m.def("gru_train_step" DIGITSUM_STEP_ARGS);
+  m.def("lstm_train_steps" DIGITSUM_STEP_ARGS);
+  m.def("gru_train_steps" DIGITSUM_STEP_ARGS);
 #undef DIGITSUM_STEP_ARGS
   m.def(
       "adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, int step, "
@@ -498,5 +555,7 @@ TORCH_LIBRARY(digitsum, m) {
 TORCH_LIBRARY_IMPL(digitsum, CPU, m) {
   m.impl("lstm_train_step", &lstm_train_step);
   m.impl("gru_train_step", &gru_train_step);
+  m.impl("lstm_train_steps", &lstm_train_steps);
+  m.impl("gru_train_steps", &gru_train_steps);
   m.impl("adamw_", &adamw_);
 }

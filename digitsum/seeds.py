@@ -3,8 +3,10 @@ seed, the model that `fit` would train alone with that seed (its initialization,
 order), as one stacked computation (`digitsum.stacked`): each step is one forward and backward pass
 over all K models, and scoring decodes all K at once (`digitsum.stacked_decode`).
 
-Every model type goes through the stacked torch.nn path (the fused C++ kernel takes one model); a
-seed matches its separate run on that path (``train.fused=false``) within float rounding, and in
+Where `fit` would take the fused C++ step (one-layer LSTM or GRU, no head, `train.fused`), the K
+models take it too, in one call per step (`digitsum.fused.FusedSteps`), and a seed computes exactly
+what its own run computes on one thread; everything else goes through the stacked torch.nn path,
+where a seed matches its separate run (``train.fused=false``) within float rounding, and in
 distribution only where dropout or state noise draw randomness (`digitsum.stacked`).
 """
 
@@ -28,6 +30,7 @@ from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode, e
 from digitsum.datasets import data_split
 from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.device import resolve_device
+from digitsum.fused import FusedSteps, make_steps
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
 from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
@@ -39,6 +42,7 @@ from digitsum.train import (
     curriculum_length,
     evaluate_loss,
     history_row,
+    make_optimizer,
     make_scheduler,
     rows_up_to,
     running_sums,
@@ -78,6 +82,7 @@ class _SeedsRun:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     generators: list[torch.Generator]
     seed_runs: list[_SeedRun]
+    fused_steps: FusedSteps | None = None
 
     @classmethod
     def start(cls, config: Config, seeds: list[int], probe_rows: Rows | None) -> _SeedsRun:
@@ -94,10 +99,9 @@ class _SeedsRun:
         splits = [data_split(dataclasses.replace(tc, seed=seed)) for seed in seeds]
         trains = [encode(rows).to(device) for rows, _ in splits]
         stacked = stack(models)
-        fused = device.type in ("cpu", "cuda")  # AdamW's one-op update, as `make_optimizer` takes it
-        optimizer = torch.optim.AdamW(
-            stacked.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=fused
-        )
+        # as `fit` decides it: noise between steps needs the steps one at a time
+        fused_steps = make_steps(stacked, device, tc.sum_state_weight) if tc.fused and not tc.state_noise else None
+        optimizer = make_optimizer(stacked, tc, device, fused_steps is not None)
         return cls(
             config,
             seeds,
@@ -110,6 +114,7 @@ class _SeedsRun:
             make_scheduler(optimizer, trains[0], tc),
             [torch.Generator().manual_seed(seed) for seed in seeds],
             [_SeedRun() for _ in seeds],
+            fused_steps,
         )
 
     def epoch(self, epoch: int) -> list[EpochResult]:
@@ -214,13 +219,13 @@ def _train_epoch(run: _SeedsRun, epoch: int) -> list[float]:
     loss_sums = torch.zeros(len(trains), device=trains[0].inputs.device)
     for indices in zip(*batches, strict=True):
         indices = tuple(index.to(data.inputs.device) for index, data in zip(indices, trains, strict=True))
-        losses, outputs = _losses(stacked, trains, indices, width, tc.state_noise)
-        if sums is not None:
-            losses = losses + tc.sum_state_weight * stacked_sum_state_spread(outputs, *_sum_batch(sums, indices, width))
-        run.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # model k's weights get model k's gradient alone
-        if tc.grad_clip > 0:
-            _clip_each(stacked, tc.grad_clip)
+        if run.fused_steps is not None:  # time-major, as the kernel reads them
+            tokens, targets = _batch(trains, indices, width)
+            losses = run.fused_steps(
+                tokens.transpose(1, 2).contiguous(), targets.transpose(1, 2).contiguous(), tc.grad_clip
+            )
+        else:
+            losses = _backward(run, indices, width, sums)
         run.optimizer.step()
         run.scheduler.step()
         loss_sums += losses.detach() * torch.tensor([len(i) for i in indices], device=losses.device)
@@ -228,14 +233,33 @@ def _train_epoch(run: _SeedsRun, epoch: int) -> list[float]:
     return [float(total) / n for total, n in zip(loss_sums.tolist(), rows, strict=True)]
 
 
+def _backward(
+    run: _SeedsRun, indices: tuple[torch.Tensor, ...], width: int, sums: list[tuple[torch.Tensor, torch.Tensor]] | None
+) -> torch.Tensor:
+    """The torch.nn path of a step: each model's loss [K], its gradients (each model's clipped on its own)."""
+    tc, stacked = run.config.train, run.stacked
+    losses, outputs = _losses(stacked, *_batch(run.trains, indices, width), tc.state_noise)
+    if sums is not None:
+        losses = losses + tc.sum_state_weight * stacked_sum_state_spread(outputs, *_sum_batch(sums, indices, width))
+    run.optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()  # model k's weights get model k's gradient alone
+    if tc.grad_clip > 0:
+        _clip_each(stacked, tc.grad_clip)
+    return losses
+
+
+def _batch(trains: list[Encoded], indices: tuple[torch.Tensor, ...], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model k's rows of this step, all K as [K, B, width]: tokens and targets."""
+    rows = [data.take(index) for data, index in zip(trains, indices, strict=True)]
+    tokens = torch.stack([_padded(r.inputs, width, PAD) for r in rows])
+    return tokens, torch.stack([_padded(r.targets, width, IGNORE) for r in rows])
+
+
 def _losses(
-    stacked: StackedModel, trains: list[Encoded], indices: tuple[torch.Tensor, ...], width: int, noise: float
+    stacked: StackedModel, tokens: torch.Tensor, targets: torch.Tensor, noise: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each model's cross-entropy over its own batch ([K], each as F.cross_entropy's mean), and the
     last layer's outputs [K, B, T, H] (what the sum-state loss reads)."""
-    rows = [data.take(index) for data, index in zip(trains, indices, strict=True)]
-    tokens = torch.stack([_padded(r.inputs, width, PAD) for r in rows])
-    targets = torch.stack([_padded(r.targets, width, IGNORE) for r in rows])
     outputs, _ = stacked.hidden(tokens, state_noise=noise)
     logits = stacked.read_out(outputs)
     k = logits.shape[0]

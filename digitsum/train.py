@@ -200,7 +200,7 @@ def rows_up_to(data: Encoded, max_length: int | None) -> int:
 
 
 def make_optimizer(
-    model: DigitSumModel, tc: TrainConfig, device: torch.device, fused: bool = False
+    model: torch.nn.Module, tc: TrainConfig, device: torch.device, fused: bool = False
 ) -> torch.optim.Optimizer:
     """AdamW; on the fused path its update is one C++ call too (FusedAdamW)."""
     if fused:

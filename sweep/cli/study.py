@@ -259,7 +259,12 @@ def _print_best(name: str, storage: str | None, as_json: bool = False) -> None:
 
 
 def _print_one(summary: dict[str, Any]) -> None:
-    typer.echo(f"best of {summary['study']!r}: trial {summary['trial']}, {summary['metric']} {summary['value']:.4f}")
+    value = f"{summary['metric']} {summary['value']:.4f}"
+    per_seed = summary["per_seed"]
+    if per_seed:  # the trial trained several seeds; its value is their mean or worst
+        each = ", ".join(f"seed {seed} {run['value']:.4f}" for seed, run in per_seed.items())
+        value += f" (the {summary['seed_aggregate']} over its {len(per_seed)} seeds: {each})"
+    typer.echo(f"best of {summary['study']!r}: trial {summary['trial']}, {value}")
     for key, value in summary["params"].items():
         typer.echo(f"  {key} = {value}")
     if summary["probe_exact_match"] is not None:
@@ -272,7 +277,8 @@ def _print_one(summary: dict[str, Any]) -> None:
             f"{summary['probe_in_range_by_length']}"
         )
     state = "" if summary["checkpoint_exists"] else " (not on this machine)"
-    typer.echo(f"  checkpoint: {summary['checkpoint']}{state}")
+    whose = f" (seed {next(iter(per_seed))}'s model)" if per_seed else ""
+    typer.echo(f"  checkpoint{whose}: {summary['checkpoint']}{state}")
     typer.echo(f"  validation exact match {seeds_text(summary['over_seeds'])}")
 
 

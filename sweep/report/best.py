@@ -36,7 +36,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "checkpoint": checkpoint_text(study, record),
         "checkpoint_exists": has_checkpoint(record),
         "n_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "per_seed": record.per_seed or None,
+        "per_seed": record.per_seed or None,  # with train.n_seeds: each seed's outcome, by seed
+        "seed_aggregate": StudyMeta.read(study).seed_aggregate if record.per_seed else None,
         "over_seeds": over_seeds(seed_runs(trial, read_reruns(study))),
     }
 
