@@ -96,14 +96,17 @@ def machine_lines(threads: int) -> list[str]:
 class Ours:
     """One configuration set up exactly as digitsum.train.fit sets it up (on CPU)."""
 
-    def __init__(self, hidden: int, batch: int, train, val, fused: bool = True, model_type: str = "lstm"):
+    def __init__(
+        self, hidden: int, batch: int, train, val, fused: bool = True, model_type: str = "lstm", device: str = "cpu"
+    ):
         self.tc = TrainConfig(batch_size=batch, seed=0)
         torch.manual_seed(self.tc.seed)
-        self.model = DigitSumModel(ModelConfig(model_type=model_type, hidden_size=hidden))
-        self.train, self.val = train, val
+        where = torch.device(device)
+        self.model = DigitSumModel(ModelConfig(model_type=model_type, hidden_size=hidden)).to(where)
+        self.train, self.val = train.to(where), val.to(where)
         self.generator = torch.Generator().manual_seed(self.tc.seed)
-        self.fused_step = make_step(self.model, torch.device("cpu")) if fused else None
-        self.optimizer = make_optimizer(self.model, self.tc, torch.device("cpu"), self.fused_step is not None)
+        self.fused_step = make_step(self.model, where) if fused else None  # CPU only: None elsewhere
+        self.optimizer = make_optimizer(self.model, self.tc, where, self.fused_step is not None)
         total_steps = math.ceil(len(train) / batch) * self.tc.n_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.tc.lr_schedule, total_steps))
 
@@ -167,6 +170,11 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed repeats per measurement (default 3; 1 with --quick)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where our core runs (cuda: part 1 and the 5-digit decode only; the reference is the tutorial's CPU code)",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -195,7 +203,7 @@ def main() -> None:
     table = []
     for hidden in HIDDEN_SIZES:
         for batch in BATCH_SIZES:
-            ours = Ours(hidden, batch, train, val)
+            ours = Ours(hidden, batch, train, val, device=args.device)
             t_train, _ = timed(ours.train_pass, train_warmup, repeats)
             t_check, acc = timed(ours.check, 1, repeats)
             t_loss, _ = timed(ours.val_loss, 1, repeats)
@@ -212,14 +220,23 @@ def main() -> None:
                 ]
             )
             print(f"  measured LSTM {hidden}, batch {batch}", file=sys.stderr, flush=True)
-    print(
-        "1. digitsum core as fit runs it "
-        "(embedding 16, the fused training step, FusedAdamW, grad clip 1.0, cosine schedule)"
-    )
+    step = "the fused training step, FusedAdamW" if args.device == "cpu" else f"torch.nn on {args.device}, AdamW"
+    print(f"1. digitsum core as fit runs it (embedding 16, {step}, grad clip 1.0, cosine schedule)")
     print_table(
         ["config", "train pass", "train rows/s", "accuracy check", "decoded rows/s", "val-loss pass", "val exact"],
         table,
     )
+
+    if args.device != "cpu":
+        ours = results[REFERENCE][0]
+        data_5 = encode(make_rows([5])).to(args.device)
+        t_decode_5, acc_5 = timed(lambda: ours.check(data_5), 1, repeats)
+        print(
+            f"\non {args.device}: decode all 100,000 5-digit strings {fmt_s(t_decode_5)} "
+            f"(exact {acc_5.exact_match:.4f})"
+        )
+        print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s")
+        return
 
     # 2. The reference at LSTM 64, batch 32 --------------------------------------------------
     hidden, batch = REFERENCE

@@ -27,8 +27,8 @@ TARGETS = {"rnn": 2.0, "lrnn": 2.0, "lstm": 1.6, "gru": 1.6}
 HEADS = {"lrnn": {"head_size": 256, "embedding_dim": 0}}  # the counter recipe's model (studies/recipes/counter.yaml)
 
 
-def one(model_type: str, hidden: int, k: int, epochs: int, threads: int) -> dict:
-    """Train one configuration here; seconds and peak RSS."""
+def one(model_type: str, hidden: int, k: int, epochs: int, threads: int, device: str) -> dict:
+    """Train one configuration here; seconds and peak memory (resident, and the GPU's where it ran there)."""
     import torch
 
     from digitsum.config import Config, ModelConfig, TrainConfig
@@ -39,7 +39,7 @@ def one(model_type: str, hidden: int, k: int, epochs: int, threads: int) -> dict
     torch.set_num_threads(threads)
     config = Config(
         ModelConfig(model_type=model_type, hidden_size=hidden, **HEADS.get(model_type, {})),
-        TrainConfig(lengths="2-4", batch_size=32, n_epochs=epochs, device="cpu", num_threads=threads),
+        TrainConfig(lengths="2-4", batch_size=32, n_epochs=epochs, device=device, num_threads=threads),
     )
     warm = Config(config.model, TrainConfig(**{**config.train.__dict__, "n_epochs": 1}))
     seeds = list(range(k))
@@ -52,7 +52,8 @@ def one(model_type: str, hidden: int, k: int, epochs: int, threads: int) -> dict
         start = time.perf_counter()
         fit_seeds(config, seeds)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and device != "cpu" else None
+    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu_mb": gpu_mb}
 
 
 def main() -> None:
@@ -60,27 +61,34 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one epoch, K in 1 and 3: a smoke run")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (bench/gpu_check.sh)")
+    parser.add_argument("--ks", default="1,3,8", help="the K to time, K=1 first (default 1,3,8)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "HIDDEN", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, hidden, k = args.one
-        print(json.dumps(one(model, int(hidden), int(k), args.epochs, args.threads)))
+        print(json.dumps(one(model, int(hidden), int(k), args.epochs, args.threads, args.device)))
         return
-    epochs, ks = (1, (1, 3)) if args.quick else (args.epochs, (1, 3, 8))
-    print(f"one trial: lengths 2-4, batch 32, {epochs} epoch(s), {args.threads} thread(s); one run each")
-    print(f"{'model':10s} {'K':>3s} {'seconds':>8s} {'per seed':>9s} {'vs K=1':>7s} {'target':>7s} {'peak MB':>8s}")
+    epochs, ks = (1, (1, 3)) if args.quick else (args.epochs, tuple(int(k) for k in args.ks.split(",")))
+    print(f"one trial: lengths 2-4, batch 32, {epochs} epoch(s), {args.threads} thread(s), {args.device}; one run each")
+    print(
+        f"{'model':10s} {'K':>3s} {'seconds':>8s} {'per seed':>9s} {'vs K=1':>7s} {'target':>7s} {'peak MB':>8s} "
+        f"{'GPU MB':>7s}"
+    )
     for model, hidden in MODELS:
         base = None
         for k in ks:
             command = [sys.executable, __file__, "--one", model, str(hidden), str(k), "--epochs", str(epochs)]
+            command += ["--device", args.device]
             out = subprocess.run([*command, "--threads", str(args.threads)], check=True, capture_output=True, text=True)
             found = json.loads(out.stdout.strip().splitlines()[-1])
             base = base or found["seconds"]
             ratio = found["seconds"] / base
             target = f"<= {TARGETS[model]:.1f}x" if k == 3 else ""
+            gpu = f"{found['gpu_mb']:7.0f}" if found["gpu_mb"] is not None else f"{'-':>7s}"
             print(
-                f"{model} {hidden:<6d} {k:3d} {found['seconds']:8.2f} {found['seconds'] / k:9.2f} "
-                f"{ratio:6.2f}x {target:>7s} {found['peak_mb']:8.0f}"
+                f"{f'{model} {hidden}':10s} {k:3d} {found['seconds']:8.2f} {found['seconds'] / k:9.2f} "
+                f"{ratio:6.2f}x {target:>7s} {found['peak_mb']:8.0f} {gpu}"
             )
 
 

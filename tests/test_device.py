@@ -61,3 +61,50 @@ def test_a_cuda_index_past_the_last_device():
     count = torch.cuda.device_count()
     with pytest.raises(ConfigError, match=f"this machine has {count} CUDA device"):
         resolve_device(f"cuda:{count}", "--device")
+
+
+# ---------------------------------------------------------------------------------------------
+# On CUDA (bench/gpu_check.sh runs these where a GPU is): --device auto trains there
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@CUDA
+def test_device_auto_trains_and_scores_on_cuda(tmp_path):
+    from digitsum.config import Config, ModelConfig, TrainConfig
+    from digitsum.datasets import data_split
+    from digitsum.train import fit
+
+    config = Config(
+        ModelConfig(model_type="lstm", hidden_size=16),
+        TrainConfig(lengths="1-2", n_epochs=2, batch_size=16, device="auto", log_path=str(tmp_path)),
+    )
+    fitted = fit(config, *data_split(config.train))
+    assert next(fitted.model.parameters()).device.type == "cuda"
+    assert 0.0 <= fitted.best_exact_match <= 1.0
+
+
+@CUDA
+@pytest.mark.parametrize("model_type", ["rnn", "lstm", "gru", "lrnn"])
+def test_seeds_train_together_on_cuda_as_each_alone(model_type):
+    """K seeds at once on the GPU (the stacked torch.nn path) match each seed's own run there."""
+    import dataclasses
+
+    from digitsum.config import Config, ModelConfig, TrainConfig
+    from digitsum.datasets import data_split
+    from digitsum.seeds import fit_seeds
+    from digitsum.train import fit
+
+    head = {"head_size": 16, "embedding_dim": 0} if model_type == "lrnn" else {}
+    config = Config(
+        ModelConfig(model_type=model_type, hidden_size=12, **head),
+        TrainConfig(lengths="1-2", n_epochs=2, batch_size=16, device="auto", fused=False),
+    )
+    for seed, together in zip([0, 1, 2], fit_seeds(config, [0, 1, 2]), strict=True):
+        alone_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+        alone = fit(alone_config, *data_split(alone_config.train))
+        assert next(together.model.parameters()).device.type == "cuda"
+        assert [e.train_loss for e in together.history] == pytest.approx(
+            [e.train_loss for e in alone.history], rel=1e-3
+        )
