@@ -153,7 +153,7 @@ class TrainConfig:
     n_seeds: int = key(
         1,
         "models trained at once, with seeds seed, seed+1, ...: each the model a run with that seed trains, "
-        "in one stacked computation (sweep train; rnn, lstm, gru through torch.nn for now)",
+        "in one stacked computation (sweep train; in a spec's fixed, every trial: see seed_aggregate)",
         between(1, 64),
     )
     device: str = key("auto", "where to train: auto picks CUDA, then MPS, then the CPU", DEVICE_RULE)
