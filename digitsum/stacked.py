@@ -70,26 +70,47 @@ class StackedModel(nn.Module):
         """tokens [K, B, T] -> the last layer's outputs [K, B, T, H] and the state after T steps; with
         ``state_noise`` (training only) noise of that std on every state after every step, as
         `DigitSumModel.hidden` adds it."""
-        if self.embedding is not None:  # row k of the lookup table of model k
-            inputs = torch.gather(
-                self.embedding, 1, tokens.flatten(1).unsqueeze(2).expand(-1, -1, self.embedding.shape[2])
-            ).view(*tokens.shape, -1)
-        else:
-            inputs = F.one_hot(tokens, N_INPUT_TOKENS).to(self.weights[0].dtype)
         kind, layers = self.config.model_type, self.config.num_layers
         noise = state_noise if self.training else 0.0
-        h0, c0 = _initial(state, inputs, layers, self.config.hidden_size, kind)
+        h0, c0 = _initial(state, tokens, layers, self.config.hidden_size, kind, self.weights[0])
         finals_h, finals_c = [], []
         group = len(self.weights) // layers
+        inputs = self._features(tokens) if kind == "lrnn" else None  # the lrnn's transition reads them
         for layer in range(layers):
-            if layer > 0 and self.training and self.config.dropout > 0:  # torch.nn's dropout between layers
-                inputs = F.dropout(inputs, self.config.dropout)
             weights = list(self.weights[group * layer : group * (layer + 1)])
-            inputs, h, c = _layer(kind, self.config, inputs, weights, h0[:, layer], c0[:, layer], noise)
+            if layer == 0:
+                projected = self._token_projection(tokens, weights)
+            else:
+                assert inputs is not None
+                if self.training and self.config.dropout > 0:  # torch.nn's dropout between layers
+                    inputs = F.dropout(inputs, self.config.dropout)
+                projected = _projection(kind, inputs, weights)
+            inputs, h, c = _layer(kind, self.config, inputs, projected, weights, h0[:, layer], c0[:, layer], noise)
             finals_h.append(h)
             finals_c.append(c)
+        assert inputs is not None
         h_n = torch.stack(finals_h, 1)
         return inputs, ((h_n, torch.stack(finals_c, 1)) if kind == "lstm" else h_n)
+
+    def _features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [K, B, T] -> each model's input features [K, B, T, E]: its embedding rows, or one-hot."""
+        if self.embedding is None:
+            return F.one_hot(tokens, N_INPUT_TOKENS).to(self.weights[0].dtype)
+        index = tokens.flatten(1).unsqueeze(2).expand(-1, -1, self.embedding.shape[2])
+        return torch.gather(self.embedding, 1, index).view(*tokens.shape, -1)  # row k of model k's table
+
+    def _token_projection(self, tokens: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+        """The first layer's input projection [K, T, B, G] as rows of a table per model (one row per token:
+        embedding @ W_in^T + bias, or W_in^T + bias for one-hot input), as the fused kernel takes it:
+        a gather instead of a GEMM over every position."""
+        w_in, bias = _input_side(self.config.model_type, weights)
+        if self.embedding is not None:
+            table = torch.baddbmm(bias[:, None, :], self.embedding, w_in.transpose(1, 2))
+        else:
+            table = w_in.transpose(1, 2) + bias[:, None, :]
+        k, vocabulary = table.shape[:2]
+        index = tokens.transpose(1, 2) + vocabulary * torch.arange(k, device=tokens.device).view(k, 1, 1)
+        return F.embedding(index, table.reshape(k * vocabulary, -1))  # a row copy (index_select), forward and back
 
     def read_out(self, outputs: torch.Tensor) -> torch.Tensor:
         """The head of each model over its outputs [K, B, T, H] (after the model's dropout, in training)."""
@@ -125,11 +146,11 @@ def _linears(head: nn.Module) -> list[nn.Linear]:
 
 
 def _initial(
-    state: StackedState | None, inputs: torch.Tensor, layers: int, size: int, kind: str
+    state: StackedState | None, tokens: torch.Tensor, layers: int, size: int, kind: str, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, c) as [K, layers, B, H]; zeros where no state is given (c unused but by the LSTM)."""
     if state is None:
-        zeros = inputs.new_zeros(inputs.shape[0], layers, inputs.shape[1], size)
+        zeros = like.new_zeros(tokens.shape[0], layers, tokens.shape[1], size)
         return zeros, zeros
     if kind == "lstm":
         assert isinstance(state, tuple), "an LSTM's state is (h, c)"
@@ -138,32 +159,51 @@ def _initial(
     return state, state
 
 
+def _input_side(kind: str, weights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's input weights and the bias that goes with its input projection. An LSTM's and an RNN's
+    two biases add to the same pre-activations, so b_hh is folded in once; a GRU's b_hh sits inside
+    reset * (...), so it stays in the recurrent part."""
+    if kind == "lrnn":  # h' = h + (x outer h) W^T + V x + c  (digitsum.lrnn)
+        _, shift_w, shift_b = weights
+        return shift_w, shift_b
+    w_ih, _, b_ih, b_hh = weights
+    return w_ih, (b_ih if kind == "gru" else b_ih + b_hh)
+
+
+def _projection(kind: str, inputs: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """inputs [K, B, T, E] -> the input projection of every step at once, time-major [K, T, B, G]."""
+    k, batch, steps, _ = inputs.shape
+    w_in, bias = _input_side(kind, weights)
+    rows = inputs.transpose(1, 2).reshape(k, steps * batch, -1)
+    return torch.baddbmm(bias[:, None, :], rows, w_in.transpose(1, 2)).view(k, steps, batch, -1)
+
+
 def _layer(
     kind: str,
     config: ModelConfig,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | None,
+    projected: torch.Tensor,
     weights: list[torch.Tensor],
     h: torch.Tensor,
     c: torch.Tensor,
     noise: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One layer over T steps: the input projection for all steps at once, then a batched GEMM a step."""
-    k, batch, steps, _ = inputs.shape
-    if kind == "lrnn":  # h' = h + (x outer h) W^T + V x + c  (digitsum.lrnn)
-        transition, shift_w, shift_b = weights
-        projected = torch.baddbmm(shift_b[:, None, :], inputs.reshape(k, batch * steps, -1), shift_w.transpose(1, 2))
-        w_hh_t = transition.transpose(1, 2)
-    else:
-        w_ih, w_hh, b_ih, b_hh = weights
-        projected = torch.baddbmm(b_ih[:, None, :], inputs.reshape(k, batch * steps, -1), w_ih.transpose(1, 2))
-        w_hh_t = w_hh.transpose(1, 2)
-    projected = projected.view(k, batch, steps, -1)
+    """One layer over T steps, given its input projection [K, T, B, G] (time-major, so each step's slice
+    is contiguous): one batched GEMM a step that adds onto it. ``inputs``: the lrnn's features."""
+    steps = projected.shape[1]
+    w_rec_t = weights[0 if kind == "lrnn" else 1].transpose(1, 2)
+    features = inputs.transpose(1, 2) if inputs is not None else None
     outputs = []
     for t in range(steps):
         if kind == "lrnn":
-            h = h + torch.bmm((inputs[:, :, t].unsqueeze(3) * h.unsqueeze(2)).flatten(2), w_hh_t) + projected[:, :, t]
+            assert features is not None, "an lrnn's transition reads its input features"
+            outer = (features[:, t].unsqueeze(3) * h.unsqueeze(2)).flatten(2)
+            h = torch.baddbmm(h + projected[:, t], outer, w_rec_t)
+        elif kind == "gru":
+            h = _gru(projected[:, t], torch.baddbmm(weights[3][:, None, :], h, w_rec_t), h)
         else:
-            h, c = _cell(kind, config, projected[:, :, t], torch.baddbmm(b_hh[:, None, :], h, w_hh_t), h, c)
+            gates = torch.baddbmm(projected[:, t], h, w_rec_t)
+            h, c = _lstm(gates, c) if kind == "lstm" else (_rnn(gates, config.nonlinearity), c)
         if noise > 0:  # where DigitSumModel adds it: h (and the LSTM's c) after each step
             h = h + noise * torch.randn_like(h)
             c = c + noise * torch.randn_like(c) if kind == "lstm" else c
@@ -171,18 +211,32 @@ def _layer(
     return torch.stack(outputs, 2), h, c
 
 
-def _cell(
-    kind: str, config: ModelConfig, x: torch.Tensor, r: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's RNN, LSTM and GRU equations (its gate order), given x W_ih + b_ih and h W_hh + b_hh."""
-    if kind == "rnn":
-        return (torch.relu(x + r) if config.nonlinearity == "relu" else torch.tanh(x + r)), c
-    if kind == "lstm":
-        i, f, g, o = (x + r).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    x_r, x_z, x_n = x.chunk(3, dim=-1)
-    r_r, r_z, r_n = r.chunk(3, dim=-1)
-    reset, update = torch.sigmoid(x_r + r_r), torch.sigmoid(x_z + r_z)
-    new = torch.tanh(x_n + reset * r_n)
-    return (1 - update) * new + update * h, c
+# PyTorch's cell equations and gate order, given the pre-activations.
+
+
+def _rnn(gates: torch.Tensor, nonlinearity: str) -> torch.Tensor:
+    return torch.relu(gates) if nonlinearity == "relu" else _tanh(gates)
+
+
+def _lstm(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """gates: x W_ih + h W_hh + both biases, as (i, f, g, o)."""
+    size = c.shape[-1]
+    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # one sigmoid over all four (g's unused): strided
+    c = f * c + i * _tanh(gates[..., 2 * size : 3 * size])  # chunks are slow on CPU
+    return o * _tanh(c), c
+
+
+def _gru(x: torch.Tensor, r: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """x: x W_ih + b_ih, r: h W_hh + b_hh, each as (reset, update, new)."""
+    size = h.shape[-1]
+    reset, update = torch.sigmoid(x[..., : 2 * size] + r[..., : 2 * size]).chunk(2, dim=-1)
+    new = _tanh(x[..., 2 * size :] + reset * r[..., 2 * size :])
+    return torch.lerp(new, h, update)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh; when scoring (no gradient), as 2 sigmoid(2x) - 1: torch's CPU tanh is ~3x slower than these
+    four ops on the thousands of rows a validation pass decodes (in training, at batch 32, one op is cheaper)."""
+    if x.requires_grad:
+        return torch.tanh(x)
+    return 2 * torch.sigmoid(2 * x) - 1
