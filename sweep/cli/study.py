@@ -97,6 +97,12 @@ def _print_data_and_budget(checked: api.SpecCheck) -> None:
     typer.echo(
         f"  budget: at most {spec.n_trials} trials x {epochs} epochs = {spec.n_trials * epochs:,} epochs{timeout}"
     )
+    seeds = spec.base.train.n_seeds
+    if seeds > 1:
+        typer.echo(
+            f"  seeds: each trial trains {seeds} at once (seeds train.seed to train.seed + {seeds - 1}); its value "
+            f"is their {spec.seed_aggregate.value}"
+        )
 
 
 def _dimension_text(param: Any) -> str:
