@@ -280,3 +280,22 @@ def test_evaluate_scores_every_seed_of_a_run_at_once(tmp_path):
         a.exact_match for a in together.accuracies
     )
     assert "is a folder, not a checkpoint file" in assert_one_error_line(invoke("evaluate", tmp_path, csv))
+
+
+def test_several_objectives_take_the_seeds_mean_and_one_seeds_share_of_the_cost(tmp_path):
+    from sweep_helpers import run_cli, spec_dict, storage_url, trials, write_spec
+
+    fixed = {**spec_dict()["fixed"], "train.n_seeds": 2, "train.num_threads": 1}
+    objectives = [{"metric": "val_exact_match"}, {"metric": "train_seconds"}]
+    spec = spec_dict(name="costs", fixed=fixed, objectives=objectives, n_trials=2)
+    result = run_cli(tmp_path, write_spec(tmp_path, spec=spec))
+    assert result.exit_code == 0, result.output
+    for trial in trials(storage_url(tmp_path), "costs"):
+        per_seed = trial.user_attrs["per_seed"]
+        accuracy, seconds = trial.values
+        assert accuracy == pytest.approx(sum(run["value"] for run in per_seed.values()) / 2)
+        assert seconds == trial.user_attrs["train_seconds"]
+        assert seconds == pytest.approx(sum(run["train_seconds"] for run in per_seed.values()) / 2, abs=2e-4)
+        assert [run["values"]["train_seconds"] for run in per_seed.values()] == [
+            run["train_seconds"] for run in per_seed.values()
+        ]
