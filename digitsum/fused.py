@@ -51,6 +51,10 @@ def _build_options() -> tuple[str, list[str]]:
     # No -ffast-math: NaN must propagate so that a diverged run is detected, and with GCC 12 it
     # would set flush-to-zero for the whole process. These two are what vectorizing needs.
     flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    if sys.platform.startswith("linux"):
+        # at::parallel_for (the K-model steps) is OpenMP inline code: without it, it runs serially. The
+        # extension then needs libgomp.so.1, which torch's own Linux builds have loaded already (one runtime)
+        flags.append("-fopenmp")
     torch_version = re.sub(r"\W", "_", torch.__version__)
     if {"avx2", "fma"} <= _cpu_flags():
         return f"digitsum_fused_step_avx2_torch{torch_version}", [*flags, "-mavx2", "-mfma"]
@@ -112,7 +116,13 @@ def _load() -> bool:
         _clear_stale_lock(build_dir)
         if not (build_dir / f"{name}.so").exists():
             _say(f"compiling the fused training kernel into {build_dir} (once per machine, ~30 s)")
-        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, is_python_module=False)
+        cpp_extension.load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [],
+            is_python_module=False,
+        )
     except Exception as error:  # a broken compiler, no ninja, missing headers: train through torch.nn
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1])[:160]

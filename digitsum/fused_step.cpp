@@ -14,6 +14,7 @@
 // are anyway), so one model's computation is exactly what its own run computes with one thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <array>
@@ -479,7 +480,9 @@ at::Tensor train_steps(const char* op, StepFn step, const at::Tensor& tokens, co
   for (const at::Tensor& g : grads) TORCH_CHECK(g.dim() > 0 && g.size(0) == K, op, ": every grad must be [K, ...]");
   at::Tensor losses = at::empty({K}, w_hh.options());
   float* out = ptr(losses);
+  const at::ThreadLocalState caller;  // grad mode and the rest of the caller's thread-local state
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard same(caller);  // worker threads start with grad mode on
     for (int64_t k = begin; k < end; ++k) {
       std::vector<at::Tensor> mine;
       for (const at::Tensor& g : grads) mine.push_back(g.select(0, k));
