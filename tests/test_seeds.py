@@ -171,6 +171,17 @@ def seeds_study(tmp_path_factory):
     return folder, url
 
 
+def test_check_says_how_many_seeds_a_trial_trains(tmp_path):
+    from sweep_helpers import invoke, spec_dict, write_spec
+
+    fixed = {**spec_dict()["fixed"], "train.n_seeds": 4}
+    result = invoke("check", write_spec(tmp_path, spec=spec_dict(fixed=fixed, seed_aggregate="min")))
+    assert result.exit_code == 0, result.output
+    assert "seeds: each trial trains 4 at once (seeds train.seed to train.seed + 3); its value is their min" in (
+        result.output
+    )
+
+
 def test_each_trial_reports_its_worst_seed_and_records_every_seed(seeds_study):
     from optuna.trial import TrialState
     from sweep_helpers import trials
