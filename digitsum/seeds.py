@@ -12,6 +12,7 @@ distribution only where dropout or state noise draw randomness (`digitsum.stacke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -25,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import Config
+from digitsum.config import Config, flatten
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import data_split
 from digitsum.decode import Accuracy, accuracy, answers_in_range
@@ -34,6 +35,7 @@ from digitsum.fused import FusedSteps, make_steps
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
 from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
+from digitsum.tensorboard import EventLog, recording
 from digitsum.train import (
     HISTORY_COLUMNS,
     EpochResult,
@@ -52,16 +54,24 @@ OnSeedsEpoch = Callable[[list[EpochResult]], "bool | None"]
 
 
 def fit_seeds(
-    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None
+    config: Config,
+    seeds: list[int],
+    on_epoch: OnSeedsEpoch | None = None,
+    probe_rows: Rows | None = None,
+    events: list[EventLog | None] | None = None,
 ) -> list[FitResult]:
-    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns on the torch.nn path.
+    """One FitResult per seed, each what `fit(config with train.seed=seed)` returns.
 
     ``on_epoch`` hears each epoch's results, one per seed, and may return True to stop (all seeds).
     ``probe_rows`` are scored every epoch, for each seed also over the rows whose sum occurs in its
-    own training rows, as `fit` scores them."""
+    own training rows, as `fit` scores them. ``events`` (one per seed, TensorBoard's event files)
+    hear each seed's epoch as `fit`'s events do."""
     run = _SeedsRun.start(config, seeds, probe_rows)
     for epoch in range(1, config.train.n_epochs + 1):
         results = run.epoch(epoch)
+        for k, log in enumerate(events or []):
+            if log is not None:  # this seed's model, copied out (8 rows decoded as examples)
+                log.epoch(results[k], run.seed_runs[k].accuracies[-1], run.stacked.unstack(k), run.vals[k])
         if on_epoch is not None and on_epoch(results):
             break
     return [seed_run.result() for seed_run in run.seed_runs]
@@ -138,26 +148,35 @@ class _SeedsRun:
 
 
 def train_seeds_run(
-    config: Config, on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None
+    config: Config, on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None, tensorboard: bool = False
 ) -> tuple[list[FitResult], Path]:
     """`train_run` for ``train.n_seeds`` seeds: ``<log_path>/<run_name>/config.json``, and for each seed S
     ``seed-S/history.csv`` and ``seed-S/best.pt`` (its config says train.seed=S, so evaluate and predict
-    read it as any run's checkpoint)."""
+    read it as any run's checkpoint), and with ``tensorboard`` its event files in ``seed-S/`` (a run
+    each in TensorBoard, where the package is installed)."""
     tc = config.train
     seeds = [tc.seed + i for i in range(tc.n_seeds)]
     run_dir = Path(tc.log_path) / tc.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    results = fit_seeds(config, seeds, on_epoch, probe_rows)
-    for seed, result in zip(seeds, results, strict=True):
-        folder = run_dir / f"seed-{seed}"
+    alone = [dataclasses.replace(config, train=dataclasses.replace(tc, seed=seed, n_seeds=1)) for seed in seeds]
+    folders = [run_dir / f"seed-{seed}" for seed in seeds]
+    for folder in folders:
         folder.mkdir(exist_ok=True)
+        for stale in folder.glob("events.out.tfevents.*"):  # an overwritten run's curves are not this run's
+            stale.unlink()
+    with contextlib.ExitStack() as stack:
+        events = [
+            stack.enter_context(recording(folder if tensorboard else None, flatten(c.to_dict())))
+            for folder, c in zip(folders, alone, strict=True)
+        ]
+        results = fit_seeds(config, seeds, on_epoch, probe_rows, events)
+    for folder, result, seed_config in zip(folders, results, alone, strict=True):
         (folder / "history.csv").write_text(
             ",".join(HISTORY_COLUMNS) + "\n" + "".join(map(history_row, result.history))
         )
-        alone = dataclasses.replace(config, train=dataclasses.replace(tc, seed=seed, n_seeds=1))
         metrics = {"epoch": result.best_epoch, "val_exact_match": result.best_exact_match}
-        save_checkpoint(folder / "best.pt", result.model, alone.to_dict(), metrics)
+        save_checkpoint(folder / "best.pt", result.model, seed_config.to_dict(), metrics)
     return results, run_dir
 
 
@@ -185,6 +204,7 @@ class _SeedRun:
     """One seed's history and best epoch, as `fit` keeps them."""
 
     history: list[EpochResult] = dataclasses.field(default_factory=list)
+    accuracies: list[Accuracy] = dataclasses.field(default_factory=list)  # validation, per epoch
     best_epoch: int = 0
     best_exact: float = -1.0
     best_model: DigitSumModel | None = None
@@ -193,6 +213,7 @@ class _SeedRun:
     def add(self, result: EpochResult, val_accuracy: Accuracy, model: Callable[[], DigitSumModel]) -> None:
         """An epoch's scores; ``model`` gives this seed's model, copied only when the epoch is its best."""
         self.history.append(result)
+        self.accuracies.append(val_accuracy)
         if val_accuracy.exact_match > self.best_exact:  # the earliest on ties, as fit keeps it
             self.best_epoch, self.best_exact, self.best_accuracy = result.epoch, val_accuracy.exact_match, val_accuracy
             self.best_model = model()

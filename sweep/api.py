@@ -81,10 +81,10 @@ def train(
         raise DataError("--probe takes one seed for now; leave out train.n_seeds, or the probe")
     if on_start is not None:
         on_start(config, taken if moved_to else None)
-    if config.train.n_seeds > 1:  # K seeds in one stacked computation; TensorBoard files not yet
+    if config.train.n_seeds > 1:  # K seeds in one stacked computation
         from digitsum.seeds import train_seeds_run
 
-        results, run_dir = train_seeds_run(config, on_seeds)
+        results, run_dir = train_seeds_run(config, on_seeds, tensorboard=tensorboard)
         return Trained(results[0], run_dir, moved_to, tuple(results), config.train.seed)
     result, run_dir = train_run(config, on_epoch, tensorboard, probed)
     return Trained(result, run_dir, moved_to)

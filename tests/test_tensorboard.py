@@ -72,6 +72,22 @@ def test_sweep_train_writes_one_run_whose_scalars_are_its_history(tmp_path):
     assert scalars(events, "hparams/best_val_exact_match") == pytest.approx([best], abs=1e-6)
 
 
+def test_sweep_train_with_seeds_writes_one_run_per_seed(tmp_path):
+    result = invoke("train", *TINY_TRAIN, f"train.log_path={tmp_path}", "train.run_name=r", "train.n_seeds=2")
+    assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        folder = tmp_path / "r" / f"seed-{seed}"
+        events = read_run(folder)
+        with (folder / "history.csv").open() as handle:
+            history = list(csv.DictReader(handle))
+        got = scalars(events, "exact_match/val")
+        assert got == pytest.approx([float(row["val_exact_match"]) for row in history], abs=1e-9)
+        hparams = hparams_of(events)
+        assert hparams["train.seed"] == seed and hparams["train.n_seeds"] == 1 and hparams["state"] == "complete"
+        assert len(events.Tensors(f"{tensorboard.EXAMPLES}/text_summary")) == 3
+    assert not list((tmp_path / "r").glob("events.out.tfevents.*"))  # the runs are the seeds', one each
+
+
 def test_a_probe_of_trained_lengths_is_one_line(tmp_path):
     line = assert_one_error_line(invoke("train", *TINY_TRAIN, f"train.log_path={tmp_path}", "--probe", "2-3"))
     assert "probe length(s) 2 are trained on" in line and not (tmp_path / "run").exists()
@@ -118,6 +134,20 @@ def test_an_overwritten_run_keeps_no_earlier_event_files(tmp_path):
     assert invoke("train", *args).exit_code == 0
     assert invoke("train", *args, "--overwrite").exit_code == 0
     assert len(scalars(read_run(tmp_path / "r"), "loss/train")) == 1
+
+
+def test_a_sweep_of_seeds_writes_one_run_per_seed_of_each_trial(tmp_path):
+    from sweep_helpers import spec_dict
+
+    fixed = {**spec_dict()["fixed"], "train.n_seeds": 2, "train.num_threads": 1}
+    result = run_cli(tmp_path, write_spec(tmp_path, fixed=fixed, n_trials=2), "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 0, result.output
+    runs = sorted(run.name for run in (tmp_path / "tb" / "tiny").iterdir())
+    assert len(runs) == 4 and [run.rsplit("-", 1)[1] for run in runs] == ["seed=0", "seed=1"] * 2
+    for name in runs:
+        events = read_run(tmp_path / "tb" / "tiny" / name)
+        assert len(scalars(events, "exact_match/val")) == 2
+        assert hparams_of(events)["train.seed"] == int(name[-1])
 
 
 def test_a_sweep_writes_one_run_per_trial_named_by_number_model_type_and_params(tmp_path):

@@ -15,7 +15,7 @@ import re
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,8 @@ def make_objective(
         epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
         on_epoch = _reporter(trial, spec, epochs, stop)
         seeds = trial_seeds(config.train)
-        # TensorBoard runs are one model's: a trial of several seeds writes none (yet)
-        with trial_events(tensorboard if len(seeds) == 1 else None, trial, params, config.model.model_type) as events:
-            scored = probe if per_epoch_probe or events is not None else None
+        with seed_events(tensorboard, trial, params, config.model.model_type, seeds) as events:
+            scored = probe if per_epoch_probe or any(log is not None for log in events) else None
             try:
                 fits, train_rows = _fit(config, seeds, on_epoch, scored, events)
             except TrainingDiverged as error:
@@ -92,19 +91,36 @@ def make_objective(
 
 
 def _fit(
-    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch, probe: Rows | None, events: EventLog | None
+    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch, probe: Rows | None, events: list[EventLog | None]
 ) -> tuple[list[FitResult], list[Rows]]:
     """The trial's fits, one per seed (its K seeds trained at once), and each one's training rows."""
     if len(seeds) > 1:
-        return fit_seeds(config, seeds, on_epoch, probe), [data_split(seed_config(config, s).train)[0] for s in seeds]
+        fits = fit_seeds(config, seeds, on_epoch, probe, events)
+        return fits, [data_split(seed_config(config, s).train)[0] for s in seeds]
     train_rows, val_rows = data_split(config.train)
-    fitted = fit(config, train_rows, val_rows, lambda result: on_epoch([result]), probe_rows=probe, events=events)
+    fitted = fit(config, train_rows, val_rows, lambda result: on_epoch([result]), probe_rows=probe, events=events[0])
     return [fitted], [train_rows]
 
 
 def seed_config(config: Config, seed: int) -> Config:
     """The config of one of its seeds alone: what a checkpoint of that seed's model records."""
     return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, n_seeds=1))
+
+
+@contextlib.contextmanager
+def seed_events(
+    folder: str | None, trial: optuna.Trial, params: dict[str, Any], model_type: str, seeds: list[int]
+) -> Iterator[list[EventLog | None]]:
+    """The trial's TensorBoard runs (`trial_events`), one per seed: with several seeds, each run's name
+    and hparams carry its train.seed (trial-00012-lstm-...-seed=1)."""
+    with contextlib.ExitStack() as stack:
+        if len(seeds) == 1:
+            yield [stack.enter_context(trial_events(folder, trial, params, model_type))]
+            return
+        yield [
+            stack.enter_context(trial_events(folder, trial, {**params, "train.seed": seed}, model_type))
+            for seed in seeds
+        ]
 
 
 def trial_events(
@@ -277,7 +293,7 @@ def retrain(
     )
     goals = objectives_from_stored(meta.objectives, meta.metric)
     per_epoch = any(g.metric.uses_probe for g in goals)
-    fits, train_rows = _fit(config, seeds, lambda results: None, probe if per_epoch else None, None)
+    fits, train_rows = _fit(config, seeds, lambda results: None, probe if per_epoch else None, [None] * len(seeds))
     probes = score_probe(fits, probe, train_rows) if probe is not None else [None] * len(fits)
     value_from, share = ValueFrom(meta.value_from), 1 / len(fits)  # K seeds at once: each is charged 1/K
     return [
