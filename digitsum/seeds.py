@@ -28,10 +28,11 @@ from torch.nn import functional as F
 from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config, flatten
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode, epoch_batches
-from digitsum.datasets import data_split
+from digitsum.datasets import data_split, load_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
 from digitsum.device import resolve_device
 from digitsum.fused import FusedSteps, make_steps
+from digitsum.lengths import Probe
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.stacked import StackedModel, stack
 from digitsum.stacked_decode import same_shape, stacked_accuracy, stacked_losses
@@ -48,6 +49,7 @@ from digitsum.train import (
     make_scheduler,
     rows_up_to,
     running_sums,
+    unseen_probe,
 )
 
 OnSeedsEpoch = Callable[[list[EpochResult]], "bool | None"]
@@ -148,13 +150,15 @@ class _SeedsRun:
 
 
 def train_seeds_run(
-    config: Config, on_epoch: OnSeedsEpoch | None = None, probe_rows: Rows | None = None, tensorboard: bool = False
+    config: Config, on_epoch: OnSeedsEpoch | None = None, probe: Probe | None = None, tensorboard: bool = False
 ) -> tuple[list[FitResult], Path]:
     """`train_run` for ``train.n_seeds`` seeds: ``<log_path>/<run_name>/config.json``, and for each seed S
     ``seed-S/history.csv`` and ``seed-S/best.pt`` (its config says train.seed=S, so evaluate and predict
     read it as any run's checkpoint), and with ``tensorboard`` its event files in ``seed-S/`` (a run
-    each in TensorBoard, where the package is installed)."""
+    each in TensorBoard, where the package is installed). ``probe``'s lengths, unseen in training, are
+    scored every epoch."""
     tc = config.train
+    probe_rows = unseen_probe(load_rows(tc), probe or Probe())
     seeds = [tc.seed + i for i in range(tc.n_seeds)]
     run_dir = Path(tc.log_path) / tc.run_name
     run_dir.mkdir(parents=True, exist_ok=True)

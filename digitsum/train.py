@@ -362,10 +362,7 @@ def train_run(
     tc = config.train
     run_dir = Path(tc.log_path) / tc.run_name
     rows = load_rows(tc)
-    probe = probe or Probe()
-    trained = sorted(set(np.unique(rows.lengths).tolist()) & set(probe.lengths))
-    if trained:
-        raise ConfigError(f"probe length(s) {lengths_text(trained)} are trained on: a probe takes unseen lengths")
+    probed = unseen_probe(rows, probe or Probe())
     train_rows, val_rows = split_rows(rows, tc)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -381,7 +378,13 @@ def train_run(
         stale.unlink()
     hparams = flatten(config.to_dict())
     with recording(run_dir if tensorboard else None, hparams) as events:
-        result = fit(
-            config, train_rows, val_rows, record, run_dir / "best.pt", probe_rows=probe_rows(probe), events=events
-        )
+        result = fit(config, train_rows, val_rows, record, run_dir / "best.pt", probe_rows=probed, events=events)
     return result, run_dir
+
+
+def unseen_probe(rows: Rows, probe: Probe) -> Rows | None:
+    """The probe's rows (None: no probe lengths); ConfigError where a probe length is trained on."""
+    trained = sorted(set(np.unique(rows.lengths).tolist()) & set(probe.lengths))
+    if trained:
+        raise ConfigError(f"probe length(s) {lengths_text(trained)} are trained on: a probe takes unseen lengths")
+    return probe_rows(probe)

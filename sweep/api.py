@@ -77,14 +77,12 @@ def train(
     named = "train.run_name" in {**cfg.flatten(values), **given}
     taken = Path(config.train.log_path) / config.train.run_name
     config, moved_to = _free_run_folder(config, named, overwrite)
-    if config.train.n_seeds > 1 and probed is not None:
-        raise DataError("--probe takes one seed for now; leave out train.n_seeds, or the probe")
     if on_start is not None:
         on_start(config, taken if moved_to else None)
     if config.train.n_seeds > 1:  # K seeds in one stacked computation
         from digitsum.seeds import train_seeds_run
 
-        results, run_dir = train_seeds_run(config, on_seeds, tensorboard=tensorboard)
+        results, run_dir = train_seeds_run(config, on_seeds, probed, tensorboard)
         return Trained(results[0], run_dir, moved_to, tuple(results), config.train.seed)
     result, run_dir = train_run(config, on_epoch, tensorboard, probed)
     return Trained(result, run_dir, moved_to)

@@ -134,8 +134,11 @@ def test_sweep_train_with_seeds_says_each_seed_and_the_spread(tmp_path, monkeypa
     assert "val exact per seed" in result.output and "seed 1: best val exact match" in result.output
     assert "best val exact match over 2 seeds:" in result.output and "worst" in result.output
     assert (tmp_path / "runs" / "run" / "seed-1" / "best.pt").is_file()
-    line = assert_one_error_line(invoke("train", *args, "train.n_seeds=2", "train.run_name=x", "--probe", "5"))
-    assert "--probe takes one seed for now" in line
+    probed = invoke("train", *args, "train.n_seeds=2", "train.run_name=x", "--probe", "3")
+    assert probed.exit_code == 0, probed.output
+    assert "probe mean" in probed.output and "(in range" in probed.output
+    line = assert_one_error_line(invoke("train", *args, "train.n_seeds=2", "train.run_name=y", "--probe", "2"))
+    assert "probe length(s) 2 are trained on" in line
 
 
 def test_a_spec_takes_seeds_in_fixed_only(tmp_path):

@@ -145,10 +145,14 @@ def _print_run(trained: Any, seconds: float, tensorboard: bool) -> None:
 def _show_seeds(results: list[Any], epochs: list[int]) -> None:
     """One line per epoch of K seeds trained at once: each seed's validation exact match and their mean."""
     scores = [r.val_exact_match for r in results]
+    probes = [r.probe for r in results if r.probe is not None]
+    inside = [p.in_range.exact_match for p in probes if p.in_range is not None]
+    probe = f"  probe mean {sum(p.exact_match for p in probes) / len(probes):6.2%}" if probes else ""
+    probe += f" (in range {sum(inside) / len(inside):6.2%})" if inside and len(inside) == len(probes) else ""
     typer.echo(
         f"epoch {results[0].epoch:3d}/{epochs[0]}  val exact per seed "
         + " ".join(f"{s:6.2%}" for s in scores)
-        + f"  mean {sum(scores) / len(scores):6.2%}  {results[0].seconds:5.1f}s for all {len(scores)}"
+        + f"  mean {sum(scores) / len(scores):6.2%}{probe}  {results[0].seconds:5.1f}s for all {len(scores)}"
     )
 
 
