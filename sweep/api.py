@@ -176,7 +176,7 @@ def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torc
     data = encode(rows).to(_device(device))
     models = [model for model, _ in loaded]
     start = time.perf_counter()
-    if models[0].config.model_type in STACKED_TYPES and not models[0].config.dropout:
+    if models[0].config.model_type in STACKED_TYPES:  # in evaluation: no dropout
         scores = stacked_accuracy(stack(models), [data] * len(models), masks)
     else:
         scores = [accuracy(m, data, mask) for m, mask in zip(models, masks, strict=True)]
