@@ -462,16 +462,18 @@ at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, c
 }
 
 // K models' steps in one call: every argument stacked on a leading K axis (tokens, targets
-// [K, T, B]); model k's step is lstm_train_step or gru_train_step on the slices k. Returns the
-// K mean losses.
+// [K, T, B]); model k's step is `step` (lstm_train_step or gru_train_step) on the slices k.
+// Returns the K mean losses.
 using StepFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                               const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                               const at::Tensor&, const at::Tensor&, at::TensorList, double);
 
-at::Tensor train_steps(const char* op, StepFn step, const at::Tensor& tokens, const at::Tensor& targets,
-                       const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                       const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
-                       const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
+template <StepFn step>
+at::Tensor train_steps(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
+                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                       const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads,
+                       double max_grad_norm) {
+  constexpr const char* op = "train_steps";
   TORCH_CHECK(tokens.dim() == 3 && tokens.sizes() == targets.sizes(), op, ": tokens and targets must both be [K, T, B]");
   const int64_t K = tokens.size(0);
   for (const at::Tensor& t : {w_ih, w_hh, b_ih, b_hh, head_w, head_b}) {
@@ -494,22 +496,6 @@ at::Tensor train_steps(const char* op, StepFn step, const at::Tensor& tokens, co
     }
   });
   return losses;
-}
-
-at::Tensor lstm_train_steps(const at::Tensor& tokens, const at::Tensor& targets,
-                            const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                            const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
-                            const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  return train_steps("lstm_train_steps", &lstm_train_step, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w,
-                     head_b, grads, max_grad_norm);
-}
-
-at::Tensor gru_train_steps(const at::Tensor& tokens, const at::Tensor& targets,
-                           const std::optional<at::Tensor>& embedding, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& head_w,
-                           const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  return train_steps("gru_train_steps", &gru_train_step, tokens, targets, embedding, w_ih, w_hh, b_ih, b_hh, head_w,
-                     head_b, grads, max_grad_norm);
 }
 
 // torch.optim.AdamW's update (no amsgrad), every tensor in place; step counts from 1.
@@ -558,7 +544,7 @@ TORCH_LIBRARY(digitsum, m) {
 TORCH_LIBRARY_IMPL(digitsum, CPU, m) {
   m.impl("lstm_train_step", &lstm_train_step);
   m.impl("gru_train_step", &gru_train_step);
-  m.impl("lstm_train_steps", &lstm_train_steps);
-  m.impl("gru_train_steps", &gru_train_steps);
+  m.impl("lstm_train_steps", &train_steps<&lstm_train_step>);
+  m.impl("gru_train_steps", &train_steps<&gru_train_step>);
   m.impl("adamw_", &adamw_);
 }

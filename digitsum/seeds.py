@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import Config, flatten
+from digitsum.config import Config, TrainConfig, flatten
 from digitsum.data import IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode, epoch_batches
 from digitsum.datasets import data_split, load_rows
 from digitsum.decode import Accuracy, accuracy, answers_in_range
@@ -55,6 +55,16 @@ from digitsum.train import (
 OnSeedsEpoch = Callable[[list[EpochResult]], "bool | None"]
 
 
+def config_seeds(train: TrainConfig) -> list[int]:
+    """The seeds a config trains: train.seed, train.seed + 1, ..., train.seed + n_seeds - 1."""
+    return [train.seed + i for i in range(train.n_seeds)]
+
+
+def seed_config(config: Config, seed: int) -> Config:
+    """The config of one of its seeds alone: what that seed's checkpoint records."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, n_seeds=1))
+
+
 def fit_seeds(
     config: Config,
     seeds: list[int],
@@ -68,12 +78,9 @@ def fit_seeds(
     ``probe_rows`` are scored every epoch, for each seed also over the rows whose sum occurs in its
     own training rows, as `fit` scores them. ``events`` (one per seed, TensorBoard's event files)
     hear each seed's epoch as `fit`'s events do."""
-    run = _SeedsRun.start(config, seeds, probe_rows)
+    run = _SeedsRun.start(config, seeds, probe_rows, events or [None] * len(seeds))
     for epoch in range(1, config.train.n_epochs + 1):
         results = run.epoch(epoch)
-        for k, log in enumerate(events or []):
-            if log is not None:  # this seed's model, copied out (8 rows decoded as examples)
-                log.epoch(results[k], run.seed_runs[k].accuracies[-1], run.stacked.unstack(k), run.vals[k])
         if on_epoch is not None and on_epoch(results):
             break
     return [seed_run.result() for seed_run in run.seed_runs]
@@ -94,10 +101,13 @@ class _SeedsRun:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     generators: list[torch.Generator]
     seed_runs: list[_SeedRun]
+    events: list[EventLog | None]
     fused_steps: FusedSteps | None = None
 
     @classmethod
-    def start(cls, config: Config, seeds: list[int], probe_rows: Rows | None) -> _SeedsRun:
+    def start(
+        cls, config: Config, seeds: list[int], probe_rows: Rows | None, events: list[EventLog | None]
+    ) -> _SeedsRun:
         tc = config.train
         torch.set_flush_denormal(True)
         if tc.num_threads > 0:
@@ -126,6 +136,7 @@ class _SeedsRun:
             make_scheduler(optimizer, trains[0], tc),
             [torch.Generator().manual_seed(seed) for seed in seeds],
             [_SeedRun() for _ in seeds],
+            events,
             fused_steps,
         )
 
@@ -146,6 +157,9 @@ class _SeedsRun:
                 epoch, losses[k], val_losses[k], scores[k].exact_match, seconds, learning_rate, train_seconds, probes[k]
             )
             seed_run.add(result, scores[k], functools.partial(self.stacked.unstack, k))
+            log = self.events[k]
+            if log is not None:  # this seed's model, copied out (8 rows decoded as examples)
+                log.epoch(result, scores[k], self.stacked.unstack(k), self.vals[k])
         return [seed_run.history[-1] for seed_run in self.seed_runs]
 
 
@@ -159,11 +173,11 @@ def train_seeds_run(
     scored every epoch."""
     tc = config.train
     probe_rows = unseen_probe(load_rows(tc), probe or Probe())
-    seeds = [tc.seed + i for i in range(tc.n_seeds)]
+    seeds = config_seeds(tc)
     run_dir = Path(tc.log_path) / tc.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    alone = [dataclasses.replace(config, train=dataclasses.replace(tc, seed=seed, n_seeds=1)) for seed in seeds]
+    alone = [seed_config(config, seed) for seed in seeds]
     folders = [run_dir / f"seed-{seed}" for seed in seeds]
     for folder in folders:
         folder.mkdir(exist_ok=True)
@@ -175,12 +189,12 @@ def train_seeds_run(
             for folder, c in zip(folders, alone, strict=True)
         ]
         results = fit_seeds(config, seeds, on_epoch, probe_rows, events)
-    for folder, result, seed_config in zip(folders, results, alone, strict=True):
+    for folder, result, own in zip(folders, results, alone, strict=True):
         (folder / "history.csv").write_text(
             ",".join(HISTORY_COLUMNS) + "\n" + "".join(map(history_row, result.history))
         )
         metrics = {"epoch": result.best_epoch, "val_exact_match": result.best_exact_match}
-        save_checkpoint(folder / "best.pt", result.model, seed_config.to_dict(), metrics)
+        save_checkpoint(folder / "best.pt", result.model, own.to_dict(), metrics)
     return results, run_dir
 
 
@@ -208,7 +222,6 @@ class _SeedRun:
     """One seed's history and best epoch, as `fit` keeps them."""
 
     history: list[EpochResult] = dataclasses.field(default_factory=list)
-    accuracies: list[Accuracy] = dataclasses.field(default_factory=list)  # validation, per epoch
     best_epoch: int = 0
     best_exact: float = -1.0
     best_model: DigitSumModel | None = None
@@ -217,7 +230,6 @@ class _SeedRun:
     def add(self, result: EpochResult, val_accuracy: Accuracy, model: Callable[[], DigitSumModel]) -> None:
         """An epoch's scores; ``model`` gives this seed's model, copied only when the epoch is its best."""
         self.history.append(result)
-        self.accuracies.append(val_accuracy)
         if val_accuracy.exact_match > self.best_exact:  # the earliest on ties, as fit keeps it
             self.best_epoch, self.best_exact, self.best_accuracy = result.epoch, val_accuracy.exact_match, val_accuracy
             self.best_model = model()

@@ -21,7 +21,6 @@ from digitsum.config import ModelConfig
 from digitsum.data import N_INPUT_TOKENS
 from digitsum.model import DigitSumModel
 
-STACKED_TYPES = ("rnn", "lstm", "gru", "lrnn")
 _RNN_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 StackedState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # [K, layers, B, H] (and the LSTM's cell)
@@ -37,8 +36,6 @@ class StackedModel(nn.Module):
     def __init__(self, models: list[DigitSumModel]):
         super().__init__()
         config = models[0].config
-        if config.model_type not in STACKED_TYPES:
-            raise ValueError(f"model_type {config.model_type!r}: stacking takes {', '.join(STACKED_TYPES)}")
         if any(m.config != config for m in models):
             raise ValueError("stacked models share one model config")
         self.config, self.k = config, len(models)

@@ -161,10 +161,9 @@ def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torc
     """Every seed of a `train.n_seeds` run folder on one CSV, scored at once where the models stack."""
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode, read_csv
-    from digitsum.decode import accuracy, answers_in_range
+    from digitsum.decode import answers_in_range
     from digitsum.errors import UsageError
-    from digitsum.stacked import STACKED_TYPES, stack
-    from digitsum.stacked_decode import stacked_accuracy
+    from digitsum.seeds import score_each
 
     folders = sorted(Path(run_dir).glob("seed-*/best.pt"), key=lambda p: int(p.parent.name.removeprefix("seed-")))
     if not folders:
@@ -174,12 +173,8 @@ def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torc
     seen = [_training_answers(payload["config"]) for _, payload in loaded]
     masks = [answers_in_range(rows.y, s) if s is not None else None for s in seen]
     data = encode(rows).to(_device(device))
-    models = [model for model, _ in loaded]
     start = time.perf_counter()
-    if models[0].config.model_type in STACKED_TYPES:  # in evaluation: no dropout
-        scores = stacked_accuracy(stack(models), [data] * len(models), masks)
-    else:
-        scores = [accuracy(m, data, mask) for m, mask in zip(models, masks, strict=True)]
+    scores = score_each([model for model, _ in loaded], data, masks)  # all at once: models of one config
     seeds = [int(p.parent.name.removeprefix("seed-")) for p in folders]
     return SeedsEvaluation(seeds, scores, time.perf_counter() - start)
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from digitsum.config import TrainConfig
 from digitsum.data import Rows, encode
 from digitsum.decode import Accuracy, answers_in_range
 from digitsum.seeds import score_each
@@ -33,11 +32,6 @@ def trial_accuracies(
     """The value of validation exact match and of every accuracy among ``metrics``, over the seeds."""
     wanted = {Metric.VAL_EXACT_MATCH, *(m for m in metrics if m.is_accuracy)}
     return {metric: over.of([trial_value(f, metric, value_from) for f in fits]) for metric in wanted}
-
-
-def trial_seeds(train: TrainConfig) -> list[int]:
-    """The seeds a config trains: train.seed, train.seed + 1, ..., train.seed + n_seeds - 1."""
-    return [train.seed + i for i in range(train.n_seeds)]
 
 
 def epoch_over_seeds(results: list[EpochResult], over: SeedAggregate) -> EpochResult:

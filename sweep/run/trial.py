@@ -28,10 +28,10 @@ from digitsum.data import Rows
 from digitsum.datasets import data_split, probe_rows
 from digitsum.decode import Accuracy
 from digitsum.errors import UsageError
-from digitsum.seeds import OnSeedsEpoch, fit_seeds
+from digitsum.seeds import OnSeedsEpoch, config_seeds, fit_seeds, seed_config
 from digitsum.tensorboard import EventLog, outcome, recording
 from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
-from sweep.run.outcome import epoch_over_seeds, score_probe, seed_outcome, trial_accuracies, trial_seeds
+from sweep.run.outcome import epoch_over_seeds, score_probe, seed_outcome, trial_accuracies
 from sweep.spec.model import SeedAggregate, StudySpec, ValueFrom
 from sweep.spec.objectives import epoch_accuracy, measures, objectives_from_stored
 from sweep.store.artifacts import checkpoint_name, open_store, upload
@@ -69,7 +69,7 @@ def make_objective(
         )
         epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
         on_epoch = _reporter(trial, spec, epochs, stop)
-        seeds = trial_seeds(config.train)
+        seeds = config_seeds(config.train)
         with seed_events(tensorboard, trial, params, config.model.model_type, seeds) as events:
             scored = probe if per_epoch_probe or any(log is not None for log in events) else None
             try:
@@ -100,11 +100,6 @@ def _fit(
     train_rows, val_rows = data_split(config.train)
     fitted = fit(config, train_rows, val_rows, lambda result: on_epoch([result]), probe_rows=probe, events=events[0])
     return [fitted], [train_rows]
-
-
-def seed_config(config: Config, seed: int) -> Config:
-    """The config of one of its seeds alone: what a checkpoint of that seed's model records."""
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, n_seeds=1))
 
 
 @contextlib.contextmanager
