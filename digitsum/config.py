@@ -25,6 +25,7 @@ from digitsum.keys import (
     did_you_mean,
     help_of,
     key,
+    member_of,
     one_of,
     rule_of,
     unwrap_optional,
@@ -65,7 +66,9 @@ class ModelConfig:
     )
     hidden_size: int = key(128, "units per recurrent layer", between(1, 16384))
     num_layers: int = key(1, "stacked recurrent layers", between(1, 64))
-    dropout: float = key(0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True))
+    dropout: float = key(
+        0.0, "dropout between recurrent layers and before the head", within(0, 1, open_high=True), member=True
+    )
     embedding_dim: int = key(
         16, "token embedding size; 0 feeds one-hot tokens, as the tutorial did", between(0, 4096, " (0: one-hot input)")
     )
@@ -106,7 +109,9 @@ class TrainConfig:
         canonical=lambda v: lengths_text(parse_lengths(v)),
     )
     n_epochs: int = key(40, "training epochs", between(1, 100_000))
-    learning_rate: float = key(3e-3, "AdamW's peak learning rate", within(0, 10, open_low=True, note=", e.g. 0.003"))
+    learning_rate: float = key(
+        3e-3, "AdamW's peak learning rate", within(0, 10, open_low=True, note=", e.g. 0.003"), member=True
+    )
     train_split_fraction: float = key(
         0.8,
         "share of rows in training; the rest is validation (stratified)",
@@ -114,26 +119,33 @@ class TrainConfig:
     )
     batch_size: int = key(64, "rows per training step", between(1, 2**20))
     weight_decay: float = key(
-        0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)")
+        0.0, "AdamW's weight decay", Rule(lambda v: 0.0 <= v < 1e3, "a number >= 0 (e.g. 0.0001)"), member=True
     )
-    grad_clip: float = key(1.0, "max gradient norm; 0 turns clipping off", within(0, 1e6, note=" (0: no clipping)"))
+    grad_clip: float = key(
+        1.0, "max gradient norm; 0 turns clipping off", within(0, 1e6, note=" (0: no clipping)"), member=True
+    )
     # cosine decay to 1% stops the late-training swings of a constant rate
-    lr_schedule: str = key("cosine", "learning-rate schedule over all steps", one_of(LR_SCHEDULES))
-    balance_lengths: bool = key(False, "draw every input length equally often", Rule(lambda v: True, "true or false"))
+    lr_schedule: str = key("cosine", "learning-rate schedule over all steps", one_of(LR_SCHEDULES), member=True)
+    balance_lengths: bool = key(
+        False, "draw every input length equally often", Rule(lambda v: True, "true or false"), member=True
+    )
     answer_balance: float = key(
         0.0,
         "weigh each row by 1 / count(its sum) ^ answer_balance; 1: every sum equally often",
         within(0, 1, note=" (0: off, 1: every sum equally often)"),
+        member=True,
     )
     sum_state_weight: float = key(
         0.0,
         "pull the hidden states of equal running sums together (length generalization)",
         within(0, 1000, note=" (0: off; 1-5 helped length generalization)"),
+        member=True,
     )
     state_noise: float = key(
         0.0,
         "std of Gaussian noise added to the recurrent state at every training step; 0: off",
         within(0, 10, note=" (0: off; 0.01-0.05 were tried)"),
+        member=True,
     )
     curriculum: float = key(
         0.0,
@@ -149,6 +161,7 @@ class TrainConfig:
         0,
         "seeds initialization, the split and the batch order",
         Rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+        member=True,
     )
     n_seeds: int = key(
         1,
@@ -189,6 +202,7 @@ class Key:
     help: str
     rule: Rule
     field: dataclasses.Field
+    member: bool  # models trained as one computation may differ in it (digitsum.members)
 
     @property
     def type_name(self) -> str:
@@ -204,7 +218,7 @@ def schema() -> dict[str, Key]:
         for f in dataclasses.fields(cls):
             base, optional = unwrap_optional(hints[f.name])
             name = f"{section}.{f.name}"
-            keys[name] = Key(name, base, optional, f.default, help_of(f), rule_of(f), f)
+            keys[name] = Key(name, base, optional, f.default, help_of(f), rule_of(f), f, member_of(f))
     return keys
 
 

@@ -260,15 +260,14 @@ def stratified_split(rows: Rows, train_fraction: float, seed: int) -> tuple[np.n
     return np.sort(order[in_train]), np.sort(order[~in_train])
 
 
-def epoch_batches(
+def epoch_order(
     data: Encoded,
-    batch_size: int,
     generator: torch.Generator,
     balance_lengths: bool = False,
     answer_balance: float = 0.0,
     max_length: int | None = None,
-) -> list[torch.Tensor]:
-    """One epoch of row indices, shuffled with `generator`, as a list of batch index tensors.
+) -> torch.Tensor:
+    """One epoch's row indices, shuffled with `generator`: its batches are consecutive slices of them.
 
     With ``balance_lengths`` every input length is drawn equally often, so the few short strings
     weigh as much as the many long ones. ``answer_balance`` in [0, 1] weighs each row by
@@ -282,13 +281,11 @@ def epoch_batches(
         rows = torch.nonzero(data.input_lengths.cpu() <= max_length).squeeze(1)
     n = len(rows)
     if not balance_lengths and answer_balance == 0:
-        order = rows[torch.randperm(n, generator=generator)]
-        return list(order.split(batch_size))
+        return rows[torch.randperm(n, generator=generator)]
     lengths, sums = data.input_lengths.cpu()[rows], data.sums.cpu()[rows]
     weights = torch.ones(n, dtype=torch.float64)
     if balance_lengths:
         weights /= torch.bincount(lengths)[lengths].double()
     if answer_balance:
         weights *= torch.bincount(sums)[sums].double() ** -answer_balance
-    order = rows[torch.multinomial(weights, n, replacement=True, generator=generator)]
-    return list(order.split(batch_size))
+    return rows[torch.multinomial(weights, n, replacement=True, generator=generator)]

@@ -1,28 +1,35 @@
-"""Batched greedy (unrolled, autoregressive) decoding and exact-match accuracy.
+"""Batched greedy (unrolled, autoregressive) decoding, exact-match accuracy and the teacher-forced
+loss, for K stacked models at once (`digitsum.stacked`), each on its own rows; one model is K = 1.
 
 All rows are decoded at once: the prompts (x, EOS) of each prompt length run as one forward pass,
 their states are merged, and then every row takes greedy steps in lockstep. The Python loops run
-over prompt lengths and answer positions (a handful), never over rows.
+over prompt lengths and answer positions (a handful), never over rows. Model k's rows are sorted by
+length, so K row sets decode together where each holds as many prompts of each length as the others
+(seeded splits of one data setting do: the split is stratified by length and sum).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from digitsum.data import EOA, PAD, Encoded
-from digitsum.model import DigitSumModel, State
+from digitsum.data import EOA, IGNORE, N_OUTPUT_TOKENS, PAD, Encoded
+from digitsum.model import DigitSumModel
+from digitsum.stacked import StackedModel, StackedState, stack
 
 # Rows decoded together: bounds memory, and keeps each step's activations in the CPU's caches.
 # Measured on 2 cores (100,000 five-digit rows): LSTM 64 took 1.1 s in chunks of 2,048 rows and
 # 1.3 s in chunks of 16,384; LSTM 128 2.5 s in chunks of 1,024-2,048 and 4.3 s in 16,384.
-CHUNK_FLOATS = 2**17  # rows x hidden_size per chunk
+CHUNK_FLOATS = 2**17  # rows x hidden_size x models per chunk
+LOSS_CHUNK_ROWS = 16_384  # rows x models per chunk of the teacher-forced loss
 
 
-def chunk_rows(hidden_size: int) -> int:
-    return max(256, CHUNK_FLOATS // hidden_size)
+def chunk_rows(hidden_size: int, models: int = 1) -> int:
+    return max(256, CHUNK_FLOATS // (hidden_size * models))
 
 
 def max_answer_tokens(input_length: int) -> int:
@@ -30,64 +37,76 @@ def max_answer_tokens(input_length: int) -> int:
     return len(str(9 * input_length)) + 1
 
 
-def _as_state(tensors: list[torch.Tensor]) -> State:
-    """(h, c) for an LSTM, h for the other cells."""
-    return (tensors[0], tensors[1]) if len(tensors) == 2 else tensors[0]
+def _stacked(model: DigitSumModel | StackedModel) -> StackedModel:
+    return model if isinstance(model, StackedModel) else stack([model])
 
 
 @torch.inference_mode()
-def greedy_decode(model: DigitSumModel, data: Encoded, steps: int | None = None) -> torch.Tensor:
-    """Decoded tokens [N, steps] for every row; after a row's EOA the rest is PAD.
-
-    ``steps`` defaults to the longest possible answer for the longest input, plus EOA.
-    """
-    was_training = model.training
-    model.eval()
+def decode(stacked: StackedModel, datas: Sequence[Encoded], steps: int | None = None) -> list[torch.Tensor]:
+    """Each model's decoded tokens [N, steps] on its own rows ``datas[k]``, in their order (after a row's
+    EOA: PAD). ``steps`` defaults to the longest possible answer for the longest input, plus EOA."""
+    was_training = stacked.training
+    stacked.eval()
     try:
-        device = next(model.parameters()).device
-        steps = steps or max_answer_tokens(int(data.input_lengths.max()))
+        steps = steps or max_answer_tokens(max(int(d.input_lengths.max()) for d in datas))
+        orders = [torch.argsort(d.input_lengths.cpu(), stable=True) for d in datas]  # lengths line up across K
         chunks = [
-            _decode_chunk(model, data.take(index).to(device), steps).cpu()
-            for index in torch.arange(len(data)).split(chunk_rows(model.config.hidden_size))
+            _decode_chunk(stacked, _rows(datas, orders, index), steps)
+            for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, stacked.k))
         ]
-        return torch.cat(chunks)
+        decoded = torch.cat(chunks, dim=1).cpu()  # [K, N, steps] in sorted order
+        results = []
+        for tokens, order in zip(decoded, orders, strict=True):
+            unsorted = torch.empty_like(tokens)
+            unsorted[order] = tokens
+            results.append(unsorted)
+        return results
     finally:
-        model.train(was_training)
+        stacked.train(was_training)
 
 
-def _read_prompts(model: DigitSumModel, data: Encoded) -> tuple[torch.Tensor, State]:
-    """One forward pass per prompt length; the last logits [N, tokens] and the merged state."""
-    batch = len(data)
-    prompt_lengths = data.input_lengths + 1
-    logits: torch.Tensor | None = None
-    merged: list[torch.Tensor] = []  # (layers, batch, hidden) each: h, and c for an LSTM
-    for length in torch.unique(prompt_lengths).tolist():
+def _rows(datas: Sequence[Encoded], orders: list[torch.Tensor], index: torch.Tensor) -> list[Encoded]:
+    """Each model's rows at these places of its length-sorted order."""
+    return [d.take(order[index].to(d.inputs.device)) for d, order in zip(datas, orders, strict=True)]
+
+
+def greedy_decode(model: DigitSumModel | StackedModel, data: Encoded, steps: int | None = None) -> torch.Tensor:
+    """One model's decoded tokens [N, steps] for every row (`decode` with K = 1)."""
+    return decode(_stacked(model), [data.to(next(model.parameters()).device)], steps)[0]
+
+
+def _read_prompts(stacked: StackedModel, datas: list[Encoded]) -> tuple[torch.Tensor, StackedState]:
+    """One stacked pass per prompt length over rows sorted by it; the last logits [K, N, V] and the state."""
+    prompt_lengths = datas[0].input_lengths + 1
+    logits_parts, h_parts, c_parts = [], [], []
+    for length in torch.unique_consecutive(prompt_lengths).tolist():
         index = torch.nonzero(prompt_lengths == length).squeeze(1)
-        group_logits, group_state = model(data.inputs[index, :length])
-        parts = list(group_state) if isinstance(group_state, tuple) else [group_state]
-        if logits is None:
-            logits = group_logits.new_empty(batch, group_logits.shape[-1])
-            merged = [p.new_zeros(p.shape[0], batch, p.shape[2]) for p in parts]
-        logits[index] = group_logits[:, -1]
-        for whole, piece in zip(merged, parts, strict=True):
-            whole[:, index] = piece
-    assert logits is not None, "a chunk has at least one row"
-    return logits, _as_state(merged)
+        tokens = torch.stack([d.inputs[index, :length] for d in datas])
+        group_logits, group_state = stacked(tokens)
+        logits_parts.append(group_logits[:, :, -1])
+        h, c = group_state if isinstance(group_state, tuple) else (group_state, None)
+        h_parts.append(h)
+        if c is not None:
+            c_parts.append(c)
+    h_all = torch.cat(h_parts, dim=2)  # [K, layers, N, H]
+    state: StackedState = (h_all, torch.cat(c_parts, dim=2)) if c_parts else h_all
+    return torch.cat(logits_parts, dim=1), state
 
 
-def _decode_chunk(model: DigitSumModel, data: Encoded, steps: int) -> torch.Tensor:
-    batch = len(data)
-    logits, state = _read_prompts(model, data)
-    decoded = torch.full((batch, steps), PAD, dtype=torch.long, device=data.inputs.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=data.inputs.device)
+def _decode_chunk(stacked: StackedModel, datas: list[Encoded], steps: int) -> torch.Tensor:
+    logits, state = _read_prompts(stacked, datas)
+    k, batch = logits.shape[:2]
+    device = logits.device
+    decoded = torch.full((k, batch, steps), PAD, dtype=torch.long, device=device)
+    finished = torch.zeros(k, batch, dtype=torch.bool, device=device)
     for step in range(steps):
         token = logits.argmax(dim=-1)
-        decoded[:, step] = torch.where(finished, PAD, token)
+        decoded[:, :, step] = torch.where(finished, PAD, token)
         finished |= token == EOA
         if step + 1 == steps or bool(finished.all()):
             break
-        step_logits, state = model(token.unsqueeze(1), state)
-        logits = step_logits[:, 0]
+        step_logits, state = stacked(token.unsqueeze(2), state)
+        logits = step_logits[:, :, 0]
     return decoded
 
 
@@ -122,15 +141,59 @@ class Accuracy:
         return result
 
 
-def accuracy(model: DigitSumModel, data: Encoded, in_range: np.ndarray | None = None) -> Accuracy:
-    """Unrolled exact-match accuracy overall and per input length; with `in_range` (a boolean mask of
-    the rows whose answer occurs in training, see `answers_in_range`) also over those rows alone."""
-    correct = exact_matches(greedy_decode(model, data), data.answers)
-    result = accuracy_from_matches(correct, data.input_lengths)
-    if in_range is None or not in_range.any():
-        return result
-    mask = torch.from_numpy(np.asarray(in_range, dtype=bool))
-    return replace(result, in_range=accuracy_from_matches(correct[mask], data.input_lengths[mask]))
+def accuracies(
+    stacked: StackedModel, datas: Sequence[Encoded], in_ranges: Sequence[np.ndarray | None] | None = None
+) -> list[Accuracy]:
+    """Unrolled exact match of model k on rows ``datas[k]``, for every k, in one decoding: overall and per
+    input length, and with ``in_ranges[k]`` (a boolean mask of the rows whose answer occurs in model k's
+    training rows, see `answers_in_range`) also over those rows alone."""
+    results = []
+    for k, (tokens, data) in enumerate(zip(decode(stacked, datas), datas, strict=True)):
+        correct = exact_matches(tokens, data.answers.cpu())
+        result = accuracy_from_matches(correct, data.input_lengths)
+        mask = in_ranges[k] if in_ranges is not None else None
+        if mask is not None and mask.any():
+            inside = torch.from_numpy(np.asarray(mask, dtype=bool))
+            result = replace(result, in_range=accuracy_from_matches(correct[inside], data.input_lengths[inside]))
+        results.append(result)
+    return results
+
+
+def accuracy(model: DigitSumModel | StackedModel, data: Encoded, in_range: np.ndarray | None = None) -> Accuracy:
+    """One model's accuracy (`accuracies` with K = 1)."""
+    return accuracies(_stacked(model), [data.to(next(model.parameters()).device)], [in_range])[0]
+
+
+def score_models(
+    models: Sequence[DigitSumModel], data: Encoded, in_ranges: Sequence[np.ndarray | None]
+) -> list[Accuracy]:
+    """Each model's accuracy on the same rows (and over its own in-range mask), all decoded at once:
+    models of one shape (seeds of one config, a run's members)."""
+    return accuracies(stack(list(models)), [data.to(next(models[0].parameters()).device)] * len(models), in_ranges)
+
+
+@torch.inference_mode()
+def losses(stacked: StackedModel, datas: Sequence[Encoded]) -> list[float]:
+    """Teacher-forced cross-entropy of model k over all answer positions of rows ``datas[k]``."""
+    was_training = stacked.training
+    stacked.eval()
+    try:
+        width = max(d.inputs.shape[1] for d in datas)
+        totals = torch.zeros(len(datas), dtype=torch.float64)
+        counts = torch.zeros(len(datas), dtype=torch.float64)
+        for index in torch.arange(len(datas[0])).split(max(1, LOSS_CHUNK_ROWS // len(datas))):
+            parts = [d.take(index.to(d.inputs.device)) for d in datas]
+            tokens = torch.stack([F.pad(d.inputs, (0, width - d.inputs.shape[1]), value=PAD) for d in parts])
+            targets = torch.stack([F.pad(d.targets, (0, width - d.targets.shape[1]), value=IGNORE) for d in parts])
+            logits, _ = stacked(tokens)
+            each = F.cross_entropy(
+                logits.reshape(-1, N_OUTPUT_TOKENS), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
+            ).view(len(datas), -1)
+            totals += each.sum(1).double().cpu()
+            counts += (targets != IGNORE).view(len(datas), -1).sum(1).double().cpu()
+        return (totals / counts.clamp(min=1)).tolist()
+    finally:
+        stacked.train(was_training)
 
 
 def answers_in_range(answers: np.ndarray, seen: np.ndarray) -> np.ndarray:

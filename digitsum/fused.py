@@ -1,12 +1,11 @@
 """The fused CPU training step for one-layer LSTMs and GRUs (fused_step.cpp), built on first use.
 
 At batch 32 an eager step spends most of its time in per-op overhead, not arithmetic. The fused
-step computes the loss and every gradient of one batch in one C++ call (same model, same
-parameters, same loss; different float rounding), and `fit` uses it wherever it applies: CPU, LSTM
-or GRU, one layer, no dropout, no `sum_state_weight`, and `train.fused` on; `fit_seeds` likewise for
-K models at once (`FusedSteps`). Everything else (the
-plain RNN among it), and any machine where the kernel cannot be built (no C++ compiler), trains
-through torch.nn.
+step computes the loss and every gradient of one batch of each of K members (K >= 1) in one C++
+call (same models, same parameters, same loss; different float rounding), and `digitsum.train.fit`
+uses it wherever it applies (`applies`). Everything else (the plain RNN among it), and any machine
+where the kernel cannot be built (no C++ compiler), trains through the stacked torch.nn path
+(`digitsum.step`). The same kernel clips and updates the weights (`digitsum.optim.MemberAdamW`).
 
 The kernel is compiled once per machine with torch.utils.cpp_extension (~30 s, needs g++ or
 clang and ninja) into torch's extension cache; later processes load it in well under a second.
@@ -20,13 +19,12 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from digitsum.config import ModelConfig
-from digitsum.model import DigitSumModel
+from digitsum.config import Config
 from digitsum.stacked import StackedModel
 
 SOURCE = Path(__file__).with_name("fused_step.cpp")
@@ -56,7 +54,12 @@ def _build_options() -> tuple[str, list[str]]:
         # extension then needs libgomp.so.1, which torch's own Linux builds have loaded already (one runtime)
         flags.append("-fopenmp")
     torch_version = re.sub(r"\W", "_", torch.__version__)
-    if {"avx2", "fma"} <= _cpu_flags():
+    cpu = _cpu_flags()
+    if {"avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu:
+        # 16 lanes for the gates' loops; the GEMMs are the BLAS's, which picks its own instructions
+        avx512 = ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"]
+        return f"digitsum_fused_step_avx512_torch{torch_version}", [*flags, *avx512]
+    if {"avx2", "fma"} <= cpu:
         return f"digitsum_fused_step_avx2_torch{torch_version}", [*flags, "-mavx2", "-mfma"]
     return f"digitsum_fused_step_torch{torch_version}", flags
 
@@ -138,141 +141,47 @@ def _say(message: str) -> None:
     print(f"digitsum: {message}", file=sys.stderr, flush=True)
 
 
-def applies(model: torch.nn.Module, device: torch.device, sum_state_weight: float = 0.0) -> bool:
-    """Whether the fused step computes this model's training step (before trying to build it); a
-    DigitSumModel, or K of them stacked (`digitsum.stacked.StackedModel`)."""
-    config = model.config
-    assert isinstance(config, ModelConfig)
+def applies(stacked: StackedModel, configs: Sequence[Config]) -> bool:
+    """Whether the fused step computes these members' training step (before trying to build it): on
+    the CPU, one-layer LSTMs or GRUs with a linear head, and no member with dropout, the sum-state loss
+    or state noise (noise between steps needs the steps one at a time), with `train.fused` on."""
+    shape = stacked.config
     return (
-        device.type == "cpu"
-        and config.model_type in FUSED_TYPES
-        and config.num_layers == 1
-        and config.dropout == 0.0
-        and config.head_size == 0
-        and sum_state_weight == 0.0
-        and all(p.dtype == torch.float32 for p in model.parameters())
+        stacked.device.type == "cpu"
+        and shape.model_type in FUSED_TYPES
+        and shape.num_layers == 1
+        and shape.head_size == 0
+        and all(p.dtype == torch.float32 for p in stacked.parameters())
+        and all(
+            c.train.fused and c.model.dropout == 0 and c.train.sum_state_weight == 0 and c.train.state_noise == 0
+            for c in configs
+        )
     )
 
 
 class FusedStep:
-    """Loss and (clipped) gradients of one batch in one call, written to each parameter's .grad."""
-
-    def __init__(self, model: DigitSumModel):
-        rnn, head = model.rnn, model.head
-        assert isinstance(rnn, torch.nn.RNNBase) and isinstance(head, torch.nn.Linear), "applies() checked"
-        names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-        self.parameters: list[torch.Tensor] = [*(rnn.get_parameter(n) for n in names), head.weight, head.bias]
-        self.op = getattr(torch.ops.digitsum, f"{model.config.model_type}_train_step")
-        self.embedding = model.embedding.weight if model.embedding is not None else None
-        if self.embedding is not None:
-            self.parameters.insert(0, self.embedding)
-        self.weights = self.parameters[1:] if self.embedding is not None else self.parameters  # all but the embedding
-        if {id(p) for p in self.parameters} != {id(p) for p in model.parameters()}:
-            raise ValueError("FusedStep: the model has parameters the fused step does not know")
-        self.grads = [torch.zeros_like(p) for p in self.parameters]
-        for p, g in zip(self.parameters, self.grads, strict=True):
-            p.grad = g  # the kernel overwrites them every step; nothing may set them to None
-
-    @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
-        """tokens, targets [T, B] (time-major) -> the mean loss; fills every parameter's .grad,
-        clipped to ``max_grad_norm`` (as torch.nn.utils.clip_grad_norm_) when it is above 0."""
-        return self.op(tokens, targets, self.embedding, *self.weights, self.grads, float(max_grad_norm))
-
-
-class FusedSteps:
-    """FusedStep for K stacked models (`digitsum.stacked`): each model's loss and (clipped) gradients,
-    all K in one call (the models spread over the intra-op threads), into each stacked weight's .grad."""
+    """Each member's loss and gradients of one batch, all K in one call, into each stacked weight's .grad."""
 
     def __init__(self, stacked: StackedModel):
         self.parameters = list(stacked.parameters())  # the op's order: [embedding], w_ih, w_hh, b_ih, b_hh, head
         self.embedding = stacked.embedding
         self.weights = self.parameters[1:] if self.embedding is not None else self.parameters
-        self.op = getattr(torch.ops.digitsum, f"{stacked.config.model_type}_train_steps")
+        self.op = getattr(torch.ops.digitsum, f"{stacked.config.model_type}_train_step")
         self.grads = [torch.zeros_like(p) for p in self.parameters]
         for p, g in zip(self.parameters, self.grads, strict=True):
-            p.grad = g
+            p.grad = g  # the kernel overwrites them every step; nothing may set them to None
 
     @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
-        """tokens, targets [K, T, B] (model k's batch, time-major) -> the K mean losses; fills the grads,
-        each model's clipped to ``max_grad_norm`` on its own."""
-        return self.op(tokens, targets, self.embedding, *self.weights, self.grads, float(max_grad_norm))
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """tokens, targets [K, T, B] (member k's batch, time-major) -> the K mean losses; fills the grads."""
+        return self.op(tokens, targets, self.embedding, *self.weights, self.grads)
 
 
-class FusedAdamW(torch.optim.Optimizer):
-    """torch.optim.AdamW's update (no amsgrad) in one C++ call per step.
-
-    torch.optim.AdamW spends ~150 us of Python per step before its fused kernel runs; on a 1 ms
-    training step that is worth removing. Learning-rate schedulers work on it as usual.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[torch.Tensor],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-    ) -> None:
-        if not load():
-            raise RuntimeError(
-                "FusedAdamW needs the fused kernel, which could not be built here; use torch.optim.AdamW"
-            )
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-
-    def add_param_group(self, param_group: dict) -> None:
-        # torch.optim.Optimizer's own is wrapped in torch._disable_dynamo, whose first call imports
-        # torch._dynamo: ~2 s per process, paid by every sweep worker in its first trial.
-        params = param_group["params"]
-        param_group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
-        for key, value in self.defaults.items():
-            param_group.setdefault(key, value)
-        self.param_groups.append(param_group)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            raise ValueError("FusedAdamW does not take a closure")
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-            beta1, beta2 = group["betas"]
-            torch.ops.digitsum.adamw_(
-                params,
-                [p.grad for p in params],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                states[0]["step"],
-                group["lr"],
-                beta1,
-                beta2,
-                group["eps"],
-                group["weight_decay"],
-            )
+def make_step(stacked: StackedModel, configs: Sequence[Config]) -> FusedStep | None:
+    """The fused step for these members, or None where it does not apply or cannot be built."""
+    if not applies(stacked, configs) or not load():
         return None
-
-
-def make_step(model: DigitSumModel, device: torch.device, sum_state_weight: float = 0.0) -> FusedStep | None:
-    """The fused step for this model, or None where it does not apply or cannot be built."""
-    if not applies(model, device, sum_state_weight) or not load():
-        return None
-    return FusedStep(model)
-
-
-def make_steps(stacked: StackedModel, device: torch.device, sum_state_weight: float = 0.0) -> FusedSteps | None:
-    """The fused step for K stacked models, or None where it does not apply or cannot be built."""
-    if not applies(stacked, device, sum_state_weight) or not load():
-        return None
-    return FusedSteps(stacked)
+    return FusedStep(stacked)
 
 
 if __name__ == "__main__":  # `python -m digitsum.fused`: build now (make install does), say whether it works

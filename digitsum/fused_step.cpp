@@ -1,28 +1,48 @@
-// One training step of a one-layer LSTM or GRU DigitSumModel on the CPU: embedding, recurrence,
-// head, cross-entropy, the whole backward pass and gradient clipping in one call; and AdamW's
-// update in one more (see digitsum/fused.py).
+// The training step of K one-layer LSTM or GRU DigitSumModels of one shape on the CPU (K >= 1: one
+// model is the case K = 1): embedding, recurrence, head, cross-entropy and the whole backward pass in
+// one call; and each model's gradient clipping and AdamW update, each with its own learning rate,
+// weight decay and clipping norm, in one more (see digitsum/fused.py and digitsum/optim.py).
 //
 // Why: at batch 32 an eager step is ~60 small ATen ops and ~20 tiny GEMMs, and per-op overhead
-// costs more than the arithmetic. Here the GEMMs are the only ATen calls; the gates, the loss and
+// costs more than the arithmetic. Here the GEMMs are the only BLAS calls; the gates, the loss and
 // every elementwise backward formula are plain loops the compiler vectorizes.
 //
-// Layout: time-major rows, row n = t * B + b. Gate order as in torch.nn: LSTM i, f, g, o; GRU r, z, n.
+// Every thread works on every step. A batch's rows are independent through the recurrence, so the
+// recurrence is split into tiles (model k, rows b0..b1 at every step) that run from the first step to
+// the last without waiting for each other: K models and the rows of each share out the threads,
+// instead of one model per thread (3 models on 2 threads took two rounds). Small GEMMs run faster on
+// one thread than split by the BLAS over two (measured: [32 x 64] x [64 x 256] 13 us on one thread,
+// 23 us on two), so each tile's GEMMs run single-threaded. The weight gradients, sums over all of a
+// model's rows, then take one GEMM per model (its output rows split over the threads when there are
+// fewer models than threads). A model's tiles depend only on K, B and the thread count, and what
+// each computes does not depend on how the tiles are shared out.
 //
-// K models of one config (train.n_seeds, digitsum/seeds.py) take one call too: *_train_steps runs
-// each model's step on its slice k of weights stacked [K, ...], the K models spread over the
-// intra-op threads (each model's GEMMs then run single-threaded, which at these sizes they nearly
-// are anyway), so one model's computation is exactly what its own run computes with one thread.
+// Layout: each model's rows are time-major, row n = t * B + b, so a tile's rows at one step are
+// contiguous. Gate order as in torch.nn: LSTM i, f, g, o; GRU r, z, n.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <optional>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// The BLAS that torch links (MKL on x86 Linux), called directly: an ATen op costs a few microseconds
+// of dispatch per call, as much as a [16 x 64] x [64 x 256] product. Weak, so that a torch built with
+// another BLAS still loads this kernel (and it falls back on at::mm_out).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
 
 namespace {
 
@@ -119,410 +139,521 @@ ROW void gru_backward(float* __restrict a, float* __restrict gh, const float* __
   }
 }
 
-float* ptr(const at::Tensor& t) { return t.data_ptr<float>(); }
+// ---------------------------------------------------------------------------------------------
+// One GEMM on raw row-major matrices: C (m x n) = op(A) op(B) (+ C when accumulate), op(X) = X or its
+// transpose; lda, ldb, ldc are the row strides. On the calling thread alone.
 
-// Scratch tensors kept between calls, one per slot: a step allocates nothing large, so its
-// memory stays mapped and cached (fresh buffers cost page faults on every step).
-at::Tensor scratch(int slot, at::IntArrayRef sizes) {
-  thread_local std::array<at::Tensor, 10> kept;
-  at::Tensor& t = kept.at(slot);
-  if (!t.defined()) t = at::empty({0}, at::kFloat);
-  t.resize_(sizes);
-  return t;
-}
-
-void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(grad.sizes() == like.sizes() && grad.is_contiguous() && grad.scalar_type() == at::kFloat,
-              op, ": grad for ", name, " must be a contiguous float tensor shaped like it");
-}
-
-// Mean cross-entropy over the scored positions (as F.cross_entropy with ignore_index); logits
-// become d loss / d logits in place.
-double cross_entropy_(const char* op, const at::Tensor& logits, const int64_t* tgt) {
-  const int64_t N = logits.size(0), O = logits.size(1);
-  float* z = ptr(logits);
-  double loss_sum = 0.0;
-  int64_t scored = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    float* zn = z + n * O;
-    if (tgt[n] == kIgnore) {
-      std::fill(zn, zn + O, 0.0f);
-      continue;
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, bool accumulate, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) {
+      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     }
-    TORCH_CHECK(tgt[n] >= 0 && tgt[n] < O, op, ": target ", tgt[n], " out of range");
-    float top = zn[0];
-    for (int64_t j = 1; j < O; ++j) top = zn[j] > top ? zn[j] : top;
-    const float picked = zn[tgt[n]];
-    float total = 0.0f;
-    for (int64_t j = 0; j < O; ++j) total += (zn[j] = std::exp(zn[j] - top));
-    loss_sum += std::log(total) + top - picked;
-    for (int64_t j = 0; j < O; ++j) zn[j] /= total;
-    zn[tgt[n]] -= 1.0f;
-    ++scored;
+    return;
   }
-  logits.div_(static_cast<double>(scored));
-  return loss_sum / static_cast<double>(scored);
-}
-
-// As torch.nn.utils.clip_grad_norm_(grads, max_norm).
-void clip_(std::vector<at::Tensor>& grads, double max_norm) {
-  double squares = 0.0;
-  for (const at::Tensor& g : grads) {
-    const float* p = ptr(g);
-    for (int64_t k = 0, size = g.numel(); k < size; ++k) squares += static_cast<double>(p[k]) * p[k];
+  if (sgemm_ != nullptr && at::hasMKL()) {  // column-major: C^T = op(B)^T op(A)^T
+    const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+    const int LDA = static_cast<int>(ldb), LDB = static_cast<int>(lda), LDC = static_cast<int>(ldc);
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    sgemm_(&ta, &tb, &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);
+    return;
   }
-  const float scale = static_cast<float>(max_norm / (std::sqrt(squares) + 1e-6));
-  if (scale < 1.0f) {
-    for (const at::Tensor& g : grads) {
-      float* p = ptr(g);
-      for (int64_t k = 0, size = g.numel(); k < size; ++k) p[k] *= scale;
-    }
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor A = trans_a ? at::from_blob(const_cast<float*>(a), {k, m}, {lda, 1}, options).t()
+                               : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, options);
+  const at::Tensor B = trans_b ? at::from_blob(const_cast<float*>(b), {n, k}, {ldb, 1}, options).t()
+                               : at::from_blob(const_cast<float*>(b), {k, n}, {ldb, 1}, options);
+  at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  if (accumulate) {
+    C.addmm_(A, B);
+  } else {
+    at::mm_out(C, A, B);
   }
 }
 
-// The parameters of one step, as the ops take them.
-struct Params {
-  const std::optional<at::Tensor>& embedding;
-  const at::Tensor &w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b;
+// ---------------------------------------------------------------------------------------------
+// The step's arguments, checked, as raw pointers per model; its scratch; and the work split.
+
+// One model's slice of a stacked [K, ...] tensor.
+struct Stacked {
+  float* base = nullptr;
+  int64_t each = 0;  // elements per model
+  float* at(int64_t k) const { return base + k * each; }
 };
 
-enum Param { kWih, kWhh, kBih, kBhh, kHeadW, kHeadB };  // the grads after the embedding's
+Stacked stacked(const at::Tensor& t) { return {t.data_ptr<float>(), t.numel() / t.size(0)}; }
 
-// One step's checked inputs and the sizes every stage uses.
+enum Param { kEmb, kWih, kWhh, kBih, kBhh, kHeadW, kHeadB, kParams };
+
+struct Tile {  // rows b0 .. b1 of model k at every step
+  int64_t k, b0, b1;
+};
+
 struct Step {
   const char* op;
-  at::Tensor tokens, targets;  // contiguous [T, B]
-  const int64_t* tok;
-  const int64_t* tgt;
-  int64_t T, B, N, H, G, O;
+  int64_t K, T, B, N, H, G, O, V, E;  // E: input features (the embedding's width, or V for one-hot input)
   bool embedded;
-  std::vector<at::Tensor> grads;  // handles on the caller's tensors
-  std::vector<float> zeros;       // h_{-1} and c_{-1}: real rows keep the loops branch-free
-  at::Tensor& grad(Param k) { return grads[(embedded ? 1 : 0) + k]; }
+  const int64_t* tok;  // [K, T, B]
+  const int64_t* tgt;
+  std::array<Stacked, kParams> w, g;  // weights and grads (kEmb unset without an embedding)
+  std::vector<Tile> tiles;            // the recurrence's work
+  std::vector<Tile> jobs;             // the weight gradients' work: model k, w_hh grad rows b0 .. b1
+  std::vector<int64_t> scored;        // per model: positions with a target
+  std::vector<double> loss;           // per tile
+  std::vector<float> zeros;           // h_{-1} and c_{-1}: real rows keep the loops branch-free
+  std::vector<at::Tensor> keep;       // contiguous copies of the inputs, alive for the call
 };
 
-// The prologue both cells share: check the arguments (gates: 4 for an LSTM, 3 for a GRU) and
-// take their sizes.
-Step check_step(const char* op, int64_t gates, const at::Tensor& tokens, const at::Tensor& targets, const Params& p,
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(grad.sizes() == like.sizes() && grad.is_contiguous() && grad.scalar_type() == at::kFloat, op,
+              ": grad for ", name, " must be a contiguous float tensor shaped like it");
+}
+
+// Split n into `parts` near-equal ranges: the i-th is [begin(i), begin(i + 1)).
+int64_t split_at(int64_t n, int64_t parts, int64_t i) { return n * i / parts; }
+
+// Tiles: each model's B rows in m ranges, where m makes K * m a multiple of the threads (so that no
+// thread waits for a last round), with at least 8 rows a tile.
+std::vector<Tile> make_tiles(int64_t K, int64_t B, int64_t threads) {
+  int64_t m = threads / std::gcd(K, threads);
+  m = std::max<int64_t>(1, std::min(m, B / 8));
+  std::vector<Tile> tiles;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t i = 0; i < m; ++i) tiles.push_back({k, split_at(B, m, i), split_at(B, m, i + 1)});
+  }
+  return tiles;
+}
+
+// The weight gradients' jobs: one per model, or each model's gradient rows split over the threads.
+std::vector<Tile> make_jobs(int64_t K, int64_t G, int64_t threads) {
+  const int64_t m = std::max<int64_t>(1, threads / std::gcd(K, threads));
+  std::vector<Tile> jobs;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t i = 0; i < m; ++i) jobs.push_back({k, split_at(G, m, i), split_at(G, m, i + 1)});
+  }
+  return jobs;
+}
+
+// The prologue both cells share: check the arguments (gates: 4 for an LSTM, 3 for a GRU), take their
+// sizes and pointers, and split the work.
+Step check_step(const char* op, int64_t gates, const at::Tensor& tokens, const at::Tensor& targets,
+                const std::optional<at::Tensor>& embedding, const std::array<const at::Tensor*, 6>& weights,
                 at::TensorList grads) {
-  TORCH_CHECK(tokens.dim() == 2 && tokens.sizes() == targets.sizes(), op, ": tokens and targets must both be [T, B]");
+  TORCH_CHECK(tokens.dim() == 3 && tokens.sizes() == targets.sizes(), op,
+              ": tokens and targets must both be [K, T, B]");
   TORCH_CHECK(tokens.scalar_type() == at::kLong && targets.scalar_type() == at::kLong, op,
               ": tokens and targets must be int64");
-  TORCH_CHECK(p.w_hh.scalar_type() == at::kFloat, op, ": float32 parameters only");
   Step s;
   s.op = op;
-  s.embedded = p.embedding.has_value();
-  s.grads.assign(grads.begin(), grads.end());
-  TORCH_CHECK(static_cast<int64_t>(s.grads.size()) == (s.embedded ? 7 : 6), op, ": one grad per parameter");
-  s.tokens = tokens.contiguous();
-  s.targets = targets.contiguous();
-  s.tok = s.tokens.data_ptr<int64_t>();
-  s.tgt = s.targets.data_ptr<int64_t>();
-  s.T = s.tokens.size(0), s.B = s.tokens.size(1), s.N = s.T * s.B;
-  s.H = p.w_hh.size(1), s.G = p.w_hh.size(0), s.O = p.head_w.size(0);
+  s.embedded = embedding.has_value();
+  s.K = tokens.size(0), s.T = tokens.size(1), s.B = tokens.size(2), s.N = s.T * s.B;
+  const at::Tensor& w_hh = *weights[kWhh - 1];
+  TORCH_CHECK(w_hh.dim() == 3 && w_hh.scalar_type() == at::kFloat, op, ": float32 weights stacked [K, ...] only");
+  s.H = w_hh.size(2), s.G = w_hh.size(1), s.O = weights[kHeadW - 1]->size(1);
   TORCH_CHECK(s.G == gates * s.H, op, ": w_hh has the wrong shape for this cell");
-  if (s.embedded) check_grad(op, s.grads[0], *p.embedding, "embedding");
-  check_grad(op, s.grad(kWih), p.w_ih, "w_ih");
-  check_grad(op, s.grad(kWhh), p.w_hh, "w_hh");
-  check_grad(op, s.grad(kBih), p.b_ih, "b_ih");
-  check_grad(op, s.grad(kBhh), p.b_hh, "b_hh");
-  check_grad(op, s.grad(kHeadW), p.head_w, "head_w");
-  check_grad(op, s.grad(kHeadB), p.head_b, "head_b");
+  TORCH_CHECK(static_cast<int64_t>(grads.size()) == (s.embedded ? 7 : 6), op, ": one grad per parameter");
+  static const char* names[kParams] = {"embedding", "w_ih", "w_hh", "b_ih", "b_hh", "head_w", "head_b"};
+  for (int p = s.embedded ? kEmb : kWih; p < kParams; ++p) {
+    const at::Tensor& weight = p == kEmb ? *embedding : *weights[p - 1];
+    TORCH_CHECK(weight.size(0) == s.K && weight.is_contiguous() && weight.scalar_type() == at::kFloat, op,
+                ": every weight must be a contiguous float tensor [K, ...]");
+    const at::Tensor& grad = grads[p - (s.embedded ? 0 : 1)];
+    check_grad(op, grad, weight, names[p]);
+    s.w[p] = stacked(weight);
+    s.g[p] = stacked(grad);
+  }
+  s.E = weights[kWih - 1]->size(2);
+  s.V = s.embedded ? embedding->size(1) : s.E;
+  s.keep = {tokens.contiguous(), targets.contiguous()};
+  s.tok = s.keep[0].data_ptr<int64_t>();
+  s.tgt = s.keep[1].data_ptr<int64_t>();
+  for (int64_t n = 0; n < s.K * s.N; ++n) {
+    TORCH_CHECK(s.tok[n] >= 0 && s.tok[n] < s.V, op, ": token id ", s.tok[n], " out of range");
+    TORCH_CHECK(s.tgt[n] == kIgnore || (s.tgt[n] >= 0 && s.tgt[n] < s.O), op, ": target ", s.tgt[n], " out of range");
+  }
+  s.scored.assign(s.K, 0);
+  for (int64_t k = 0; k < s.K; ++k) {
+    for (int64_t n = 0; n < s.N; ++n) s.scored[k] += s.tgt[k * s.N + n] != kIgnore;
+  }
+  const int64_t threads = at::get_num_threads();
+  s.tiles = make_tiles(s.K, s.B, threads);
+  s.jobs = make_jobs(s.K, s.G, threads);
+  s.loss.assign(s.tiles.size(), 0.0);
   s.zeros.assign(s.H, 0.0f);
   return s;
 }
 
-// Input projection as a table, one row per token id: embedding @ w_ih^T + bias (w_ih^T + bias
-// for one-hot input), so that the forward pass copies rows instead of multiplying by w_ih.
-at::Tensor input_table(const Step& s, const Params& p, const at::Tensor& bias) {
-  const at::Tensor table = s.embedded ? at::addmm(bias, *p.embedding, p.w_ih.t()) : (p.w_ih.t() + bias).contiguous();
-  const int64_t V = table.size(0);
-  for (int64_t n = 0; n < s.N; ++n) {
-    TORCH_CHECK(s.tok[n] >= 0 && s.tok[n] < V, s.op, ": token id ", s.tok[n], " out of range");
-  }
-  return table;
+// Scratch tensors kept between calls, one per slot: a step allocates nothing large, so its
+// memory stays mapped and cached (fresh buffers cost page faults on every step).
+float* scratch(int slot, int64_t size) {
+  thread_local std::array<at::Tensor, 12> kept;
+  at::Tensor& t = kept.at(slot);
+  if (!t.defined()) t = at::empty({0}, at::kFloat);
+  t.resize_({size});
+  return t.data_ptr<float>();
 }
 
-// The rows of step t start as their tokens' table rows: the input-side pre-activations.
-void gather_inputs(const Step& s, const float* table_p, float* act_p, int64_t t) {
-  const int64_t B = s.B, G = s.G;
-  for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(act_p + (t * B + b) * G, table_p + s.tok[t * B + b] * G, G * sizeof(float));
-  }
-}
-
-// Head and loss: d_logits gets the logits, which cross_entropy_ turns into d loss / d logits.
-double head_and_loss(const Step& s, const Params& p, const at::Tensor& out, at::Tensor& d_logits) {
-  at::addmm_out(d_logits, p.head_b, out, p.head_w.t());
-  return cross_entropy_(s.op, d_logits, s.tgt);
-}
-
-// Back through the head: its grads, and d loss / d h_t from the head for every row.
-at::Tensor head_backward(Step& s, const Params& p, const at::Tensor& d_logits, const at::Tensor& out) {
-  at::mm_out(s.grad(kHeadW), d_logits.t(), out);
-  at::sum_out(s.grad(kHeadB), d_logits, 0);
-  at::Tensor d_out = scratch(5, {s.N, s.H});
-  at::mm_out(d_out, d_logits, p.head_w);
-  return d_out;
-}
-
-// W_hh's grad from the recurrent-side gradients d_rec of steps 1 .. T-1 and h_0 .. h_{T-2}; step 0
-// saw h_{-1} = 0.
-void w_hh_grad(Step& s, const at::Tensor& d_rec, const at::Tensor& out) {
-  if (s.T > 1) {
-    at::mm_out(s.grad(kWhh), d_rec.narrow(0, s.B, s.N - s.B).t(), out.narrow(0, 0, s.N - s.B));
-  } else {
-    s.grad(kWhh).zero_();
+// Runs body(i) for i in [0, n), the i shared out over torch's threads in contiguous runs (a barrier at
+// the end), every thread with the caller's thread-local state (grad mode off, for the BLAS fallback's
+// ATen calls). Always inside a parallel region of all the threads, even for n = 1, so that the BLAS
+// runs single-threaded on each; without OpenMP (no -fopenmp), serially.
+template <typename F>
+void each(int64_t n, const F& body) {
+  const at::ThreadLocalState caller;
+  const int threads = static_cast<int>(at::get_num_threads());
+#pragma omp parallel num_threads(threads)
+  {
+    const at::ThreadLocalStateGuard same(caller);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) body(i);
   }
 }
 
-// Back through the table: scatter the input-side gradients act onto the token rows. b_ih's grad
-// is their sum.
-at::Tensor table_backward(Step& s, const at::Tensor& table, const at::Tensor& act) {
-  const int64_t N = s.N, G = s.G;
-  const int64_t* const tok = s.tok;
-  at::Tensor d_table = scratch(7, {table.size(0), G}).zero_();
-  float* const d_table_p = ptr(d_table);
-  const float* const act_p = ptr(act);
+// ---------------------------------------------------------------------------------------------
+// The stages both cells share.
+
+// Input projection as a table per model, one row per token id: embedding @ w_ih^T + bias (w_ih^T +
+// bias for one-hot input), so that the forward pass copies rows instead of multiplying by w_ih. An
+// LSTM's b_hh adds to the same pre-activations as b_ih, so its table takes both; a GRU's does not.
+void input_tables(const Step& s, float* table, bool with_b_hh) {
+  each(s.K, [&](int64_t k) {
+    float* tk = table + k * s.V * s.G;
+    const float* w_ih = s.w[kWih].at(k);
+    if (s.embedded) {
+      gemm(false, true, s.V, s.G, s.E, s.w[kEmb].at(k), s.E, w_ih, s.E, false, tk, s.G);
+    } else {
+      for (int64_t v = 0; v < s.V; ++v) {
+        for (int64_t j = 0; j < s.G; ++j) tk[v * s.G + j] = w_ih[j * s.E + v];
+      }
+    }
+    const float* b_ih = s.w[kBih].at(k);
+    const float* b_hh = s.w[kBhh].at(k);
+    for (int64_t v = 0; v < s.V; ++v) {
+      float* row = tk + v * s.G;
+      for (int64_t j = 0; j < s.G; ++j) row[j] += with_b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+    }
+  });
+}
+
+// The tile's rows at step t start as their tokens' table rows: the input-side pre-activations.
+void gather_inputs(const Step& s, const Tile& tile, const float* table, float* act, int64_t t) {
+  const int64_t* tok = s.tok + tile.k * s.N + t * s.B;
+  const float* tk = table + tile.k * s.V * s.G;
+  float* ak = act + (tile.k * s.N + t * s.B) * s.G;
+  for (int64_t b = tile.b0; b < tile.b1; ++b) std::memcpy(ak + b * s.G, tk + tok[b] * s.G, s.G * sizeof(float));
+}
+
+// Head and loss of the tile's rows (every step), and d loss / d h_t from the head: d_logits gets the
+// logits, which become d loss / d logits (the model's mean over its scored positions).
+void head_and_loss(Step& s, int64_t index, const float* out, float* d_logits, float* d_out) {
+  const Tile& tile = s.tiles[index];
+  const int64_t k = tile.k, rows = tile.b1 - tile.b0, O = s.O, H = s.H;
+  const float* head_w = s.w[kHeadW].at(k);
+  const float* head_b = s.w[kHeadB].at(k);
+  const double scale = 1.0 / static_cast<double>(std::max<int64_t>(s.scored[k], 1));
+  double loss = 0.0;
+  for (int64_t t = 0; t < s.T; ++t) {
+    const int64_t first = k * s.N + t * s.B + tile.b0;  // the tile's first row at step t
+    float* z = d_logits + first * O;
+    gemm(false, true, rows, O, H, out + first * H, H, head_w, H, false, z, O);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* zn = z + r * O;
+      const int64_t target = s.tgt[first + r];
+      if (target == kIgnore) {
+        std::fill(zn, zn + O, 0.0f);
+        continue;
+      }
+      float top = -INFINITY;
+      for (int64_t j = 0; j < O; ++j) top = std::max(top, zn[j] += head_b[j]);
+      const float picked = zn[target];
+      float total = 0.0f;
+      for (int64_t j = 0; j < O; ++j) total += (zn[j] = std::exp(zn[j] - top));
+      loss += std::log(total) + top - picked;
+      const float norm = static_cast<float>(scale) / total;
+      for (int64_t j = 0; j < O; ++j) zn[j] *= norm;
+      zn[target] -= static_cast<float>(scale);
+    }
+    gemm(false, false, rows, H, O, z, O, head_w, H, false, d_out + first * H, H);
+  }
+  s.loss[index] = loss * scale;
+}
+
+// The weight gradients of one job (a model, and a range of w_hh's gradient rows): the recurrent-side
+// gradients d_rec of steps 1 .. T-1 times h_0 .. h_{T-2} (step 0 saw h_{-1} = 0); the job that starts
+// at row 0 also takes the head's grads and the table's (b_ih's, w_ih's and the embedding's).
+void weight_grads(const Step& s, const Tile& job, const float* d_rec, const float* act, const float* out,
+                  const float* d_logits, float* d_table) {
+  const int64_t k = job.k, N = s.N, B = s.B, H = s.H, G = s.G, O = s.O;
+  const float* rec = d_rec + k * N * G;
+  const float* hk = out + k * N * H;
+  gemm(true, false, job.b1 - job.b0, H, N - B, rec + B * G + job.b0, G, hk, H, false, s.g[kWhh].at(k) + job.b0 * H, H);
+  if (job.b0 != 0) return;
+  const float* dz = d_logits + k * N * O;
+  gemm(true, false, O, H, N, dz, O, hk, H, false, s.g[kHeadW].at(k), H);
+  float* head_b = s.g[kHeadB].at(k);
+  std::fill(head_b, head_b + O, 0.0f);
   for (int64_t n = 0; n < N; ++n) {
-    float* __restrict row = d_table_p + tok[n] * G;
-    const float* __restrict d = act_p + n * G;
+    for (int64_t j = 0; j < O; ++j) head_b[j] += dz[n * O + j];
+  }
+  // back through the table: scatter the input-side gradients onto their tokens' rows
+  float* dt = d_table + k * s.V * G;
+  std::fill(dt, dt + s.V * G, 0.0f);
+  const float* ak = act + k * N * G;
+  const int64_t* tok = s.tok + k * N;
+  for (int64_t n = 0; n < N; ++n) {
+    float* __restrict row = dt + tok[n] * G;
+    const float* __restrict d = ak + n * G;
     for (int64_t j = 0; j < G; ++j) row[j] += d[j];
   }
-  at::sum_out(s.grad(kBih), d_table, 0);
-  return d_table;
+  float* b_ih = s.g[kBih].at(k);
+  std::fill(b_ih, b_ih + G, 0.0f);
+  for (int64_t v = 0; v < s.V; ++v) {
+    for (int64_t j = 0; j < G; ++j) b_ih[j] += dt[v * G + j];
+  }
+  if (s.embedded) {
+    gemm(true, false, G, s.E, s.V, dt, G, s.w[kEmb].at(k), s.E, false, s.g[kWih].at(k), s.E);
+    gemm(false, false, s.V, s.E, G, dt, G, s.w[kWih].at(k), s.E, false, s.g[kEmb].at(k), s.E);
+  } else {
+    float* w_ih = s.g[kWih].at(k);
+    for (int64_t j = 0; j < G; ++j) {
+      for (int64_t v = 0; v < s.V; ++v) w_ih[j * s.E + v] = dt[v * G + j];
+    }
+  }
 }
 
-// w_ih's grad and, with an embedding, the embedding's, from the table's.
-void embedding_backward(Step& s, const Params& p, const at::Tensor& d_table) {
-  if (s.embedded) {
-    at::mm_out(s.grad(kWih), d_table.t(), *p.embedding);
-    at::mm_out(s.grads[0], d_table, p.w_ih);
-  } else {
-    s.grad(kWih).copy_(d_table.t());
-  }
+at::Tensor losses_of(const Step& s) {
+  std::vector<double> total(s.K, 0.0);
+  for (size_t i = 0; i < s.tiles.size(); ++i) total[s.tiles[i].k] += s.loss[i];  // in tile order
+  at::Tensor losses = at::empty({s.K}, at::kFloat);
+  float* each_loss = losses.data_ptr<float>();
+  for (int64_t k = 0; k < s.K; ++k) each_loss[k] = static_cast<float>(total[k]);
+  return losses;
 }
 
 // ---------------------------------------------------------------------------------------------
 // LSTM
 
-struct LstmForward {
-  at::Tensor act;    // gate activations; later d loss / d (gate pre-activations)
-  at::Tensor out;    // h_t
-  at::Tensor cell;   // c_t
-  at::Tensor tcell;  // tanh(c_t)
-};
-
-// Forward recurrence: the table rows plus h_{t-1} W_hh^T become gate activations, then c_t and h_t.
-LstmForward lstm_forward(const Step& s, const Params& p, const at::Tensor& table) {
-  const int64_t T = s.T, B = s.B, N = s.N, H = s.H, G = s.G;
-  LstmForward f{scratch(0, {N, G}), scratch(1, {N, H}), scratch(2, {N, H}), scratch(3, {N, H})};
-  const at::Tensor w_hh_t = p.w_hh.t();
-  float* const act_p = ptr(f.act);
-  float* const out_p = ptr(f.out);
-  float* const cell_p = ptr(f.cell);
-  float* const tcell_p = ptr(f.tcell);
-  const float* const table_p = ptr(table);
-  for (int64_t t = 0; t < T; ++t) {
-    at::Tensor a_t = f.act.narrow(0, t * B, B);
-    gather_inputs(s, table_p, act_p, t);
-    if (t > 0) at::addmm_out(a_t, a_t, f.out.narrow(0, (t - 1) * B, B), w_hh_t);
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t n = t * B + b;
-      float* a = act_p + n * G;
+// The tile's forward recurrence: table rows plus h_{t-1} W_hh^T become gate activations, then c_t and h_t.
+void lstm_forward(const Step& s, const Tile& tile, const float* table, float* act, float* out, float* cell,
+                  float* tcell) {
+  const int64_t k = tile.k, B = s.B, H = s.H, G = s.G, rows = tile.b1 - tile.b0;
+  const float* w_hh = s.w[kWhh].at(k);
+  for (int64_t t = 0; t < s.T; ++t) {
+    gather_inputs(s, tile, table, act, t);
+    const int64_t first = k * s.N + t * B + tile.b0;
+    if (t > 0) gemm(false, true, rows, G, H, out + (first - B) * H, H, w_hh, H, true, act + first * G, G);
+    for (int64_t n = first; n < first + rows; ++n) {
+      float* a = act + n * G;
       lstm_gates(a, H);
-      const float* c_prev = t > 0 ? cell_p + (n - B) * H : s.zeros.data();
-      cell_forward(a, c_prev, cell_p + n * H, tcell_p + n * H, out_p + n * H, H);
+      const float* c_prev = t > 0 ? cell + (n - B) * H : s.zeros.data();
+      cell_forward(a, c_prev, cell + n * H, tcell + n * H, out + n * H, H);
     }
   }
-  return f;
 }
 
-// Backward recurrence: act ends as d loss / d (gate pre-activations) for every row. Input and
-// recurrent side add into the same pre-activations, so act is the gradient of both.
-void lstm_backward(Step& s, const Params& p, const LstmForward& f, const at::Tensor& d_out) {
-  const int64_t T = s.T, B = s.B, H = s.H, G = s.G;
-  at::Tensor d_h = scratch(6, {B, H}).zero_();  // d loss / d h_t through W_hh, from step t + 1
-  std::vector<float> d_c(B * H, 0.0f);
-  float* const act_p = ptr(f.act);
-  const float* const cell_p = ptr(f.cell);
-  const float* const tcell_p = ptr(f.tcell);
-  const float* const d_out_p = ptr(d_out);
-  float* const d_h_p = ptr(d_h);
-  for (int64_t t = T - 1; t >= 0; --t) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t n = t * B + b;
-      const float* c_prev = t > 0 ? cell_p + (n - B) * H : s.zeros.data();
-      cell_backward(act_p + n * G, tcell_p + n * H, c_prev, d_out_p + n * H, d_h_p + b * H, d_c.data() + b * H, H);
+// The tile's backward recurrence: act ends as d loss / d (gate pre-activations) for every row. Input
+// and recurrent side add into the same pre-activations, so act is the gradient of both.
+void lstm_backward(const Step& s, const Tile& tile, float* act, const float* cell, const float* tcell,
+                   const float* d_out, float* d_h, float* d_c) {
+  const int64_t k = tile.k, B = s.B, H = s.H, G = s.G, rows = tile.b1 - tile.b0;
+  const float* w_hh = s.w[kWhh].at(k);
+  float* dh = d_h + (k * B + tile.b0) * H;  // d loss / d h_t through W_hh, from step t + 1
+  float* dc = d_c + (k * B + tile.b0) * H;
+  std::fill(dh, dh + rows * H, 0.0f);
+  std::fill(dc, dc + rows * H, 0.0f);
+  for (int64_t t = s.T - 1; t >= 0; --t) {
+    const int64_t first = k * s.N + t * B + tile.b0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = first + r;
+      const float* c_prev = t > 0 ? cell + (n - B) * H : s.zeros.data();
+      cell_backward(act + n * G, tcell + n * H, c_prev, d_out + n * H, dh + r * H, dc + r * H, H);
     }
-    if (t == 0) break;
-    at::mm_out(d_h, f.act.narrow(0, t * B, B), p.w_hh);
+    if (t > 0) gemm(false, false, rows, H, G, act + first * G, G, w_hh, H, false, dh, H);
   }
-  w_hh_grad(s, f.act, f.out);
 }
 
-// grads (written in place, contiguous): embedding (when given), w_ih, w_hh, b_ih, b_hh, head_w,
-// head_b: the order of DigitSumModel.parameters(). With max_grad_norm > 0 they are clipped as by
-// torch.nn.utils.clip_grad_norm_. Returns the mean loss over scored positions.
+// grads (written in place, contiguous, [K, ...] like the weights): embedding (when given), w_ih, w_hh,
+// b_ih, b_hh, head_w, head_b: the order of StackedModel.parameters(). Returns each model's mean loss
+// over its scored positions, [K].
 at::Tensor lstm_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
                            const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                           const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  const Params p{embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b};
-  Step s = check_step("lstm_train_step", 4, tokens, targets, p, grads);
-  // An LSTM's b_hh adds to the same pre-activations as b_ih, so the table takes both.
-  const at::Tensor table = input_table(s, p, b_ih + b_hh);
-  const LstmForward f = lstm_forward(s, p, table);
-  at::Tensor d_logits = scratch(4, {s.N, s.O});
-  const double loss = head_and_loss(s, p, f.out, d_logits);
-  const at::Tensor d_out = head_backward(s, p, d_logits, f.out);
-  lstm_backward(s, p, f, d_out);
-  const at::Tensor d_table = table_backward(s, table, f.act);
-  s.grad(kBhh).copy_(s.grad(kBih));  // both biases sit in the table: the same grad
-  embedding_backward(s, p, d_table);
-  if (max_grad_norm > 0) clip_(s.grads, max_grad_norm);
-  return at::scalar_tensor(loss, w_hh.options());
+                           const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads) {
+  Step s = check_step("lstm_train_step", 4, tokens, targets, embedding, {&w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b},
+                      grads);
+  const int64_t KN = s.K * s.N;
+  float* table = scratch(0, s.K * s.V * s.G);
+  float* act = scratch(1, KN * s.G);
+  float* out = scratch(2, KN * s.H);
+  float* cell = scratch(3, KN * s.H);
+  float* tcell = scratch(4, KN * s.H);
+  float* d_logits = scratch(5, KN * s.O);
+  float* d_out = scratch(6, KN * s.H);
+  float* d_h = scratch(7, s.K * s.B * s.H);
+  float* d_c = scratch(8, s.K * s.B * s.H);
+  float* d_table = scratch(9, s.K * s.V * s.G);
+  input_tables(s, table, true);
+  each(static_cast<int64_t>(s.tiles.size()), [&](int64_t i) {
+    const Tile& tile = s.tiles[i];
+    lstm_forward(s, tile, table, act, out, cell, tcell);
+    head_and_loss(s, i, out, d_logits, d_out);
+    lstm_backward(s, tile, act, cell, tcell, d_out, d_h, d_c);
+  });
+  each(static_cast<int64_t>(s.jobs.size()), [&](int64_t i) {
+    const Tile& job = s.jobs[i];
+    weight_grads(s, job, act, act, out, d_logits, d_table);
+    if (job.b0 == 0) std::copy_n(s.g[kBih].at(job.k), s.G, s.g[kBhh].at(job.k));  // both biases: one grad
+  });
+  return losses_of(s);
 }
 
 // ---------------------------------------------------------------------------------------------
 // GRU
 
-struct GruForward {
-  at::Tensor act;  // r, z, n; later d loss / d gi (the input-side pre-activations)
-  at::Tensor out;  // h_t
-  at::Tensor gh;   // h_{t-1} W_hh^T + b_hh; later its gradient
-};
-
-// Forward recurrence: gh from h_{t-1} (b_hh alone at t = 0, where h_{-1} = 0), then r, z, n and h_t.
-GruForward gru_forward_pass(const Step& s, const Params& p, const at::Tensor& table) {
-  const int64_t T = s.T, B = s.B, N = s.N, H = s.H, G = s.G;
-  GruForward f{scratch(0, {N, G}), scratch(1, {N, H}), scratch(8, {N, G})};
-  const at::Tensor w_hh_t = p.w_hh.t();
-  float* const act_p = ptr(f.act);
-  float* const out_p = ptr(f.out);
-  float* const gh_p = ptr(f.gh);
-  const float* const table_p = ptr(table);
-  for (int64_t t = 0; t < T; ++t) {
-    gather_inputs(s, table_p, act_p, t);
-    at::Tensor gh_t = f.gh.narrow(0, t * B, B);
-    if (t > 0) {
-      at::addmm_out(gh_t, p.b_hh, f.out.narrow(0, (t - 1) * B, B), w_hh_t);
-    } else {
-      gh_t.copy_(p.b_hh.expand({B, G}));
-    }
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t n = t * B + b;
-      const float* h_prev = t > 0 ? out_p + (n - B) * H : s.zeros.data();
-      gru_forward(act_p + n * G, gh_p + n * G, h_prev, out_p + n * H, H);
+// The tile's forward recurrence: gh from h_{t-1} (b_hh alone at t = 0, where h_{-1} = 0), then r, z, n, h_t.
+void gru_forward(const Step& s, const Tile& tile, const float* table, float* act, float* out, float* gh) {
+  const int64_t k = tile.k, B = s.B, H = s.H, G = s.G, rows = tile.b1 - tile.b0;
+  const float* w_hh = s.w[kWhh].at(k);
+  const float* b_hh = s.w[kBhh].at(k);
+  for (int64_t t = 0; t < s.T; ++t) {
+    gather_inputs(s, tile, table, act, t);
+    const int64_t first = k * s.N + t * B + tile.b0;
+    for (int64_t n = first; n < first + rows; ++n) std::memcpy(gh + n * G, b_hh, G * sizeof(float));
+    if (t > 0) gemm(false, true, rows, G, H, out + (first - B) * H, H, w_hh, H, true, gh + first * G, G);
+    for (int64_t n = first; n < first + rows; ++n) {
+      const float* h_prev = t > 0 ? out + (n - B) * H : s.zeros.data();
+      gru_forward(act + n * G, gh + n * G, h_prev, out + n * H, H);
     }
   }
-  return f;
 }
 
-// Backward recurrence: act ends as d loss / d gi and gh as d loss / d gh for every row.
-void gru_backward_pass(Step& s, const Params& p, const GruForward& f, const at::Tensor& d_out) {
-  const int64_t T = s.T, B = s.B, H = s.H, G = s.G;
-  at::Tensor d_h = scratch(6, {B, H}).zero_();  // d loss / d h_t from step t + 1
-  at::Tensor carry = scratch(9, {B, H});        // d loss / d h_{t-1} not through W_hh
-  float* const act_p = ptr(f.act);
-  float* const gh_p = ptr(f.gh);
-  const float* const out_p = ptr(f.out);
-  const float* const d_out_p = ptr(d_out);
-  float* const d_h_p = ptr(d_h);
-  float* const carry_p = ptr(carry);
-  for (int64_t t = T - 1; t >= 0; --t) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t n = t * B + b;
-      const float* h_prev = t > 0 ? out_p + (n - B) * H : s.zeros.data();
-      gru_backward(act_p + n * G, gh_p + n * G, h_prev, d_out_p + n * H, d_h_p + b * H, carry_p + b * H, H);
+// The tile's backward recurrence: act ends as d loss / d gi and gh as d loss / d gh for every row.
+void gru_backward(const Step& s, const Tile& tile, float* act, float* gh, const float* out, const float* d_out,
+                  float* d_h, float* carry) {
+  const int64_t k = tile.k, B = s.B, H = s.H, G = s.G, rows = tile.b1 - tile.b0;
+  const float* w_hh = s.w[kWhh].at(k);
+  float* dh = d_h + (k * B + tile.b0) * H;  // d loss / d h_t from step t + 1
+  float* cy = carry + (k * B + tile.b0) * H;
+  std::fill(dh, dh + rows * H, 0.0f);
+  for (int64_t t = s.T - 1; t >= 0; --t) {
+    const int64_t first = k * s.N + t * B + tile.b0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = first + r;
+      const float* h_prev = t > 0 ? out + (n - B) * H : s.zeros.data();
+      gru_backward(act + n * G, gh + n * G, h_prev, d_out + n * H, dh + r * H, cy + r * H, H);
     }
     if (t == 0) break;
-    at::addmm_out(d_h, carry, f.gh.narrow(0, t * B, B), p.w_hh);
+    std::memcpy(dh, cy, rows * H * sizeof(float));
+    gemm(false, false, rows, H, G, gh + first * G, G, w_hh, H, true, dh, H);
   }
-  w_hh_grad(s, f.gh, f.out);
 }
 
 // As lstm_train_step.
 at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                          const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads, double max_grad_norm) {
-  const Params p{embedding, w_ih, w_hh, b_ih, b_hh, head_w, head_b};
-  Step s = check_step("gru_train_step", 3, tokens, targets, p, grads);
-  // A GRU's b_hh sits inside r * (...), so it stays in the recurrent part (gh), not in the table.
-  const at::Tensor table = input_table(s, p, b_ih);
-  const GruForward f = gru_forward_pass(s, p, table);
-  at::Tensor d_logits = scratch(4, {s.N, s.O});
-  const double loss = head_and_loss(s, p, f.out, d_logits);
-  const at::Tensor d_out = head_backward(s, p, d_logits, f.out);
-  gru_backward_pass(s, p, f, d_out);
-  const at::Tensor d_table = table_backward(s, table, f.act);
-  at::sum_out(s.grad(kBhh), f.gh, 0);
-  embedding_backward(s, p, d_table);
-  if (max_grad_norm > 0) clip_(s.grads, max_grad_norm);
-  return at::scalar_tensor(loss, w_hh.options());
-}
-
-// K models' steps in one call: every argument stacked on a leading K axis (tokens, targets
-// [K, T, B]); model k's step is `step` (lstm_train_step or gru_train_step) on the slices k.
-// Returns the K mean losses.
-using StepFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, const at::Tensor&, at::TensorList, double);
-
-template <StepFn step>
-at::Tensor train_steps(const at::Tensor& tokens, const at::Tensor& targets, const std::optional<at::Tensor>& embedding,
-                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                       const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads,
-                       double max_grad_norm) {
-  constexpr const char* op = "train_steps";
-  TORCH_CHECK(tokens.dim() == 3 && tokens.sizes() == targets.sizes(), op, ": tokens and targets must both be [K, T, B]");
-  const int64_t K = tokens.size(0);
-  for (const at::Tensor& t : {w_ih, w_hh, b_ih, b_hh, head_w, head_b}) {
-    TORCH_CHECK(t.size(0) == K && t.is_contiguous(), op, ": every weight must be contiguous [K, ...]");
-  }
-  for (const at::Tensor& g : grads) TORCH_CHECK(g.dim() > 0 && g.size(0) == K, op, ": every grad must be [K, ...]");
-  at::Tensor losses = at::empty({K}, w_hh.options());
-  float* out = ptr(losses);
-  const at::ThreadLocalState caller;  // grad mode and the rest of the caller's thread-local state
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard same(caller);  // worker threads start with grad mode on
-    for (int64_t k = begin; k < end; ++k) {
-      std::vector<at::Tensor> mine;
-      for (const at::Tensor& g : grads) mine.push_back(g.select(0, k));
-      const std::optional<at::Tensor> table = embedding ? std::optional<at::Tensor>(embedding->select(0, k)) : std::nullopt;
-      out[k] = step(tokens.select(0, k), targets.select(0, k), table, w_ih.select(0, k), w_hh.select(0, k),
-                    b_ih.select(0, k), b_hh.select(0, k), head_w.select(0, k), head_b.select(0, k), mine,
-                    max_grad_norm)
-                   .item<float>();
+                          const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads) {
+  Step s = check_step("gru_train_step", 3, tokens, targets, embedding, {&w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b},
+                      grads);
+  const int64_t KN = s.K * s.N;
+  float* table = scratch(0, s.K * s.V * s.G);
+  float* act = scratch(1, KN * s.G);
+  float* out = scratch(2, KN * s.H);
+  float* gh = scratch(3, KN * s.G);
+  float* d_logits = scratch(5, KN * s.O);
+  float* d_out = scratch(6, KN * s.H);
+  float* d_h = scratch(7, s.K * s.B * s.H);
+  float* carry = scratch(8, s.K * s.B * s.H);
+  float* d_table = scratch(9, s.K * s.V * s.G);
+  input_tables(s, table, false);
+  each(static_cast<int64_t>(s.tiles.size()), [&](int64_t i) {
+    const Tile& tile = s.tiles[i];
+    gru_forward(s, tile, table, act, out, gh);
+    head_and_loss(s, i, out, d_logits, d_out);
+    gru_backward(s, tile, act, gh, out, d_out, d_h, carry);
+  });
+  each(static_cast<int64_t>(s.jobs.size()), [&](int64_t i) {
+    const Tile& job = s.jobs[i];
+    weight_grads(s, job, gh, act, out, d_logits, d_table);
+    if (job.b0 != 0) return;
+    float* b_hh = s.g[kBhh].at(job.k);  // b_hh sits inside r * (...): its grad is gh's column sum
+    const float* ghk = gh + job.k * s.N * s.G;
+    std::fill(b_hh, b_hh + s.G, 0.0f);
+    for (int64_t n = 0; n < s.N; ++n) {
+      for (int64_t j = 0; j < s.G; ++j) b_hh[j] += ghk[n * s.G + j];
     }
   });
-  return losses;
+  return losses_of(s);
 }
 
-// torch.optim.AdamW's update (no amsgrad), every tensor in place; step counts from 1.
+// ---------------------------------------------------------------------------------------------
+// AdamW
+
+// torch.nn.utils.clip_grad_norm_ of each model's gradients on their own (max_grad_norm[k] > 0), then
+// torch.optim.AdamW's update (no amsgrad), model k with lr[k] and weight_decay[k]: every tensor is
+// [K, ...], updated in place (the grads left clipped); step counts from 1. Elements are shared out
+// over the threads.
 void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-            int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay) {
-  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
-  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)));
-  const float decay = static_cast<float>(1.0 - lr * weight_decay);
-  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-  const float step_size = static_cast<float>(lr / bias_correction1);
-  const float inv_bc2 = static_cast<float>(1.0 / bias_correction2_sqrt), epsilon = static_cast<float>(eps);
+            int64_t step, at::ArrayRef<double> lr, double beta1, double beta2, double eps,
+            at::ArrayRef<double> weight_decay, at::ArrayRef<double> max_grad_norm) {
+  const int64_t K = static_cast<int64_t>(lr.size());
+  TORCH_CHECK(static_cast<int64_t>(weight_decay.size()) == K && static_cast<int64_t>(max_grad_norm.size()) == K,
+              "adamw_: one lr, weight_decay and max_grad_norm per model");
+  constexpr int64_t kChunk = 4096;
+  struct Piece {
+    size_t param;
+    int64_t begin, end;
+  };
+  std::vector<Piece> pieces;
   for (size_t index = 0; index < params.size(); ++index) {
-    TORCH_CHECK(params[index].is_contiguous() && grads[index].is_contiguous() && exp_avgs[index].is_contiguous() &&
-                    exp_avg_sqs[index].is_contiguous() && params[index].numel() == grads[index].numel(),
-                "adamw_: contiguous tensors of matching sizes only");
-    float* __restrict p = ptr(params[index]);
-    const float* __restrict g = ptr(grads[index]);
-    float* __restrict m = ptr(exp_avgs[index]);
-    float* __restrict v = ptr(exp_avg_sqs[index]);
-    const int64_t n = params[index].numel();
-    for (int64_t k = 0; k < n; ++k) {
-      p[k] *= decay;
-      m[k] += (g[k] - m[k]) * (1.0f - b1);
-      v[k] = v[k] * b2 + (1.0f - b2) * g[k] * g[k];
-      p[k] -= step_size * m[k] / (std::sqrt(v[k]) * inv_bc2 + epsilon);
+    const at::Tensor& p = params[index];
+    TORCH_CHECK(p.dim() > 0 && p.size(0) == K, "adamw_: every tensor must be [K, ...], K the number of lrs");
+    TORCH_CHECK(p.is_contiguous() && grads[index].is_contiguous() && exp_avgs[index].is_contiguous() &&
+                    exp_avg_sqs[index].is_contiguous() && p.numel() == grads[index].numel() &&
+                    p.scalar_type() == at::kFloat && grads[index].scalar_type() == at::kFloat,
+                "adamw_: contiguous float tensors of matching sizes only");
+    for (int64_t begin = 0; begin < p.numel(); begin += kChunk) {
+      pieces.push_back({index, begin, std::min(p.numel(), begin + kChunk)});
     }
   }
+  std::vector<float> scale(K, 1.0f);  // each model's clipping factor
+  each(K, [&](int64_t k) {
+    if (max_grad_norm[k] <= 0) return;
+    double squares = 0.0;
+    for (const at::Tensor& grad : grads) {
+      const int64_t size = grad.numel() / K;
+      const float* g = grad.data_ptr<float>() + k * size;
+      for (int64_t i = 0; i < size; ++i) squares += static_cast<double>(g[i]) * g[i];
+    }
+    scale[k] = std::min(1.0f, static_cast<float>(max_grad_norm[k] / (std::sqrt(squares) + 1e-6)));
+  });
+  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)));
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+  const float inv_bc2 = static_cast<float>(1.0 / bias_correction2_sqrt), epsilon = static_cast<float>(eps);
+  each(static_cast<int64_t>(pieces.size()), [&](int64_t i) {
+    const Piece& piece = pieces[i];
+    float* __restrict p = params[piece.param].data_ptr<float>();
+    float* __restrict g = grads[piece.param].data_ptr<float>();
+    float* __restrict m = exp_avgs[piece.param].data_ptr<float>();
+    float* __restrict v = exp_avg_sqs[piece.param].data_ptr<float>();
+    const int64_t each_model = params[piece.param].numel() / K;
+    for (int64_t begin = piece.begin; begin < piece.end;) {
+      const int64_t k = begin / each_model, end = std::min(piece.end, (k + 1) * each_model);
+      const float decay = static_cast<float>(1.0 - lr[k] * weight_decay[k]);
+      const float step_size = static_cast<float>(lr[k] / bias_correction1);
+      if (scale[k] < 1.0f) {
+        for (int64_t j = begin; j < end; ++j) g[j] *= scale[k];
+      }
+      for (int64_t j = begin; j < end; ++j) {
+        p[j] *= decay;
+        m[j] += (g[j] - m[j]) * (1.0f - b1);
+        v[j] = v[j] * b2 + (1.0f - b2) * g[j] * g[j];
+        p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_bc2 + epsilon);
+      }
+      begin = end;
+    }
+  });
 }
 
 }  // namespace
@@ -530,21 +661,17 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
 TORCH_LIBRARY(digitsum, m) {
 #define DIGITSUM_STEP_ARGS                                                                                \
   "(Tensor tokens, Tensor targets, Tensor? embedding, Tensor w_ih, Tensor w_hh, Tensor b_ih, Tensor b_hh, " \
-  "Tensor head_w, Tensor head_b, Tensor(a!)[] grads, float max_grad_norm) -> Tensor"
+  "Tensor head_w, Tensor head_b, Tensor(a!)[] grads) -> Tensor"
   m.def("lstm_train_step" DIGITSUM_STEP_ARGS);
   m.def("gru_train_step" DIGITSUM_STEP_ARGS);
-  m.def("lstm_train_steps" DIGITSUM_STEP_ARGS);
-  m.def("gru_train_steps" DIGITSUM_STEP_ARGS);
 #undef DIGITSUM_STEP_ARGS
   m.def(
       "adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, int step, "
-      "float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
+      "float[] lr, float beta1, float beta2, float eps, float[] weight_decay, float[] max_grad_norm) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(digitsum, CPU, m) {
   m.impl("lstm_train_step", &lstm_train_step);
   m.impl("gru_train_step", &gru_train_step);
-  m.impl("lstm_train_steps", &train_steps<&lstm_train_step>);
-  m.impl("gru_train_steps", &train_steps<&gru_train_step>);
   m.impl("adamw_", &adamw_);
 }

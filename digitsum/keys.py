@@ -63,13 +63,15 @@ def key(
     rule: Rule = ANY,
     canonical: Callable[[Any], Any] | None = None,
     parse: Callable[[Any], Any] | None = None,
+    member: bool = False,
 ) -> Any:
     """A dataclass field with its rule and help.
 
     ``canonical`` maps equivalent spellings to one value (lengths ``2-4`` and ``2,3,4``);
-    ``parse`` turns a raw value of a type other than the annotation into one (None: not valid).
+    ``parse`` turns a raw value of a type other than the annotation into one (None: not valid);
+    ``member``: models trained as one computation may differ in it (`digitsum.members`).
     """
-    metadata = {"rule": rule, "help": help, "canonical": canonical, "parse": parse}
+    metadata = {"rule": rule, "help": help, "canonical": canonical, "parse": parse, "member": member}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -101,6 +103,10 @@ def rule_of(field: dataclasses.Field) -> Rule:
     rule = field.metadata.get("rule", ANY)
     assert isinstance(rule, Rule)
     return rule
+
+
+def member_of(field: dataclasses.Field) -> bool:
+    return bool(field.metadata.get("member", False))
 
 
 def help_of(field: dataclasses.Field) -> str:

@@ -1,17 +1,24 @@
-"""K models of one config as one module (issue 23's `train.n_seeds`): every weight stacked on a
-leading K axis, so a step of all K models is one batched GEMM instead of K small ones.
+"""K models of one shape as one module, the form every model trains and decodes in (K >= 1): every
+weight stacked on a leading K axis, so a step of all K models is one batched GEMM instead of K small
+ones. The models may differ in dropout (a member's own hyperparameter); everything else in their
+ModelConfig is their shared shape.
 
 torch.func's vmap cannot batch torch.nn's recurrent ops (no batching rule for aten::lstm,
 aten::gru, aten::rnn_tanh), so the cells are written out here with PyTorch's own equations and
-gate order (and `LinearRNN`'s); `stack` copies K DigitSumModels in and `unstack` copies model k back
+gate order (and `LinearRNN`'s). One model (K = 1) of those cells runs torch's own recurrent op on
+its weights instead, as torch.nn.LSTM would (oneDNN on the CPU, cuDNN on CUDA: for one model, faster
+than the written-out steps). `stack` copies K DigitSumModels in and `unstack` copies model k back
 out, so a stacked model starts from exactly the weights K separate runs would (each seeded before
 it is built). Inputs are [K, B, T]: model k reads its own rows (its own split and batch order).
 
-Dropout and state noise draw one random stream for all K models, so with them model k matches its
-separate run in distribution, not draw for draw; without them it matches within float rounding.
+Dropout and state noise draw one random stream for all K models, in the order one model draws them,
+so one model (K = 1) draws what DigitSumModel draws, and with K > 1 model k matches its separate run
+in distribution, not draw for draw; without them it matches within float rounding.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -31,14 +38,16 @@ def _stacked(tensors: list[torch.Tensor]) -> nn.Parameter:
 
 
 class StackedModel(nn.Module):
-    """K DigitSumModels (rnn, lstm, gru; any number of layers) with weights [K, ...]."""
+    """K DigitSumModels (rnn, lstm, gru, lrnn; any number of layers) with weights [K, ...]."""
 
     def __init__(self, models: list[DigitSumModel]):
         super().__init__()
-        config = models[0].config
-        if any(m.config != config for m in models):
-            raise ValueError("stacked models share one model config")
-        self.config, self.k = config, len(models)
+        self.configs = [m.config for m in models]
+        self.config = self.configs[0]  # the shape; member k's dropout is configs[k]'s
+        if any(dataclasses.replace(c, dropout=self.config.dropout) != self.config for c in self.configs):
+            raise ValueError("stacked models share one shape: their model configs differ in dropout at most")
+        self.k = len(models)
+        self.dropouts = [c.dropout for c in self.configs]
         tables = [m.embedding.weight for m in models if m.embedding is not None]
         self.embedding = _stacked(tables) if tables else None
         rnns = [dict(m.rnn.named_parameters()) for m in models]
@@ -56,19 +65,25 @@ class StackedModel(nn.Module):
             return ["transition", "shift.weight", "shift.bias"]
         return [f"{name}_l{layer}" for layer in range(self.config.num_layers) for name in _RNN_WEIGHTS]
 
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
     def forward(self, tokens: torch.Tensor, state: StackedState | None = None) -> tuple[torch.Tensor, StackedState]:
         """tokens [K, B, T] -> logits [K, B, T, N_OUTPUT_TOKENS] and the state after T steps."""
         outputs, state = self.hidden(tokens, state)
         return self.read_out(outputs), state
 
     def hidden(
-        self, tokens: torch.Tensor, state: StackedState | None = None, state_noise: float = 0.0
+        self, tokens: torch.Tensor, state: StackedState | None = None, state_noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, StackedState]:
         """tokens [K, B, T] -> the last layer's outputs [K, B, T, H] and the state after T steps; with
-        ``state_noise`` (training only) noise of that std on every state after every step, as
-        `DigitSumModel.hidden` adds it."""
+        ``state_noise`` [K] (training only; None where no model has any) noise of model k's std on every
+        state after every step, as `DigitSumModel.hidden` adds it."""
         kind, layers = self.config.model_type, self.config.num_layers
-        noise = state_noise if self.training else 0.0
+        noise = state_noise if self.training else None
+        if self.k == 1 and kind != "lrnn" and noise is None:
+            return self._torch_op(tokens, state)
         h0, c0 = _initial(state, tokens, layers, self.config.hidden_size, kind, self.weights[0])
         finals_h, finals_c = [], []
         group = len(self.weights) // layers
@@ -79,8 +94,7 @@ class StackedModel(nn.Module):
                 projected = self._token_projection(tokens, weights)
             else:
                 assert inputs is not None
-                if self.training and self.config.dropout > 0:  # torch.nn's dropout between layers
-                    inputs = F.dropout(inputs, self.config.dropout)
+                inputs = self.dropout(inputs)  # torch.nn's dropout between layers
                 projected = _projection(kind, inputs, weights)
             inputs, h, c = _layer(kind, self.config, inputs, projected, weights, h0[:, layer], c0[:, layer], noise)
             finals_h.append(h)
@@ -88,6 +102,42 @@ class StackedModel(nn.Module):
         assert inputs is not None
         h_n = torch.stack(finals_h, 1)
         return inputs, ((h_n, torch.stack(finals_c, 1)) if kind == "lstm" else h_n)
+
+    def _torch_op(self, tokens: torch.Tensor, state: StackedState | None) -> tuple[torch.Tensor, StackedState]:
+        """One model's layers as torch.nn runs them: torch's own recurrent op on this model's weights
+        (their gradients reach the stacked ones), between-layer dropout included."""
+        config = self.config
+        x = tokens[0]
+        if self.embedding is None:
+            inputs = F.one_hot(x, N_INPUT_TOKENS).to(self.weights[0].dtype)
+        else:
+            inputs = F.embedding(x, self.embedding[0])
+        weights = [w[0] for w in self.weights]
+        kind = config.model_type if config.model_type != "rnn" else f"rnn_{config.nonlinearity}"
+        if state is None:
+            zeros = inputs.new_zeros(config.num_layers, x.shape[0], config.hidden_size)
+            hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = (zeros, zeros) if kind == "lstm" else zeros
+        else:
+            hx = (state[0][0], state[1][0]) if isinstance(state, tuple) else state[0]
+        dropout = self.dropouts[0] if config.num_layers > 1 else 0.0
+        args = (weights, True, config.num_layers, dropout, self.training, False, True)
+        if kind == "lstm":
+            assert isinstance(hx, tuple)
+            outputs, h, c = torch.lstm(inputs, hx, *args)
+            return outputs.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0))
+        assert isinstance(hx, torch.Tensor)
+        outputs, h = getattr(torch, kind)(inputs, hx, *args)
+        return outputs.unsqueeze(0), h.unsqueeze(0)
+
+    def dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Member k's dropout on its slice x[k] (training only): one draw of torch's dropout where the
+        members share a rate (the draws one model's nn.Dropout takes), a mask per rate where they differ."""
+        if not self.training or not any(self.dropouts):
+            return x
+        if len(set(self.dropouts)) == 1:
+            return F.dropout(x, self.dropouts[0])
+        keep = 1 - torch.tensor(self.dropouts, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
+        return x * torch.bernoulli(keep.expand_as(x)) / keep
 
     def _features(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [K, B, T] -> each model's input features [K, B, T, E]: its embedding rows, or one-hot."""
@@ -111,7 +161,7 @@ class StackedModel(nn.Module):
 
     def read_out(self, outputs: torch.Tensor) -> torch.Tensor:
         """The head of each model over its outputs [K, B, T, H] (after the model's dropout, in training)."""
-        x = F.dropout(outputs, self.config.dropout, self.training) if self.config.dropout > 0 else outputs
+        x = self.dropout(outputs)
         pairs = list(zip(self.head[0::2], self.head[1::2], strict=True))
         for index, (weight, bias) in enumerate(pairs):
             x = torch.einsum("kbti,koi->kbto", x, weight) + bias[:, None, None, :]
@@ -120,8 +170,10 @@ class StackedModel(nn.Module):
         return x
 
     def unstack(self, k: int) -> DigitSumModel:
-        """Model k as a DigitSumModel of its own, with a copy of its weights."""
-        model = DigitSumModel(self.config)
+        """Model k as a DigitSumModel of its own, with a copy of its weights. Its initialization's random
+        draws are given back, so training goes on with the random stream it would have alone."""
+        with torch.random.fork_rng(devices=[]):  # (the meta device would do, but it imports torch._dynamo: ~2 s)
+            model = DigitSumModel(self.configs[k]).to(self.device)
         with torch.no_grad():
             if self.embedding is not None and model.embedding is not None:
                 model.embedding.weight.copy_(self.embedding[k])
@@ -131,11 +183,12 @@ class StackedModel(nn.Module):
             for index, linear in enumerate(_linears(model.head)):
                 linear.weight.copy_(self.head[2 * index][k])
                 linear.bias.copy_(self.head[2 * index + 1][k])
-        return model.to(self.weights[0].device)
+        return model.train(self.training)
 
 
 def stack(models: list[DigitSumModel]) -> StackedModel:
-    return StackedModel(models).to(next(models[0].parameters()).device)
+    """K models (of one shape) as one StackedModel, on their device, in their mode (training or not)."""
+    return StackedModel(models).to(next(models[0].parameters()).device).train(models[0].training)
 
 
 def _linears(head: nn.Module) -> list[nn.Linear]:
@@ -183,11 +236,13 @@ def _layer(
     weights: list[torch.Tensor],
     h: torch.Tensor,
     c: torch.Tensor,
-    noise: float,
+    noise: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer over T steps, given its input projection [K, T, B, G] (time-major, so each step's slice
-    is contiguous): one batched GEMM a step that adds onto it. ``inputs``: the lrnn's features."""
+    is contiguous): one batched GEMM a step that adds onto it. ``inputs``: the lrnn's features; ``noise``:
+    each model's state-noise std [K]."""
     steps = projected.shape[1]
+    std = noise.view(-1, 1, 1) if noise is not None else None
     w_rec_t = weights[0 if kind == "lrnn" else 1].transpose(1, 2)
     features = inputs.transpose(1, 2) if inputs is not None else None
     outputs = []
@@ -201,9 +256,9 @@ def _layer(
         else:
             gates = torch.baddbmm(projected[:, t], h, w_rec_t)
             h, c = _lstm(gates, c) if kind == "lstm" else (_rnn(gates, config.nonlinearity), c)
-        if noise > 0:  # where DigitSumModel adds it: h (and the LSTM's c) after each step
-            h = h + noise * torch.randn_like(h)
-            c = c + noise * torch.randn_like(c) if kind == "lstm" else c
+        if std is not None:  # where and in the order DigitSumModel adds it: the LSTM's c, then h, after each step
+            c = c + std * torch.randn_like(c) if kind == "lstm" else c
+            h = h + std * torch.randn_like(h)
         outputs.append(h)
     return torch.stack(outputs, 2), h, c
 

@@ -1,13 +1,16 @@
-"""Training: `fit`, the epoch loop (teacher-forced loss, unrolled accuracy every epoch), and `train_run`."""
+"""Training: `fit`, the one loop every training in the project goes through. It trains K >= 1 members
+(`digitsum.members`: one model, a config's seeds, or models that differ in hyperparameters) as one
+stacked computation: teacher-forced steps on each member's own batches (`digitsum.step`), AdamW with
+each member's rate, decay and clipping (`digitsum.optim`), and every epoch each member's unrolled
+validation accuracy (`digitsum.decode`), its best epoch kept and, when asked, written at once.
+"""
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +18,17 @@ import torch
 from torch.nn import functional as F
 
 from digitsum.checkpoint import save_checkpoint
-from digitsum.config import LR_SCHEDULES, MODEL_TYPES, Config, ModelConfig, TrainConfig, flatten
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Encoded, Rows, encode, epoch_batches
-from digitsum.datasets import load_rows, probe_rows, split_rows
-from digitsum.decode import Accuracy, accuracy, answers_in_range
+from digitsum.config import MODEL_TYPES, Config, ModelConfig, TrainConfig
+from digitsum.data import IGNORE, PAD, Encoded, Rows, encode, epoch_order
+from digitsum.datasets import split_rows
+from digitsum.decode import Accuracy, accuracies, answers_in_range, losses
 from digitsum.device import resolve_device
-from digitsum.errors import ConfigError
-from digitsum.fused import FusedAdamW, FusedStep, make_step
-from digitsum.lengths import Probe, lengths_text
+from digitsum.members import Member, check_members
 from digitsum.model import DigitSumModel, count_parameters
-from digitsum.tensorboard import EventLog, recording
+from digitsum.optim import MemberAdamW
+from digitsum.stacked import StackedModel, stack
+from digitsum.step import Step, running_sums
+from digitsum.tensorboard import EventLog
 
 
 @dataclass(frozen=True)
@@ -73,113 +77,177 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-OnEpoch = Callable[[EpochResult], "bool | None"]
+OnEpoch = Callable[[list[EpochResult]], "bool | None"]  # each member's epoch, in member order
 
 
 def fit(
-    config: Config,
-    train_rows: Rows,
-    val_rows: Rows,
+    members: Sequence[Member],
     on_epoch: OnEpoch | None = None,
-    checkpoint_path: str | Path | None = None,
     probe_rows: Rows | None = None,
-    events: EventLog | None = None,
-) -> FitResult:
-    """Train with teacher forcing on the answer positions; score unrolled exact match every epoch.
+    events: Sequence[EventLog | None] | None = None,
+    checkpoints: Sequence[Path | None] | None = None,
+) -> list[FitResult]:
+    """Train the members as one computation; each member's FitResult, what its own run would give.
 
-    ``on_epoch`` runs after each epoch and may return True to stop. The best epoch by validation
-    exact match (the earliest on ties) is kept: written to ``checkpoint_path`` when given, and
-    loaded back into the returned model. ``probe_rows`` (e.g. longer, unseen inputs) are scored
-    every epoch too, but never used to choose the best epoch: the probe stays a held-out test.
-    ``events`` (TensorBoard's event files) hears every epoch before ``on_epoch`` does.
+    Each epoch trains every member on its own batches, then scores its validation loss and unrolled
+    exact match on its own rows. ``on_epoch`` hears each member's result and may return True to stop
+    (all of them). Each member's best epoch by validation exact match (the earliest on ties) is kept,
+    and written to ``checkpoints[k]`` as soon as it is the best so far, so a run stopped at any epoch
+    leaves every member's best. ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for
+    each member also over the rows whose sum occurs in its own training rows, but never used to choose
+    the best epoch. ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``.
     """
-    run = _Run.start(config, train_rows, val_rows, probe_rows)
-    history: list[EpochResult] = []
-    best_epoch, best_exact, best_state, best_val_accuracy = 0, -1.0, None, None
-    for epoch in range(1, config.train.n_epochs + 1):
-        result, val_accuracy = run.epoch(epoch)
-        history.append(result)
-        if events is not None:
-            events.epoch(result, val_accuracy, run.model, run.val)
-        if not math.isfinite(result.train_loss):
-            raise TrainingDiverged(f"training loss is {result.train_loss} at epoch {epoch}; lower train.learning_rate")
-        if result.val_exact_match > best_exact:
-            best_epoch, best_exact, best_val_accuracy = epoch, result.val_exact_match, val_accuracy
-            best_state = copy.deepcopy(run.model.state_dict())
-            if checkpoint_path is not None:
-                metrics = {"epoch": epoch, "val_exact_match": best_exact}
-                save_checkpoint(checkpoint_path, run.model, config.to_dict(), metrics)
-        if on_epoch is not None and on_epoch(result):
+    check_members(members)
+    run = _Run.start(members, probe_rows)
+    logs = list(events or [None] * len(members))
+    paths = list(checkpoints or [None] * len(members))
+    bests = [_Best() for _ in members]
+    for epoch in range(1, members[0].config.train.n_epochs + 1):
+        results, scores = run.epoch(epoch)
+        for k, log in enumerate(logs):
+            if log is not None:
+                log.epoch(results[k], scores[k], run.stacked.unstack(k), run.vals[k])
+        _check_finite(members, results)
+        for k, (best, member, path) in enumerate(zip(bests, members, paths, strict=True)):
+            if best.see(results[k], scores[k], run.stacked, k) and path is not None and best.model is not None:
+                metrics = {"epoch": epoch, "val_exact_match": best.exact_match}
+                save_checkpoint(path, best.model, member.config.to_dict(), metrics)
+        if on_epoch is not None and on_epoch(results):
             break
-    assert best_state is not None, "the first epoch is always the best so far"
-    run.model.load_state_dict(best_state)
-    return FitResult(run.model, history, best_epoch, best_exact, count_parameters(run.model), best_val_accuracy)
+    return [best.result() for best in bests]
+
+
+def _check_finite(members: Sequence[Member], results: list[EpochResult]) -> None:
+    for member, result in zip(members, results, strict=True):
+        if math.isfinite(result.train_loss):
+            continue
+        text = f"training loss is {result.train_loss} at epoch {result.epoch}"
+        if len(members) > 1:
+            raise TrainingDiverged(f"seed {member.seed}: {text}")
+        raise TrainingDiverged(f"{text}; lower train.learning_rate")
+
+
+@dataclass
+class _Best:
+    """One member's history and best epoch so far."""
+
+    history: list[EpochResult] = field(default_factory=list)
+    epoch: int = 0
+    exact_match: float = -1.0
+    model: DigitSumModel | None = None
+    accuracy: Accuracy | None = None
+
+    def see(self, result: EpochResult, score: Accuracy, stacked: StackedModel, k: int) -> bool:
+        """Add an epoch; True (and a copy of the member's model) where it is the best so far."""
+        self.history.append(result)
+        if score.exact_match <= self.exact_match:
+            return False
+        self.epoch, self.exact_match, self.accuracy = result.epoch, score.exact_match, score
+        self.model = stacked.unstack(k)
+        return True
+
+    def result(self) -> FitResult:
+        assert self.model is not None, "the first epoch is always the best so far"
+        return FitResult(
+            self.model, self.history, self.epoch, self.exact_match, count_parameters(self.model), self.accuracy
+        )
 
 
 @dataclass
 class _Run:
-    """What one training run holds between epochs."""
+    """What the members' training holds between epochs."""
 
-    config: TrainConfig
-    model: DigitSumModel
-    train: Encoded
-    val: Encoded
+    members: Sequence[Member]
+    stacked: StackedModel
+    trains: list[Encoded]
+    vals: list[Encoded]
     probe: Encoded | None
-    probe_in_range: np.ndarray | None  # probe rows whose answer occurs in the training rows
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    generator: torch.Generator
-    fused_step: FusedStep | None
+    probe_in_range: list[np.ndarray | None]  # per member: probe rows whose answer occurs in its training rows
+    step: Step
+    optimizer: MemberAdamW
+    generators: list[torch.Generator]
+    sums: list[tuple[torch.Tensor, torch.Tensor]] | None  # per member, where one has the sum-state loss
 
     @classmethod
-    def start(cls, config: Config, train_rows: Rows, val_rows: Rows, probe_rows: Rows | None) -> _Run:
-        tc = config.train
+    def start(cls, members: Sequence[Member], probe_rows: Rows | None) -> _Run:
+        tc = members[0].config.train
         torch.set_flush_denormal(True)  # denormals made late LSTM epochs ~3x slower on CPU
         if tc.num_threads > 0:
             torch.set_num_threads(tc.num_threads)
         device = resolve_device(tc.device)
-        torch.manual_seed(tc.seed)
-        model = DigitSumModel(config.model).to(device)
-        train, val = encode(train_rows).to(device), encode(val_rows).to(device)
+        models = []
+        for member in members:  # each built right after its own seed, as its own run builds it
+            torch.manual_seed(member.seed)
+            models.append(DigitSumModel(member.config.model).to(device))
+        # Dropout and state noise draw from the first member's stream; for one member, its own run's.
+        torch.manual_seed(members[0].seed)
+        stacked = stack(models)
+        trains = [encode(m.train).to(device) for m in members]
+        configs = [m.config for m in members]
+        optimizer = MemberAdamW(list(stacked.parameters()), [c.train for c in configs], total_steps(trains[0], tc))
         probe = encode(probe_rows).to(device) if probe_rows is not None else None
-        probe_in_range = answers_in_range(probe_rows.y, train_rows.y) if probe_rows is not None else None
-        generator = torch.Generator().manual_seed(tc.seed)
-        # noise between steps needs the steps one at a time, which the fused kernel does not expose
-        fused_step = make_step(model, device, tc.sum_state_weight) if tc.fused and not tc.state_noise else None
-        optimizer = make_optimizer(model, tc, device, fused_step is not None)
-        scheduler = make_scheduler(optimizer, train, tc)
-        return cls(tc, model, train, val, probe, probe_in_range, optimizer, scheduler, generator, fused_step)
+        in_range = [answers_in_range(probe_rows.y, m.train.y) if probe_rows is not None else None for m in members]
+        sums = [running_sums(d) for d in trains] if any(c.train.sum_state_weight for c in configs) else None
+        generators = [torch.Generator().manual_seed(m.seed) for m in members]
+        vals = [encode(m.val).to(device) for m in members]
+        return cls(members, stacked, trains, vals, probe, in_range, Step(stacked, configs), optimizer, generators, sums)
 
-    def epoch(self, epoch: int) -> tuple[EpochResult, Accuracy]:
-        """Train one epoch, then score it: validation loss and unrolled exact match, and the probe."""
+    def epoch(self, epoch: int) -> tuple[list[EpochResult], list[Accuracy]]:
+        """Train one epoch of every member, then score each: validation loss and exact match, and the probe."""
         start = time.perf_counter()
-        learning_rate = self.optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(
-            self.model,
-            self.train,
-            self.optimizer,
-            self.scheduler,
-            self.config,
-            self.generator,
-            self.fused_step,
-            curriculum_length(self.train, epoch, self.config),
-        )
+        rates = self.optimizer.learning_rates
+        train_losses = self._train(epoch)
         train_seconds = time.perf_counter() - start
-        val_loss = evaluate_loss(self.model, self.val)
-        val_accuracy = accuracy(self.model, self.val)
-        probe = accuracy(self.model, self.probe, self.probe_in_range) if self.probe is not None else None
-        seconds = time.perf_counter() - start
-        result = EpochResult(
-            epoch,
-            train_loss,
-            val_loss,
-            val_accuracy.exact_match,
-            seconds,
-            learning_rate,
-            train_seconds,
-            probe,
+        val_losses = losses(self.stacked, self.vals)
+        scores = accuracies(self.stacked, self.vals)
+        probes = (
+            accuracies(self.stacked, [self.probe] * len(self.vals), self.probe_in_range)
+            if self.probe is not None
+            else [None] * len(self.vals)
         )
-        return result, val_accuracy
+        seconds = time.perf_counter() - start  # each member is charged the shared pass whole, as its own run would be
+        results = [
+            EpochResult(epoch, loss, val_loss, score.exact_match, seconds, rate, train_seconds, probe)
+            for loss, val_loss, score, rate, probe in zip(train_losses, val_losses, scores, rates, probes, strict=True)
+        ]
+        return results, scores
+
+    def _train(self, epoch: int) -> list[float]:
+        """One epoch of every member, step by step: member k's batches are its own run's. Mean loss per member."""
+        tc = self.members[0].config.train
+        self.stacked.train()
+        max_length = curriculum_length(self.trains[0], epoch, tc)
+        orders = [
+            epoch_order(data, generator, m.config.train.balance_lengths, m.config.train.answer_balance, max_length)
+            for data, generator, m in zip(self.trains, self.generators, self.members, strict=True)
+        ]
+        width = max(data.inputs.shape[1] for data in self.trains)
+        tokens = _gathered([d.inputs for d in self.trains], orders, width, PAD)
+        targets = _gathered([d.targets for d in self.trains], orders, width, IGNORE)
+        sums = None
+        if self.sums is not None:
+            sums = (
+                _gathered([s for s, _ in self.sums], orders, width, 0),
+                _gathered([m for _, m in self.sums], orders, width, False),
+            )
+        loss_sums = torch.zeros(len(self.trains), device=tokens.device)
+        for begin in range(0, tokens.shape[1], tc.batch_size):
+            batch = slice(begin, begin + tc.batch_size)
+            step_sums = (sums[0][:, batch], sums[1][:, batch]) if sums is not None else None
+            step_losses = self.step(tokens[:, batch], targets[:, batch], step_sums)
+            self.optimizer.step()
+            loss_sums += step_losses * min(tc.batch_size, tokens.shape[1] - begin)
+        return (loss_sums / tokens.shape[1]).tolist()  # one sync per epoch, not one per step
+
+
+def _gathered(tensors: list[torch.Tensor], orders: list[torch.Tensor], width: int, value: int | bool) -> torch.Tensor:
+    """Each member's rows of its epoch order, padded to one width: [K, rows, width]."""
+    return torch.stack(
+        [
+            F.pad(t[order.to(t.device)], (0, width - t.shape[1]), value=value)
+            for t, order in zip(tensors, orders, strict=True)
+        ]
+    )
 
 
 def curriculum_length(data: Encoded, epoch: int, tc: TrainConfig) -> int | None:
@@ -199,146 +267,22 @@ def rows_up_to(data: Encoded, max_length: int | None) -> int:
     return len(data) if max_length is None else int((data.input_lengths <= max_length).sum())
 
 
-def make_optimizer(
-    model: torch.nn.Module, tc: TrainConfig, device: torch.device, fused: bool = False
-) -> torch.optim.Optimizer:
-    """AdamW; on the fused path its update is one C++ call too (FusedAdamW)."""
-    if fused:
-        return FusedAdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    # The fused kernel runs one op per step instead of a handful per parameter tensor; with ~1 ms
-    # per step of fixed overhead on tiny models that is a large share of the time.
-    fast = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=fast or None)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, train: Encoded, tc: TrainConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """``train.lr_schedule`` over every step of the run (the curriculum's shorter epochs counted)."""
-    total_steps = sum(
+def total_steps(train: Encoded, tc: TrainConfig) -> int:
+    """The steps of the whole run, over which ``train.lr_schedule`` runs (the curriculum's shorter epochs counted)."""
+    return sum(
         math.ceil(rows_up_to(train, curriculum_length(train, epoch, tc)) / tc.batch_size)
         for epoch in range(1, tc.n_epochs + 1)
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(tc.lr_schedule, total_steps))
 
 
-def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
-    if name == "constant":
-        return lambda step: 1.0
-    if name == "cosine":
-        return lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    raise ConfigError(f"lr_schedule {name!r}: choose one of {', '.join(LR_SCHEDULES)}")
-
-
-def _train_epoch(
-    model: DigitSumModel,
-    data: Encoded,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    tc: TrainConfig,
-    generator: torch.Generator,
-    fused_step: FusedStep | None = None,
-    max_length: int | None = None,
-) -> float:
-    model.train()
-    sums = running_sums(data) if tc.sum_state_weight > 0 else None
-    if fused_step is not None:  # time-major, as the kernel reads them
-        tokens, targets = data.inputs.T.contiguous(), data.targets.T.contiguous()
-    loss_sum = torch.zeros((), device=data.inputs.device)
-    batches = epoch_batches(data, tc.batch_size, generator, tc.balance_lengths, tc.answer_balance, max_length)
-    for index in batches:
-        index = index.to(data.inputs.device)
-        if fused_step is not None:
-            loss = fused_step(tokens.index_select(1, index), targets.index_select(1, index), tc.grad_clip)
-        else:
-            loss = _eager_loss(model, data, index, tc, sums)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(index)
-    return float(loss_sum) / rows_up_to(data, max_length)  # one sync per epoch, not one per step
-
-
-def _eager_loss(
-    model: DigitSumModel,
-    data: Encoded,
-    index: torch.Tensor,
-    tc: TrainConfig,
-    sums: tuple[torch.Tensor, torch.Tensor] | None,
-) -> torch.Tensor:
-    outputs, _ = model.hidden(data.inputs[index], state_noise=tc.state_noise)
-    logits = model.head(model.dropout(outputs))
-    loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets[index].reshape(-1), ignore_index=IGNORE)
-    if sums is not None:
-        loss = loss + tc.sum_state_weight * sum_state_spread(outputs, sums[0][index], sums[1][index])
-    return loss
-
-
-def running_sums(data: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, T] sum of the digits up to and including each position, and the [N, T] bool mask of
-    digit positions (EOS, answer and padding are False)."""
-    positions = torch.arange(data.inputs.shape[1], device=data.inputs.device)
-    mask = positions[None, :] < data.input_lengths[:, None]
-    return torch.where(mask, data.inputs, 0).cumsum(1), mask
-
-
-def sum_state_spread(outputs: torch.Tensor, sums: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Spread of the hidden states within equal running sums, over their spread overall.
-
-    0 means the state after a digit is a function of the sum so far alone, whatever the position:
-    the counter a longer input needs. Without it the sweep's best models were position-dependent,
-    and 5-digit inputs with large sums came out ~2 too small.
-    """
-    states, groups = outputs[mask], sums[mask]
-    n_groups = 9 * outputs.shape[1] + 1  # every possible running sum; no device sync for the max
-    counts = torch.zeros(n_groups, device=states.device).index_add_(
-        0, groups, torch.ones_like(groups, dtype=states.dtype)
-    )
-    means = (
-        torch.zeros(n_groups, states.shape[1], device=states.device).index_add_(0, groups, states)
-        / counts.clamp(min=1)[:, None]
-    )
-    within = ((states - means[groups]) ** 2).sum(1).mean()
-    overall = ((states - states.mean(0)) ** 2).sum(1).mean()
-    return within / (overall + 1e-6)
-
-
-@torch.inference_mode()
-def evaluate_loss(model: DigitSumModel, data: Encoded, chunk_rows: int = 16_384) -> float:
-    """Teacher-forced cross-entropy over all answer positions."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for index in torch.arange(len(data), device=data.inputs.device).split(chunk_rows):
-            logits, _ = model(data.inputs[index])
-            targets = data.targets[index].reshape(-1)
-            loss = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), targets, ignore_index=IGNORE, reduction="sum")
-            total += float(loss)
-            count += int((targets != IGNORE).sum())
-    finally:
-        model.train(was_training)
-    return total / max(count, 1)
-
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds", "learning_rate")
-
-
-def history_row(result: EpochResult) -> str:
-    """One line of history.csv."""
-    return ",".join(f"{getattr(result, c):.6g}" if c != "epoch" else str(result.epoch) for c in HISTORY_COLUMNS) + "\n"
-
-
-def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) -> None:
+def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) -> dict[str, FitResult]:
     """Pay a process's one-off costs before any timed training: one tiny epoch per model type loads
-    the fused kernel and its scratch buffers, torch.optim's imports and each cell's first-call set-up,
-    so that no trial's training seconds include them."""
+    the fused kernel and its scratch buffers and each cell's first-call set-up, so that no trial's
+    training seconds include them. Each type's tiny run, by model type."""
     from digitsum.data import make_rows
 
     rows = make_rows([1, 2])
+    trained = {}
     for model_type in model_types:
         config = Config(
             ModelConfig(
@@ -346,45 +290,5 @@ def warm_up(model_types: tuple[str, ...] = MODEL_TYPES, num_threads: int = 0) ->
             ),
             TrainConfig(lengths="1-2", n_epochs=1, batch_size=32, device="cpu", num_threads=num_threads),
         )
-        fit(config, *split_rows(rows, config.train))
-
-
-def train_run(
-    config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool = False, probe: Probe | None = None
-) -> tuple[FitResult, Path]:
-    """The tutorial's train.py: fit and write ``<log_path>/<run_name>/`` (config, history, best.pt;
-    with ``tensorboard``, TensorBoard's event files where the package is installed). ``probe``'s
-    lengths, unseen in training, are scored every epoch.
-
-    ``config.json`` is written first and ``history.csv`` after every epoch, so a stopped run
-    still shows how far it got.
-    """
-    tc = config.train
-    run_dir = Path(tc.log_path) / tc.run_name
-    rows = load_rows(tc)
-    probed = unseen_probe(rows, probe or Probe())
-    train_rows, val_rows = split_rows(rows, tc)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    history_path = run_dir / "history.csv"
-    history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
-
-    def record(result: EpochResult) -> bool | None:
-        with history_path.open("a") as handle:
-            handle.write(history_row(result))
-        return on_epoch(result) if on_epoch is not None else None
-
-    for stale in run_dir.glob("events.out.tfevents.*"):  # an overwritten run's curves are not this run's
-        stale.unlink()
-    hparams = flatten(config.to_dict())
-    with recording(run_dir if tensorboard else None, hparams) as events:
-        result = fit(config, train_rows, val_rows, record, run_dir / "best.pt", probe_rows=probed, events=events)
-    return result, run_dir
-
-
-def unseen_probe(rows: Rows, probe: Probe) -> Rows | None:
-    """The probe's rows (None: no probe lengths); ConfigError where a probe length is trained on."""
-    trained = sorted(set(np.unique(rows.lengths).tolist()) & set(probe.lengths))
-    if trained:
-        raise ConfigError(f"probe length(s) {lengths_text(trained)} are trained on: a probe takes unseen lengths")
-    return probe_rows(probe)
+        (trained[model_type],) = fit([Member(config, *split_rows(rows, config.train))])
+    return trained

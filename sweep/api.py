@@ -38,33 +38,38 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Trained:
-    result: FitResult  # with train.n_seeds > 1: the first seed's
+    results: tuple[FitResult, ...]  # each member's: one model, or each of train.n_seeds seeds in seed order
     run_dir: Path
     moved_to: Path | None  # the run went to this free folder: its name was taken by an earlier run
-    seeds: tuple[FitResult, ...] = ()  # with train.n_seeds > 1: every seed's, in seed order
-    first_seed: int = 0  # the seed of seeds[0] (train.seed)
+    seeds: tuple[int, ...]  # each member's train.seed
+    checkpoints: tuple[Path, ...]  # each member's best.pt
+
+    @property
+    def result(self) -> FitResult:
+        """The first member's (the only one's, for one model)."""
+        return self.results[0]
 
 
 def train(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     overwrite: bool = False,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_epoch: Callable[[list[EpochResult]], None] | None = None,
     on_start: Callable[[Any, Path | None], None] | None = None,
     tensorboard: bool = True,
     probe: str | None = None,
-    on_seeds: Callable[[list[EpochResult]], None] | None = None,
 ) -> Trained:
-    """Train one model like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides.
-    ``on_start`` hears the config and, where the run's folder held an earlier run, that folder.
-    ``tensorboard``: TensorBoard event files in the run folder too, where the optional package is
-    installed (`digitsum.tensorboard.missing()` says why not, in one line). ``probe``: input lengths
-    never trained on (``"5"``, ``"5-6"``), scored every epoch. With ``train.n_seeds`` > 1 the seeds
-    train at once (`digitsum.seeds`) and ``on_seeds`` hears each epoch's results, one per seed."""
+    """Train like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides; with
+    ``train.n_seeds`` K, its K seeds at once. ``on_start`` hears the config and, where the run's folder
+    held an earlier run, that folder; ``on_epoch`` each epoch's results, one per seed. ``tensorboard``:
+    TensorBoard event files in the run folder too, where the optional package is installed
+    (`digitsum.tensorboard.missing()` says why not, in one line). ``probe``: input lengths never
+    trained on (``"5"``, ``"5-6"``), scored every epoch."""
     from digitsum import config as cfg
     from digitsum.errors import DataError
     from digitsum.lengths import Probe, parse_lengths
-    from digitsum.train import train_run
+    from digitsum.members import config_seeds
+    from digitsum.runs import member_folders, place_run, train_run
 
     try:  # a bad probe is named before any work
         probed = Probe(tuple(parse_lengths(probe))) if probe else None
@@ -76,16 +81,12 @@ def train(
     config = cfg.apply(cfg.from_dict(values), given)
     named = "train.run_name" in {**cfg.flatten(values), **given}
     taken = Path(config.train.log_path) / config.train.run_name
-    config, moved_to = _free_run_folder(config, named, overwrite)
+    config, moved_to = place_run(config, named, overwrite)
     if on_start is not None:
         on_start(config, taken if moved_to else None)
-    if config.train.n_seeds > 1:  # K seeds in one stacked computation
-        from digitsum.seeds import train_seeds_run
-
-        results, run_dir = train_seeds_run(config, on_seeds, probed, tensorboard)
-        return Trained(results[0], run_dir, moved_to, tuple(results), config.train.seed)
-    result, run_dir = train_run(config, on_epoch, tensorboard, probed)
-    return Trained(result, run_dir, moved_to)
+    results, run_dir = train_run(config, on_epoch, tensorboard, probed)
+    checkpoints = tuple(folder / "best.pt" for folder in member_folders(config))
+    return Trained(tuple(results), run_dir, moved_to, tuple(config_seeds(config.train)), checkpoints)
 
 
 def _config_file_values(path: Path) -> dict[str, Any]:
@@ -100,25 +101,6 @@ def _config_file_values(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, like {{model: {{hidden_size: 64}}}}")
     return values
-
-
-def _free_run_folder(config: Any, named: bool, overwrite: bool) -> tuple[Any, Path | None]:
-    """Never write over an earlier run unasked: an unnamed run takes the next free name (run-2, ...);
-    a named one that exists is refused unless ``overwrite``."""
-    from digitsum import config as cfg
-    from digitsum.errors import UsageError
-
-    folder = Path(config.train.log_path) / config.train.run_name
-    if not folder.is_dir() or not any(folder.iterdir()) or overwrite:
-        return config, None
-    if named:
-        raise UsageError(
-            f"{folder} holds an earlier run; pick another train.run_name, or add --overwrite to replace it"
-        )
-    number = 2
-    while (free := folder.with_name(f"{folder.name}-{number}")).exists():
-        number += 1
-    return cfg.apply(config, {"train.run_name": free.name}), free
 
 
 @dataclass(frozen=True)
@@ -158,25 +140,24 @@ class SeedsEvaluation:
 
 
 def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torch.device = "auto") -> SeedsEvaluation:
-    """Every seed of a `train.n_seeds` run folder on one CSV, scored at once where the models stack."""
+    """Every seed of a `train.n_seeds` run folder on one CSV, scored at once (models of one shape)."""
     from digitsum.checkpoint import load_checkpoint
     from digitsum.data import encode, read_csv
-    from digitsum.decode import answers_in_range
+    from digitsum.decode import answers_in_range, score_models
     from digitsum.errors import UsageError
-    from digitsum.seeds import score_each
+    from digitsum.runs import seed_checkpoints
 
-    folders = sorted(Path(run_dir).glob("seed-*/best.pt"), key=lambda p: int(p.parent.name.removeprefix("seed-")))
-    if not folders:
+    found = seed_checkpoints(Path(run_dir))
+    if not found:
         raise UsageError(f"{run_dir}: is a folder, not a checkpoint file (nor a train.n_seeds run: no seed-S/best.pt)")
     rows = read_csv(Path(data_csv))
-    loaded = [load_checkpoint(path, _device(device)) for path in folders]
+    loaded = [load_checkpoint(path, _device(device)) for _, path in found]
     seen = [_training_answers(payload["config"]) for _, payload in loaded]
     masks = [answers_in_range(rows.y, s) if s is not None else None for s in seen]
     data = encode(rows).to(_device(device))
     start = time.perf_counter()
-    scores = score_each([model for model, _ in loaded], data, masks)  # all at once: models of one config
-    seeds = [int(p.parent.name.removeprefix("seed-")) for p in folders]
-    return SeedsEvaluation(seeds, scores, time.perf_counter() - start)
+    scores = score_models([model for model, _ in loaded], data, masks)
+    return SeedsEvaluation([seed for seed, _ in found], scores, time.perf_counter() - start)
 
 
 def _training_answers(config_values: dict[str, Any]) -> Any:

@@ -255,12 +255,12 @@ def test_learning_rate_message_states_the_upper_bound():
 
 
 def test_negative_seed_is_a_config_error():
-    rows = make_rows([1, 2])
-    try:
-        config = apply(Config(), {"train.seed": "-1"})
-    except ConfigError:
-        return  # the fix: rejected up front, naming the key
-    split_rows(rows, config.train)  # otherwise the split must at least work
+    with pytest.raises(ConfigError) as info:
+        apply(Config(), {"train.seed": "-1"})
+    assert str(info.value) == "train.seed='-1': expected an integer in [0, 2**32)"
+    config = apply(Config(), {"train.seed": str(2**32 - 1)})  # the top of the range splits as any seed does
+    train, val = split_rows(make_rows([1, 2]), config.train)
+    assert len(train) + len(val) == 110
 
 
 # ---------------------------------------------------------------------------------------------

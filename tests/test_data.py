@@ -22,7 +22,7 @@ from digitsum.data import (
     digit_sums,
     encode,
     encode_prompts,
-    epoch_batches,
+    epoch_order,
     make_rows,
     number_digits,
     plan_rows,
@@ -483,43 +483,50 @@ def test_stratified_split_rejects_fraction(rows_1_to_4, fraction):
 
 
 # ---------------------------------------------------------------------------------------------
-# epoch_batches
+# epoch_order
 
 
-def test_epoch_batches_is_a_seeded_permutation():
+def test_epoch_order_is_a_seeded_permutation():
     enc = encode(make_rows([1, 2]))
-    batches = epoch_batches(enc, 16, torch.Generator().manual_seed(5))
-    assert [len(b) for b in batches] == [16] * 6 + [14]
-    order = torch.cat(batches)
+    order = epoch_order(enc, torch.Generator().manual_seed(5))
     assert sorted(order.tolist()) == list(range(110))
     assert order.tolist() != list(range(110))
-    again = torch.cat(epoch_batches(enc, 16, torch.Generator().manual_seed(5)))
-    other = torch.cat(epoch_batches(enc, 16, torch.Generator().manual_seed(6)))
+    again = epoch_order(enc, torch.Generator().manual_seed(5))
+    other = epoch_order(enc, torch.Generator().manual_seed(6))
     assert torch.equal(order, again)
     assert not torch.equal(order, other)
 
 
-def test_epoch_batches_generator_advances_between_epochs():
+def test_epoch_order_generator_advances_between_epochs():
     enc = encode(make_rows([2]))
     generator = torch.Generator().manual_seed(0)
-    first = torch.cat(epoch_batches(enc, 32, generator))
-    second = torch.cat(epoch_batches(enc, 32, generator))
+    first = epoch_order(enc, generator)
+    second = epoch_order(enc, generator)
     assert not torch.equal(first, second)
 
 
-def test_epoch_batches_balanced_draws_lengths_equally():
+def test_epoch_order_balanced_draws_lengths_equally():
     enc = encode(make_rows([1, 2, 3]))  # 10, 100 and 1000 rows
     n = len(enc)
-    order = torch.cat(epoch_batches(enc, 64, torch.Generator().manual_seed(0), balance_lengths=True))
+    order = epoch_order(enc, torch.Generator().manual_seed(0), balance_lengths=True)
     assert len(order) == n
     drawn = torch.bincount(enc.input_lengths[order], minlength=4)[1:].tolist()
     for count in drawn:
         assert abs(count - n / 3) < 80, drawn  # ~5 standard deviations
     # Without balancing, the 1-digit rows are about 1% of the epoch.
-    plain = torch.cat(epoch_batches(enc, 64, torch.Generator().manual_seed(0)))
+    plain = epoch_order(enc, torch.Generator().manual_seed(0))
     assert torch.bincount(enc.input_lengths[plain], minlength=4)[1:].tolist() == [10, 100, 1000]
-    again = torch.cat(epoch_batches(enc, 64, torch.Generator().manual_seed(0), balance_lengths=True))
+    again = epoch_order(enc, torch.Generator().manual_seed(0), balance_lengths=True)
     assert torch.equal(order, again)
+
+
+def test_a_curriculum_stage_orders_only_its_lengths():
+    data = encode(make_rows([1, 2, 3]))
+    for balance in (False, True):
+        index = epoch_order(data, torch.Generator().manual_seed(0), balance, 0.0, max_length=2)
+        assert len(index) == 110 and int(data.input_lengths[index].max()) == 2
+        if not balance:
+            assert sorted(index.tolist()) == list(range(110))  # a permutation of the rows up to length 2
 
 
 def test_data_module_never_imports_the_sweep_layer():

@@ -1,4 +1,5 @@
-"""digitsum.decode: batched greedy decoding against a naive one-row-at-a-time decoder, exact match."""
+"""digitsum.decode: batched greedy decoding against a naive one-row-at-a-time decoder, exact match, the
+teacher-forced loss; K stacked models each on its own rows, as each alone."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def test_greedy_decode_in_chunks_and_with_fixed_steps(model_type, monkeypatch):
     data = encode(rows)
     model = make_model(model_type, seed=4, eoa_bias=2.0)
     whole = greedy_decode(model, data)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size: 5)  # 48 rows in 10 chunks
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 5)  # 48 rows in 10 chunks
     assert torch.equal(greedy_decode(model, data), whole)
     short = greedy_decode(model, data, steps=2)
     assert short.shape == (len(rows), 2)
@@ -296,6 +297,7 @@ def test_chunks_shrink_as_the_hidden_state_grows():
     assert decode.chunk_rows(64) > decode.chunk_rows(128) > decode.chunk_rows(256)
     assert decode.chunk_rows(64) * 64 == decode.CHUNK_FLOATS
     assert decode.chunk_rows(10**6) == 256  # a floor, so huge models still decode in batches
+    assert decode.chunk_rows(64, 4) * 4 == decode.chunk_rows(64)  # K models share a chunk's floats
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -314,3 +316,87 @@ def test_accuracy_in_range_is_the_score_over_the_answers_seen(model_type):
     assert acc.to_dict()["in_range"]["n_rows"] == int(mask.sum())
     assert accuracy(model, data, np.zeros(len(rows), dtype=bool)).in_range is None  # no row in range
     assert accuracy(model, data).in_range is None
+
+
+# ---------------------------------------------------------------------------------------------
+# K models at once, each on its own rows
+
+
+def seeded_splits(k: int = 3) -> list:
+    from digitsum.config import TrainConfig
+    from digitsum.datasets import data_split
+
+    return [encode(data_split(TrainConfig(lengths="1-3", seed=seed))[1]) for seed in range(k)]
+
+
+@pytest.mark.parametrize(("model_type", "num_layers"), [("lstm", 1), ("gru", 2), ("rnn", 1), ("lrnn", 1)])
+def test_k_models_decode_score_and_lose_as_each_alone(model_type, num_layers, monkeypatch):
+    from digitsum.stacked import stack
+
+    models = [make_model(model_type, seed=seed, num_layers=num_layers, eoa_bias=1.0) for seed in range(3)]
+    datas = seeded_splits()
+    stacked = stack(models)
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 50)  # several chunks of each
+    decoded = decode.decode(stacked, datas)
+    scores = decode.accuracies(stacked, datas)
+    losses = decode.losses(stacked, datas)
+    for k, model in enumerate(models):
+        assert torch.equal(decoded[k], greedy_decode(model, datas[k]))
+        assert torch.equal(
+            decoded[k], torch.tensor([reference_decode(model, x, decoded[k].shape[1]) for x in data_x(datas[k])])
+        )
+        assert scores[k] == accuracy(model, datas[k])
+        assert losses[k] == pytest.approx(decode.losses(stack([model]), [datas[k]])[0], rel=1e-5)
+
+
+def data_x(data) -> list[str]:
+    return [
+        "".join(map(str, row[:n])) for row, n in zip(data.inputs.tolist(), data.input_lengths.tolist(), strict=True)
+    ]
+
+
+def test_score_models_scores_each_model_on_the_same_rows():
+    models = [make_model("gru", seed=seed, eoa_bias=1.0) for seed in range(3)]
+    data = encode(mixed_rows())
+    seen = [np.array([1, 2, 3]), None, np.array([5])]
+    masks = [answers_in_range(mixed_rows().y, s) if s is not None else None for s in seen]
+    scores = decode.score_models(models, data, masks)
+    assert scores == [accuracy(m, data, mask) for m, mask in zip(models, masks, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# losses: the teacher-forced validation loss
+
+
+def test_loss_is_the_mean_cross_entropy_over_answer_positions(monkeypatch):
+    from torch.nn import functional as F
+
+    from digitsum.data import IGNORE, N_OUTPUT_TOKENS
+    from digitsum.stacked import stack
+
+    torch.manual_seed(0)
+    model = DigitSumModel(ModelConfig(model_type="gru", hidden_size=8, embedding_dim=4, dropout=0.5))
+    data = encode(make_rows([1, 2]))
+    with torch.no_grad():
+        model.eval()
+        logits, _ = model(data.inputs)
+        expected = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets.reshape(-1), ignore_index=IGNORE)
+    stacked = stack([model.train()])
+    assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
+    monkeypatch.setattr(decode, "LOSS_CHUNK_ROWS", 7)
+    assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
+    assert stacked.training  # mode restored
+
+
+def test_loss_counts_every_answer_token_equally():
+    """Rows with longer answers weigh more: it is a per-token mean, not a mean of row means."""
+    from digitsum.data import IGNORE
+    from digitsum.stacked import stack
+
+    torch.manual_seed(0)
+    stacked = stack([DigitSumModel(ModelConfig(model_type="rnn", hidden_size=8, embedding_dim=4)).eval()])
+    data = encode(make_rows([2]))
+    per_row = [decode.losses(stacked, [data.take(torch.tensor([i]))])[0] for i in range(len(data))]
+    tokens = (data.targets != IGNORE).sum(dim=1).double()
+    expected = float((torch.tensor(per_row, dtype=torch.double) * tokens).sum() / tokens.sum())
+    assert decode.losses(stacked, [data])[0] == pytest.approx(expected, rel=1e-5)

@@ -73,14 +73,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @CUDA
 def test_device_auto_trains_and_scores_on_cuda(tmp_path):
     from digitsum.config import Config, ModelConfig, TrainConfig
-    from digitsum.datasets import data_split
+    from digitsum.members import seed_members
     from digitsum.train import fit
 
     config = Config(
         ModelConfig(model_type="lstm", hidden_size=16),
         TrainConfig(lengths="1-2", n_epochs=2, batch_size=16, device="auto", log_path=str(tmp_path)),
     )
-    fitted = fit(config, *data_split(config.train))
+    (fitted,) = fit(seed_members(config))
     assert next(fitted.model.parameters()).device.type == "cuda"
     assert 0.0 <= fitted.best_exact_match <= 1.0
 
@@ -92,8 +92,7 @@ def test_seeds_train_together_on_cuda_as_each_alone(model_type):
     import dataclasses
 
     from digitsum.config import Config, ModelConfig, TrainConfig
-    from digitsum.datasets import data_split
-    from digitsum.seeds import fit_seeds
+    from digitsum.members import seed_members
     from digitsum.train import fit
 
     head = {"head_size": 16, "embedding_dim": 0} if model_type == "lrnn" else {}
@@ -101,9 +100,10 @@ def test_seeds_train_together_on_cuda_as_each_alone(model_type):
         ModelConfig(model_type=model_type, hidden_size=12, **head),
         TrainConfig(lengths="1-2", n_epochs=2, batch_size=16, device="auto", fused=False),
     )
-    for seed, together in zip([0, 1, 2], fit_seeds(config, [0, 1, 2]), strict=True):
+    seeds = dataclasses.replace(config, train=dataclasses.replace(config.train, n_seeds=3))
+    for seed, together in zip([0, 1, 2], fit(seed_members(seeds)), strict=True):
         alone_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-        alone = fit(alone_config, *data_split(alone_config.train))
+        (alone,) = fit(seed_members(alone_config))
         assert next(together.model.parameters()).device.type == "cuda"
         assert [e.train_loss for e in together.history] == pytest.approx(
             [e.train_loss for e in alone.history], rel=1e-3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -109,8 +111,50 @@ def test_unstack_gives_an_lrnn_back():
 
 
 def test_what_stacking_refuses():
-    with pytest.raises(ValueError, match="one model config"):
+    with pytest.raises(ValueError, match="one shape"):
         stack([DigitSumModel(CONFIGS["lstm"]), DigitSumModel(CONFIGS["gru"])])
+
+
+def test_members_may_differ_in_dropout_and_each_draws_its_own_rate():
+    config = CONFIGS["lstm, 2 layers, dropout"]
+    low, high = DigitSumModel(replace(config, dropout=0.0)), DigitSumModel(replace(config, dropout=0.9))
+    stacked = stack([low, high])
+    assert stacked.dropouts == [0.0, 0.9] and stacked.unstack(1).config.dropout == 0.9
+    x = torch.ones(2, 400, 10)
+    dropped = stacked.dropout(x)
+    assert torch.equal(dropped[0], x[0])  # rate 0: kept whole
+    assert 0.8 < float((dropped[1] == 0).double().mean()) < 0.95
+    assert torch.allclose(dropped[1][dropped[1] != 0], torch.tensor(10.0))  # the kept ones scaled by 1 / 0.1
+    stacked.eval()
+    assert torch.equal(stacked.dropout(x), x)
+
+
+@pytest.mark.parametrize("name", ["lstm, 2 layers, dropout", "gru, 2 layers, one-hot", "rnn relu, one-hot"])
+def test_one_model_runs_torchs_own_op_and_draws_its_dropout(name):
+    """K = 1 runs torch.nn's recurrent op on the model's own weights: the same outputs as the model, and in
+    training the same dropout draws from the same seed."""
+    torch.manual_seed(0)
+    model = DigitSumModel(replace(CONFIGS[name], dropout=0.3))
+    stacked = stack([model])
+    x = tokens()[:1]
+    torch.manual_seed(5)
+    mine, _ = stacked(x)
+    torch.manual_seed(5)
+    theirs, _ = model(x[0])
+    assert torch.equal(mine[0], theirs)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "lrnn"])
+def test_one_model_draws_the_state_noise_its_model_draws(name):
+    torch.manual_seed(0)
+    model = DigitSumModel(CONFIGS[name])
+    stacked = stack([model])
+    x = tokens()[:1]
+    torch.manual_seed(7)
+    mine, _ = stacked.hidden(x, state_noise=torch.tensor([0.1]))
+    torch.manual_seed(7)
+    theirs, _ = model.hidden(x[0], state_noise=0.1)
+    torch.testing.assert_close(mine[0], theirs, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["lstm, 2 layers, dropout", "lrnn", "gru"])
@@ -121,7 +165,7 @@ def test_dropout_and_state_noise_draw_apart_per_model_and_only_in_training(name)
     twin = DigitSumModel(CONFIGS[name])
     stacked = stack([twin, twin])
     x = tokens()[:1].expand(2, -1, -1)
-    noise = 0.1
+    noise = torch.tensor([0.1, 0.1])
     training, _ = stacked.hidden(x, state_noise=noise)
     assert not torch.allclose(training[0], training[1])
     stacked.eval()
@@ -129,34 +173,3 @@ def test_dropout_and_state_noise_draw_apart_per_model_and_only_in_training(name)
     torch.testing.assert_close(evaluated[0], evaluated[1])
     twin.eval()
     torch.testing.assert_close(evaluated[0], twin.hidden(x[0])[0], rtol=1e-5, atol=1e-6)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring K models at once (digitsum.stacked_decode), each on its own rows
-
-
-def seeded_splits(k: int = K) -> list:
-    from digitsum.config import TrainConfig
-    from digitsum.data import encode
-    from digitsum.datasets import data_split
-
-    return [encode(data_split(TrainConfig(lengths="1-3", seed=seed))[1]) for seed in range(k)]
-
-
-@pytest.mark.parametrize("name", ["lstm", "gru, 2 layers, one-hot", "rnn tanh", "lrnn, head, one-hot"])
-def test_stacked_decoding_and_loss_are_each_models(name):
-    from digitsum.decode import accuracy, greedy_decode
-    from digitsum.stacked_decode import _decode, same_shape, stacked_accuracy, stacked_losses
-    from digitsum.train import evaluate_loss
-
-    models = seeded_models(CONFIGS[name])
-    stacked = stack(models).eval()
-    datas = seeded_splits()
-    assert same_shape(datas)
-    decoded = _decode(stacked, datas)
-    scores = stacked_accuracy(stacked, datas)
-    losses = stacked_losses(stacked, datas)
-    for k, model in enumerate(models):
-        assert torch.equal(decoded[k], greedy_decode(model, datas[k]))
-        assert scores[k] == accuracy(model, datas[k])
-        assert losses[k] == pytest.approx(evaluate_loss(model, datas[k]), rel=1e-5)

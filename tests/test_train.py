@@ -1,39 +1,38 @@
-"""digitsum.train: fit on tiny data (lengths 1-2, hidden 16, a few epochs, one thread)."""
+"""digitsum.train: fit on tiny data (lengths 1-2, hidden 16, a few epochs, one thread), one member and
+many: each member is the model its own run trains."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from digitsum.checkpoint import load_checkpoint
-from digitsum.config import LR_SCHEDULES, MODEL_TYPES, ModelConfig, TrainConfig
-from digitsum.data import IGNORE, N_OUTPUT_TOKENS, Rows, encode, make_rows, write_csv
-from digitsum.datasets import load_rows, split_rows
+from digitsum.config import MODEL_TYPES, Config, ModelConfig, TrainConfig
+from digitsum.data import N_OUTPUT_TOKENS, encode, make_rows, write_csv
+from digitsum.datasets import data_split, load_rows, split_rows
 from digitsum.decode import accuracy, answers_to_numbers, greedy_decode
 from digitsum.errors import DataError
-from digitsum.model import DigitSumModel, count_parameters
-from digitsum.train import (
-    EpochResult,
-    TrainingDiverged,
-    _schedule,
-    evaluate_loss,
-    fit,
-    running_sums,
-    sum_state_spread,
-)
+from digitsum.members import Member, seed_members
+from digitsum.model import count_parameters
+from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def split(config, rows):
     return split_rows(rows, config.train)
+
+
+def fit_one(config, train, val, on_epoch=None, **options) -> FitResult:
+    """One member: fit's case K = 1, with on_epoch hearing its one result."""
+    hear = (lambda results: on_epoch(results[0])) if on_epoch is not None else None
+    (result,) = fit([Member(config, train, val)], hear, **options)
+    return result
 
 
 def comparable(history: list[EpochResult]) -> list[tuple]:
@@ -54,7 +53,7 @@ def with_train(config, **changes):
 def test_fit_lowers_the_loss(model_type, tiny_config, tiny_rows):
     config = tiny_config(model={"model_type": model_type})
     train, val = split(config, tiny_rows)
-    result = fit(config, train, val)
+    result = fit_one(config, train, val)
     history = result.history
     assert [e.epoch for e in history] == [1, 2, 3]
     assert history[-1].train_loss < history[0].train_loss
@@ -72,7 +71,7 @@ def test_fit_learns_one_digit_sums(tiny_config):
     """Length 1 (y = x): a GRU learns to answer every digit well within 20 epochs."""
     rows = make_rows([1])
     config = tiny_config(n_epochs=20, learning_rate=0.03, batch_size=2, lr_schedule="cosine")
-    result = fit(config, rows, rows, on_epoch=lambda r: r.val_exact_match == 1.0)
+    result = fit_one(config, rows, rows, on_epoch=lambda r: r.val_exact_match == 1.0)
     assert result.best_exact_match == 1.0
     assert result.history[-1].train_loss < 0.5 * result.history[0].train_loss
     decoded = greedy_decode(result.model, encode(rows))
@@ -82,8 +81,8 @@ def test_fit_learns_one_digit_sums(tiny_config):
 def test_fit_is_reproducible(tiny_config, tiny_rows):
     config = tiny_config(model={"model_type": "lstm", "num_layers": 2, "dropout": 0.2})
     train, val = split(config, tiny_rows)
-    a = fit(config, train, val)
-    b = fit(config, train, val)
+    a = fit_one(config, train, val)
+    b = fit_one(config, train, val)
     assert comparable(a.history) == comparable(b.history)
     for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
@@ -92,46 +91,26 @@ def test_fit_is_reproducible(tiny_config, tiny_rows):
 def test_fit_balanced_is_reproducible(tiny_config, tiny_rows):
     config = tiny_config(balance_lengths=True)
     train, val = split(config, tiny_rows)
-    assert comparable(fit(config, train, val).history) == comparable(fit(config, train, val).history)
-    plain = fit(with_train(config, balance_lengths=False), train, val)
-    assert comparable(plain.history) != comparable(fit(config, train, val).history)
-
-
-def test_running_sums_cover_the_digits_only():
-    data = encode(Rows(np.array(["12", "905"]), np.array([3, 14])))
-    sums, mask = running_sums(data)
-    assert mask.tolist() == [[True, True, False, False, False, False], [True, True, True, False, False, False]]
-    assert sums[mask].tolist() == [1, 3, 9, 9, 14]
-
-
-def test_sum_state_spread_is_zero_when_states_depend_on_the_sum_alone():
-    sums = torch.tensor([[1, 3, 0], [3, 4, 7]])
-    mask = torch.tensor([[True, True, False], [True, True, True]])
-    by_sum = torch.randn(30, 5)
-    outputs = by_sum[sums]  # [2, 3, 5]: the state is a function of the running sum
-    assert sum_state_spread(outputs, sums, mask).item() == pytest.approx(0.0, abs=1e-6)
-    outputs[0, 1] += 1.0  # sum 3 at position 1 of row 0 now differs from sum 3 at position 0 of row 1
-    spread = sum_state_spread(outputs, sums, mask).item()
-    assert spread > 0.01
-    outputs[0, 2] = 1e6  # masked positions (after the digits) never count
-    assert sum_state_spread(outputs, sums, mask).item() == spread
+    assert comparable(fit_one(config, train, val).history) == comparable(fit_one(config, train, val).history)
+    plain = fit_one(with_train(config, balance_lengths=False), train, val)
+    assert comparable(plain.history) != comparable(fit_one(config, train, val).history)
 
 
 def test_sum_state_weight_changes_training_and_stays_reproducible(tiny_config, tiny_rows):
     config = tiny_config(balance_lengths=True)
     train, val = split(config, tiny_rows)
     pulled = with_train(config, sum_state_weight=1.0)
-    first = fit(pulled, train, val)
-    assert comparable(first.history) == comparable(fit(pulled, train, val).history)
-    assert comparable(first.history) != comparable(fit(config, train, val).history)
+    first = fit_one(pulled, train, val)
+    assert comparable(first.history) == comparable(fit_one(pulled, train, val).history)
+    assert comparable(first.history) != comparable(fit_one(config, train, val).history)
     assert all(math.isfinite(e.train_loss) for e in first.history)
 
 
 def test_fit_other_seed_differs(tiny_config, tiny_rows):
     config = tiny_config()
     train, val = split(config, tiny_rows)
-    a = fit(config, train, val)
-    b = fit(with_train(config, seed=1), train, val)
+    a = fit_one(config, train, val)
+    b = fit_one(with_train(config, seed=1), train, val)
     assert [e.train_loss for e in a.history] != [e.train_loss for e in b.history]
 
 
@@ -144,22 +123,22 @@ def test_on_epoch_sees_every_epoch_and_can_stop(tiny_config, tiny_rows):
         seen.append(result)
         return result.epoch == 2
 
-    result = fit(config, train, val, on_epoch=on_epoch)
+    result = fit_one(config, train, val, on_epoch=on_epoch)
     assert [e.epoch for e in seen] == [1, 2]
     assert len(result.history) == 2
     assert seen == result.history
 
     # None and False continue.
     answers = iter([None, False, None])
-    result = fit(with_train(config, n_epochs=3), train, val, on_epoch=lambda r: next(answers))
+    result = fit_one(with_train(config, n_epochs=3), train, val, on_epoch=lambda r: next(answers))
     assert len(result.history) == 3
 
 
 def test_stopping_early_gives_the_same_epochs_as_a_full_run(tiny_config, tiny_rows):
     config = tiny_config(n_epochs=4, lr_schedule="constant")
     train, val = split(config, tiny_rows)
-    full = fit(config, train, val)
-    stopped = fit(config, train, val, on_epoch=lambda r: r.epoch == 2)
+    full = fit_one(config, train, val)
+    stopped = fit_one(config, train, val, on_epoch=lambda r: r.epoch == 2)
     assert comparable(stopped.history) == comparable(full.history[:2])
 
 
@@ -167,7 +146,7 @@ def test_best_epoch_is_kept_and_checkpointed(tiny_config, tiny_rows, tmp_path):
     config = tiny_config(n_epochs=8, learning_rate=0.03)
     train, val = split(config, tiny_rows)
     path = tmp_path / "run" / "best.pt"
-    result = fit(config, train, val, checkpoint_path=path)
+    result = fit_one(config, train, val, checkpoints=[path])
     exacts = [e.val_exact_match for e in result.history]
     assert result.best_exact_match == max(exacts)
     assert result.best_epoch == exacts.index(max(exacts)) + 1  # the earliest on ties
@@ -190,7 +169,7 @@ def test_best_epoch_is_not_the_last_when_training_gets_worse(tiny_config, tiny_r
     train, val = split(config, tiny_rows)
     # Find a case where the last epoch is not the best by sweeping a few seeds.
     for seed in range(8):
-        result = fit(with_train(config, seed=seed), train, val)
+        result = fit_one(with_train(config, seed=seed), train, val)
         if result.history[-1].val_exact_match < result.best_exact_match:
             break
     else:
@@ -202,7 +181,7 @@ def test_best_epoch_is_not_the_last_when_training_gets_worse(tiny_config, tiny_r
 def test_no_checkpoint_without_a_path(tiny_config, tiny_rows, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tiny_config(n_epochs=1)
-    fit(config, *split(config, tiny_rows))
+    fit_one(config, *split(config, tiny_rows))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -213,20 +192,20 @@ def test_training_diverged(model_type, tiny_config, tiny_rows):
     train, val = split(config, tiny_rows)
     seen = []
     with pytest.raises(TrainingDiverged, match="learning_rate"):
-        fit(config, train, val, on_epoch=seen.append)
+        fit_one(config, train, val, on_epoch=seen.append)
     assert seen == []  # raised before the callback, on the first epoch
 
 
 def test_lr_schedule_constant(tiny_config, tiny_rows):
     config = tiny_config(lr_schedule="constant", learning_rate=0.01)
-    result = fit(config, *split(config, tiny_rows))
+    result = fit_one(config, *split(config, tiny_rows))
     assert [e.learning_rate for e in result.history] == [0.01, 0.01, 0.01]
 
 
 def test_lr_schedule_cosine(tiny_config, tiny_rows):
     config = tiny_config(lr_schedule="cosine", learning_rate=0.01, n_epochs=4, batch_size=16)
     train, val = split(config, tiny_rows)
-    result = fit(config, train, val)
+    result = fit_one(config, train, val)
     steps_per_epoch = math.ceil(len(train) / 16)
     total = steps_per_epoch * 4
     expected = [0.01 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * steps_per_epoch * k / total))) for k in range(4)]
@@ -236,54 +215,11 @@ def test_lr_schedule_cosine(tiny_config, tiny_rows):
     assert all(a > b for a, b in itertools.pairwise(rates))
 
 
-def test_schedule_functions():
-    assert set(LR_SCHEDULES) == {"constant", "cosine"}
-    constant = _schedule("constant", 100)
-    assert [constant(s) for s in (0, 50, 100, 1000)] == [1.0] * 4
-    cosine = _schedule("cosine", 100)
-    assert cosine(0) == pytest.approx(1.0)
-    assert cosine(50) == pytest.approx(0.505)
-    assert cosine(100) == pytest.approx(0.01)
-    assert cosine(150) == pytest.approx(0.01)  # stays at the floor past the end
-    with pytest.raises(ValueError, match="lr_schedule"):
-        _schedule("linear", 100)
-
-
 def test_fit_on_one_hot_multilayer_rnn(tiny_config, tiny_rows):
     config = tiny_config(model={"model_type": "rnn", "embedding_dim": 0, "num_layers": 2, "dropout": 0.1}, n_epochs=2)
-    result = fit(config, *split(config, tiny_rows))
+    result = fit_one(config, *split(config, tiny_rows))
     assert result.model.embedding is None
     assert len(result.history) == 2
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluate_loss
-
-
-def test_evaluate_loss_is_the_mean_cross_entropy_over_answer_positions():
-    torch.manual_seed(0)
-    model = DigitSumModel(ModelConfig(model_type="gru", hidden_size=8, embedding_dim=4, dropout=0.5))
-    model.train()
-    data = encode(make_rows([1, 2]))
-    with torch.no_grad():
-        model.eval()
-        logits, _ = model(data.inputs)
-        expected = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets.reshape(-1), ignore_index=IGNORE)
-        model.train()
-    assert evaluate_loss(model, data) == pytest.approx(float(expected), rel=1e-5)
-    assert evaluate_loss(model, data, chunk_rows=7) == pytest.approx(float(expected), rel=1e-5)
-    assert model.training  # mode restored
-
-
-def test_evaluate_loss_counts_every_answer_token_equally():
-    """Rows with longer answers weigh more: it is a per-token mean, not a mean of row means."""
-    torch.manual_seed(0)
-    model = DigitSumModel(ModelConfig(model_type="rnn", hidden_size=8, embedding_dim=4)).eval()
-    data = encode(make_rows([2]))
-    per_row = [evaluate_loss(model, data.take(torch.tensor([i]))) for i in range(len(data))]
-    tokens = (data.targets != IGNORE).sum(dim=1).double()
-    expected = float((torch.tensor(per_row, dtype=torch.double) * tokens).sum() / tokens.sum())
-    assert evaluate_loss(model, data) == pytest.approx(expected, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,32 +258,6 @@ def test_config_to_dict():
     assert values["model"] == ModelConfig().to_dict()
 
 
-def test_train_run_writes_config_history_and_best(tiny_config, tmp_path):
-    from digitsum.train import HISTORY_COLUMNS, train_run
-
-    config = with_train(tiny_config(n_epochs=2), log_path=str(tmp_path / "runs"), run_name="tiny")
-    seen = []
-    result, run_dir = train_run(config, on_epoch=seen.append)
-    assert run_dir == tmp_path / "runs" / "tiny"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.json", "history.csv"]
-    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
-    lines = (run_dir / "history.csv").read_text().splitlines()
-    assert lines[0] == ",".join(HISTORY_COLUMNS)
-    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
-    for line, epoch in zip(lines[1:], result.history, strict=True):
-        values = dict(zip(HISTORY_COLUMNS, line.split(","), strict=True))
-        assert float(values["train_loss"]) == pytest.approx(epoch.train_loss, rel=1e-5)
-        assert float(values["val_exact_match"]) == pytest.approx(epoch.val_exact_match, rel=1e-5)
-    assert [e.epoch for e in seen] == [1, 2]
-    _, payload = load_checkpoint(run_dir / "best.pt")
-    assert payload["metrics"]["epoch"] == result.best_epoch
-    # The same split as split_rows on the generated rows.
-    train, val = split_rows(load_rows(config.train), config.train)
-    assert len(train) + len(val) == 110
-    again = fit(config, train, val)
-    assert comparable(again.history) == comparable(result.history)
-
-
 # ---------------------------------------------------------------------------------------------
 # Curriculum and state noise
 
@@ -363,27 +273,164 @@ def test_curriculum_grows_the_lengths(tiny_config):
     assert {curriculum_length(data, e, with_train(config, curriculum=0.0).train) for e in range(1, 41)} == {None}
 
 
-def test_curriculum_batches_hold_only_the_stage_lengths(tiny_config):
-    from digitsum.data import epoch_batches
-
-    data = encode(make_rows([1, 2, 3]))
-    for balance in (False, True):
-        index = torch.cat(epoch_batches(data, 16, torch.Generator().manual_seed(0), balance, 0.0, max_length=2))
-        assert len(index) == 110 and int(data.input_lengths[index].max()) == 2
-        if not balance:
-            assert sorted(index.tolist()) == list(range(110))  # a permutation of the rows up to length 2
-
-
 def test_fit_with_curriculum_and_state_noise_is_seeded(tiny_config, tiny_rows):
     config = tiny_config(curriculum=0.5, state_noise=0.05)
     train, val = split(config, tiny_rows)
-    first, second = fit(config, train, val), fit(config, train, val)
+    first, second = fit_one(config, train, val), fit_one(config, train, val)
     assert comparable(first.history) == comparable(second.history)
-    assert comparable(first.history) != comparable(fit(with_train(config, state_noise=0.0), train, val).history)
+    assert comparable(first.history) != comparable(fit_one(with_train(config, state_noise=0.0), train, val).history)
     assert all(math.isfinite(e.train_loss) for e in first.history)
 
 
 def test_warm_up_builds_every_model_type():
     from digitsum.train import warm_up
 
-    warm_up(num_threads=1)  # the defaults of every type it needs (an lrnn's head) come from warm_up itself
+    trained = warm_up(num_threads=1)  # the defaults of every type it needs (an lrnn's head) come from warm_up itself
+    assert sorted(trained) == sorted(MODEL_TYPES)
+    for model_type, result in trained.items():
+        assert result.model.config.model_type == model_type
+        assert [e.epoch for e in result.history] == [1] and math.isfinite(result.history[0].train_loss)
+
+
+# ---------------------------------------------------------------------------------------------
+# Members: K models trained as one computation, each the model its own run trains
+
+
+def tiny(model_type: str, model: dict | None = None, **train) -> Config:
+    settings = dict(
+        lengths="1-2",
+        n_epochs=3,
+        batch_size=16,
+        learning_rate=0.01,
+        lr_schedule="cosine",
+        device="cpu",
+        fused=False,
+        num_threads=1,
+        grad_clip=1.0,
+    )
+    return Config(
+        ModelConfig(**{"model_type": model_type, "hidden_size": 12, "embedding_dim": 6, **(model or {})}),
+        TrainConfig(**{**settings, **train}),
+    )
+
+
+def alone(config: Config) -> FitResult:
+    return fit_one(config, *data_split(config.train))
+
+
+def member(config: Config, **changes) -> Member:
+    """A member of config with these train (or model.dropout) values, and its own seed's rows."""
+    dropout = changes.pop("dropout", config.model.dropout)
+    own = Config(replace(config.model, dropout=dropout), replace(config.train, **changes))
+    return Member(own, *data_split(own.train))
+
+
+def assert_same_run(mine: FitResult, theirs: FitResult, rel: float, weights: float) -> float:
+    """Two runs of one member agree within float rounding; returns the largest weight difference."""
+    for a, b in zip(mine.history, theirs.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=rel)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=rel)
+        assert a.val_exact_match == pytest.approx(b.val_exact_match, abs=0.03)  # a row may flip
+        assert a.learning_rate == pytest.approx(b.learning_rate, rel=1e-12)
+    largest = 0.0
+    for (name, p), q in zip(mine.model.state_dict().items(), theirs.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=weights, atol=weights / 10, msg=name)
+        largest = max(largest, float((p - q).abs().max()))
+    return largest
+
+
+SEEDS = [0, 1, 2]
+EQUIVALENT = {
+    "rnn": tiny("rnn"),
+    "lstm": tiny("lstm"),
+    "gru": tiny("gru"),
+    "lrnn with the sum-state loss (the counter)": tiny(
+        "lrnn", {"head_size": 16, "embedding_dim": 0}, sum_state_weight=5.0
+    ),
+    "gru with the sum-state loss, a curriculum": tiny("gru", sum_state_weight=1.0, lengths="1-3", curriculum=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EQUIVALENT))
+def test_each_seed_is_the_model_its_own_run_trains(name):
+    config = EQUIVALENT[name]
+    together = fit(seed_members(replace(config, train=replace(config.train, n_seeds=len(SEEDS)))))
+    for seed, result in zip(SEEDS, together, strict=True):
+        assert_same_run(result, alone(replace(config, train=replace(config.train, seed=seed))), 1e-4, 1e-3)
+
+
+# Members that differ in every hyperparameter a member may have (digitsum.members), beside the seed.
+DIFFERING = [
+    {"seed": 0},
+    {"seed": 1, "learning_rate": 0.003, "weight_decay": 0.01, "grad_clip": 0.5, "lr_schedule": "constant"},
+    {"seed": 2, "learning_rate": 0.02, "grad_clip": 0.0, "answer_balance": 0.5, "balance_lengths": True},
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("rnn", {"sum_state_weight": 2.0}),
+        ("lrnn with the sum-state loss (the counter)", {"sum_state_weight": 1.0}),
+        ("gru", {"sum_state_weight": 1.0}),
+    ],
+)
+def test_members_that_differ_in_hyperparameters_are_each_their_own_run(name, extra):
+    config = EQUIVALENT[name]
+    members = [member(config, **changes) for changes in DIFFERING[:2]] + [member(config, **DIFFERING[2], **extra)]
+    for own, result in zip(members, fit(members), strict=True):
+        assert_same_run(result, alone(own.config), 1e-4, 1e-3)
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru"])
+def test_on_the_fused_path_each_member_computes_what_its_own_run_does(model_type):
+    """The fused kernel runs each member on its own weights and rows, in tiles that do not depend on the
+    other members: a member's numbers are its own run's, whatever its hyperparameters."""
+    from digitsum import fused
+
+    if not fused.load():
+        pytest.skip("the fused kernel cannot be built here (no C++ compiler)")
+    config = tiny(model_type, fused=True)
+    members = [member(config, **changes) for changes in DIFFERING]
+    for own, result in zip(members, fit(members), strict=True):
+        assert_same_run(result, alone(own.config), 1e-6, 1e-5)
+
+
+def test_the_seeds_differ():
+    first, second = fit(seed_members(tiny("gru", n_epochs=1, n_seeds=2)))
+    assert not torch.equal(first.model.rnn.weight_hh_l0, second.model.rnn.weight_hh_l0)
+
+
+def test_dropout_and_state_noise_train_each_member_apart():
+    """Random draws cannot match separate runs draw for draw; they train, and members still differ."""
+    config = tiny("lstm", {"num_layers": 2, "dropout": 0.2}, state_noise=0.05, n_epochs=2)
+    members = [member(config), member(config, seed=1, dropout=0.4, state_noise=0.0)]
+    first, second = fit(members)
+    assert first.history[-1].train_loss < first.history[0].train_loss
+    assert not torch.equal(first.model.rnn.weight_hh_l1, second.model.rnn.weight_hh_l1)
+    assert second.model.config.dropout == 0.4  # each member's model is built with its own config
+
+
+def test_every_member_keeps_its_best_checkpoint_at_every_epoch(tmp_path):
+    config = tiny("gru", n_epochs=4, learning_rate=0.03)
+    members = [member(config, seed=seed) for seed in SEEDS]
+    paths = [tmp_path / f"m{k}" / "best.pt" for k in range(len(members))]
+    best: list[float] = [-1.0] * len(members)
+
+    def on_epoch(results: list[EpochResult]) -> bool:
+        for k, (result, path) in enumerate(zip(results, paths, strict=True)):
+            best[k] = max(best[k], result.val_exact_match)
+            _, payload = load_checkpoint(path)  # written before on_epoch hears the epoch
+            assert payload["metrics"]["val_exact_match"] == best[k]
+            assert payload["config"] == members[k].config.to_dict()
+        return results[0].epoch == 3  # stopped: every member's best so far is on disk
+
+    results = fit(members, on_epoch, checkpoints=paths)
+    assert [len(r.history) for r in results] == [3, 3, 3]
+
+
+def test_a_diverged_member_names_its_seed(tiny_config, tiny_rows):
+    config = tiny("gru", n_epochs=1)
+    members = [member(config), member(config, seed=1, learning_rate=float("inf"))]
+    with pytest.raises(TrainingDiverged, match="seed 1: training loss is nan at epoch 1"):
+        fit(members)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +62,7 @@ TensorboardFlag = Annotated[
 ]
 
 
-def _starter(tensorboard: bool, epochs: list[int]) -> Callable[[Any, Path | None], None]:
+def _starter(tensorboard: bool, progress: _Progress) -> Callable[[Any, Path | None], None]:
     """`sweep train`'s first lines: a missing tensorboard package, a taken run folder, what it trains."""
     from digitsum.tensorboard import missing
 
@@ -74,7 +73,7 @@ def _starter(tensorboard: bool, epochs: list[int]) -> Callable[[Any, Path | None
             moved_to = Path(config.train.log_path) / config.train.run_name
             typer.echo(f"{taken} holds an earlier run; this one goes to {moved_to} (name it with train.run_name=...)")
         m, t = config.model, config.train
-        epochs[0] = t.n_epochs
+        progress.start(config)
         data_name = t.dataset_path or f"lengths {t.lengths} (generated)"
         typer.echo(
             f"{m.model_type} hidden {m.hidden_size} x{m.num_layers}, {t.n_epochs} epochs, batch {t.batch_size}, "
@@ -106,27 +105,76 @@ def train(
 ) -> None:
     """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
 
+    With train.n_seeds=K, K seeds train at once (one stacked computation) into seed-S/ folders.
+    Ctrl-C stops it and says where each model's best epoch so far is kept (exit 130).
+
     Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
     """
-    best, epochs = [0.0], [0]
-    start = _starter(tensorboard, epochs)
-
-    def show(result: Any) -> None:
-        best[0] = max(best[0], result.val_exact_match)
-        typer.echo(
-            f"epoch {result.epoch:3d}/{epochs[0]}  train loss {result.train_loss:.4f}  "
-            f"val loss {result.val_loss:.4f}  "
-            f"val exact {result.val_exact_match:7.2%}  best {best[0]:7.2%}  {result.seconds:5.1f}s"
-            + (f"  probe {result.probe_exact_match:7.2%}" if result.probe is not None else "")
-        )
-
+    progress = _Progress()
+    start = _starter(tensorboard, progress)
     began = time.perf_counter()
-    seeds = functools.partial(_show_seeds, epochs=epochs)
-    trained = api.train(config_file, overrides or [], overwrite, show, start, tensorboard, probe, on_seeds=seeds)
-    if trained.seeds:
+    try:
+        trained = api.train(config_file, overrides or [], overwrite, progress.show, start, tensorboard, probe)
+    except KeyboardInterrupt:
+        progress.interrupted()
+        raise typer.Exit(130) from None
+    if len(trained.results) > 1:
         _print_seeds(trained, time.perf_counter() - began)
     else:
         _print_run(trained, time.perf_counter() - began, tensorboard)
+
+
+class _Progress:
+    """`sweep train`'s line per epoch, and each model's best so far (what Ctrl-C reports)."""
+
+    def __init__(self) -> None:
+        self.epochs = 0
+        self.seeds: list[int] = []
+        self.checkpoints: list[Path] = []
+        self.best: list[tuple[float, int]] = []  # per model: (val exact match, epoch)
+        self.done = 0
+
+    def start(self, config: Any) -> None:
+        from digitsum.members import config_seeds
+        from digitsum.runs import member_folders
+
+        self.epochs, self.seeds = config.train.n_epochs, config_seeds(config.train)
+        self.checkpoints = [folder / "best.pt" for folder in member_folders(config)]
+        self.best = [(-1.0, 0)] * len(self.seeds)
+
+    def show(self, results: list[Any]) -> None:
+        self.done = results[0].epoch
+        self.best = [
+            (r.val_exact_match, r.epoch) if r.val_exact_match > best[0] else best
+            for r, best in zip(results, self.best, strict=True)
+        ]
+        if len(results) > 1:
+            _show_seeds(results, self.epochs)
+            return
+        result = results[0]
+        typer.echo(
+            f"epoch {result.epoch:3d}/{self.epochs}  train loss {result.train_loss:.4f}  "
+            f"val loss {result.val_loss:.4f}  "
+            f"val exact {result.val_exact_match:7.2%}  best {self.best[0][0]:7.2%}  {result.seconds:5.1f}s"
+            + (f"  probe {result.probe_exact_match:7.2%}" if result.probe is not None else "")
+        )
+
+    def interrupted(self) -> None:
+        """Where each model's best epoch so far is kept (written as each became the best)."""
+        if not self.done:
+            typer.echo("interrupted before the first epoch ended: no checkpoint yet", err=True)
+            return
+        where = f"interrupted at epoch {self.done + 1}/{self.epochs}"
+        kept = [
+            f"best so far {path} (epoch {epoch}, val exact {value:.2%})"
+            for path, (value, epoch) in zip(self.checkpoints, self.best, strict=True)
+        ]
+        if len(kept) == 1:
+            typer.echo(f"{where}: {kept[0]}", err=True)
+            return
+        typer.echo(f"{where}; each seed's best model so far is kept:", err=True)
+        for seed, line in zip(self.seeds, kept, strict=True):
+            typer.echo(f"  seed {seed}: {line}", err=True)
 
 
 def _print_run(trained: Any, seconds: float, tensorboard: bool) -> None:
@@ -136,13 +184,13 @@ def _print_run(trained: Any, seconds: float, tensorboard: bool) -> None:
     result = trained.result
     typer.echo(
         f"best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
-        f"{result.n_parameters:,} parameters; {seconds:.0f}s; checkpoint {trained.run_dir / 'best.pt'}"
+        f"{result.n_parameters:,} parameters; {seconds:.0f}s; checkpoint {trained.checkpoints[0]}"
     )
     if tensorboard and missing() is None:
         typer.echo(f"TensorBoard: tensorboard --logdir {trained.run_dir.parent}")
 
 
-def _show_seeds(results: list[Any], epochs: list[int]) -> None:
+def _show_seeds(results: list[Any], epochs: int) -> None:
     """One line per epoch of K seeds trained at once: each seed's validation exact match and their mean."""
     scores = [r.val_exact_match for r in results]
     probes = [r.probe for r in results if r.probe is not None]
@@ -150,7 +198,7 @@ def _show_seeds(results: list[Any], epochs: list[int]) -> None:
     probe = f"  probe mean {sum(p.exact_match for p in probes) / len(probes):6.2%}" if probes else ""
     probe += f" (in range {sum(inside) / len(inside):6.2%})" if inside and len(inside) == len(probes) else ""
     typer.echo(
-        f"epoch {results[0].epoch:3d}/{epochs[0]}  val exact per seed "
+        f"epoch {results[0].epoch:3d}/{epochs}  val exact per seed "
         + " ".join(f"{s:6.2%}" for s in scores)
         + f"  mean {sum(scores) / len(scores):6.2%}{probe}  {results[0].seconds:5.1f}s for all {len(scores)}"
     )
@@ -160,12 +208,12 @@ def _print_seeds(trained: Any, seconds: float) -> None:
     """Each seed's best epoch and checkpoint, then the mean, spread and worst seed over them."""
     from sweep.reruns.stats import Spread
 
-    for seed, result in enumerate(trained.seeds, start=trained.first_seed):
+    for seed, result, path in zip(trained.seeds, trained.results, trained.checkpoints, strict=True):
         typer.echo(
             f"seed {seed}: best val exact match {result.best_exact_match:.2%} at epoch {result.best_epoch}; "
-            f"checkpoint {trained.run_dir / f'seed-{seed}' / 'best.pt'}"
+            f"checkpoint {path}"
         )
-    best = [r.best_exact_match for r in trained.seeds]
+    best = [r.best_exact_match for r in trained.results]
     typer.echo(
         f"best val exact match over {len(best)} seeds: {Spread(tuple(best)).text()}, worst {min(best):.2%}; "
         f"{trained.result.n_parameters:,} parameters each; {seconds:.0f}s for all"

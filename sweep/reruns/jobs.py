@@ -33,7 +33,7 @@ from sweep.store.storage import close_storage, open_storage
 
 @dataclass(frozen=True)
 class Job:
-    """One trial's seeds to train: all at once, in one stacked computation (`digitsum.seeds`)."""
+    """One trial's seeds to train: all at once, in one stacked computation (`digitsum.members`)."""
 
     trial: int
     seeds: tuple[int, ...]

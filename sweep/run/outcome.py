@@ -1,5 +1,5 @@
 """What a finished trial measured: each metric's value (at the best or the last epoch), and with
-``train.n_seeds`` K > 1 (`digitsum.seeds`) the same over its seeds: the spec's `SeedAggregate`
+``train.n_seeds`` K > 1 (`digitsum.members`) the same over its seeds: the spec's `SeedAggregate`
 (mean or min) of their accuracies, and costs that are the shared computation's divided by K.
 `sweep rerun` measures its seeds with these functions too, so a trial's seeds and its reruns compare."""
 
@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from digitsum.data import Rows, encode
-from digitsum.decode import Accuracy, answers_in_range
-from digitsum.seeds import score_each
+from digitsum.decode import Accuracy, answers_in_range, score_models
 from digitsum.train import EpochResult, FitResult, time_to_target
 from sweep.spec.model import SeedAggregate, ValueFrom
 from sweep.spec.objectives import Metric, Objective, epoch_accuracy, measures
@@ -56,7 +55,7 @@ def score_probe(fits: Sequence[FitResult], probe: Rows, train_rows: Sequence[Row
     rows (``train_rows[k]``), all K decoded at once."""
     in_ranges: list[np.ndarray | None] = [answers_in_range(probe.y, rows.y) for rows in train_rows]
     device = next(fits[0].model.parameters()).device
-    return score_each([f.model for f in fits], encode(probe).to(device), in_ranges)
+    return score_models([f.model for f in fits], encode(probe).to(device), in_ranges)
 
 
 def seed_outcome(

@@ -1,9 +1,8 @@
 """The Optuna objective: suggest, build the config, train, report every epoch, prune.
 
-One trial trains one model with `digitsum.train.fit`, or with ``train.n_seeds`` K > 1 its K seeds
-at once with `digitsum.seeds.fit_seeds` (the value is then over the seeds: `sweep.run.outcome`);
-the per-epoch metric goes to `trial.report`, and `optuna.TrialPruned` ends the trial when the
-pruner says so.
+One trial trains its config's members with `digitsum.train.fit`: one model, or with ``train.n_seeds``
+K its K seeds at once (the value is then over the seeds: `sweep.run.outcome`); the per-epoch metric
+goes to `trial.report`, and `optuna.TrialPruned` ends the trial when the pruner says so.
 """
 
 from __future__ import annotations
@@ -25,12 +24,13 @@ from digitsum import config as cfg
 from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
 from digitsum.data import Rows
-from digitsum.datasets import data_split, probe_rows
+from digitsum.datasets import probe_rows
 from digitsum.decode import Accuracy
 from digitsum.errors import UsageError
-from digitsum.seeds import OnSeedsEpoch, config_seeds, fit_seeds, seed_config
+from digitsum.members import config_seeds, seed_config, seed_members
+from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
-from digitsum.train import EpochResult, FitResult, TrainingDiverged, fit, time_to_target
+from digitsum.train import EpochResult, FitResult, OnEpoch, TrainingDiverged, fit, time_to_target
 from sweep.run.outcome import epoch_over_seeds, score_probe, seed_outcome, trial_accuracies
 from sweep.spec.model import SeedAggregate, StudySpec, ValueFrom
 from sweep.spec.objectives import epoch_accuracy, measures, objectives_from_stored
@@ -73,7 +73,7 @@ def make_objective(
         with seed_events(tensorboard, trial, params, config.model.model_type, seeds) as events:
             scored = probe if per_epoch_probe or any(log is not None for log in events) else None
             try:
-                fits, train_rows = _fit(config, seeds, on_epoch, scored, events)
+                fits, train_rows = _fit(config, on_epoch, scored, events)
             except TrainingDiverged as error:
                 _record_run(trial, epochs, spec.target)
                 write_trial(trial, pruned_reason=f"diverged: {error}")
@@ -91,15 +91,11 @@ def make_objective(
 
 
 def _fit(
-    config: Config, seeds: list[int], on_epoch: OnSeedsEpoch, probe: Rows | None, events: list[EventLog | None]
+    config: Config, on_epoch: OnEpoch, probe: Rows | None, events: list[EventLog | None]
 ) -> tuple[list[FitResult], list[Rows]]:
     """The trial's fits, one per seed (its K seeds trained at once), and each one's training rows."""
-    if len(seeds) > 1:
-        fits = fit_seeds(config, seeds, on_epoch, probe, events)
-        return fits, [data_split(seed_config(config, s).train)[0] for s in seeds]
-    train_rows, val_rows = data_split(config.train)
-    fitted = fit(config, train_rows, val_rows, lambda result: on_epoch([result]), probe_rows=probe, events=events[0])
-    return [fitted], [train_rows]
+    members = seed_members(config)
+    return fit(members, on_epoch, probe, events), [m.train for m in members]
 
 
 @contextlib.contextmanager
@@ -136,14 +132,6 @@ def trial_run_name(number: int, model_type: str, params: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)[:200]  # a file name on every system
 
 
-def free_folder(folder: Path) -> Path:
-    """``folder``, or folder-2, -3, ... where it holds an earlier run (a study deleted and made again)."""
-    number, free = 2, folder
-    while free.exists() and any(free.iterdir()):
-        free, number = folder.with_name(f"{folder.name}-{number}"), number + 1
-    return free
-
-
 def _state(error: BaseException | None) -> str:
     return "pruned" if isinstance(error, optuna.TrialPruned) else outcome(error)
 
@@ -169,7 +157,7 @@ def _objective_values(
     return tuple(values[goal.metric] for goal in spec.goals), all(v <= 0 for v in violations)
 
 
-def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event) -> OnSeedsEpoch:
+def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event) -> OnEpoch:
     """The on_epoch of the trial's seeds: report the epoch's value over them and prune when the pruner
     says so (one accuracy objective), or keep the validation curve and apply the spec's early-stop rule
     (several); stop on Ctrl-C."""
@@ -288,7 +276,9 @@ def retrain(
     )
     goals = objectives_from_stored(meta.objectives, meta.metric)
     per_epoch = any(g.metric.uses_probe for g in goals)
-    fits, train_rows = _fit(config, seeds, lambda results: None, probe if per_epoch else None, [None] * len(seeds))
+    members = [m for seed in seeds for m in seed_members(seed_config(config, seed))]  # any seeds, not only a run
+    fits = fit(members, None, probe if per_epoch else None)
+    train_rows = [m.train for m in members]
     probes = score_probe(fits, probe, train_rows) if probe is not None else [None] * len(fits)
     value_from, share = ValueFrom(meta.value_from), 1 / len(fits)  # K seeds at once: each is charged 1/K
     return [

@@ -146,7 +146,7 @@ def work(
     """One worker: start trials until the study's budget is taken, the deadline passes or ``stop`` is set.
     On its own storage (closed at the end), or on ``storage``, which the caller closes."""
     # No preloading of torch._dynamo (~2.5 s): torch.optim's optimizers import it on first use, but
-    # the fused step's FusedAdamW (LSTM and GRU on the CPU) never does; other trials pay it once.
+    # training's own (digitsum.optim.MemberAdamW) never does.
     own = storage is None
     storage = open_storage(plan.storage_url) if storage is None else storage
     try:

@@ -1,127 +1,18 @@
-"""K seeds trained together are the models K separate runs train: per seed, within float rounding."""
+"""sweep.run.outcome: trials (and `sweep train`) of K seeds trained at once, end to end: each trial's value
+over its seeds, its record, best, report, reruns and the dashboard."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-import torch
 
 from digitsum.config import Config, ModelConfig, TrainConfig
-from digitsum.datasets import data_split
-from digitsum.seeds import fit_seeds
-from digitsum.train import fit
-
-SEEDS = [0, 1, 2]
 
 
-def tiny(model_type: str, model: dict | None = None, **train) -> Config:
-    settings = dict(
-        lengths="1-2",
-        n_epochs=3,
-        batch_size=16,
-        learning_rate=0.01,
-        lr_schedule="cosine",
-        device="cpu",
-        fused=False,
-        num_threads=1,
-        grad_clip=1.0,
-    )
+def tiny(model_type: str, **train) -> Config:
+    settings = dict(lengths="1-2", n_epochs=3, batch_size=16, learning_rate=0.01, device="cpu", num_threads=1)
     return Config(
-        ModelConfig(**{"model_type": model_type, "hidden_size": 12, "embedding_dim": 6, **(model or {})}),
-        TrainConfig(**{**settings, **train}),
+        ModelConfig(model_type=model_type, hidden_size=12, embedding_dim=6), TrainConfig(**{**settings, **train})
     )
-
-
-def alone(config: Config, seed: int):
-    seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-    return fit(seeded, *data_split(seeded.train))
-
-
-EQUIVALENT = {
-    "rnn": tiny("rnn"),
-    "lstm": tiny("lstm"),
-    "gru": tiny("gru"),
-    "lrnn with the sum-state loss (the counter)": tiny(
-        "lrnn", {"head_size": 16, "embedding_dim": 0}, sum_state_weight=5.0
-    ),
-    "gru with the sum-state loss, a curriculum": tiny("gru", sum_state_weight=1.0, lengths="1-3", curriculum=0.5),
-}
-
-
-@pytest.mark.parametrize("name", sorted(EQUIVALENT))
-def test_each_seed_is_the_model_its_own_run_trains(name, one_thread):
-    config = EQUIVALENT[name]
-    together = fit_seeds(config, SEEDS)
-    for seed, stacked in zip(SEEDS, together, strict=True):
-        run = alone(config, seed)
-        for mine, theirs in zip(stacked.history, run.history, strict=True):
-            assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-4)
-            assert mine.val_loss == pytest.approx(theirs.val_loss, rel=1e-4)
-            assert mine.val_exact_match == pytest.approx(theirs.val_exact_match, abs=0.03)  # a row may flip
-        for (name, mine_w), theirs_w in zip(
-            stacked.model.state_dict().items(), run.model.state_dict().values(), strict=True
-        ):
-            torch.testing.assert_close(mine_w, theirs_w, rtol=1e-3, atol=1e-4, msg=f"seed {seed}: {name}")
-
-
-@pytest.mark.parametrize("model_type", ["lstm", "gru"])
-def test_on_the_fused_path_each_seed_computes_what_its_own_run_does(model_type, one_thread):
-    """K models in one fused call: model k runs the one-model kernel on its slice, so its run's numbers
-    come back but for GEMM blocking over a batch padded to the widest split (a few float ulps)."""
-    from digitsum import fused
-
-    if not fused.load():
-        pytest.skip("the fused kernel cannot be built here (no C++ compiler)")
-    config = tiny(model_type, fused=True)
-    for seed, stacked in zip(SEEDS, fit_seeds(config, SEEDS), strict=True):
-        run = alone(config, seed)
-        assert [e.train_loss for e in stacked.history] == pytest.approx([e.train_loss for e in run.history], rel=1e-6)
-        assert [e.val_exact_match for e in stacked.history] == [e.val_exact_match for e in run.history]
-        for mine, theirs in zip(stacked.model.state_dict().values(), run.model.state_dict().values(), strict=True):
-            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
-
-
-def test_the_seeds_differ():
-    first, second = fit_seeds(tiny("gru", n_epochs=1), [0, 1])
-    assert not torch.equal(first.model.rnn.weight_hh_l0, second.model.rnn.weight_hh_l0)
-
-
-def test_dropout_and_state_noise_train_each_seed_apart():
-    """Random draws cannot match separate runs draw for draw; they train, and seeds still differ."""
-    config = tiny("lstm", {"num_layers": 2, "dropout": 0.2}, state_noise=0.05, n_epochs=2)
-    first, second = fit_seeds(config, [0, 1])
-    assert first.history[-1].train_loss < first.history[0].train_loss
-    assert not torch.equal(first.model.rnn.weight_hh_l1, second.model.rnn.weight_hh_l1)
-
-
-def test_stacked_sum_state_spread_is_each_models():
-    from digitsum.seeds import stacked_sum_state_spread
-    from digitsum.train import sum_state_spread
-
-    generator = torch.Generator().manual_seed(0)
-    outputs = torch.randn(3, 4, 5, 6, generator=generator)
-    sums = torch.randint(0, 20, (3, 4, 5), generator=generator)
-    mask = torch.rand(3, 4, 5, generator=generator) > 0.3
-    each = stacked_sum_state_spread(outputs, sums, mask)
-    for k in range(3):
-        assert float(each[k]) == pytest.approx(float(sum_state_spread(outputs[k], sums[k], mask[k])), rel=1e-5)
-
-
-def test_a_run_of_seeds_writes_each_seeds_history_and_checkpoint(tmp_path):
-    from digitsum.checkpoint import load_checkpoint
-    from digitsum.seeds import train_seeds_run
-
-    config = tiny("gru", n_seeds=2, seed=5, log_path=str(tmp_path), run_name="r")
-    results, run_dir = train_seeds_run(config)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "seed-5", "seed-6"]
-    for seed, result in zip((5, 6), results, strict=True):
-        lines = (run_dir / f"seed-{seed}" / "history.csv").read_text().splitlines()
-        assert len(lines) == 1 + len(result.history)
-        assert float(lines[-1].split(",")[3]) == pytest.approx(result.history[-1].val_exact_match, abs=1e-6)
-        _, payload = load_checkpoint(run_dir / f"seed-{seed}" / "best.pt")
-        assert payload["config"]["train"]["seed"] == seed and payload["config"]["train"]["n_seeds"] == 1
-        assert payload["metrics"]["val_exact_match"] == result.best_exact_match
 
 
 def test_sweep_train_with_seeds_says_each_seed_and_the_spread(tmp_path, monkeypatch):
@@ -275,11 +166,11 @@ def test_evaluate_scores_every_seed_of_a_run_at_once(tmp_path):
     from sweep_helpers import assert_one_error_line, invoke
 
     from digitsum.data import make_rows, write_csv
-    from digitsum.seeds import train_seeds_run
+    from digitsum.runs import train_run
     from sweep import api
 
     config = tiny("lstm", n_seeds=3, n_epochs=4, log_path=str(tmp_path), run_name="r")
-    _, run_dir = train_seeds_run(config)
+    _, run_dir = train_run(config)
     csv = tmp_path / "three.csv"
     write_csv(make_rows([3]), csv)
     together = api.evaluate_seeds(run_dir, csv, "cpu")
