@@ -139,6 +139,26 @@ ROW void gru_backward(float* __restrict a, float* __restrict gh, const float* __
   }
 }
 
+// Cross-entropy of one scored row: its logits z (without the head's bias) become d loss / d logits times
+// scale, in place; returns the row's loss.
+ROW double softmax_row(float* __restrict z, const float* __restrict bias, int64_t target, int64_t O, float scale) {
+  float top = -INFINITY;
+  for (int64_t j = 0; j < O; ++j) {
+    z[j] += bias[j];
+    top = z[j] > top ? z[j] : top;
+  }
+  const float picked = z[target];
+  float total = 0.0f;
+  for (int64_t j = 0; j < O; ++j) {
+    z[j] = exp_clamped(z[j] - top);
+    total += z[j];
+  }
+  const float norm = scale / total;
+  for (int64_t j = 0; j < O; ++j) z[j] *= norm;
+  z[target] -= scale;
+  return std::log(static_cast<double>(total)) + top - picked;
+}
+
 // ---------------------------------------------------------------------------------------------
 // One GEMM on raw row-major matrices: C (m x n) = op(A) op(B) (+ C when accumulate), op(X) = X or its
 // transpose; lda, ldb, ldc are the row strides. On the calling thread alone.
@@ -365,15 +385,7 @@ void head_and_loss(Step& s, int64_t index, const float* out, float* d_logits, fl
         std::fill(zn, zn + O, 0.0f);
         continue;
       }
-      float top = -INFINITY;
-      for (int64_t j = 0; j < O; ++j) top = std::max(top, zn[j] += head_b[j]);
-      const float picked = zn[target];
-      float total = 0.0f;
-      for (int64_t j = 0; j < O; ++j) total += (zn[j] = std::exp(zn[j] - top));
-      loss += std::log(total) + top - picked;
-      const float norm = static_cast<float>(scale) / total;
-      for (int64_t j = 0; j < O; ++j) zn[j] *= norm;
-      zn[target] -= static_cast<float>(scale);
+      loss += softmax_row(zn, head_b, target, O, static_cast<float>(scale));
     }
     gemm(false, false, rows, H, O, z, O, head_w, H, false, d_out + first * H, H);
   }
@@ -589,6 +601,35 @@ at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, c
 // ---------------------------------------------------------------------------------------------
 // AdamW
 
+struct AdamStep {
+  float decay, b1, b2, step_size, inv_bc2, epsilon, scale;  // scale < 1: the clipping factor
+};
+
+// One model's run of n elements: clip (g *= scale), then AdamW's update, in place.
+ROW void adam_update(float* __restrict p, float* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
+                     const AdamStep a) {
+  if (a.scale < 1.0f) {
+    for (int64_t j = 0; j < n; ++j) g[j] *= a.scale;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] *= a.decay;
+    m[j] += (g[j] - m[j]) * (1.0f - a.b1);
+    v[j] = v[j] * a.b2 + (1.0f - a.b2) * g[j] * g[j];
+    p[j] -= a.step_size * m[j] / (std::sqrt(v[j]) * a.inv_bc2 + a.epsilon);
+  }
+}
+
+// The sum of squares of n floats, in double, over 8 running sums (so that the loop vectorizes).
+ROW double sum_of_squares(const float* __restrict g, int64_t n) {
+  double sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) sums[l] += static_cast<double>(g[j + l]) * g[j + l];
+  }
+  for (; j < n; ++j) sums[0] += static_cast<double>(g[j]) * g[j];
+  return ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]));
+}
+
 // torch.nn.utils.clip_grad_norm_ of each model's gradients on their own (max_grad_norm[k] > 0), then
 // torch.optim.AdamW's update (no amsgrad), model k with lr[k] and weight_decay[k]: every tensor is
 // [K, ...], updated in place (the grads left clipped); step counts from 1. Elements are shared out
@@ -622,8 +663,7 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
     double squares = 0.0;
     for (const at::Tensor& grad : grads) {
       const int64_t size = grad.numel() / K;
-      const float* g = grad.data_ptr<float>() + k * size;
-      for (int64_t i = 0; i < size; ++i) squares += static_cast<double>(g[i]) * g[i];
+      squares += sum_of_squares(grad.data_ptr<float>() + k * size, size);
     }
     scale[k] = std::min(1.0f, static_cast<float>(max_grad_norm[k] / (std::sqrt(squares) + 1e-6)));
   });
@@ -633,24 +673,16 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
   const float inv_bc2 = static_cast<float>(1.0 / bias_correction2_sqrt), epsilon = static_cast<float>(eps);
   each(static_cast<int64_t>(pieces.size()), [&](int64_t i) {
     const Piece& piece = pieces[i];
-    float* __restrict p = params[piece.param].data_ptr<float>();
-    float* __restrict g = grads[piece.param].data_ptr<float>();
-    float* __restrict m = exp_avgs[piece.param].data_ptr<float>();
-    float* __restrict v = exp_avg_sqs[piece.param].data_ptr<float>();
+    float* p = params[piece.param].data_ptr<float>();
+    float* g = grads[piece.param].data_ptr<float>();
+    float* m = exp_avgs[piece.param].data_ptr<float>();
+    float* v = exp_avg_sqs[piece.param].data_ptr<float>();
     const int64_t each_model = params[piece.param].numel() / K;
     for (int64_t begin = piece.begin; begin < piece.end;) {
       const int64_t k = begin / each_model, end = std::min(piece.end, (k + 1) * each_model);
-      const float decay = static_cast<float>(1.0 - lr[k] * weight_decay[k]);
-      const float step_size = static_cast<float>(lr[k] / bias_correction1);
-      if (scale[k] < 1.0f) {
-        for (int64_t j = begin; j < end; ++j) g[j] *= scale[k];
-      }
-      for (int64_t j = begin; j < end; ++j) {
-        p[j] *= decay;
-        m[j] += (g[j] - m[j]) * (1.0f - b1);
-        v[j] = v[j] * b2 + (1.0f - b2) * g[j] * g[j];
-        p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_bc2 + epsilon);
-      }
+      const AdamStep a{static_cast<float>(1.0 - lr[k] * weight_decay[k]), b1, b2,
+                       static_cast<float>(lr[k] / bias_correction1), inv_bc2, epsilon, scale[k]};
+      adam_update(p + begin, g + begin, m + begin, v + begin, end - begin, a);
       begin = end;
     }
   });

@@ -111,8 +111,8 @@ class StackedModel(nn.Module):
         if self.embedding is None:
             inputs = F.one_hot(x, N_INPUT_TOKENS).to(self.weights[0].dtype)
         else:
-            inputs = F.embedding(x, self.embedding[0])
-        weights = [w[0] for w in self.weights]
+            inputs = F.embedding(x, _one(self.embedding))
+        weights = [_one(w) for w in self.weights]
         kind = config.model_type if config.model_type != "rnn" else f"rnn_{config.nonlinearity}"
         if state is None:
             zeros = inputs.new_zeros(config.num_layers, x.shape[0], config.hidden_size)
@@ -162,10 +162,16 @@ class StackedModel(nn.Module):
     def read_out(self, outputs: torch.Tensor) -> torch.Tensor:
         """The head of each model over its outputs [K, B, T, H] (after the model's dropout, in training)."""
         x = self.dropout(outputs)
-        pairs = list(zip(self.head[0::2], self.head[1::2], strict=True))
-        for index, (weight, bias) in enumerate(pairs):
-            x = torch.einsum("kbti,koi->kbto", x, weight) + bias[:, None, None, :]
-            if index + 1 < len(pairs):
+        params = list(self.head)
+        for index in range(0, len(params), 2):
+            weight, bias = params[index], params[index + 1]
+            if self.k == 1:  # nn.Linear's own op
+                x = F.linear(x, _one(weight), _one(bias))
+            else:
+                k, batch, steps, _ = x.shape
+                x = torch.baddbmm(bias[:, None, :], x.reshape(k, batch * steps, -1), weight.transpose(1, 2))
+                x = x.view(k, batch, steps, -1)
+            if index + 2 < len(params):
                 x = F.relu(x)
         return x
 
@@ -184,6 +190,11 @@ class StackedModel(nn.Module):
                 linear.weight.copy_(self.head[2 * index][k])
                 linear.bias.copy_(self.head[2 * index + 1][k])
         return model.train(self.training)
+
+
+def _one(weight: torch.Tensor) -> torch.Tensor:
+    """The only model's weight of a stack of one, as a view (its gradient reaches the stacked one without a copy)."""
+    return weight.view(weight.shape[1:])
 
 
 def stack(models: list[DigitSumModel]) -> StackedModel:

@@ -27,6 +27,7 @@ class Step:
 
     def __init__(self, stacked: StackedModel, configs: Sequence[Config]):
         self.stacked = stacked
+        self.parameters = list(stacked.parameters())
         self.fused = make_step(stacked, configs)
         device = stacked.device
         noise = [c.train.state_noise for c in configs]
@@ -43,7 +44,7 @@ class Step:
         if self.sum_state is not None:
             assert sums is not None, "the sum-state loss reads each row's running sums"
             losses = losses + self.sum_state * sum_state_spread(outputs, *sums)
-        for p in self.stacked.parameters():
+        for p in self.parameters:
             p.grad = None
         losses.sum().backward()  # member k's weights get member k's gradient alone
         return losses.detach()
