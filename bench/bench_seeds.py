@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 MODELS = (("lstm", 64), ("gru", 64), ("rnn", 64), ("lrnn", 32))
 TARGETS = {("lstm", 3): 1.6, ("lstm", 8): 3.0, ("gru", 3): 1.6, ("gru", 8): 3.0}
@@ -33,7 +34,7 @@ HEADS = {"lrnn": {"head_size": 256, "embedding_dim": 0}}  # the counter recipe's
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
-def config_of(model_type: str, hidden: int, k: int, epochs: int, threads: int, device: str):  # noqa: ANN201
+def config_of(model_type: str, hidden: int, k: int, epochs: int, threads: int, device: str) -> Any:
     from digitsum.config import Config, ModelConfig, TrainConfig
 
     return Config(
@@ -42,7 +43,7 @@ def config_of(model_type: str, hidden: int, k: int, epochs: int, threads: int, d
     )
 
 
-def step_flops(config, positions: int) -> float:  # noqa: ANN001
+def step_flops(config: Any, positions: int) -> float:
     """The GEMM arithmetic of training on ``positions`` (rows x padded width) of one member."""
     from digitsum.data import N_INPUT_TOKENS, N_OUTPUT_TOKENS
 
