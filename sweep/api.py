@@ -233,7 +233,7 @@ def _checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None
         yield path  # load_checkpoint names a missing file
         return
     from digitsum.errors import UsageError
-    from sweep.run.ledger import best_trial
+    from sweep.spec.objectives import best_trial
     from sweep.store import artifacts as store_of
     from sweep.store.records import TrialRecord
     from sweep.store.storage import load_study, open_existing
@@ -417,7 +417,7 @@ def download_best(
     name: str, folder: str | Path, storage: str | None = None, artifacts: str | None = None
 ) -> dict[int, Path]:
     """Fetch the best trial's checkpoint (each Pareto trial's) into ``folder``; paths by trial number."""
-    from sweep.run.ledger import best_numbers
+    from sweep.spec.objectives import best_numbers
     from sweep.store import artifacts as store_of
 
     study = _load(name, storage)

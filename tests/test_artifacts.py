@@ -15,7 +15,7 @@ import optuna
 import pytest
 from sweep_helpers import assert_one_error_line, invoke, load, storage_url, write_spec
 
-from sweep.run.ledger import best_trial
+from sweep.spec.objectives import best_trial
 from sweep.store.artifacts import ArtifactError, default_location, fetch_record, location_for, open_store, remove
 from sweep.store.records import TrialRecord
 

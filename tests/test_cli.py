@@ -28,7 +28,7 @@ from sweep_helpers import (
 
 from digitsum.checkpoint import load_checkpoint
 from sweep.cli import app
-from sweep.run.ledger import best_trial
+from sweep.spec.objectives import best_trial
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

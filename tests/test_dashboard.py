@@ -124,7 +124,7 @@ def test_the_artifact_view_lists_and_serves_the_best_checkpoint(dashboard, study
     import urllib.request
 
     from digitsum.checkpoint import load_checkpoint
-    from sweep.run.ledger import best_trial
+    from sweep.spec.objectives import best_trial
 
     stored = optuna.load_study(study_name=STUDY, storage=study.url)
     best = best_trial(stored)

@@ -10,8 +10,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweep.run import ledger as ledger_module
-from sweep.run.ledger import CLAIMED, FINISHED, Ledger, best_numbers, place
-from sweep.spec.objectives import dominates, feasible
+from sweep.run.ledger import CLAIMED, FINISHED, Ledger, place
+from sweep.spec.objectives import best_numbers, dominates, feasible
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -169,3 +169,80 @@ def test_bootstrap_difference_and_the_sentence():
     assert "better than RNN by 4.87 points, beyond seed noise" in verdict("LSTM", clear_a, "RNN", clear_b)
     assert "too few seeds" in verdict("LSTM", Spread((0.99,)), "GRU", Spread((0.98,)))
     assert bootstrap_difference(clear_a, clear_b) == difference  # seeded
+
+
+# ---------------------------------------------------------------------------------------------
+# The best trial: one rule for `sweep best`, the report, `rerun --top` and the API
+
+
+def constrained_study(url: str) -> optuna.Study:
+    """A one-objective study under `n_parameters <= 1000`: trial 1 scores best but breaks the constraint,
+    trials 2 and 3 tie below it (the lower number wins), trial 0 is pruned."""
+    import dataclasses
+
+    from digitsum.config import Config
+    from sweep.store.records import StudyMeta, TrialRecord
+
+    study = optuna.create_study(storage=url, study_name="constrained", direction="maximize")
+    constraint = Constraint(Metric.N_PARAMETERS, high=1000)
+    StudyMeta(
+        fingerprint="v2:test", metric="val_exact_match", base_config=Config().to_dict(),
+        constraints=[constraint.to_dict()], space=[],
+    ).write(study)  # fmt: skip
+    distributions = {"model.hidden_size": optuna.distributions.IntDistribution(8, 64)}
+    made = [
+        (optuna.trial.TrialState.PRUNED, None, 900, "gru"),
+        (optuna.trial.TrialState.COMPLETE, 0.99, 5000, "lstm"),
+        (optuna.trial.TrialState.COMPLETE, 0.90, 800, "lstm"),
+        (optuna.trial.TrialState.COMPLETE, 0.90, 700, "lstm"),
+    ]
+    for state, value, n_parameters, kind in made:
+        record = TrialRecord(model_type=kind, n_parameters=n_parameters, val_exact_match=value, epochs_run=3)
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params={"model.hidden_size": 8 + n_parameters // 1000},
+                distributions=distributions,
+                user_attrs=dataclasses.asdict(record),
+                constraints={constraint.name: constraint.violation(n_parameters)},
+            )
+        )
+    return study
+
+
+def test_the_best_trial_is_complete_and_feasible_ties_to_the_lowest_number(tmp_path):
+    from sweep.reruns.jobs import choose_trials
+    from sweep.spec.objectives import best_numbers, best_of, best_trial, ranked
+
+    study = constrained_study(f"sqlite:///{tmp_path}/s.db")
+    trials = study.get_trials()
+    assert best_trial(study).number == 2 and best_numbers(study) == {2}
+    assert [t.number for t in ranked(trials)] == [2, 3]
+    assert [t.number for t in ranked(trials, Direction.MINIMIZE)] == [2, 3]  # equal values: by number
+    assert best_of(trials[:2]) is None  # a pruned trial and an infeasible one: none can be best
+    assert [t.number for t in choose_trials(study, top=1)] == [2]  # `sweep rerun --top 1`
+
+
+def test_sweep_best_and_the_report_name_the_same_best_trial_under_a_constraint(tmp_path):
+    import json
+    import re
+
+    from sweep_helpers import invoke
+
+    from sweep.report.frame import best_row, trials_frame
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    constrained_study(url)
+    shown = invoke("best", "constrained", "--storage", url, "--json")
+    assert shown.exit_code == 0, shown.output
+    best = json.loads(shown.stdout)["trial"]
+    assert best == 2
+    out = tmp_path / "report.html"
+    written = invoke("report", "constrained", "--storage", url, "--out", out, "--no-attach")
+    assert written.exit_code == 0, written.output
+    page = out.read_text()
+    assert re.search(r"<b>lstm</b> \(trial (\d+)\)", page).group(1) == str(best)  # the summary's best configuration
+    assert f"Trial {best} of constrained" in page  # the error analysis (its checkpoint is not stored here)
+    row = best_row(trials_frame([optuna.load_study(study_name="constrained", storage=url)]))
+    assert row is not None and int(row.number) == best

@@ -151,7 +151,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
 def _best_checkpoint_reachable_from_elsewhere(tmp_path: Path, url: str, study: optuna.Study, machines: list) -> None:
     import shutil
 
-    from sweep.run.ledger import best_trial
+    from sweep.spec.objectives import best_trial
 
     best = best_trial(study)
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [best.user_attrs["artifact_id"]]

@@ -32,7 +32,7 @@ from browser import (
 )
 from optuna.trial import TrialState
 
-from sweep.run.ledger import best_trial
+from sweep.spec.objectives import best_trial
 
 pytestmark = pytest.mark.processes  # `sweep` processes and Chromium
 

@@ -18,10 +18,10 @@ from digitsum.decode import Accuracy, answers_to_numbers, greedy_decode
 from digitsum.errors import UsageError
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.train import EpochResult, FitResult
-from sweep.run.ledger import best_trial
 from sweep.run.outcome import trial_value
 from sweep.run.trial import retrain, stored_base_config
 from sweep.spec import Metric, ValueFrom, parse_spec
+from sweep.spec.objectives import best_trial
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from digitsum.errors import UsageError
-from sweep.report.frame import Section, completed, layout
+from sweep.report.frame import Section, best_row, layout
 from sweep.store.records import StudyMeta
 
 ERROR_TITLE = "Error analysis of the best model"
@@ -21,10 +21,9 @@ def error_section(studies: list[optuna.Study], frame: pd.DataFrame, stores: dict
     from digitsum.checkpoint import CheckpointError, load_checkpoint
     from sweep.store.artifacts import ArtifactError, fetched
 
-    complete = completed(frame)
-    if not len(complete):
-        return Section(ERROR_TITLE, "No completed trial yet.", [])
-    best = complete.loc[complete.value.idxmax()]
+    best = best_row(frame)
+    if best is None:
+        return Section(ERROR_TITLE, "No completed trial (that meets the study's constraints) yet.", [])
     try:
         with fetched(stores.get(best.study), best.record, int(best.number)) as path:
             model, payload = load_checkpoint(path)

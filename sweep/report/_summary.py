@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from optuna.trial import TrialState
 
-from sweep.report.frame import Section, completed, params_text, pct
+from sweep.report.frame import Section, best_row, completed, params_text, pct
 from sweep.store.records import TrialRecord
 
 
@@ -16,7 +16,7 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
     rows, configs = [], []
     for group, trials in frame.groupby("group", sort=True):
         complete = completed(trials)
-        best = complete.loc[complete.value.idxmax()] if len(complete) else None
+        best = best_row(trials)
         rows.append(_summary_row(str(group), trials, complete, best, metric))
         if best is not None:
             configs.append(
@@ -28,7 +28,8 @@ def summary_section(frame: pd.DataFrame, metric: str) -> Section:
     return Section(
         "Summary",
         f"Per model type: trials by state; best and median {metric} of completed trials (unrolled greedy "
-        "decoding, exact match); then the best trial's own probe accuracy (input lengths never seen in "
+        "decoding, exact match; the best among those that meet the study's constraints, as `sweep best` "
+        "picks it); then the best trial's own probe accuracy (input lengths never seen in "
         "training), size, training seconds and seconds to the target accuracy, and its configuration. "
         "Timings are one measurement each (training passes only, after the worker's warm-up); the Seed "
         "spread section gives means over seeds where reruns exist.",

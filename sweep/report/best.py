@@ -9,8 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.reruns.stats import Spread
-from sweep.run.ledger import best_trial
-from sweep.spec.objectives import objectives_from_stored
+from sweep.spec.objectives import best_trial, objectives_from_stored
 from sweep.store.artifacts import has_checkpoint
 from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, seed_runs
 

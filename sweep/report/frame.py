@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.lengths import parse_lengths
+from sweep.spec.objectives import best_of, sign
 from sweep.store.records import StudyMeta, TrialRecord, model_type
 from sweep.store.storage import read_trials
 
@@ -59,6 +60,8 @@ def trials_frame(studies: list[optuna.Study], loaded: dict[str, list[FrozenTrial
             # validation curve and best-epoch accuracy stand in, so every figure compares accuracy.
             curve = dict(sorted(t.intermediate_values.items())) or dict(enumerate(record.val_curve, start=1))
             value = record.val_exact_match if several_objectives else t.value
+            # what ranks trials (sweep.spec.objectives.ranked): the value, signed by its study's direction
+            score = value if several_objectives or value is None else sign(study.direction) * value
             rows.append(
                 {
                     "study": study.study_name,
@@ -72,6 +75,8 @@ def trials_frame(studies: list[optuna.Study], loaded: dict[str, list[FrozenTrial
                     "params": t.params,
                     "trained_lengths": trained_lengths(base_train, t.params),
                     "record": record,
+                    "trial": t,
+                    "score": score,
                     "start": t.datetime_start,
                     "complete": t.datetime_complete,
                 }
@@ -113,6 +118,16 @@ def layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
 
 def completed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame.state == TrialState.COMPLETE]
+
+
+def best_row(rows: pd.DataFrame) -> pd.Series | None:
+    """The best of these rows by the one rule for the best trial (`sweep.spec.objectives.ranked`: complete,
+    feasible, the best score, ties to the lowest number), as `sweep best` picks it; None when none can be."""
+    if rows.empty:
+        return None
+    scores = {id(t): score for t, score in zip(rows.trial, rows.score, strict=True)}
+    best = best_of(list(rows.trial), value=lambda trial: scores[id(trial)])
+    return None if best is None else rows[rows.trial.map(id) == id(best)].iloc[0]
 
 
 def log_y(fig: go.Figure, log: bool) -> go.Figure:

@@ -5,6 +5,7 @@ difference between model types exceeds the spread over seeds. Reruns already sto
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,7 +19,7 @@ from digitsum import config as cfg
 from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
 from sweep.run.trial import retrain
-from sweep.spec.objectives import feasible, pareto_front, sign
+from sweep.spec.objectives import feasible, pareto_front, ranked
 from sweep.store.records import (
     RerunRecord,
     StudyMeta,
@@ -40,23 +41,27 @@ class Job:
 
 
 def choose_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` best completed trials of each model type. With several objectives: from each
-    model type's own Pareto front (feasible trials only), the ``top`` best by each objective, so
-    that every family's smallest, fastest and most accurate trials are re-trained."""
+    """The ``top`` best trials of each model type, by the one rule for the best trial (`ranked`:
+    complete and feasible, ties to the lowest number). With several objectives: from each model type's
+    own Pareto front, the ``top`` best by each objective, so that every family's smallest, fastest and
+    most accurate trials are re-trained."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     by_type: dict[str, list[FrozenTrial]] = {}
     for trial in complete:
-        by_type.setdefault(model_type(trial), []).append(trial)
+        if feasible(trial):
+            by_type.setdefault(model_type(trial), []).append(trial)
     chosen: set[int] = set()
     for trials in by_type.values():
-        if len(study.directions) > 1:  # a type with no feasible trial still shows its best: its whole front
-            trials = [t for t in trials if feasible(t)] or trials
+        if len(study.directions) > 1:
             trials = [trials[i] for i in pareto_front([t.values for t in trials], study.directions)]
         for index, direction in enumerate(study.directions):
-            best_first = -sign(direction)
-            ranked = sorted(trials, key=lambda t: (best_first * t.values[index], t.number))
-            chosen |= {t.number for t in ranked[:top]}
+            best_first = ranked(trials, direction, functools.partial(_objective, index=index))
+            chosen |= {t.number for t in best_first[:top]}
     return [t for t in complete if t.number in chosen]
+
+
+def _objective(trial: FrozenTrial, index: int) -> float:
+    return trial.values[index]
 
 
 def pending(study: optuna.Study, trials: Iterable[int], seeds: list[int], again: bool = False) -> list[Job]:

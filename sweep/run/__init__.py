@@ -4,7 +4,7 @@ the processes and the monitor (`launch`), the ledger every check reads (`ledger`
 
 from sweep.run.failures import DiskFull, RunFailed, StorageLost, TrialsKeepFailing, WorkersFailed
 from sweep.run.launch import run_study
-from sweep.run.ledger import FINISHED, Ledger, best_numbers, best_trial
+from sweep.run.ledger import FINISHED, Ledger
 from sweep.run.plan import RunPlan, plan_run, prepare_study
 from sweep.run.worker import work
 
@@ -17,8 +17,6 @@ __all__ = [
     "StorageLost",
     "TrialsKeepFailing",
     "WorkersFailed",
-    "best_numbers",
-    "best_trial",
     "plan_run",
     "prepare_study",
     "run_study",

@@ -20,12 +20,11 @@ from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.run.plateau import Plateau
 from sweep.spec.model import StopRule
-from sweep.spec.objectives import dominates, feasible, sign
+from sweep.spec.objectives import beats, dominates, feasible
 from sweep.store.records import param_or_queued
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -37,35 +36,6 @@ def place(trial: FrozenTrial) -> int:
     """Where a trial stands in the budget's order: a retry stands where its original did."""
     original = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
     return trial.number if original is None else original
-
-
-def beats(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection) -> bool:
-    """One objective, (value, trial number) each: `a` has the better value, or the same value and a
-    lower number (ties are common at 100% exact match; Optuna's best_trial orders them no set way)."""
-    s = sign(direction)
-    return s * a[0] > s * b[0] or (a[0] == b[0] and a[1] < b[1])
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best complete feasible trial, ties to the lowest number (the one whose checkpoint is kept);
-    ValueError when there is none."""
-    best = study.best_trial  # Optuna's: the best value among feasible trials
-    tied = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values and t.values[0] == best.value and feasible(t)
-    ]
-    return min(tied, key=lambda t: t.number, default=best)
-
-
-def best_numbers(study: optuna.Study) -> set[int]:
-    """The best trial's number, or the Pareto set's with several objectives (feasible trials only)."""
-    try:
-        if len(study.directions) > 1:
-            return {t.number for t in study.best_trials}
-        return {best_trial(study).number}
-    except ValueError:  # nothing complete (or feasible) yet
-        return set()
 
 
 class Ledger:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +135,67 @@ def feasible(trial: FrozenTrial) -> bool:
 def sign(direction: Direction | StudyDirection) -> float:
     """+1 for a maximized objective, -1 for a minimized one: ``sign * value`` is larger when better."""
     return 1.0 if direction in (Direction.MAXIMIZE, StudyDirection.MAXIMIZE) else -1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The best trial: one rule for `sweep best`, the report, `rerun --top`, the run's ledger and the API
+
+
+def beats(a: tuple[float, int], b: tuple[float, int], direction: Direction | StudyDirection) -> bool:
+    """One objective, (value, trial number) each: `a` has the better value, or the same value and a
+    lower number (ties are common at 100% exact match; Optuna's best_trial orders them no set way)."""
+    s = sign(direction)
+    return s * a[0] > s * b[0] or (a[0] == b[0] and a[1] < b[1])
+
+
+def ranked(
+    trials: Iterable[FrozenTrial],
+    direction: Direction | StudyDirection = Direction.MAXIMIZE,
+    value: Callable[[FrozenTrial], float | None] | None = None,
+) -> list[FrozenTrial]:
+    """The trials that can be best, best first: complete, feasible (`feasible`) and with a value (``value``
+    of a trial, by default its first objective's), ordered by it in ``direction``, ties to the lowest number."""
+    of = value or _first_value
+    scored: list[tuple[float, FrozenTrial]] = []
+    for trial in trials:
+        v = of(trial) if trial.state == TrialState.COMPLETE and feasible(trial) else None
+        if v is not None and not math.isnan(v):
+            scored.append((v, trial))
+    s = sign(direction)
+    return [t for _, t in sorted(scored, key=lambda pair: (-s * pair[0], pair[1].number))]
+
+
+def _first_value(trial: FrozenTrial) -> float | None:
+    return trial.values[0] if trial.values else None
+
+
+def best_of(
+    trials: Iterable[FrozenTrial],
+    direction: Direction | StudyDirection = Direction.MAXIMIZE,
+    value: Callable[[FrozenTrial], float | None] | None = None,
+) -> FrozenTrial | None:
+    """The best of these trials by `ranked`'s rule; None when none can be."""
+    best = ranked(trials, direction, value)
+    return best[0] if best else None
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best trial of a one-objective study (`ranked`: complete, feasible, ties to the lowest number,
+    the one whose checkpoint is kept); ValueError when there is none."""
+    best = best_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), study.direction)
+    if best is None:
+        raise ValueError(f"study {study.study_name!r} has no complete feasible trial")
+    return best
+
+
+def best_numbers(study: optuna.Study) -> set[int]:
+    """The best trial's number, or the Pareto set's with several objectives (feasible trials only)."""
+    try:
+        if len(study.directions) > 1:
+            return {t.number for t in study.best_trials}
+        return {best_trial(study).number}
+    except ValueError:  # nothing complete (or feasible) yet
+        return set()
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[Direction | StudyDirection]) -> bool:
