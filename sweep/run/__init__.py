@@ -2,23 +2,22 @@
 the processes and the monitor (`launch`), the ledger every check reads (`ledger`), one trial
 (`trial`: Optuna's objective), and how a run fails (`failures`)."""
 
-from sweep.run.failures import DiskFull, RunFailed, StorageLost, TrialsKeepFailing, WorkersFailed
-from sweep.run.launch import run_study
-from sweep.run.ledger import FINISHED, Ledger
-from sweep.run.plan import RunPlan, plan_run, prepare_study
-from sweep.run.worker import work
+from sweep.lazy import exports
 
-__all__ = [
-    "FINISHED",
-    "DiskFull",
-    "Ledger",
-    "RunFailed",
-    "RunPlan",
-    "StorageLost",
-    "TrialsKeepFailing",
-    "WorkersFailed",
-    "plan_run",
-    "prepare_study",
-    "run_study",
-    "work",
-]
+# public name -> its module: imported on first use, so that reading one light module loads no heavy one
+_EXPORTS = {
+    "DiskFull": "failures",
+    "FINISHED": "ledger",
+    "Ledger": "ledger",
+    "RunFailed": "failures",
+    "RunPlan": "plan",
+    "StorageLost": "failures",
+    "TrialsKeepFailing": "failures",
+    "WorkersFailed": "failures",
+    "plan_run": "plan",
+    "prepare_study": "plan",
+    "run_study": "launch",
+    "work": "worker",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = exports(__name__, _EXPORTS)
