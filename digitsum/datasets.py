@@ -7,10 +7,13 @@ split fraction and the seed, and the probe only on its lengths and sample size.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from digitsum.config import TrainConfig
+import numpy as np
+
+from digitsum.config import TrainConfig, from_dict
 from digitsum.data import Rows, make_rows, read_csv, stratified_split
-from digitsum.errors import DataError
+from digitsum.errors import DataError, UsageError
 from digitsum.lengths import PROBE_SEED, Probe, parse_lengths
 
 
@@ -30,6 +33,16 @@ def split_rows(rows: Rows, config: TrainConfig) -> tuple[Rows, Rows]:
             "spare a row; use more or longer lengths (e.g. train.lengths=2-4) or a smaller train.train_split_fraction"
         )
     return rows.take(train_index), rows.take(val_index)
+
+
+def training_answers(config_values: dict[str, Any]) -> np.ndarray | None:
+    """The digit sums of the rows a checkpoint's model trained on (its stored config's split); None
+    where they cannot be rebuilt (a training CSV that is not on this machine)."""
+    try:
+        train_rows, _ = data_split(from_dict(config_values).train)
+    except (UsageError, OSError):
+        return None
+    return train_rows.y
 
 
 def data_split(config: TrainConfig) -> tuple[Rows, Rows]:

@@ -9,10 +9,8 @@ torch nor optuna, and importing this module never loads typer.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +20,11 @@ if TYPE_CHECKING:
     import torch
     from optuna.trial import FrozenTrial
 
-    from digitsum.decode import Accuracy
-    from digitsum.errors import UsageError
+    from digitsum.evaluation import Evaluation, SeedsEvaluation
     from digitsum.model import DigitSumModel
     from digitsum.train import EpochResult, FitResult
-    from sweep.reruns.jobs import Job
-    from sweep.run.plan import RunPlan
+    from sweep.reruns.jobs import Reruns
+    from sweep.run.plan import RunOptions, RunPlan
     from sweep.spec.model import StudySpec
     from sweep.store.copy import Copied
     from sweep.store.records import RerunRecord
@@ -103,13 +100,6 @@ def _config_file_values(path: Path) -> dict[str, Any]:
     return values
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    accuracy: Accuracy
-    seconds: float
-    training_sums: Any  # the digit sums the model trained on (numpy); None where they cannot be rebuilt
-
-
 def evaluate(
     checkpoint: str | Path,
     data_csv: str | Path,
@@ -117,61 +107,25 @@ def evaluate(
     storage: str | None = None,
     artifacts: str | None = None,
 ) -> Evaluation:
-    """Unrolled exact-match accuracy of a checkpoint on a CSV, overall, per length and in range."""
+    """Unrolled exact-match accuracy of a checkpoint (a file, or ``STUDY:TRIAL``) on a CSV, overall, per
+    length and in range."""
     from digitsum.checkpoint import load_checkpoint
-    from digitsum.data import encode, read_csv
-    from digitsum.decode import accuracy, answers_in_range
+    from digitsum.data import read_csv
+    from digitsum.evaluation import evaluate_model
+    from sweep.report.best import trial_checkpoint
 
-    where = _device(device)
     rows = read_csv(Path(data_csv))
-    with _checkpoint_file(str(checkpoint), storage, artifacts) as path:
-        model, payload = load_checkpoint(path, where)
-    seen = _training_answers(payload["config"])
-    start = time.perf_counter()
-    result = accuracy(model, encode(rows), answers_in_range(rows.y, seen) if seen is not None else None)
-    return Evaluation(result, time.perf_counter() - start, seen)
-
-
-@dataclass(frozen=True)
-class SeedsEvaluation:
-    seeds: list[int]  # from the run folder's seed-S/ checkpoints
-    accuracies: list[Accuracy]  # one per seed, in the same order
-    seconds: float
+    with trial_checkpoint(str(checkpoint), storage, artifacts) as path:
+        model, payload = load_checkpoint(path, _device(device))
+    return evaluate_model(model, payload["config"], rows)
 
 
 def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torch.device = "auto") -> SeedsEvaluation:
     """Every seed of a `train.n_seeds` run folder on one CSV, scored at once (models of one shape)."""
-    from digitsum.checkpoint import load_checkpoint
-    from digitsum.data import encode, read_csv
-    from digitsum.decode import answers_in_range, score_models
-    from digitsum.errors import UsageError
-    from digitsum.runs import seed_checkpoints
+    from digitsum.data import read_csv
+    from digitsum.evaluation import evaluate_run
 
-    found = seed_checkpoints(Path(run_dir))
-    if not found:
-        raise UsageError(f"{run_dir}: is a folder, not a checkpoint file (nor a train.n_seeds run: no seed-S/best.pt)")
-    rows = read_csv(Path(data_csv))
-    loaded = [load_checkpoint(path, _device(device)) for _, path in found]
-    seen = [_training_answers(payload["config"]) for _, payload in loaded]
-    masks = [answers_in_range(rows.y, s) if s is not None else None for s in seen]
-    data = encode(rows).to(_device(device))
-    start = time.perf_counter()
-    scores = score_models([model for model, _ in loaded], data, masks)
-    return SeedsEvaluation([seed for seed, _ in found], scores, time.perf_counter() - start)
-
-
-def _training_answers(config_values: dict[str, Any]) -> Any:
-    """The digit sums of the rows the checkpoint's model trained on; None where they cannot be rebuilt
-    (a training CSV that is not on this machine)."""
-    from digitsum import config as cfg
-    from digitsum.datasets import data_split
-    from digitsum.errors import UsageError
-
-    try:
-        train_rows, _ = data_split(cfg.from_dict(config_values).train)
-    except (UsageError, OSError):
-        return None
-    return train_rows.y
+    return evaluate_run(Path(run_dir), read_csv(Path(data_csv)), _device(device))
 
 
 def load_model(
@@ -180,9 +134,10 @@ def load_model(
     """A checkpoint's model, ready to predict (in eval mode): a file, or ``STUDY:TRIAL`` (``STUDY:best``)
     fetched from the study's artifact store."""
     from digitsum.checkpoint import load_checkpoint
+    from sweep.report.best import trial_checkpoint
 
     where = _device(device)
-    with _checkpoint_file(str(checkpoint), storage, artifacts) as path:
+    with trial_checkpoint(str(checkpoint), storage, artifacts) as path:
         model, _ = load_checkpoint(path, where)
     return model
 
@@ -224,36 +179,6 @@ def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device, "device")
 
 
-@contextlib.contextmanager
-def _checkpoint_file(checkpoint: str, storage: str | None, artifacts: str | None) -> Iterator[Path]:
-    """A checkpoint file's path, or ``STUDY:TRIAL`` (``STUDY:best``) fetched from the study's artifact store."""
-    path = Path(checkpoint)
-    study_name, colon, trial = checkpoint.rpartition(":")
-    if path.exists() or not colon or not study_name or not (trial.isdigit() or trial == "best"):
-        yield path  # load_checkpoint names a missing file
-        return
-    from digitsum.errors import UsageError
-    from sweep.spec.objectives import best_trial
-    from sweep.store import artifacts as store_of
-    from sweep.store.records import TrialRecord
-    from sweep.store.storage import load_study, open_existing
-
-    study = load_study(study_name, open_existing(storage))
-    trials = study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
-    if trial == "best":
-        try:
-            frozen = best_trial(study)
-        except ValueError:
-            raise UsageError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
-    elif int(trial) < len(trials):
-        frozen = trials[int(trial)]
-    else:
-        raise UsageError(f"study {study_name!r} has no trial {trial} (it has {len(trials)}); see `sweep ls`")
-    store = store_of.store_for(artifacts, study, storage)
-    with store_of.fetched(store, TrialRecord.read(frozen), frozen.number) as fetched:
-        yield fetched
-
-
 # ---------------------------------------------------------------------------------------------
 # Studies
 
@@ -277,38 +202,15 @@ def check(spec: str | Path) -> SpecCheck:
     return SpecCheck(loaded, len(train_rows), len(val_rows), len(probe) if probe is not None else None)
 
 
-def plan(
-    spec: str | Path,
-    *,
-    storage: str | None = None,
-    name: str | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    workers: int = 1,
-    threads: int | None = None,
-    artifacts: str | Path | None = None,
-    oversubscribe: bool = False,
-    tensorboard: str | Path | None = None,
-) -> tuple[RunPlan, int]:
+def plan(spec: str | Path, options: RunOptions | None = None, **changes: Any) -> tuple[RunPlan, int]:
     """A checked run plan, its study made or resumed, and how many of its trials are finished already.
-    ``tensorboard`` (a folder; else the spec's key): a TensorBoard run per trial under FOLDER/STUDY/;
+    ``options`` (`sweep.run.plan.RunOptions`), or its fields as keywords: ``api.plan(spec, trials=20)``;
     the plan's ``notes`` say where the tensorboard package is missing."""
     from sweep.run.ledger import FINISHED
-    from sweep.run.plan import plan_run, warm_start
+    from sweep.run.plan import RunOptions, plan_run, warm_start
     from sweep.store.storage import close_study
 
-    made, study = plan_run(
-        spec,
-        storage,
-        name=name,
-        trials=trials,
-        timeout=timeout,
-        workers=workers,
-        artifacts=str(artifacts) if artifacts else None,
-        threads=threads,
-        oversubscribe=oversubscribe,
-        tensorboard=str(tensorboard) if tensorboard else None,
-    )
+    made, study = plan_run(spec, dataclasses.replace(options or RunOptions(), **changes))
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if finished < made.n_trials:  # a study whose budget is spent runs nothing: queue nothing either
         made = dataclasses.replace(made, warm_starts=warm_start(made.spec, study))
@@ -323,30 +225,10 @@ def execute(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], None]
     return run_study(plan, on_trial)
 
 
-def run(
-    spec: str | Path,
-    *,
-    storage: str | None = None,
-    name: str | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    workers: int = 1,
-    threads: int | None = None,
-    artifacts: str | Path | None = None,
-    tensorboard: str | Path | None = None,
-) -> optuna.Study:
-    """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`."""
-    made, _ = plan(
-        spec,
-        storage=storage,
-        name=name,
-        trials=trials,
-        timeout=timeout,
-        workers=workers,
-        threads=threads,
-        artifacts=artifacts,
-        tensorboard=tensorboard,
-    )
+def run(spec: str | Path, options: RunOptions | None = None, **changes: Any) -> optuna.Study:
+    """Run (or resume) a study from a spec file or a shipped spec's name, like `sweep run`: ``options``
+    (`sweep.run.plan.RunOptions`), or its fields as keywords: ``api.run("quickstart", trials=1)``."""
+    made, _ = plan(spec, options, **changes)
     return execute(made)
 
 
@@ -368,32 +250,9 @@ def stop_reason(plan: RunPlan) -> str | None:
 def enqueue(name: str, values: dict[str, Any], storage: str | None = None) -> tuple[dict[str, Any], bool]:
     """Queue a trial with these values of searched keys, to run first (`sweep enqueue`): its params, and
     False when the study had queued or run them already (Optuna's skip_if_exists)."""
-    from digitsum import config as cfg
-    from digitsum.errors import UsageError
-    from sweep.run.trial import stored_base_config
-    from sweep.spec.enqueue import enqueue_params
-    from sweep.spec.model import Param
-    from sweep.store.records import StudyMeta, queued_or_tried
+    from sweep.run.plan import enqueue_values
 
-    study = _load(name, storage)
-    meta = StudyMeta.read(study)
-    if meta.space is None or meta.base_config is None:
-        raise UsageError(
-            f"study {name!r} has no stored search space (made by an older version, or not by `sweep run`); "
-            "resume it once with `sweep run SPEC` to record it"
-        )
-    base = cfg.from_dict(stored_base_config(meta.base_config))
-    params = enqueue_params(values, [Param.from_dict(d) for d in meta.space], base, "", _key_error)
-    if queued_or_tried(study, params):
-        return params, False
-    study.enqueue_trial(params, skip_if_exists=True)
-    return params, True
-
-
-def _key_error(key: str, message: str) -> UsageError:
-    from digitsum.errors import UsageError
-
-    return UsageError(f"{key}: {message}" if key else message)
+    return enqueue_values(_load(name, storage), values)
 
 
 def best(name: str, storage: str | None = None) -> dict[str, Any]:
@@ -429,22 +288,19 @@ def download_best(
 
 def studies(storage: str | None = None) -> list[dict[str, Any]]:
     """Each study's trial counts by state and best value (one objective), from counting queries: no
-    study's trials are loaded."""
-    from sweep.store.storage import best_value, open_existing, trial_counts
+    study's trials are loaded, but a constrained study's, whose best is the best feasible trial."""
+    from sweep.spec.objectives import best_trial
+    from sweep.store.queries import study_rows
+    from sweep.store.storage import load_study, open_existing
 
     store = open_existing(storage)
-    rows = []
-    for summary in store.get_all_studies():
-        study_id = summary._study_id
-        several = len(summary.directions) > 1
-        rows.append(
-            {
-                "study": summary.study_name,
-                "n_objectives": len(summary.directions),
-                "counts": {state.name: n for state, n in trial_counts(store, study_id).items()},
-                "best": None if several else best_value(store, study_id),
-            }
-        )
+    rows = study_rows(store)
+    for row in rows:
+        if row.pop("constrained") and row["n_objectives"] == 1:
+            try:
+                row["best"] = best_trial(load_study(row["study"], store)).value
+            except ValueError:  # no feasible trial
+                row["best"] = None
     return rows
 
 
@@ -467,34 +323,9 @@ def remove(
 ) -> tuple[int, int] | None:
     """Delete a study and its checkpoints; ``confirm`` is asked first with what would go (None when it
     says no). Returns the numbers of trials and checkpoints deleted."""
-    import optuna
+    from sweep.store.removal import remove_study
 
-    from sweep.store import artifacts as store_of
-    from sweep.store.records import TrialRecord
-    from sweep.store.storage import load_study, open_existing
-
-    store = open_existing(storage)
-    study = load_study(name, store)
-    records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
-    stored = [r for r in records if r.artifact_id]
-    files = [r for r in records if not r.artifact_id and r.checkpoint and Path(r.checkpoint).is_file()]
-    if confirm is not None and not confirm(f"study {name!r} ({len(records)} trials) and its checkpoints"):
-        return None
-    artifact_store = store_of.store_for(artifacts, study, storage) if stored else None
-    optuna.delete_study(study_name=name, storage=store)
-    for record in stored + files:
-        store_of.remove(artifact_store, record)
-    _remove_empty_folders([Path(r.checkpoint) for r in files if r.checkpoint], name)
-    return len(records), len(stored) + len(files)
-
-
-def _remove_empty_folders(checkpoints: list[Path], name: str) -> None:
-    """The per-study checkpoint folders of a study made before artifacts, once empty."""
-    import shutil
-
-    for folder in {path.parent for path in checkpoints}:
-        if folder.name == name and folder.is_dir() and not any(folder.iterdir()):
-            shutil.rmtree(folder, ignore_errors=True)
+    return remove_study(name, storage, artifacts, confirm)
 
 
 def copy(
@@ -526,19 +357,6 @@ def _load(name: str, storage: str | None) -> optuna.Study:
 # Seed reruns
 
 
-@dataclass(frozen=True)
-class Reruns:
-    numbers: list[int]  # the trials re-trained
-    seeds: list[int]
-    jobs: list[Job]  # per trial, the seeds it has not trained yet (each job trains its seeds at once)
-    threads: int  # torch threads per rerun; 0: each trial's own
-
-    @property
-    def runs(self) -> int:
-        """How many (trial, seed) runs the jobs train."""
-        return sum(len(job.seeds) for job in self.jobs)
-
-
 def plan_reruns(
     name: str,
     trial: int | None = None,
@@ -552,16 +370,11 @@ def plan_reruns(
     oversubscribe: bool = False,
 ) -> Reruns:
     """Which trials and seeds `sweep rerun` trains, checked before anything trains."""
-    from sweep.reruns.jobs import pending
-    from sweep.reruns.jobs import plan_reruns as chosen
-    from sweep.run.plan import check_cores, threads_per_worker
+    from sweep.reruns.jobs import plan_reruns as planned
+    from sweep.run.plan import check_cores
 
     check_cores(workers, threads, oversubscribe)
-    study = _load(name, storage)
-    numbers, seed_list = chosen(study, trial, top, seeds)
-    jobs = pending(study, numbers, seed_list, again)
-    each = threads or (threads_per_worker(workers) if workers > 1 else 0)
-    return Reruns(numbers, seed_list, jobs, each)
+    return planned(_load(name, storage), trial, top, seeds, workers, threads, again)
 
 
 def rerun(
@@ -598,27 +411,9 @@ def write_report(
 ) -> tuple[Path, int]:
     """Write the report (reports/<names>.html by default); returns its path and number of figures.
     With ``attach``, each study also gets the comparison figures for optuna-dashboard."""
-    from digitsum.errors import UsageError
-    from sweep.report.page import figures_for_dashboard, report_file_name
-    from sweep.report.page import write_report as write
-    from sweep.store.artifacts import store_for
-    from sweep.store.storage import load_study, open_existing, shown_url
+    from sweep.report.page import report_studies
 
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UsageError(f"study {twice[0]!r} is named twice; name each study once")
-    store = open_existing(storage)
-    loaded = [load_study(n, store) for n in names]
-    out = out or Path("reports") / report_file_name(names)
-    stores = {s.study_name: store_for(artifacts, s, storage) for s in loaded}
-    n_figures = write(loaded, out, shown_url(storage), stores)
-    if attach:
-        import optuna_dashboard
-
-        for study in loaded:
-            for index, figure in enumerate(figures_for_dashboard([study])):
-                optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
-    return out, n_figures
+    return report_studies(names, out, storage, attach, artifacts)
 
 
 def dashboard(

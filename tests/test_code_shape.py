@@ -1,5 +1,6 @@
-"""The shape the codebase keeps: short functions in digitsum/ and sweep/, a core that never imports
-the sweep layer, and a keys page generated from the declarations (so it cannot drift)."""
+"""The shape the codebase keeps: short functions and modules in digitsum/ and sweep/, a test module for
+each module, a core that never imports the sweep layer, and a keys page generated from the declarations
+(so it cannot drift)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 50
+MAX_MODULE_LINES = 450
 SOURCES = sorted([*(REPO / "digitsum").rglob("*.py"), *(REPO / "sweep").rglob("*.py")])
 
 
@@ -23,6 +25,12 @@ def test_no_function_is_longer_than_50_lines(path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, f"{path.name}: split {', '.join(long)}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_is_longer_than_450_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(REPO)} has {lines} lines: split it by what it does"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "digitsum").rglob("*.py")), ids=lambda p: p.name)

@@ -246,3 +246,5 @@ def test_sweep_best_and_the_report_name_the_same_best_trial_under_a_constraint(t
     assert f"Trial {best} of constrained" in page  # the error analysis (its checkpoint is not stored here)
     row = best_row(trials_frame([optuna.load_study(study_name="constrained", storage=url)]))
     assert row is not None and int(row.number) == best
+    listed = invoke("ls", "--storage", url)  # the best value of `sweep ls` is the best feasible trial's too
+    assert listed.exit_code == 0 and listed.stdout.splitlines()[-1].split()[-1] == "0.9000", listed.output

@@ -140,7 +140,7 @@ def test_three_workers_one_killed_exact_total(tmp_path, database_url):
     assert killed.state == TrialState.FAIL
     retries = [t for t in finished if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same parameters
-    from sweep.store.storage import read_trials
+    from sweep.store.queries import read_trials
 
     assert (
         read_trials(study) == optuna.load_study(study_name="pg-kill", storage=database_url).get_trials()

@@ -132,7 +132,7 @@ def test_only_records_touches_user_attributes(package):
         if path.name == "records.py":
             continue
         text = path.read_text()
-        if path.name == "storage.py":  # read_trials rebuilds Optuna's FrozenTrials: every attribute, none by name
+        if path.name == "queries.py":  # read_trials rebuilds Optuna's FrozenTrials: every attribute, none by name
             text = text.replace("user_attrs={k: json.loads(v) for k, v in", "")
         assert "user_attr" not in text, f"{path.name} reads or writes user attributes; use sweep/store/records.py"
         assert not re.search(r"state\.name\s*(==|!=|in)", text), f"{path.name} compares a state by name; use TrialState"

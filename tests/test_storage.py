@@ -12,6 +12,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 from sweep_helpers import FINISHED, assert_one_error_line, invoke, run_cli, write_spec
 
+from sweep.store import queries
 from sweep.store import storage as st
 from sweep.store.storage import StorageError, default_url, journal_path, load_study, open_storage, safe_url, study_names
 
@@ -273,7 +274,7 @@ def test_read_trials_gives_what_optuna_gives(varied):
     # FrozenTrial equality compares every field: params, distributions, values, attributes, times
     fresh = optuna.load_study(study_name="varied", storage=varied._storage)
     expected = fresh.get_trials(deepcopy=False)
-    got = st.read_trials(varied)
+    got = queries.read_trials(varied)
     assert [t.number for t in got] == list(range(13))
     for mine, theirs in zip(got, expected, strict=True):
         assert mine == theirs, (mine, theirs)
@@ -282,14 +283,14 @@ def test_read_trials_gives_what_optuna_gives(varied):
 
 def test_trial_counts_and_best_value_match_a_full_read(varied):
     backend = st.rdb_of(varied) or varied._storage
-    counts = st.trial_counts(backend, varied._study_id)
+    counts = queries.trial_counts(backend, varied._study_id)
     for state in TrialState:
         assert counts[state] == len(varied.get_trials(deepcopy=False, states=(state,))), state
     one = optuna.create_study(storage=backend, study_name="one", direction="minimize")
-    assert st.best_value(backend, one._study_id) is None
+    assert queries.best_value(backend, one._study_id) is None
     for value in (0.5, 0.2, 0.7):
         one.tell(one.ask(), value)
-    assert st.best_value(backend, one._study_id) == 0.2
+    assert queries.best_value(backend, one._study_id) == 0.2
 
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])

@@ -60,7 +60,7 @@ def rerun(
         _print_summary(name, row)
 
 
-def _print_plan(planned: api.Reruns, workers: int) -> None:
+def _print_plan(planned: Any, workers: int) -> None:
     n_numbers, n_seeds, n_jobs = len(planned.numbers), len(planned.seeds), planned.runs
     typer.echo(
         f"{n_numbers} trial(s) x {n_seeds} seed(s): {n_jobs} to train, "

@@ -139,20 +139,21 @@ def run(
 
     Example: sweep run studies/quickstart.yaml --workers 2
     """
+    from sweep.run.plan import RunOptions
     from sweep.store.storage import shown_url
 
-    plan, finished = api.plan(
-        spec_path,
+    options = RunOptions(
         storage=storage,
         name=name,
         trials=trials,
         timeout=timeout,
         workers=workers,
-        artifacts=artifacts,
         threads=threads,
+        artifacts=artifacts,
         oversubscribe=oversubscribe,
-        tensorboard=tensorboard,
+        tensorboard=str(tensorboard) if tensorboard is not None else None,
     )
+    plan, finished = api.plan(spec_path, options)
     _print_notes(plan)
     _run_if_budget_left(plan, finished, f"study {plan.study_name!r} in {shown_url(storage)}")
     from digitsum.errors import UsageError

@@ -1,17 +1,22 @@
 """The best trial (or, with several objectives, the Pareto set) as values: what `sweep best` shows
-and `sweep best --json` prints."""
+and `sweep best --json` prints; and a stored trial's checkpoint by ``STUDY:TRIAL`` (``STUDY:best``)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
 from sweep.spec.objectives import best_trial, objectives_from_stored
-from sweep.store.artifacts import has_checkpoint
+from sweep.store.artifacts import fetched, has_checkpoint, store_for
 from sweep.store.records import RerunRecord, StudyMeta, TrialRecord, model_type, read_reruns, seed_runs
+from sweep.store.storage import load_study, open_existing
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:
@@ -82,3 +87,27 @@ def over_seeds(runs: list[RerunRecord]) -> dict[str, Any] | None:
         return None
     spread = Spread(tuple(r.val_exact_match for r in runs))
     return {"seeds": [r.seed for r in runs], "val_exact_match_mean": spread.mean, "val_exact_match_stdev": spread.stdev}
+
+
+@contextlib.contextmanager
+def trial_checkpoint(reference: str, storage: str | None, artifacts: str | None) -> Iterator[Path]:
+    """A checkpoint file's path as given, or ``STUDY:TRIAL`` (``STUDY:best``, by `best_trial`'s rule)
+    fetched from the study's artifact store for the block."""
+    path = Path(reference)
+    study_name, colon, number = reference.rpartition(":")
+    if path.exists() or not colon or not study_name or not (number.isdigit() or number == "best"):
+        yield path  # load_checkpoint names a missing file
+        return
+    study = load_study(study_name, open_existing(storage))
+    trials = study.get_trials(deepcopy=False)  # `study.trials` would deep-copy every trial
+    if number == "best":
+        try:
+            trial = best_trial(study)
+        except ValueError:
+            raise UsageError(f"study {study_name!r} has no completed trial yet; run it with `sweep run`") from None
+    elif int(number) < len(trials):
+        trial = trials[int(number)]
+    else:
+        raise UsageError(f"study {study_name!r} has no trial {number} (it has {len(trials)}); see `sweep ls`")
+    with fetched(store_for(artifacts, study, storage), TrialRecord.read(trial), trial.number) as found:
+        yield found

@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.lengths import parse_lengths
 from sweep.spec.objectives import best_of, sign
+from sweep.store.queries import read_trials
 from sweep.store.records import StudyMeta, TrialRecord, model_type
-from sweep.store.storage import read_trials
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "lrnn": "#ff7f0e"}
 
@@ -39,7 +39,7 @@ class Section:
 
 
 def read_all(studies: list[optuna.Study]) -> dict[str, list[FrozenTrial]]:
-    """Each study's trials, read once for the whole report (sweep.store.storage.read_trials)."""
+    """Each study's trials, read once for the whole report (sweep.store.queries.read_trials)."""
     return {study.study_name: read_trials(study) for study in studies}
 
 

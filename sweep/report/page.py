@@ -28,7 +28,9 @@ from sweep.report._lengths import lengths_section
 from sweep.report._seeds import seeds_section, target_section
 from sweep.report._summary import summary_section
 from sweep.report.frame import Section, read_all, shown_metric, trials_frame
+from sweep.store.artifacts import store_for
 from sweep.store.records import StudyMeta
+from sweep.store.storage import load_study, open_existing, shown_url
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -132,3 +134,25 @@ def report_file_name(names: list[str]) -> str:
     if len(stem) > 200:
         stem = f"{stem[:180]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
     return f"{stem}.html"
+
+
+def report_studies(
+    names: list[str], out: Path | None, storage: str | None, attach: bool, artifacts: str | None
+) -> tuple[Path, int]:
+    """`sweep report`: the stored studies' report (reports/<names>.html by default), its path and number of
+    figures; with ``attach``, each study also gets the comparison figures for optuna-dashboard."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"study {twice[0]!r} is named twice; name each study once")
+    store = open_existing(storage)
+    loaded = [load_study(n, store) for n in names]
+    out = out or Path("reports") / report_file_name(names)
+    stores = {s.study_name: store_for(artifacts, s, storage) for s in loaded}
+    n_figures = write_report(loaded, out, shown_url(storage), stores)
+    if attach:
+        import optuna_dashboard
+
+        for study in loaded:
+            for index, figure in enumerate(figures_for_dashboard([study])):
+                optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
+    return out, n_figures

@@ -7,6 +7,7 @@ from sweep.lazy import exports
 _EXPORTS = {
     "Difference": "stats",
     "Job": "jobs",
+    "Reruns": "jobs",
     "Spread": "stats",
     "bootstrap_difference": "stats",
     "choose_trials": "jobs",

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from digitsum import config as cfg
 from digitsum.errors import UsageError
 from sweep.reruns.stats import Spread
+from sweep.run.plan import threads_per_worker
 from sweep.run.trial import retrain
 from sweep.spec.objectives import feasible, pareto_front, ranked
 from sweep.store.records import (
@@ -162,11 +163,41 @@ def check_trial(study: optuna.Study, number: int) -> None:
         raise UsageError(f"study {study.study_name!r} has no trial {number}; see `sweep export {study.study_name}`")
 
 
+@dataclass(frozen=True)
+class Reruns:
+    """What `sweep rerun` trains, checked before anything trains."""
+
+    numbers: list[int]  # the trials re-trained
+    seeds: list[int]
+    jobs: list[Job]  # per trial, the seeds it has not trained yet (each job trains its seeds at once)
+    threads: int  # torch threads per rerun; 0: each trial's own
+
+    @property
+    def runs(self) -> int:
+        """How many (trial, seed) runs the jobs train."""
+        return sum(len(job.seeds) for job in self.jobs)
+
+
 def plan_reruns(
+    study: optuna.Study,
+    number: int | None,
+    top: int | None,
+    seeds: list[int] | None,
+    workers: int = 1,
+    threads: int | None = None,
+    again: bool = False,
+) -> Reruns:
+    """The trials to re-train (``number``, or the ``top`` best of each model type) and the seeds: the
+    given ones, else the trial's own (one trial) or 0, 1, 2 (``top``); of those, the seeds each has not
+    trained yet (all with ``again``); threads per rerun: ``threads``, else cores / workers."""
+    numbers, chosen = _chosen(study, number, top, seeds)
+    each = threads or (threads_per_worker(workers) if workers > 1 else 0)
+    return Reruns(numbers, chosen, pending(study, numbers, chosen, again), each)
+
+
+def _chosen(
     study: optuna.Study, number: int | None, top: int | None, seeds: list[int] | None
 ) -> tuple[list[int], list[int]]:
-    """The trials to re-train (``number``, or the ``top`` best of each model type) and the seeds: the
-    given ones, else the trial's own (one trial) or 0, 1, 2 (``top``); refused before anything trains."""
     if (number is None) == (top is None):
         raise UsageError("give a TRIAL number or --top K (the K best trials of each model type), not both or neither")
     if number is not None:

@@ -7,17 +7,41 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import optuna
 import optuna_dashboard
 
 from digitsum.errors import UsageError
+from sweep.spec.enqueue import enqueue_params
 from sweep.spec.files import load_spec
-from sweep.spec.model import SpecError, StudySpec
+from sweep.spec.model import Param, SpecError, StudySpec
 from sweep.spec.names import check_study_name
 from sweep.store.artifacts import S3, check_bucket, location_for
 from sweep.store.records import StudyMeta, queued_or_tried, write_artifacts, write_fingerprint, write_space
 from sweep.store.storage import open_existing, patience_seconds, study_names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run a study, as `sweep run` takes it: each option named once, from the command line
+    through `sweep.api` to the plan."""
+
+    storage: str | None = None  # a storage URL; None: the embedded default (SQLite, sweep.store.storage)
+    name: str | None = None  # the study's name; None: the spec's (another name starts another study)
+    trials: int | None = None  # the study's total of finished trials; None: the spec's n_trials
+    timeout: float | None = None  # no new trial after this many seconds; None: the spec's timeout
+    workers: int = 1  # worker processes on this machine
+    threads: int | None = None  # torch threads per worker; None: this machine's cores / workers
+    artifacts: str | None = None  # where checkpoints go (a folder or s3://); None: the study's store
+    oversubscribe: bool = False  # allow more threads in all than cores
+    tensorboard: str | None = None  # a TensorBoard run per trial under TENSORBOARD/STUDY/; None: the spec's key
+
+    def __post_init__(self) -> None:  # folders may be given as paths
+        for name in ("artifacts", "tensorboard"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,39 +88,27 @@ def check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None:
         )
 
 
-def plan_run(
-    spec_path: str | Path,
-    storage: str | None,
-    *,
-    name: str | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    workers: int = 1,
-    artifacts: str | None = None,
-    threads: int | None = None,
-    oversubscribe: bool = False,
-    tensorboard: str | None = None,
-) -> tuple[RunPlan, optuna.Study]:
-    """The checked plan of a run and its study, made or resumed; ``tensorboard`` (a folder) overrides
-    the spec's key of that name."""
-    if name is not None:
-        check_study_name(name)
+def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optuna.Study]:
+    """The checked plan of a run and its study, made or resumed."""
+    if options.name is not None:
+        check_study_name(options.name)
     spec = load_spec(spec_path)
-    check_cores(workers, threads, oversubscribe)
-    events, notes = tensorboard_folder(tensorboard or spec.tensorboard, name or spec.name)
-    chosen = location_for(artifacts, None, storage)  # recorded by a new study
-    study = prepare_study(spec, open_existing(storage, create=True), name or spec.name, chosen)
-    location = location_for(artifacts, study, storage)
+    check_cores(options.workers, options.threads, options.oversubscribe)
+    name = options.name or spec.name
+    events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)
+    chosen = location_for(options.artifacts, None, options.storage)  # recorded by a new study
+    study = prepare_study(spec, open_existing(options.storage, create=True), name, chosen)
+    location = location_for(options.artifacts, study, options.storage)
     _check_writable(location)
     plan = RunPlan(
         spec=spec,
-        storage_url=storage,
-        study_name=name or spec.name,
-        n_trials=trials or spec.n_trials,
-        timeout=timeout or spec.timeout,
-        workers=workers,
+        storage_url=options.storage,
+        study_name=name,
+        n_trials=options.trials or spec.n_trials,
+        timeout=options.timeout or spec.timeout,
+        workers=options.workers,
         artifacts=location,
-        threads=threads,
+        threads=options.threads,
         tensorboard=events,
         notes=notes,
     )
@@ -203,3 +215,27 @@ def spec_note(spec: StudySpec) -> str:
         + f"- sampler: `{spec.sampler['type']}`, pruner: `{spec.pruner['type']}`\n"
         f"- report: `sweep report {spec.name}`; best trial: `sweep best {spec.name}`\n"
     )
+
+
+def enqueue_values(study: optuna.Study, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Queue a trial with these values of the stored study's searched keys (`sweep enqueue`): its params,
+    and False when the study had queued or run them already."""
+    from digitsum import config as cfg
+    from sweep.run.trial import stored_base_config
+
+    meta = StudyMeta.read(study)
+    if meta.space is None or meta.base_config is None:
+        raise UsageError(
+            f"study {study.study_name!r} has no stored search space (made by an older version, or not by "
+            "`sweep run`); resume it once with `sweep run SPEC` to record it"
+        )
+    base = cfg.from_dict(stored_base_config(meta.base_config))
+    params = enqueue_params(values, [Param.from_dict(d) for d in meta.space], base, "", _key_error)
+    if queued_or_tried(study, params):
+        return params, False
+    study.enqueue_trial(params, skip_if_exists=True)
+    return params, True
+
+
+def _key_error(key: str, message: str) -> UsageError:
+    return UsageError(f"{key}: {message}" if key else message)

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial
 
 from digitsum.errors import UsageError
 from sweep.store.artifacts import ArtifactError, location_for, open_store, store_for
+from sweep.store.queries import live_trials, read_trials
 from sweep.store.records import (
     StudyMeta,
     TrialRecord,
@@ -32,10 +33,8 @@ from sweep.store.records import (
 )
 from sweep.store.storage import (
     StorageError,
-    live_trials,
     load_study,
     open_existing,
-    read_trials,
     safe_url,
     storage_error,
     storage_file,

@@ -119,6 +119,11 @@ def read_reruns(study: optuna.Study) -> list[RerunRecord]:
     return sorted(records, key=lambda r: (r.trial, r.seed))
 
 
+def recorded_constraints(study: FrozenStudy) -> list[dict[str, Any]]:
+    """The constraints a stored study recorded (from `storage.get_all_studies`, no loading)."""
+    return list(study.user_attrs.get("constraints") or [])
+
+
 def recorded_artifacts(study: FrozenStudy) -> str | None:
     """The artifact store a stored study recorded (from `storage.get_all_studies`, no loading)."""
     return study.user_attrs.get("artifacts")
