@@ -4,11 +4,11 @@
 
 On lengths 2-4 (all 11,100 strings, stratified 80/20 split with seed 0) it measures:
 
-1. For LSTM hidden 64 and 128 at batch 32 and 256: one training pass (digitsum.train._train_epoch
-   with fit's optimizer, schedule and clipping, on the fused training step as fit uses it; at LSTM 64,
-   batch 32 also through torch.nn.LSTM, as with train.fused=false, and a GRU 64 both ways), the unrolled accuracy
-   check on the validation split
-   (digitsum.decode.accuracy) and the validation-loss pass (digitsum.train.evaluate_loss).
+1. For LSTM hidden 64 and 128 at batch 32 and 256: one training pass of the engine with one member
+   (digitsum.train's epoch, with fit's optimizer, schedule and clipping, on the fused training step as
+   fit uses it; at LSTM 64, batch 32 also through torch's own LSTM op, as with train.fused=false, and a
+   GRU 64 both ways), the unrolled accuracy check on the validation split (digitsum.decode.accuracy)
+   and the validation-loss pass (digitsum.decode.losses).
 2. The reference at LSTM 64, batch 32: its training pass, its validation-loss pass and its per-row
    accuracy check. The per-row check runs on weights copied from our trained LSTM 64 model (our
    embedding folded into the one-hot input weights), so both checks do the same work on the same
@@ -25,7 +25,6 @@ minute on a quiet 2-core machine (an estimate from the quick run; busy machines 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -40,12 +39,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline
 
-from digitsum.config import ModelConfig, TrainConfig
-from digitsum.data import encode, make_rows, stratified_split
-from digitsum.decode import accuracy
-from digitsum.fused import make_step
+from digitsum.config import Config, ModelConfig, TrainConfig
+from digitsum.data import Rows, encode, make_rows, stratified_split
+from digitsum.decode import accuracy, losses
+from digitsum.members import Member
 from digitsum.model import DigitSumModel
-from digitsum.train import _schedule, _train_epoch, evaluate_loss, make_optimizer
+from digitsum.train import _Run
 
 HIDDEN_SIZES = (64, 128)
 BATCH_SIZES = (32, 256)
@@ -94,32 +93,33 @@ def machine_lines(threads: int) -> list[str]:
 
 
 class Ours:
-    """One configuration set up exactly as digitsum.train.fit sets it up (on CPU)."""
+    """One configuration set up exactly as digitsum.train.fit sets it up: one member of the engine."""
 
     def __init__(
-        self, hidden: int, batch: int, train, val, fused: bool = True, model_type: str = "lstm", device: str = "cpu"
-    ):
-        self.tc = TrainConfig(batch_size=batch, seed=0)
-        torch.manual_seed(self.tc.seed)
-        where = torch.device(device)
-        self.model = DigitSumModel(ModelConfig(model_type=model_type, hidden_size=hidden)).to(where)
-        self.train, self.val = train.to(where), val.to(where)
-        self.generator = torch.Generator().manual_seed(self.tc.seed)
-        self.fused_step = make_step(self.model, where) if fused else None  # CPU only: None elsewhere
-        self.optimizer = make_optimizer(self.model, self.tc, where, self.fused_step is not None)
-        total_steps = math.ceil(len(train) / batch) * self.tc.n_epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(self.tc.lr_schedule, total_steps))
+        self, hidden: int, batch: int, train: Rows, val: Rows, fused: bool = True, model_type: str = "lstm",
+        device: str = "cpu",
+    ):  # fmt: skip
+        config = Config(
+            ModelConfig(model_type=model_type, hidden_size=hidden),
+            TrainConfig(batch_size=batch, seed=0, fused=fused, device=device),
+        )
+        self.run = _Run.start([Member(config, train, val)], None)
+        self.val = self.run.vals[0]
+        self.epoch = 0
+
+    @property
+    def model(self) -> DigitSumModel:
+        return self.run.stacked.unstack(0)
 
     def train_pass(self) -> float:
-        return _train_epoch(
-            self.model, self.train, self.optimizer, self.scheduler, self.tc, self.generator, self.fused_step
-        )
+        self.epoch += 1
+        return self.run._train(self.epoch)[0]
 
     def check(self, data=None):
-        return accuracy(self.model, self.val if data is None else data)
+        return accuracy(self.run.stacked, self.val if data is None else data.to(self.val.inputs.device))
 
     def val_loss(self) -> float:
-        return evaluate_loss(self.model, self.val)
+        return losses(self.run.stacked, [self.val])[0]
 
 
 def reference_copy(model: DigitSumModel) -> baseline.TutorialModel:
@@ -203,7 +203,7 @@ def main() -> None:
     table = []
     for hidden in HIDDEN_SIZES:
         for batch in BATCH_SIZES:
-            ours = Ours(hidden, batch, train, val, device=args.device)
+            ours = Ours(hidden, batch, train_rows, val_rows, device=args.device)
             t_train, _ = timed(ours.train_pass, train_warmup, repeats)
             t_check, acc = timed(ours.check, 1, repeats)
             t_loss, _ = timed(ours.val_loss, 1, repeats)
@@ -220,7 +220,7 @@ def main() -> None:
                 ]
             )
             print(f"  measured LSTM {hidden}, batch {batch}", file=sys.stderr, flush=True)
-    step = "the fused training step, FusedAdamW" if args.device == "cpu" else f"torch.nn on {args.device}, AdamW"
+    step = "the fused training step, AdamW in C++" if args.device == "cpu" else f"torch.nn on {args.device}, AdamW"
     print(f"1. digitsum core as fit runs it (embedding 16, {step}, grad clip 1.0, cosine schedule)")
     print_table(
         ["config", "train pass", "train rows/s", "accuracy check", "decoded rows/s", "val-loss pass", "val exact"],
@@ -241,10 +241,10 @@ def main() -> None:
     # 2. The reference at LSTM 64, batch 32 --------------------------------------------------
     hidden, batch = REFERENCE
     ours, t_train, t_check, t_loss, acc = results[REFERENCE]
-    eager = Ours(hidden, batch, train, val, fused=False)  # train.fused=false: through torch.nn.LSTM
+    eager = Ours(hidden, batch, train_rows, val_rows, fused=False)  # train.fused=false: torch's LSTM op
     t_eager, _ = timed(eager.train_pass, train_warmup, repeats)
-    t_gru, _ = timed(Ours(hidden, batch, train, val, model_type="gru").train_pass, train_warmup, repeats)
-    t_gru_eager, _ = timed(Ours(hidden, batch, train, val, False, "gru").train_pass, train_warmup, repeats)
+    t_gru, _ = timed(Ours(hidden, batch, train_rows, val_rows, model_type="gru").train_pass, train_warmup, repeats)
+    t_gru_eager, _ = timed(Ours(hidden, batch, train_rows, val_rows, False, "gru").train_pass, train_warmup, repeats)
     print("  measured the torch.nn paths (train.fused=false) and the GRU", file=sys.stderr, flush=True)
     torch.manual_seed(0)
     ref_model = baseline.TutorialModel(hidden)
