@@ -1,11 +1,19 @@
 """Batched greedy (unrolled, autoregressive) decoding, exact-match accuracy and the teacher-forced
 loss, for K stacked models at once (`digitsum.stacked`), each on its own rows; one model is K = 1.
 
-All rows are decoded at once: the prompts (x, EOS) of each prompt length run as one forward pass,
-their states are merged, and then every row takes greedy steps in lockstep. The Python loops run
-over prompt lengths and answer positions (a handful), never over rows. Model k's rows are sorted by
-length, so K row sets decode together where each holds as many prompts of each length as the others
-(seeded splits of one data setting do: the split is stratified by length and sum).
+Decoding: all rows at once: the prompts (x, EOS) of each prompt length run as one forward pass, their
+states are merged, and then every row takes greedy steps in lockstep. The Python loops run over prompt
+lengths and answer positions (a handful), never over rows. Model k's rows are sorted by length, so K
+row sets decode together where each holds as many prompts of each length as the others (seeded splits
+of one data setting do: the split is stratified by length and sum).
+
+Scoring (`scores`): one teacher-forced pass gives both the loss and the exact match of greedy decoding.
+A row is decoded exactly iff the argmax at every answer position of the teacher-forced pass is its
+target: until the first wrong token, greedy decoding feeds the model exactly the tokens teacher forcing
+feeds it, so both compute the same logits, and greedy decoding's first wrong token is teacher forcing's
+first wrong argmax. (The tutorial's teacher-forced accuracy counted tokens, not rows, and no such
+identity holds for it.) `accuracies` is checked against a naive one-row-at-a-time greedy decoder
+(tests/test_decode.py); one pass instead of a decoding plus a loss pass halves scoring's time.
 """
 
 from __future__ import annotations
@@ -141,46 +149,21 @@ class Accuracy:
         return result
 
 
-def accuracies(
-    stacked: StackedModel, datas: Sequence[Encoded], in_ranges: Sequence[np.ndarray | None] | None = None
-) -> list[Accuracy]:
-    """Unrolled exact match of model k on rows ``datas[k]``, for every k, in one decoding: overall and per
-    input length, and with ``in_ranges[k]`` (a boolean mask of the rows whose answer occurs in model k's
-    training rows, see `answers_in_range`) also over those rows alone."""
-    results = []
-    for k, (tokens, data) in enumerate(zip(decode(stacked, datas), datas, strict=True)):
-        correct = exact_matches(tokens, data.answers.cpu())
-        result = accuracy_from_matches(correct, data.input_lengths)
-        mask = in_ranges[k] if in_ranges is not None else None
-        if mask is not None and mask.any():
-            inside = torch.from_numpy(np.asarray(mask, dtype=bool))
-            result = replace(result, in_range=accuracy_from_matches(correct[inside], data.input_lengths[inside]))
-        results.append(result)
-    return results
-
-
-def accuracy(model: DigitSumModel | StackedModel, data: Encoded, in_range: np.ndarray | None = None) -> Accuracy:
-    """One model's accuracy (`accuracies` with K = 1)."""
-    return accuracies(_stacked(model), [data.to(next(model.parameters()).device)], [in_range])[0]
-
-
-def score_models(
-    models: Sequence[DigitSumModel], data: Encoded, in_ranges: Sequence[np.ndarray | None]
-) -> list[Accuracy]:
-    """Each model's accuracy on the same rows (and over its own in-range mask), all decoded at once:
-    models of one shape (seeds of one config, a run's members)."""
-    return accuracies(stack(list(models)), [data.to(next(models[0].parameters()).device)] * len(models), in_ranges)
-
-
 @torch.inference_mode()
-def losses(stacked: StackedModel, datas: Sequence[Encoded]) -> list[float]:
-    """Teacher-forced cross-entropy of model k over all answer positions of rows ``datas[k]``."""
+def scores(
+    stacked: StackedModel, datas: Sequence[Encoded], in_ranges: Sequence[np.ndarray | None] | None = None
+) -> tuple[list[float], list[Accuracy]]:
+    """Each model k on its own rows ``datas[k]``, in one teacher-forced pass: its cross-entropy over every
+    answer position, and its unrolled (greedy) exact match, overall and per input length, and with
+    ``in_ranges[k]`` (a boolean mask of the rows whose answer occurs in model k's training rows, see
+    `answers_in_range`) also over those rows alone."""
     was_training = stacked.training
     stacked.eval()
     try:
         width = max(d.inputs.shape[1] for d in datas)
         totals = torch.zeros(len(datas), dtype=torch.float64)
         counts = torch.zeros(len(datas), dtype=torch.float64)
+        matches = []
         for index in torch.arange(len(datas[0])).split(max(1, LOSS_CHUNK_ROWS // len(datas))):
             parts = [d.take(index.to(d.inputs.device)) for d in datas]
             tokens = torch.stack([F.pad(d.inputs, (0, width - d.inputs.shape[1]), value=PAD) for d in parts])
@@ -191,9 +174,46 @@ def losses(stacked: StackedModel, datas: Sequence[Encoded]) -> list[float]:
             ).view(len(datas), -1)
             totals += each.sum(1).double().cpu()
             counts += (targets != IGNORE).view(len(datas), -1).sum(1).double().cpu()
-        return (totals / counts.clamp(min=1)).tolist()
+            matches.append(((logits.argmax(-1) == targets) | (targets == IGNORE)).all(-1).cpu())  # [K, rows]
     finally:
         stacked.train(was_training)
+    correct = torch.cat(matches, dim=1)
+    masks = in_ranges if in_ranges is not None else [None] * len(datas)
+    found = [_accuracy(c, d, mask) for c, d, mask in zip(correct, datas, masks, strict=True)]
+    return (totals / counts.clamp(min=1)).tolist(), found
+
+
+def _accuracy(correct: torch.Tensor, data: Encoded, in_range: np.ndarray | None) -> Accuracy:
+    result = accuracy_from_matches(correct, data.input_lengths)
+    if in_range is None or not in_range.any():
+        return result
+    inside = torch.from_numpy(np.asarray(in_range, dtype=bool))
+    return replace(result, in_range=accuracy_from_matches(correct[inside], data.input_lengths[inside]))
+
+
+def accuracies(
+    stacked: StackedModel, datas: Sequence[Encoded], in_ranges: Sequence[np.ndarray | None] | None = None
+) -> list[Accuracy]:
+    """Each model's unrolled exact match on its own rows (`scores`)."""
+    return scores(stacked, datas, in_ranges)[1]
+
+
+def losses(stacked: StackedModel, datas: Sequence[Encoded]) -> list[float]:
+    """Each model's teacher-forced cross-entropy over all answer positions of its own rows (`scores`)."""
+    return scores(stacked, datas)[0]
+
+
+def accuracy(model: DigitSumModel | StackedModel, data: Encoded, in_range: np.ndarray | None = None) -> Accuracy:
+    """One model's accuracy (`accuracies` with K = 1)."""
+    return accuracies(_stacked(model), [data.to(next(model.parameters()).device)], [in_range])[0]
+
+
+def score_models(
+    models: Sequence[DigitSumModel], data: Encoded, in_ranges: Sequence[np.ndarray | None]
+) -> list[Accuracy]:
+    """Each model's accuracy on the same rows (and over its own in-range mask), all scored at once:
+    models of one shape (seeds of one config, a run's members)."""
+    return accuracies(stack(list(models)), [data.to(next(models[0].parameters()).device)] * len(models), in_ranges)
 
 
 def answers_in_range(answers: np.ndarray, seen: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from digitsum.checkpoint import save_checkpoint
 from digitsum.config import MODEL_TYPES, Config, ModelConfig, TrainConfig
 from digitsum.data import IGNORE, PAD, Encoded, Rows, encode, epoch_order
 from digitsum.datasets import split_rows
-from digitsum.decode import Accuracy, accuracies, answers_in_range, losses
+from digitsum.decode import Accuracy, accuracies, answers_in_range, scores
 from digitsum.device import resolve_device
 from digitsum.members import Member, check_members
 from digitsum.model import DigitSumModel, count_parameters
@@ -198,8 +198,7 @@ class _Run:
         rates = self.optimizer.learning_rates
         train_losses = self._train(epoch)
         train_seconds = time.perf_counter() - start
-        val_losses = losses(self.stacked, self.vals)
-        scores = accuracies(self.stacked, self.vals)
+        val_losses, val_scores = scores(self.stacked, self.vals)
         probes = (
             accuracies(self.stacked, [self.probe] * len(self.vals), self.probe_in_range)
             if self.probe is not None
@@ -208,9 +207,11 @@ class _Run:
         seconds = time.perf_counter() - start  # each member is charged the shared pass whole, as its own run would be
         results = [
             EpochResult(epoch, loss, val_loss, score.exact_match, seconds, rate, train_seconds, probe)
-            for loss, val_loss, score, rate, probe in zip(train_losses, val_losses, scores, rates, probes, strict=True)
+            for loss, val_loss, score, rate, probe in zip(
+                train_losses, val_losses, val_scores, rates, probes, strict=True
+            )
         ]
-        return results, scores
+        return results, val_scores
 
     def _train(self, epoch: int) -> list[float]:
         """One epoch of every member, step by step: member k's batches are its own run's. Mean loss per member."""

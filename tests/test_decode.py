@@ -400,3 +400,29 @@ def test_loss_counts_every_answer_token_equally():
     tokens = (data.targets != IGNORE).sum(dim=1).double()
     expected = float((torch.tensor(per_row, dtype=torch.double) * tokens).sum() / tokens.sum())
     assert decode.losses(stacked, [data])[0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_one_teacher_forced_pass_gives_greedy_decodings_exact_match(model_type):
+    """A row is decoded exactly iff the teacher-forced argmax is right at every answer position: checked on
+    a model trained part of the way (many rows right, many wrong), per input length and per row."""
+    from digitsum.config import Config, TrainConfig
+    from digitsum.members import seed_members
+    from digitsum.stacked import stack
+    from digitsum.train import fit
+
+    extra = needed_by(model_type)
+    config = Config(
+        ModelConfig(model_type=model_type, hidden_size=16, embedding_dim=8, **extra),
+        TrainConfig(lengths="1-3", n_epochs=4, batch_size=16, learning_rate=0.01, num_threads=1),
+    )
+    (trained,) = fit(seed_members(config))
+    data = encode(make_rows([1, 2, 3, 4]))  # length 4 unseen: mostly wrong
+    greedy = exact_matches(greedy_decode(trained.model, data), data.answers)
+    assert 50 < int(greedy.sum()) < len(data) - 50  # many rows right, many wrong
+    scored = decode.accuracies(stack([trained.model]), [data])[0]
+    assert scored == accuracy_from_matches(greedy, data.input_lengths)
+    for length in (1, 2, 3, 4):  # and row by row: each length's rows on their own
+        rows = torch.nonzero(data.input_lengths == length).squeeze(1)
+        part = data.take(rows)
+        assert decode.accuracies(stack([trained.model]), [part])[0].exact_match == float(greedy[rows].double().mean())
