@@ -5,7 +5,8 @@ and peak memory, per model type, at batch 32 on lengths 2-4.
     .venv/bin/python bench/bench_seeds.py [--epochs 3] [--threads 2] [--quick] [--ks 1,3,8]
 
 Each (model, K) runs in a fresh process (so its peak resident memory is its own): a warm-up epoch,
-then ``--epochs`` epochs of K seeds of one config, timed by fit itself: the training passes alone
+then ``--repeats`` runs of ``--epochs`` epochs of K seeds of one config (the median counts: on a shared
+machine single runs vary by 20% or more), timed by fit itself: the training passes alone
 (``train_seconds``, what the targets are about) and the whole epochs with their scoring. The members
 are seeds 0..K-1; members that differ in hyperparameters run the same computation.
 
@@ -57,8 +58,11 @@ def step_flops(config: Any, positions: int) -> float:
     return 3 * 2 * (recurrent + head) * positions
 
 
-def one(model_type: str, hidden: int, k: int, epochs: int, threads: int, device: str) -> dict:
-    """Train one configuration here; seconds, FLOPs and peak memory (resident, and the GPU's where it ran there)."""
+def one(model_type: str, hidden: int, k: int, epochs: int, threads: int, device: str, repeats: int) -> dict:
+    """Train one configuration here ``repeats`` times; the median seconds, FLOPs and peak memory (resident,
+    and the GPU's where it ran there)."""
+    import statistics
+
     import torch
 
     from digitsum.members import seed_members
@@ -68,10 +72,13 @@ def one(model_type: str, hidden: int, k: int, epochs: int, threads: int, device:
     fit(seed_members(config_of(model_type, hidden, k, 1, threads, device)))  # the kernel, scratch, first calls
     config = config_of(model_type, hidden, k, epochs, threads, device)
     members = seed_members(config)
-    start = time.perf_counter()
-    results = fit(members)
-    seconds = time.perf_counter() - start
-    train_seconds = sum(e.train_seconds for e in results[0].history)
+    wall, train = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = fit(members)
+        wall.append(time.perf_counter() - start)
+        train.append(sum(e.train_seconds for e in results[0].history))
+    seconds, train_seconds = statistics.median(wall), statistics.median(train)
     width = max(len(str(x)) for x in members[0].train.x) + 1 + 2  # digits, EOS, the answer's two digits
     flops = k * epochs * step_flops(config, len(members[0].train) * width)
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and device != "cpu" else None
@@ -99,7 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="one epoch, K in 1 and 3: a smoke run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (model, K); the median counts")
+    parser.add_argument("--quick", action="store_true", help="one epoch, K in 1 and 3, one run: a smoke run")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bench/gpu_check.sh)")
     parser.add_argument("--ks", default="1,3,8", help="the K to time, K=1 first (default 1,3,8)")
     parser.add_argument("--models", default=",".join(m for m, _ in MODELS), help="model types to time")
@@ -111,13 +119,15 @@ def main() -> None:
         return
     if args.one:
         model, hidden, k = args.one
-        print(json.dumps(one(model, int(hidden), int(k), args.epochs, args.threads, args.device)))
+        print(json.dumps(one(model, int(hidden), int(k), args.epochs, args.threads, args.device, args.repeats)))
         return
     epochs, ks = (1, (1, 3)) if args.quick else (args.epochs, tuple(int(k) for k in args.ks.split(",")))
+    repeats = 1 if args.quick else args.repeats
     peak = json.loads(_child(["--peak", "--threads", str(args.threads)]))
     print(
         f"K members in one computation: lengths 2-4, batch 32, {epochs} epoch(s), {args.threads} thread(s), "
-        f"{args.device}; one run each. Peak: {peak:.0f} GFLOP/s (a 2048 x 2048 GEMM on {args.threads} thread(s))"
+        f"{args.device}; the median of {repeats} run(s) each. Peak: {peak:.0f} GFLOP/s (a 2048 x 2048 GEMM on "
+        f"{args.threads} thread(s))"
     )
     print(
         f"{'model':8s} {'K':>3s} {'train s':>8s} {'vs K=1':>7s} {'target':>7s} {'GFLOP/s':>8s} {'of peak':>8s} "
@@ -129,8 +139,8 @@ def main() -> None:
             continue
         base: dict | None = None
         for k in ks:
-            found = json.loads(_child(["--one", model, str(hidden), str(k), "--epochs", str(epochs),
-                                       "--device", args.device, "--threads", str(args.threads)]))  # fmt: skip
+            options = ["--epochs", str(epochs), "--device", args.device, "--threads", str(args.threads)]
+            found = json.loads(_child(["--one", model, str(hidden), str(k), *options, "--repeats", str(repeats)]))
             base = base or found
             rate = found["flops"] / found["train_seconds"] / 1e9
             target = f"<= {TARGETS[model, k]:.1f}x" if (model, k) in TARGETS else ""
