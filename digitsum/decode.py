@@ -32,8 +32,7 @@ from digitsum.stacked import StackedModel, StackedState, stack
 # Rows decoded together: bounds memory, and keeps each step's activations in the CPU's caches.
 # Measured on 2 cores (100,000 five-digit rows): LSTM 64 took 1.1 s in chunks of 2,048 rows and
 # 1.3 s in chunks of 16,384; LSTM 128 2.5 s in chunks of 1,024-2,048 and 4.3 s in 16,384.
-CHUNK_FLOATS = 2**17  # rows x hidden_size x models per chunk
-LOSS_CHUNK_ROWS = 16_384  # rows x models per chunk of the teacher-forced loss
+CHUNK_FLOATS = 2**17  # rows x hidden_size x models per chunk (of decoding, and of scoring's one pass)
 
 
 def chunk_rows(hidden_size: int, models: int = 1) -> int:
@@ -164,7 +163,7 @@ def scores(
         totals = torch.zeros(len(datas), dtype=torch.float64)
         counts = torch.zeros(len(datas), dtype=torch.float64)
         matches = []
-        for index in torch.arange(len(datas[0])).split(max(1, LOSS_CHUNK_ROWS // len(datas))):
+        for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, len(datas))):
             parts = [d.take(index.to(d.inputs.device)) for d in datas]
             tokens = torch.stack([F.pad(d.inputs, (0, width - d.inputs.shape[1]), value=PAD) for d in parts])
             targets = torch.stack([F.pad(d.targets, (0, width - d.targets.shape[1]), value=IGNORE) for d in parts])

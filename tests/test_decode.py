@@ -383,7 +383,7 @@ def test_loss_is_the_mean_cross_entropy_over_answer_positions(monkeypatch):
         expected = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets.reshape(-1), ignore_index=IGNORE)
     stacked = stack([model.train()])
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
-    monkeypatch.setattr(decode, "LOSS_CHUNK_ROWS", 7)
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 7)
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
     assert stacked.training  # mode restored
 
