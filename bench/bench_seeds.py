@@ -14,7 +14,7 @@ GFLOP/s counts the GEMM arithmetic a training step needs, per position of the pa
 recurrent product, the lrnn's input-dependent transition and the head, each multiply-add 2 FLOPs,
 three times (forward, and the backward pass's two products); the elementwise gates are not counted.
 The peak is measured here, in the same run: a 2048 x 2048 float32 GEMM on all the threads (torch's
-BLAS), the best the machine reaches on large products. Issue 29's targets, on 2 cores: for LSTM 64 and
+BLAS; on CUDA, the GPU's), the best the machine reaches on large products. Issue 29's targets, on 2 cores: for LSTM 64 and
 GRU 64, K = 3 at most 1.6x K = 1, and K = 8 at most 3x.
 """
 
@@ -86,18 +86,21 @@ def one(model_type: str, hidden: int, k: int, epochs: int, threads: int, device:
     return {"seconds": seconds, "train_seconds": train_seconds, "flops": flops, "peak_mb": peak_mb, "gpu_mb": gpu_mb}
 
 
-def peak_gflops(threads: int) -> float:
-    """This machine's float32 GEMM rate on all the threads: the best of a few 2048 x 2048 products."""
+def peak_gflops(threads: int, device: str) -> float:
+    """The device's float32 GEMM rate (on the CPU, on all the threads): the best of a few 2048 x 2048 products."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    out = torch.empty(2048, 2048)
+    where = torch.device("cuda" if device.startswith("cuda") else "cpu")
+    a, b = torch.randn(2048, 2048, device=where), torch.randn(2048, 2048, device=where)
+    out = torch.empty(2048, 2048, device=where)
     torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
+        if where.type == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * 2048**3 / best / 1e9
 
@@ -115,7 +118,7 @@ def main() -> None:
     parser.add_argument("--peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak:
-        print(json.dumps(peak_gflops(args.threads)))
+        print(json.dumps(peak_gflops(args.threads, args.device)))
         return
     if args.one:
         model, hidden, k = args.one
@@ -123,7 +126,7 @@ def main() -> None:
         return
     epochs, ks = (1, (1, 3)) if args.quick else (args.epochs, tuple(int(k) for k in args.ks.split(",")))
     repeats = 1 if args.quick else args.repeats
-    peak = json.loads(_child(["--peak", "--threads", str(args.threads)]))
+    peak = json.loads(_child(["--peak", "--threads", str(args.threads), "--device", args.device]))
     print(
         f"K members in one computation: lengths 2-4, batch 32, {epochs} epoch(s), {args.threads} thread(s), "
         f"{args.device}; the median of {repeats} run(s) each. Peak: {peak:.0f} GFLOP/s (a 2048 x 2048 GEMM on "
