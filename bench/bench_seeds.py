@@ -14,8 +14,8 @@ GFLOP/s counts the GEMM arithmetic a training step needs, per position of the pa
 recurrent product, the lrnn's input-dependent transition and the head, each multiply-add 2 FLOPs,
 three times (forward, and the backward pass's two products); the elementwise gates are not counted.
 The peak is measured here, in the same run: a 2048 x 2048 float32 GEMM on all the threads (torch's
-BLAS; on CUDA, the GPU's), the best the machine reaches on large products. Issue 29's targets, on 2 cores: for LSTM 64 and
-GRU 64, K = 3 at most 1.6x K = 1, and K = 8 at most 3x.
+BLAS; on CUDA, the GPU's), the best the machine reaches on large products. Issue 29's targets, on 2
+cores: for LSTM 64 and GRU 64, K = 3 at most 1.6x K = 1, and K = 8 at most 3x.
 """
 
 from __future__ import annotations
