@@ -179,8 +179,8 @@ class _Run:
         for member in members:  # each built right after its own seed, as its own run builds it
             torch.manual_seed(member.seed)
             models.append(DigitSumModel(member.config.model).to(device))
-        # Dropout and state noise draw from the first member's stream; for one member, its own run's.
-        torch.manual_seed(members[0].seed)
+        # Dropout and state noise draw on from there: one stream for all members (for one member, the
+        # stream a run of its model alone draws from)
         stacked = stack(models)
         trains = [encode(m.train).to(device) for m in members]
         configs = [m.config for m in members]
