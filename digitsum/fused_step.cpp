@@ -43,6 +43,9 @@
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
                        const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
                        const float* beta, float* c, const int* ldc) __attribute__((weak));
+// MKL's threads for the calling thread alone: 1 in our parallel regions (each tile's products are too small
+// to split; asked to, MKL spent more on its threads than on them: the head's products ran ~2x slower).
+extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 
 namespace {
 
@@ -326,8 +329,10 @@ void each(int64_t n, const F& body) {
 #pragma omp parallel num_threads(threads)
   {
     const at::ThreadLocalStateGuard same(caller);
+    const int before = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n; ++i) body(i);
+    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(before);
   }
 }
 
