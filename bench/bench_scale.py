@@ -75,12 +75,14 @@ def ours(
 ) -> tuple[optuna.Study, list[tuple[int, int]]]:
     """Run our layer; also returns the monitor's marks: (trials seen, statements so far) per trial."""
     from sweep.run.launch import run_study
+    from sweep.run.plan import RunOptions
     from sweep.run.plan import plan_run as prepare
 
     marks: list[tuple[int, int]] = []
-    plan, _ = prepare(
-        spec_path, url, trials=trials, workers=workers, threads=1, artifacts=str(folder / "ckpt"), oversubscribe=True
+    options = RunOptions(
+        storage=url, trials=trials, workers=workers, threads=1, artifacts=str(folder / "ckpt"), oversubscribe=True
     )
+    plan, _ = prepare(spec_path, options)
     run_study(plan, lambda trial, best: marks.append((len(marks) + 1, counter.count)))
     return optuna.load_study(study_name=plan.study_name, storage=url), marks
 

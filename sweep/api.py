@@ -66,7 +66,7 @@ def train(
     from digitsum.errors import DataError
     from digitsum.lengths import Probe, parse_lengths
     from digitsum.members import config_seeds
-    from digitsum.runs import member_folders, place_run, train_run
+    from digitsum.runs import member_folders, place_run, run_folder, train_run
 
     try:  # a bad probe is named before any work
         probed = Probe(tuple(parse_lengths(probe))) if probe else None
@@ -77,7 +77,7 @@ def train(
     given = cfg.parse_overrides(overrides or [])
     config = cfg.apply(cfg.from_dict(values), given)
     named = "train.run_name" in {**cfg.flatten(values), **given}
-    taken = Path(config.train.log_path) / config.train.run_name
+    taken = run_folder(config)
     config, moved_to = place_run(config, named, overwrite)
     if on_start is not None:
         on_start(config, taken if moved_to else None)

@@ -64,13 +64,14 @@ TensorboardFlag = Annotated[
 
 def _starter(tensorboard: bool, progress: _Progress) -> Callable[[Any, Path | None], None]:
     """`sweep train`'s first lines: a missing tensorboard package, a taken run folder, what it trains."""
+    from digitsum.runs import run_folder
     from digitsum.tensorboard import missing
 
     def start(config: Any, taken: Path | None) -> None:
         if tensorboard and (note := missing()) is not None:  # said once, before training; training goes on
             typer.echo(note)
         if taken is not None:
-            moved_to = Path(config.train.log_path) / config.train.run_name
+            moved_to = run_folder(config)
             typer.echo(f"{taken} holds an earlier run; this one goes to {moved_to} (name it with train.run_name=...)")
         m, t = config.model, config.train
         progress.start(config)
