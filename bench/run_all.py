@@ -72,7 +72,7 @@ def main() -> None:
             ],
         )
     run(
-        "seeds: one trial of K=3 and K=8 seeds at once against K=1 (time, peak memory), per model type",
+        "seeds: K = 1, 3, 8 members in one computation (time ratio, GFLOP/s and share of peak, memory), per model type",
         [sys.executable, str(HERE / "bench_seeds.py"), *quick],
     )
     run(
