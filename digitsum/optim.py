@@ -48,6 +48,17 @@ class MemberAdamW:
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
         self.kernel = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.params) and load()
 
+    def keep(self, members: Sequence[int], params: Sequence[torch.nn.Parameter]) -> None:
+        """Go on with these members alone (their slices of the moments, in this order), on ``params``, the
+        weights of their own stack; the step count goes on."""
+        index = torch.tensor(list(members), device=self.params[0].device)
+        self.params = list(params)
+        self.exp_avgs = [m.index_select(0, index) for m in self.exp_avgs]
+        self.exp_avg_sqs = [v.index_select(0, index) for v in self.exp_avg_sqs]
+        self.peaks, self.factors = [self.peaks[k] for k in members], [self.factors[k] for k in members]
+        self.weight_decays = [self.weight_decays[k] for k in members]
+        self.max_norms = [self.max_norms[k] for k in members]
+
     @property
     def learning_rates(self) -> list[float]:
         """Each member's learning rate at the next step."""

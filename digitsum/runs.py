@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +105,12 @@ def train_run(
     return results, run_dir
 
 
-def _recorder(folders: list[Path], on_epoch: OnEpoch | None) -> Callable[[list[EpochResult]], bool | None]:
+def _recorder(folders: list[Path], on_epoch: OnEpoch | None) -> OnEpoch:
     """Each member's history line, written as its epoch ends, then ``on_epoch``."""
 
-    def record(results: list[EpochResult]) -> bool | None:
-        for folder, result in zip(folders, results, strict=True):
-            with (folder / "history.csv").open("a") as handle:
+    def record(results: list[EpochResult]) -> bool | Collection[int] | None:
+        for result in results:
+            with (folders[result.member] / "history.csv").open("a") as handle:
                 handle.write(history_row(result))
         return on_epoch(results) if on_epoch is not None else None
 

@@ -175,6 +175,10 @@ class StackedModel(nn.Module):
                 x = F.relu(x)
         return x
 
+    def keep(self, members: list[int]) -> StackedModel:
+        """A stack of these models alone (copies of their weights, in this order)."""
+        return stack([self.unstack(k) for k in members])
+
     def unstack(self, k: int) -> DigitSumModel:
         """Model k as a DigitSumModel of its own, with a copy of its weights. Its initialization's random
         draws are given back, so training goes on with the random stream it would have alone."""

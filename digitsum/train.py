@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class EpochResult:
     learning_rate: float
     train_seconds: float = 0.0  # the training pass alone (no scoring); what "time to train" means
     probe: Accuracy | None = None  # the probe's accuracy per length, and over its in-range rows, when given
+    member: int = 0  # whose epoch: the member's index among those fit was given
 
     @property
     def probe_exact_match(self) -> float | None:
@@ -77,7 +78,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-OnEpoch = Callable[[list[EpochResult]], "bool | None"]  # each member's epoch, in member order
+# Each training member's epoch, in member order; True stops them all, a collection of member indices
+# stops those (they leave the computation, the others go on).
+OnEpoch = Callable[[list[EpochResult]], "bool | Collection[int] | None"]
 
 
 def fit(
@@ -90,12 +93,14 @@ def fit(
     """Train the members as one computation; each member's FitResult, what its own run would give.
 
     Each epoch trains every member on its own batches, then scores its validation loss and unrolled
-    exact match on its own rows. ``on_epoch`` hears each member's result and may return True to stop
-    (all of them). Each member's best epoch by validation exact match (the earliest on ties) is kept,
-    and written to ``checkpoints[k]`` as soon as it is the best so far, so a run stopped at any epoch
-    leaves every member's best. ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for
-    each member also over the rows whose sum occurs in its own training rows, but never used to choose
-    the best epoch. ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``.
+    exact match on its own rows. ``on_epoch`` hears each training member's result and may return True
+    to stop all of them, or the indices (in ``members``) of those to stop: they leave the computation
+    (a pruned trial) and the others go on, each still what its own run computes. Each member's best
+    epoch by validation exact match (the earliest on ties) is kept, and written to ``checkpoints[k]``
+    as soon as it is the best so far, so a run stopped at any epoch leaves every member's best.
+    ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for each member also over the
+    rows whose sum occurs in its own training rows, but never used to choose the best epoch.
+    ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``.
     """
     check_members(members)
     run = _Run.start(members, probe_rows)
@@ -104,26 +109,33 @@ def fit(
     bests = [_Best() for _ in members]
     for epoch in range(1, members[0].config.train.n_epochs + 1):
         results, scores = run.epoch(epoch)
-        for k, log in enumerate(logs):
+        for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
+            k = result.member
+            log = logs[k]
             if log is not None:
-                log.epoch(results[k], scores[k], run.stacked.unstack(k), run.vals[k])
+                log.epoch(result, score, run.stacked.unstack(slot), run.vals[slot])
         _check_finite(members, results)
-        for k, (best, member, path) in enumerate(zip(bests, members, paths, strict=True)):
-            if best.see(results[k], scores[k], run.stacked, k) and path is not None and best.model is not None:
+        for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
+            best, path = bests[result.member], paths[result.member]
+            if best.see(result, score, run.stacked, slot) and path is not None and best.model is not None:
                 metrics = {"epoch": epoch, "val_exact_match": best.exact_match}
-                save_checkpoint(path, best.model, member.config.to_dict(), metrics)
-        if on_epoch is not None and on_epoch(results):
+                save_checkpoint(path, best.model, members[result.member].config.to_dict(), metrics)
+        stop = on_epoch(results) if on_epoch is not None else None
+        leaving = set(run.indices) if stop is True else set(stop) & set(run.indices) if stop else set()
+        if leaving == set(run.indices):
             break
+        if leaving:
+            run.leave(leaving)
     return [best.result() for best in bests]
 
 
 def _check_finite(members: Sequence[Member], results: list[EpochResult]) -> None:
-    for member, result in zip(members, results, strict=True):
+    for result in results:
         if math.isfinite(result.train_loss):
             continue
         text = f"training loss is {result.train_loss} at epoch {result.epoch}"
         if len(members) > 1:
-            raise TrainingDiverged(f"seed {member.seed}: {text}")
+            raise TrainingDiverged(f"seed {members[result.member].seed}: {text}")
         raise TrainingDiverged(f"{text}; lower train.learning_rate")
 
 
@@ -167,6 +179,7 @@ class _Run:
     optimizer: MemberAdamW
     generators: list[torch.Generator]
     sums: list[tuple[torch.Tensor, torch.Tensor]] | None  # per member, where one has the sum-state loss
+    indices: list[int]  # each training member's index among those fit was given
 
     @classmethod
     def start(cls, members: Sequence[Member], probe_rows: Rows | None) -> _Run:
@@ -190,7 +203,9 @@ class _Run:
         sums = [running_sums(d) for d in trains] if any(c.train.sum_state_weight for c in configs) else None
         generators = [torch.Generator().manual_seed(m.seed) for m in members]
         vals = [encode(m.val).to(device) for m in members]
-        return cls(members, stacked, trains, vals, probe, in_range, Step(stacked, configs), optimizer, generators, sums)
+        step = Step(stacked, configs)
+        indices = list(range(len(members)))
+        return cls(members, stacked, trains, vals, probe, in_range, step, optimizer, generators, sums, indices)
 
     def epoch(self, epoch: int) -> tuple[list[EpochResult], list[Accuracy]]:
         """Train one epoch of every member, then score each: validation loss and exact match, and the probe."""
@@ -206,12 +221,25 @@ class _Run:
         )
         seconds = time.perf_counter() - start  # each member is charged the shared pass whole, as its own run would be
         results = [
-            EpochResult(epoch, loss, val_loss, score.exact_match, seconds, rate, train_seconds, probe)
-            for loss, val_loss, score, rate, probe in zip(
-                train_losses, val_losses, val_scores, rates, probes, strict=True
+            EpochResult(epoch, loss, val_loss, score.exact_match, seconds, rate, train_seconds, probe, k)
+            for loss, val_loss, score, rate, probe, k in zip(
+                train_losses, val_losses, val_scores, rates, probes, self.indices, strict=True
             )
         ]
         return results, val_scores
+
+    def leave(self, stopped: set[int]) -> None:
+        """The members of indices ``stopped`` leave: the others go on as a stack of their own, each with its
+        weights, optimizer state, rows and random streams."""
+        slots = [slot for slot, k in enumerate(self.indices) if k not in stopped]
+        pick = lambda items: [items[slot] for slot in slots]  # noqa: E731
+        self.members, self.indices = pick(self.members), pick(self.indices)
+        self.trains, self.vals, self.generators = pick(self.trains), pick(self.vals), pick(self.generators)
+        self.probe_in_range = pick(self.probe_in_range)
+        self.sums = pick(self.sums) if self.sums is not None else None
+        self.stacked = self.stacked.keep(slots)
+        self.optimizer.keep(slots, list(self.stacked.parameters()))
+        self.step = Step(self.stacked, [m.config for m in self.members])
 
     def _train(self, epoch: int) -> list[float]:
         """One epoch of every member, step by step: member k's batches are its own run's. Mean loss per member."""

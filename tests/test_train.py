@@ -434,3 +434,38 @@ def test_a_diverged_member_names_its_seed(tiny_config, tiny_rows):
     members = [member(config), member(config, seed=1, learning_rate=float("inf"))]
     with pytest.raises(TrainingDiverged, match="seed 1: training loss is nan at epoch 1"):
         fit(members)
+
+
+@pytest.mark.parametrize(("model_type", "fused"), [("gru", True), ("lstm", True), ("rnn", False), ("gru", False)])
+def test_members_that_leave_stop_and_the_others_go_on_as_their_own_runs(model_type, fused):
+    """A pruned trial's members leave the computation at an epoch; the rest go on, each still its own run."""
+    config = tiny(model_type, fused=fused, n_epochs=4)
+    members = [member(config, **changes) for changes in DIFFERING]
+    heard: list[list[int]] = []
+
+    def on_epoch(results: list[EpochResult]) -> set[int] | None:
+        heard.append([r.member for r in results])
+        return {1} if results[0].epoch == 2 else None
+
+    results = fit(members, on_epoch)
+    assert heard == [[0, 1, 2], [0, 1, 2], [0, 2], [0, 2]]
+    assert [len(r.history) for r in results] == [4, 2, 4]
+    tight = 1e-6 if fused else 1e-4
+    for own, result in zip(members, results, strict=True):
+        alone = fit_one(replace(own.config, train=replace(own.config.train, n_epochs=4)), own.train, own.val)
+        if result is results[1]:  # it stopped at epoch 2: its epochs are its own run's first two
+            alone_history = alone.history[:2]
+            assert [e.train_loss for e in result.history] == pytest.approx(
+                [e.train_loss for e in alone_history], rel=tight
+            )
+            continue
+        assert_same_run(result, alone, tight, 1e-5 if fused else 1e-3)
+
+
+def test_when_every_member_leaves_training_stops():
+    config = tiny("gru", n_epochs=5)
+    results = fit(
+        [member(config, seed=s) for s in (0, 1)],
+        lambda results: {r.member for r in results} if results[0].epoch == 2 else None,
+    )
+    assert [len(r.history) for r in results] == [2, 2]
