@@ -1,8 +1,8 @@
 """The Optuna objective: suggest, build the config, train, report every epoch, prune.
 
-One trial trains its config's members with `digitsum.train.fit`: one model, or with ``train.n_seeds``
-K its K seeds at once (the value is then over the seeds: `sweep.run.outcome`); the per-epoch metric
-goes to `trial.report`, and `optuna.TrialPruned` ends the trial when the pruner says so.
+One trial (a `TrialRun`) trains its config's members with `digitsum.train.fit`: one model, or with
+``train.n_seeds`` K its K seeds at once (the value is then over the seeds: `sweep.run.outcome`); the
+per-epoch metric goes to `trial.report`, and `optuna.TrialPruned` ends the trial when the pruner says so.
 """
 
 from __future__ import annotations
@@ -25,19 +25,94 @@ from digitsum.checkpoint import save_checkpoint
 from digitsum.config import Config
 from digitsum.data import Rows
 from digitsum.datasets import probe_rows
-from digitsum.decode import Accuracy
 from digitsum.errors import UsageError
 from digitsum.members import config_seeds, seed_config, seed_members
 from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
-from digitsum.train import EpochResult, FitResult, OnEpoch, TrainingDiverged, fit, time_to_target
-from sweep.run.outcome import epoch_over_seeds, score_probe, seed_outcome, trial_accuracies
-from sweep.spec.model import SeedAggregate, StudySpec, ValueFrom
-from sweep.spec.objectives import epoch_accuracy, measures, objectives_from_stored
+from digitsum.train import EpochResult, FitResult, OnEpoch, TrainingDiverged, fit
+from sweep.run.outcome import epoch_over_seeds, objective_values, record_fit, record_run, score_probe, seed_outcome
+from sweep.spec.model import StudySpec, ValueFrom
+from sweep.spec.objectives import epoch_accuracy, objectives_from_stored
 from sweep.store.artifacts import checkpoint_name, open_store, upload
 from sweep.store.records import StudyMeta, TrialRecord, write_trial
 
 Keep = Callable[[int, tuple[float, ...], bool], bool]  # (trial number, values, feasible) -> store its checkpoint?
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a worker shares: the spec, where checkpoints and TensorBoard runs go, the
+    probe, its threads, and the event that stops it (the first Ctrl-C)."""
+
+    spec: StudySpec
+    store: Any  # the artifact store (sweep.store.artifacts)
+    stop: threading.Event
+    num_threads: int = 0
+    keep: Keep | None = None  # store a trial's checkpoint? None: always
+    tensorboard: str | None = None  # a folder: a TensorBoard run per trial (and seed)
+    probe: Rows | None = None
+
+    @property
+    def probe_each_epoch(self) -> bool:
+        return any(metric.uses_probe for metric in self.spec.measured)
+
+
+class TrialRun:
+    """One trial as it trains: its parameters, config and members (its seeds), the epochs it reported,
+    and how it ends. The objective trains one; a stack trains several at once (`sweep.run.stack`)."""
+
+    def __init__(self, trial: optuna.Trial, context: TrialContext) -> None:
+        self.trial, self.context, spec = trial, context, context.spec
+        self.params = spec.suggest(trial)
+        config = spec.config_for(self.params)
+        self.config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, num_threads=context.num_threads)
+        )
+        write_trial(
+            trial,
+            model_type=self.config.model.model_type,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            num_threads=context.num_threads,
+        )
+        self.seeds = config_seeds(self.config.train)
+        self.members = seed_members(self.config)
+        self.epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
+        self.ending: str | None = None  # how its TensorBoard runs close where no exception says so
+        self.hear = _reporter(trial, spec, self.epochs, context.stop)
+
+    @contextlib.contextmanager
+    def events(self) -> Iterator[list[EventLog | None]]:
+        """Its TensorBoard runs (one per seed), closed with its state."""
+        with seed_events(
+            self.context.tensorboard, self.trial, self.params, self.config.model.model_type, self.seeds, self._state
+        ) as logs:
+            yield logs
+
+    def _state(self, error: BaseException | None) -> str:
+        return self.ending or _state(error)
+
+    def scored_probe(self, events: list[EventLog | None]) -> Rows | None:
+        """The probe rows to score every epoch: where an objective or a TensorBoard run reads it."""
+        wanted = self.context.probe_each_epoch or any(log is not None for log in events)
+        return self.context.probe if wanted else None
+
+    def diverged(self, error: TrainingDiverged) -> optuna.TrialPruned:
+        """Its training loss became NaN or infinite: recorded, and the trial ends as pruned."""
+        record_run(self.trial, self.epochs, self.context.spec.target)
+        write_trial(self.trial, pruned_reason=f"diverged: {error}")
+        self.ending = "pruned"
+        return optuna.TrialPruned(f"diverged: {error}")
+
+    def finish(self, fits: list[FitResult]) -> tuple[float, ...]:
+        """Record what it trained and measured; its value per objective, and its checkpoint stored (the
+        first seed's) where it may be the best: once, at the end (a trial that dies is retried anyway)."""
+        spec, context = self.context.spec, self.context
+        cost = record_run(self.trial, self.epochs, spec.target)
+        record_fit(self.trial, spec, fits, self.seeds, context.probe, [m.train for m in self.members])
+        values, is_feasible = objective_values(self.trial, spec, fits, cost)
+        if context.keep is None or context.keep(self.trial.number, values, is_feasible):
+            _store_checkpoint(self.trial, context.store, fits[0], seed_config(self.config, self.seeds[0]))
+        return values
 
 
 def make_objective(
@@ -53,76 +128,57 @@ def make_objective(
     One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
     goes to the artifact store at `artifacts` when ``keep`` says so (None: always). With ``tensorboard``
     (a folder), each trial writes its TensorBoard run there (`trial_events`), the probe scored every epoch."""
-    probe = probe_rows(spec.probe)
-    per_epoch_probe = any(metric.uses_probe for metric in spec.measured)
     store = open_store(artifacts, create=True)
+    context = TrialContext(spec, store, stop, num_threads, keep, tensorboard, probe_rows(spec.probe))
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        params = spec.suggest(trial)
-        config = spec.config_for(params)
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, num_threads=num_threads))
-        write_trial(
-            trial,
-            model_type=config.model.model_type,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-            num_threads=num_threads,
-        )
-        epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
-        on_epoch = _reporter(trial, spec, epochs, stop)
-        seeds = config_seeds(config.train)
-        with seed_events(tensorboard, trial, params, config.model.model_type, seeds) as events:
-            scored = probe if per_epoch_probe or any(log is not None for log in events) else None
+        run = TrialRun(trial, context)
+        with run.events() as events:
             try:
-                fits, train_rows = _fit(config, on_epoch, scored, events)
+                fits = fit(run.members, run.hear, run.scored_probe(events), events)
             except TrainingDiverged as error:
-                _record_run(trial, epochs, spec.target)
-                write_trial(trial, pruned_reason=f"diverged: {error}")
-                raise optuna.TrialPruned(f"diverged: {error}") from None
-        cost = _record_run(trial, epochs, spec.target)
-        _record_fit(trial, spec, fits, seeds, probe, train_rows)
-        values, is_feasible = _objective_values(trial, spec, fits, cost)
-        # Stored once at the end, not at every better epoch (a trial that dies is retried anyway),
-        # and only if it may be the best: a trial that is not never uploads. Of K seeds, the first's.
-        if keep is None or keep(trial.number, values, is_feasible):
-            _store_checkpoint(trial, store, fits[0], seed_config(config, seeds[0]))
+                raise run.diverged(error) from None
+        values = run.finish(fits)
         return values[0] if len(values) == 1 else values
 
     return objective
 
 
-def _fit(
-    config: Config, on_epoch: OnEpoch, probe: Rows | None, events: list[EventLog | None]
-) -> tuple[list[FitResult], list[Rows]]:
-    """The trial's fits, one per seed (its K seeds trained at once), and each one's training rows."""
-    members = seed_members(config)
-    return fit(members, on_epoch, probe, events), [m.train for m in members]
-
-
 @contextlib.contextmanager
 def seed_events(
-    folder: str | None, trial: optuna.Trial, params: dict[str, Any], model_type: str, seeds: list[int]
+    folder: str | None,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    model_type: str,
+    seeds: list[int],
+    state_of: Callable[[BaseException | None], str] | None = None,
 ) -> Iterator[list[EventLog | None]]:
     """The trial's TensorBoard runs (`trial_events`), one per seed: with several seeds, each run's name
     and hparams carry its train.seed (trial-00012-lstm-...-seed=1)."""
     with contextlib.ExitStack() as stack:
         if len(seeds) == 1:
-            yield [stack.enter_context(trial_events(folder, trial, params, model_type))]
+            yield [stack.enter_context(trial_events(folder, trial, params, model_type, state_of))]
             return
         yield [
-            stack.enter_context(trial_events(folder, trial, {**params, "train.seed": seed}, model_type))
+            stack.enter_context(trial_events(folder, trial, {**params, "train.seed": seed}, model_type, state_of))
             for seed in seeds
         ]
 
 
 def trial_events(
-    folder: str | None, trial: optuna.Trial, params: dict[str, Any], model_type: str
+    folder: str | None,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    model_type: str,
+    state_of: Callable[[BaseException | None], str] | None = None,
 ) -> contextlib.AbstractContextManager[EventLog | None]:
     """The trial's TensorBoard run in ``folder`` (None: none), named and with hparams by its number,
     model type and parameters, and closed with its state (complete, pruned, interrupted or failed)."""
     if folder is None:
         return recording(None, {})
     hparams = {"trial": trial.number, "study": trial.study.study_name, "model.model_type": model_type, **params}
-    return recording(free_folder(Path(folder) / trial_run_name(trial.number, model_type, params)), hparams, _state)
+    folder_of_run = free_folder(Path(folder) / trial_run_name(trial.number, model_type, params))
+    return recording(folder_of_run, hparams, state_of or _state)
 
 
 def trial_run_name(number: int, model_type: str, params: dict[str, Any]) -> str:
@@ -144,19 +200,6 @@ def _store_checkpoint(trial: optuna.Trial, store: Any, fitted: FitResult, config
         write_trial(trial, artifact_id=upload(store, trial, path))
 
 
-def _objective_values(
-    trial: optuna.Trial, spec: StudySpec, fits: list[FitResult], cost: dict[str, Any]
-) -> tuple[tuple[float, ...], bool]:
-    """The trial's value per objective (over its seeds) and whether it is feasible; its constraints
-    are set on the trial (Optuna's set_constraint)."""
-    accuracies = trial_accuracies(fits, spec.measured, spec.value_from, spec.seed_aggregate)
-    values = measures({"n_parameters": fits[0].n_parameters, **cost}, accuracies)
-    violations = [constraint.violation(values[constraint.metric]) for constraint in spec.constraints]
-    for constraint, violation in zip(spec.constraints, violations, strict=True):
-        trial.set_constraint(constraint.name, violation)
-    return tuple(values[goal.metric] for goal in spec.goals), all(v <= 0 for v in violations)
-
-
 def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event) -> OnEpoch:
     """The on_epoch of the trial's seeds: report the epoch's value over them and prune when the pruner
     says so (one accuracy objective), or keep the validation curve and apply the spec's early-stop rule
@@ -168,7 +211,7 @@ def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], s
         result = epoch_over_seeds(results, over)
         epochs.append(result)
         if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run.worker)
-            _record_run(trial, epochs, spec.target)
+            record_run(trial, epochs, spec.target)
             write_trial(trial, interrupted=True)
             raise KeyboardInterrupt
         if spec.reports_per_epoch:
@@ -181,75 +224,10 @@ def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], s
             value = result.val_exact_match
             stopping = early_stop is not None and early_stop.should_stop(trial.study, curve, trial.params)
         if stopping:
-            _record_run(trial, epochs, spec.target)
+            record_run(trial, epochs, spec.target)
             raise optuna.TrialPruned(f"pruned at epoch {result.epoch} with {value:.4f}")
 
     return on_epoch
-
-
-def _by_length(per_seed: list[dict[int, float]], over: SeedAggregate) -> dict[str, float]:
-    """Accuracy per input length, over the seeds that scored that length."""
-    lengths = sorted({length for values in per_seed for length in values})
-    return {str(n): round(over.of([v[n] for v in per_seed if n in v]), 5) for n in lengths}
-
-
-def _record_run(trial: optuna.Trial, epochs: list[EpochResult], target: float) -> dict[str, Any]:
-    """How far the trial trained and what it cost, whether it completed or was pruned; returns what it wrote."""
-    if not epochs:
-        write_trial(trial, epochs_run=0)
-        return {"epochs_run": 0, "train_seconds": 0.0, "seconds_to_target": None}
-    reached = time_to_target(epochs, target)
-    cost = {
-        "epochs_run": len(epochs),
-        "seconds_per_epoch": round(sum(e.seconds for e in epochs) / len(epochs), 4),
-        "train_seconds": round(sum(e.train_seconds for e in epochs), 4),
-        "epoch_to_target": reached[0] if reached else None,
-        "seconds_to_target": round(reached[1], 4) if reached else None,
-    }
-    write_trial(trial, **cost)
-    return cost
-
-
-def _record_fit(
-    trial: optuna.Trial,
-    spec: StudySpec,
-    fits: list[FitResult],
-    seeds: list[int],
-    probe: Rows | None,
-    train_rows: list[Rows],
-) -> None:
-    """The trial's best-epoch scores and probe (over several seeds: their aggregate), and with several
-    seeds each one's outcome under ``per_seed``."""
-    over = spec.seed_aggregate
-    probes: list[Accuracy | None] = [*score_probe(fits, probe, train_rows)] if probe is not None else [None] * len(fits)
-    write_trial(
-        trial,
-        n_parameters=fits[0].n_parameters,
-        best_epoch=fits[0].best_epoch,
-        val_exact_match=over.of([f.best_exact_match for f in fits]),
-        val_by_length=_by_length([f.best_val_accuracy.by_length for f in fits if f.best_val_accuracy], over),
-    )
-    if len(fits) > 1:
-        outcomes = [
-            seed_outcome(f, spec.goals, spec.value_from, spec.target, 1 / len(fits), p)
-            for f, p in zip(fits, probes, strict=True)
-        ]
-        write_trial(trial, per_seed={str(seed): o for seed, o in zip(seeds, outcomes, strict=True)})
-    measured = [p for p in probes if p is not None]
-    if not measured:
-        return
-    write_trial(
-        trial,
-        probe_exact_match=over.of([m.exact_match for m in measured]),
-        probe_by_length=_by_length([m.by_length for m in measured], over),
-    )
-    inside = [m.in_range for m in measured if m.in_range is not None]
-    if inside and len(inside) == len(measured):
-        write_trial(
-            trial,
-            probe_in_range_exact_match=over.of([m.exact_match for m in inside]),
-            probe_in_range_by_length=_by_length([m.by_length for m in inside], over),
-        )
 
 
 # ---------------------------------------------------------------------------------------------
