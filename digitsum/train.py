@@ -89,6 +89,7 @@ def fit(
     probe_rows: Rows | None = None,
     events: Sequence[EventLog | None] | None = None,
     checkpoints: Sequence[Path | None] | None = None,
+    raise_diverged: bool = True,
 ) -> list[FitResult]:
     """Train the members as one computation; each member's FitResult, what its own run would give.
 
@@ -100,7 +101,9 @@ def fit(
     as soon as it is the best so far, so a run stopped at any epoch leaves every member's best.
     ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for each member also over the
     rows whose sum occurs in its own training rows, but never used to choose the best epoch.
-    ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``.
+    ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A member whose
+    training loss becomes NaN or infinite raises TrainingDiverged; without ``raise_diverged``,
+    ``on_epoch`` hears its loss and says whether it leaves (a stack of trials prunes it alone).
     """
     check_members(members)
     run = _Run.start(members, probe_rows)
@@ -114,7 +117,8 @@ def fit(
             log = logs[k]
             if log is not None:
                 log.epoch(result, score, run.stacked.unstack(slot), run.vals[slot])
-        _check_finite(members, results)
+        if raise_diverged:
+            _check_finite(members, results)
         for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
             best, path = bests[result.member], paths[result.member]
             if best.see(result, score, run.stacked, slot) and path is not None and best.model is not None:

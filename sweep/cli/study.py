@@ -41,6 +41,15 @@ Workers = Annotated[
 Threads = Annotated[
     int | None, typer.Option(min=1, max=MAX_PROCESSES, help="Torch threads per worker (default: cores / workers).")
 ]
+Stack = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=64,
+        help="Trials each worker trains at once, as one computation (those sharing shapes and batch plan; "
+        "default: the spec's stack, 1).",
+    ),
+]
 
 
 @app.command()
@@ -79,6 +88,10 @@ def check(spec_path: SpecPath) -> None:
         typer.echo(f"  warm start: {' '.join(f'{k}={v}' for k, v in params.items())}")
     if spec.tensorboard is not None:
         typer.echo(f"  TensorBoard: a run per trial under {spec.tensorboard}/{spec.name}/")
+    if spec.stack > 1:
+        typer.echo(
+            f"  stack: each worker trains up to {spec.stack} trials at once (those that share shapes and batch plan)"
+        )
     _print_data_and_budget(checked)
 
 
@@ -134,10 +147,11 @@ def run(
     threads: Threads = None,
     oversubscribe: Oversubscribe = False,
     tensorboard: TensorboardDir = None,
+    stack: Stack = None,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
-    Example: sweep run studies/quickstart.yaml --workers 2
+    Example: sweep run studies/quickstart.yaml --workers 2   (or --stack 4: four trials at once per worker)
     """
     from sweep.run.plan import RunOptions
     from sweep.store.storage import shown_url
@@ -152,6 +166,7 @@ def run(
         artifacts=artifacts,
         oversubscribe=oversubscribe,
         tensorboard=str(tensorboard) if tensorboard is not None else None,
+        stack=stack,
     )
     plan, finished = api.plan(spec_path, options)
     _print_notes(plan)
@@ -178,6 +193,7 @@ def _run_if_budget_left(plan: Any, finished: int, where: str) -> None:
         typer.echo(
             f"{where}: {finished} of {plan.n_trials} trials finished; "
             f"{plan.workers} worker(s) x {plan.threads_per_worker} thread(s)"
+            + (f", {plan.stack} trials at once each" if plan.stack > 1 else "")
             + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
             + (f"; {plan.warm_starts} warm start(s) queued from enqueue:" if plan.warm_starts else "")
         )

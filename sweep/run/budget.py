@@ -39,11 +39,24 @@ def next_step(ledger: Ledger, n_trials: int, mine: Collection[int] = ()) -> Step
     return Step.WAIT
 
 
+def room(ledger: Ledger, n_trials: int, mine: Collection[int] = ()) -> int:
+    """How many trials a worker may ask for now (a stack's size at most): the budget's unclaimed places
+    as the ledger last read them, and the trials queued for anyone."""
+    unseen = sum(not ledger.knows(number) for number in mine)
+    waiting = sum(t.number not in mine for t in ledger.open_trials(TrialState.WAITING))
+    return max(0, n_trials - ledger.claimed - unseen) + waiting
+
+
+def mark_surplus(trial: optuna.Trial) -> None:
+    """Asked for when the budget was already taken: not a real trial."""
+    write_trial(trial, surplus=True)
+
+
 class _Surplus(Exception):
     """The study's budget was already taken when this trial was asked for."""
 
 
-def _over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
+def over_budget(ledger: Ledger, number: int, n_trials: int) -> bool:
     """True if `n_trials` claimed trials stand before trial `number` (never true for a retry)."""
     if number < n_trials:
         return False  # each place before it holds at most one claimed trial: nothing to read
@@ -72,17 +85,17 @@ def budgeted(
     """
 
     def surplus(trial: optuna.Trial) -> _Surplus:
-        write_trial(trial, surplus=True)
+        mark_surplus(trial)
         return _Surplus(f"the study already has {n_trials} trials")
 
     def guarded(trial: optuna.Trial) -> TrialValues:
         started(trial.number)
-        if _over_budget(ledger, trial.number, n_trials):
+        if over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
         try:
             value = objective(trial)
         except optuna.TrialPruned:
-            if _over_budget(ledger, trial.number, n_trials):
+            if over_budget(ledger, trial.number, n_trials):
                 raise surplus(trial) from None
             raise
         except KeyboardInterrupt:
@@ -91,7 +104,7 @@ def budgeted(
             write_trial(trial, fail_reason=f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
             failed(trial, error)
             raise
-        if _over_budget(ledger, trial.number, n_trials):
+        if over_budget(ledger, trial.number, n_trials):
             raise surplus(trial)
         return value
 

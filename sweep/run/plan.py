@@ -36,6 +36,7 @@ class RunOptions:
     artifacts: str | None = None  # where checkpoints go (a folder or s3://); None: the study's store
     oversubscribe: bool = False  # allow more threads in all than cores
     tensorboard: str | None = None  # a TensorBoard run per trial under TENSORBOARD/STUDY/; None: the spec's key
+    stack: int | None = None  # trials a worker trains at once (sweep.run.stack); None: the spec's stack
 
     def __post_init__(self) -> None:  # folders may be given as paths
         for name in ("artifacts", "tensorboard"):
@@ -59,6 +60,7 @@ class RunPlan:
     warm_starts: int = 0  # the spec's `enqueue:` entries this run queued (others were queued or run before)
     tensorboard: str | None = None  # the folder of this study's TensorBoard runs, one per trial; None: none
     notes: tuple[str, ...] = ()  # what the run says once before it starts (a missing optional package)
+    stack: int = 1  # trials each worker trains at once (sweep.run.stack)
 
     @property
     def threads_per_worker(self) -> int:
@@ -111,6 +113,7 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         threads=options.threads,
         tensorboard=events,
         notes=notes,
+        stack=options.stack or spec.stack,
     )
     return plan, study
 

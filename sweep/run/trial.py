@@ -96,6 +96,11 @@ class TrialRun:
         wanted = self.context.probe_each_epoch or any(log is not None for log in events)
         return self.context.probe if wanted else None
 
+    def interrupted(self) -> None:
+        """Ctrl-C stopped it: keep how far it got; the worker queues it again (sweep.run.worker)."""
+        record_run(self.trial, self.epochs, self.context.spec.target)
+        write_trial(self.trial, interrupted=True)
+
     def diverged(self, error: TrainingDiverged) -> optuna.TrialPruned:
         """Its training loss became NaN or infinite: recorded, and the trial ends as pruned."""
         record_run(self.trial, self.epochs, self.context.spec.target)
@@ -115,6 +120,20 @@ class TrialRun:
         return values
 
 
+def trial_context(
+    spec: StudySpec,
+    artifacts: str,
+    stop: threading.Event,
+    num_threads: int = 0,
+    keep: Keep | None = None,
+    tensorboard: str | None = None,
+) -> TrialContext:
+    """What a worker's trials share (`make_objective`'s arguments)."""
+    return TrialContext(
+        spec, open_store(artifacts, create=True), stop, num_threads, keep, tensorboard, probe_rows(spec.probe)
+    )
+
+
 def make_objective(
     spec: StudySpec,
     artifacts: str,
@@ -128,8 +147,7 @@ def make_objective(
     One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
     goes to the artifact store at `artifacts` when ``keep`` says so (None: always). With ``tensorboard``
     (a folder), each trial writes its TensorBoard run there (`trial_events`), the probe scored every epoch."""
-    store = open_store(artifacts, create=True)
-    context = TrialContext(spec, store, stop, num_threads, keep, tensorboard, probe_rows(spec.probe))
+    context = trial_context(spec, artifacts, stop, num_threads, keep, tensorboard)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         run = TrialRun(trial, context)

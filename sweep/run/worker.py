@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,11 +28,12 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from digitsum.train import warm_up
-from sweep.run.budget import Step, budgeted, enqueue_balanced, next_step
+from sweep.run.budget import Step, budgeted, enqueue_balanced, mark_surplus, next_step, over_budget, room
 from sweep.run.failures import DiskFull, FailureCount, requeue
 from sweep.run.ledger import Ledger
 from sweep.run.plan import RunPlan
-from sweep.run.trial import make_objective
+from sweep.run.stack import Ending, fail_reason, run_stack
+from sweep.run.trial import make_objective, trial_context
 from sweep.spec.model import Keep
 from sweep.store.artifacts import open_store, remove
 from sweep.store.records import TrialRecord
@@ -39,7 +41,7 @@ from sweep.store.storage import close_storage, is_full, open_storage, storage_er
 
 POLL_SECONDS = 0.5  # a worker with nothing to start polls this often for retries or the end
 # Between trials a worker reads the study at most this often. Deciding to start a trial on an older
-# view is safe: a trial numbered past the budget reads afresh before it trains (see _over_budget),
+# view is safe: a trial numbered past the budget reads afresh before it trains (see over_budget),
 # and the end and waiting are only decided on a fresh read. Trials of a second or more read each time.
 READ_EVERY_SECONDS = 1.0
 
@@ -204,6 +206,7 @@ class _TrialLoop:
         keep_best = plan.spec.keep_checkpoints is Keep.BEST
         keep = ledger.would_be_best if keep_best else None
         objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
+        self.context = trial_context(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
         self.full: int | None = None  # the id of a trial that could not store its checkpoint: the disk is full
         self.guarded = budgeted(objective, plan.n_trials, ledger, self.settle.mine.add, self._failed)
@@ -228,13 +231,57 @@ class _TrialLoop:
             _adopt_orphans(ledger, self.storage, self.adopted)
             time.sleep(POLL_SECONDS)
             return False
-        if plan.spec.balance is not None:
-            enqueue_balanced(self.study, plan.spec.balance, ledger)
-        self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
+        if plan.stack > 1:
+            self._stack()
+        else:
+            if plan.spec.balance is not None:
+                enqueue_balanced(self.study, plan.spec.balance, ledger)
+            self.study.optimize(self.guarded, n_trials=1, catch=(Exception,))
         if self.full is not None:
             raise DiskFull(self.study._storage.get_trial(self.full))
         # grid and bruteforce call study.stop() once every combination is tried; Optuna keeps no public flag
         return self.study._stop_flag
+
+    def _stack(self) -> None:
+        """Ask for up to `stack` trials within the budget and train them at once (sweep.run.stack)."""
+        plan, ledger, study = self.plan, self.ledger, self.study
+        optuna.storages.fail_stale_trials(study)  # as study.optimize does before each trial
+        trials = []
+        for _ in range(max(1, min(plan.stack, room(ledger, plan.n_trials, self.settle.mine)))):
+            if plan.spec.balance is not None:
+                ledger.refresh()  # the choices this worker just asked for count
+                enqueue_balanced(study, plan.spec.balance, ledger)
+            with warnings.catch_warnings():  # the stack gives each trial its heartbeat itself (sweep.run.stack)
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trial = study.ask()
+            self.settle.mine.add(trial.number)
+            if over_budget(ledger, trial.number, plan.n_trials):
+                mark_surplus(trial)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            trials.append(trial)
+        run_stack(study, trials, self.context, self._end)
+
+    def _end(self, ending: Ending) -> None:
+        """Tell Optuna how a stacked trial ended; past the budget (a retry seen since), as surplus."""
+        trial, state, error = ending.trial, ending.state, ending.error
+        if state is not TrialState.FAIL and over_budget(self.ledger, trial.number, self.plan.n_trials):
+            mark_surplus(trial)
+            state = TrialState.FAIL
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            fail_reason(trial, error)
+            if isinstance(error, Exception):
+                self._failed(trial, error)
+        try:
+            if state is TrialState.COMPLETE and ending.values is not None:
+                values = ending.values
+                self.study.tell(trial, values[0] if len(values) == 1 else list(values))
+            else:
+                self.study.tell(trial, state=state)
+        except RuntimeError as error:  # told (the state is stored first); the sampler asked to stop
+            if "Study.stop" not in str(error):
+                raise
+            self.study._stop_flag = True  # grid and bruteforce stop once every combination is tried
 
     def _failed(self, trial: optuna.Trial, error: Exception) -> None:
         """A trial failed: note it if the disk was full (waiting will not mend that, and every next trial

@@ -112,6 +112,12 @@ class SpecKeys:
         Rule(lambda v: True, "true, false or a folder"),
         parse=_tensorboard,
     )
+    stack: int = key(
+        1,
+        "trials a worker trains at once, as one computation: those that share the model's shape and the batch "
+        "plan stack, each reporting and pruned on its own; --stack overrides it. Not part of the search",
+        between(1, 64),
+    )
     balance: str | None = key(None, "a choices parameter of space whose choices get equal numbers of trials")
     data: dict[str, Any] | None = key(None, "the rows trials train, validate and probe on (see data.*)", parse=_mapping)
     fixed: dict[str, Any] | None = key(

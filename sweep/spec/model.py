@@ -161,6 +161,7 @@ class StudySpec:
     enqueue: tuple[dict[str, Any], ...] = ()  # warm starts: params the study tries first (sweep.spec.enqueue)
     stop: StopRule | None = None  # ends the search when it stops improving
     seed_aggregate: SeedAggregate = SeedAggregate.MEAN  # a trial's value over its train.n_seeds seeds
+    stack: int = 1  # trials a worker trains at once (sweep.run.stack); not part of the fingerprint
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Suggest every active parameter, in spec order, so conditions can refer to earlier keys."""

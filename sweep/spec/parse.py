@@ -78,6 +78,7 @@ def _top_level(top: dict[str, Any], source: str) -> dict[str, Any]:
         "keep_checkpoints": Keep(top["keep_checkpoints"]),
         "tensorboard": top["tensorboard"] or None,
         "target": top["target"],
+        "stack": top["stack"],
     }
 
 
