@@ -76,6 +76,10 @@ def main() -> None:
         [sys.executable, str(HERE / "bench_seeds.py"), *quick],
     )
     run(
+        "stack: trials per hour with --stack 1, 2, 4, 8 (GRU 48, a learning-rate x weight-decay search)",
+        [sys.executable, str(HERE / "bench_stack.py"), *quick],
+    )
+    run(
         "stop rule: compare-cost.yaml to its budget, then with stop: (trials saved, hypervolume reached)",
         [sys.executable, str(HERE / "bench_stop.py"), *quick],
     )
