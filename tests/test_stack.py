@@ -156,3 +156,131 @@ def test_a_stacked_study_with_a_median_pruner_runs_end_to_end(tmp_path):
         assert len(detail["trials"]) == 10
     finally:
         stop_process(server)
+
+
+@pytest.mark.processes
+def test_a_killed_workers_whole_stack_is_retried_on_postgresql(tmp_path):
+    """Two workers stacking 3 trials each on PostgreSQL; one is killed (SIGKILL) while its stack trains:
+    every trial of its stack goes stale, is failed and queued again, and the study still finishes exactly
+    its budget."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from pg_server import postgres_server, why_unavailable
+    from sweep_helpers import SWEEP, subprocess_env
+
+    if why_unavailable() is not None:
+        pytest.skip(str(why_unavailable()))
+    space = {"train.learning_rate": {"low": 0.002, "high": 0.05, "log": True}}
+    fixed = {**stacked_spec()["fixed"], "train.n_epochs": 30, "train.num_threads": 1}
+    spec = write_spec(tmp_path, spec=stacked_spec(space=space, fixed=fixed, n_trials=9, sampler={"type": "random"}))
+    env = {**subprocess_env(), "SWEEP_GRACE_PERIOD": "4"}
+    with postgres_server() as server:
+        command = [str(SWEEP), "run", str(spec), "--storage", server.url, "--artifacts", str(tmp_path / "ckpt"),
+                   "--stack", "3", "--threads", "1"]  # fmt: skip
+        first = subprocess.run([*command, "--trials", "1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert first.returncode == 0, first.stdout + first.stderr  # makes the study
+        workers = [
+            subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        study = optuna.load_study(study_name="stacked", storage=server.url)
+        victim_trials: list[int] = []
+        try:
+            deadline = time.time() + 120
+            while not victim_trials and time.time() < deadline:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                for worker in workers:
+                    mine = [t for t in running if t.user_attrs.get("worker", "").endswith(f":{worker.pid}")]
+                    if len(mine) >= 2 and all(t.intermediate_values for t in mine):  # a stack, mid-training
+                        os.killpg(worker.pid, signal.SIGKILL)
+                        worker.wait(timeout=60)
+                        victim_trials = [t.number for t in mine]
+                        break
+                time.sleep(0.2)
+            assert victim_trials, "no worker was killed while its stack trained"
+            survivor = next(w for w in workers if w.returncode is None)
+            _, err = survivor.communicate(timeout=300)
+            assert survivor.returncode == 0, err
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGKILL)
+        done = study.get_trials(deepcopy=False)
+        finished = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) == 9
+        retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in done}
+        for number in victim_trials:
+            assert done[number].state == TrialState.FAIL
+            assert number in retried  # queued again with its parameters, and run by the survivor
+
+
+def test_each_stacked_trial_writes_its_tensorboard_run_closed_with_its_state(tmp_path):
+    from test_tensorboard import hparams_of, read_run, scalars
+
+    pruner = {"type": "threshold", "lower": 1.0}  # prunes every trial at its first report
+    spec = write_spec(tmp_path, spec=stacked_spec(pruner=pruner))
+    result = run_cli(tmp_path, spec, "--stack", "4", "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 0, result.output
+    runs = sorted((tmp_path / "tb" / "stacked").iterdir())
+    assert [r.name[:11] for r in runs] == [f"trial-0000{n}" for n in range(4)]
+    for run in runs:
+        events = read_run(run)
+        assert hparams_of(events)["state"] == "pruned"
+        assert len(scalars(events, "exact_match/val")) == 1  # its own epoch, when it left the stack
+
+
+def test_the_stop_rule_ends_a_stacked_search(tmp_path):
+    space = {"train.learning_rate": {"low": 0.002, "high": 0.05, "log": True}}
+    spec = write_spec(
+        tmp_path,
+        spec=stacked_spec(space=space, n_trials=40, sampler={"type": "random", "seed": 2}, stop={"patience": 3}),
+    )
+    result = run_cli(tmp_path, spec, "--stack", "2")
+    assert result.exit_code == 0, result.output
+    assert "ended early" in result.output
+    assert len(trials(storage_url(tmp_path), "stacked")) < 40
+
+
+@pytest.mark.processes
+def test_ctrl_c_fails_every_stacked_trial_as_interrupted_and_a_resume_retries_them(tmp_path):
+    import signal
+    import time
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from sweep_helpers import kill_group, start_sweep, sweep_process, wait_for_running
+
+    fixed = {**stacked_spec()["fixed"], "train.n_epochs": 200, "train.num_threads": 1}
+    space = {"train.learning_rate": {"low": 0.002, "high": 0.05, "log": True}}
+    spec = write_spec(tmp_path, spec=stacked_spec(fixed=fixed, space=space, sampler={"type": "random"}, n_trials=3))
+    args = ["run", spec, "--storage", storage_url(tmp_path), "--artifacts", checkpoint_dir(tmp_path), "--stack", "3"]
+    process = start_sweep(tmp_path, *args)
+    try:
+        wait_for_running(tmp_path / "s.db", process)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            running = [t for t in trials(storage_url(tmp_path), "stacked") if t.intermediate_values]
+            if len(running) == 3:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        kill_group(process, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        kill_group(process)
+    assert process.returncode == 130, out + err
+    study = load(storage_url(tmp_path), "stacked")
+    stopped = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 3 and all(t.user_attrs["interrupted"] for t in stopped)
+    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None]
+    assert sorted(RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in retries) == [0, 1, 2]
+    assert all(t.state == TrialState.WAITING for t in retries)
+    resumed = sweep_process(tmp_path, *args, timeout=600)  # runs the three queued retries, as a stack
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = load(storage_url(tmp_path), "stacked").trials
+    assert all(after[t.number].state == TrialState.COMPLETE for t in retries)
