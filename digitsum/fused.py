@@ -173,7 +173,7 @@ class FusedStep:
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """tokens, targets [K, T, B] (member k's batch, time-major) -> the K mean losses; fills the grads."""
+        """tokens, targets [K, B, T] (member k's batch) -> the K mean losses; fills the grads."""
         return self.op(tokens, targets, self.embedding, *self.weights, self.grads)
 
 

@@ -221,7 +221,7 @@ struct Step {
   const char* op;
   int64_t K, T, B, N, H, G, O, V, E;  // E: input features (the embedding's width, or V for one-hot input)
   bool embedded;
-  const int64_t* tok;  // [K, T, B]
+  const int64_t* tok;  // [K, T, B]: time-major copies of the [K, B, T] arguments
   const int64_t* tgt;
   std::array<Stacked, kParams> w, g;  // weights and grads (kEmb unset without an embedding)
   std::vector<Tile> tiles;            // the recurrence's work
@@ -268,13 +268,13 @@ Step check_step(const char* op, int64_t gates, const at::Tensor& tokens, const a
                 const std::optional<at::Tensor>& embedding, const std::array<const at::Tensor*, 6>& weights,
                 at::TensorList grads) {
   TORCH_CHECK(tokens.dim() == 3 && tokens.sizes() == targets.sizes(), op,
-              ": tokens and targets must both be [K, T, B]");
+              ": tokens and targets must both be [K, B, T]");
   TORCH_CHECK(tokens.scalar_type() == at::kLong && targets.scalar_type() == at::kLong, op,
               ": tokens and targets must be int64");
   Step s;
   s.op = op;
   s.embedded = embedding.has_value();
-  s.K = tokens.size(0), s.T = tokens.size(1), s.B = tokens.size(2), s.N = s.T * s.B;
+  s.K = tokens.size(0), s.B = tokens.size(1), s.T = tokens.size(2), s.N = s.T * s.B;
   const at::Tensor& w_hh = *weights[kWhh - 1];
   TORCH_CHECK(w_hh.dim() == 3 && w_hh.scalar_type() == at::kFloat, op, ": float32 weights stacked [K, ...] only");
   s.H = w_hh.size(2), s.G = w_hh.size(1), s.O = weights[kHeadW - 1]->size(1);
@@ -292,7 +292,7 @@ Step check_step(const char* op, int64_t gates, const at::Tensor& tokens, const a
   }
   s.E = weights[kWih - 1]->size(2);
   s.V = s.embedded ? embedding->size(1) : s.E;
-  s.keep = {tokens.contiguous(), targets.contiguous()};
+  s.keep = {tokens.transpose(1, 2).contiguous(), targets.transpose(1, 2).contiguous()};  // time-major, as below
   s.tok = s.keep[0].data_ptr<int64_t>();
   s.tgt = s.keep[1].data_ptr<int64_t>();
   for (int64_t n = 0; n < s.K * s.N; ++n) {
@@ -321,12 +321,25 @@ float* scratch(int slot, int64_t size) {
   return t.data_ptr<float>();
 }
 
-// Runs body(i) for i in [0, n), the i shared out over torch's threads in contiguous runs (a barrier at
-// the end), every thread with the caller's thread-local state (grad mode off, for the BLAS fallback's
-// ATen calls). Always inside a parallel region of all the threads, even for n = 1, so that the BLAS
-// runs single-threaded on each; without OpenMP (no -fopenmp), serially.
+// A pass over [0, n): body(i) for each i.
 template <typename F>
-void each(int64_t n, const F& body) {
+struct Pass {
+  int64_t n;
+  const F& body;
+};
+
+template <typename F>
+void run_pass(const Pass<F>& pass) {
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < pass.n; ++i) pass.body(i);
+}
+
+// Runs each pass in turn in one parallel region (a barrier after each), its i shared out over torch's
+// threads in contiguous runs, every thread with the caller's thread-local state (grad mode off, for
+// the BLAS fallback's ATen calls) and floating-point mode. Always a region of all the threads, even for
+// n = 1, so that the BLAS runs single-threaded on each; without OpenMP (no -fopenmp), serially.
+template <typename... F>
+void passes(const Pass<F>&... each_pass) {
   const at::ThreadLocalState caller;
   const int threads = static_cast<int>(at::get_num_threads());
 #if defined(__SSE__)
@@ -340,13 +353,18 @@ void each(int64_t n, const F& body) {
     _mm_setcsr(csr);  // the caller's: a worker thread's own keeps denormals, ~3x slower arithmetic on them
 #endif
     const int before = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) body(i);
+    (run_pass(each_pass), ...);
     if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(before);
 #if defined(__SSE__)
     _mm_setcsr(own_csr);
 #endif
   }
+}
+
+// One pass (`passes`).
+template <typename F>
+void each(int64_t n, const F& body) {
+  passes(Pass<F>{n, body});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,7 +694,7 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
     }
   }
   std::vector<float> scale(K, 1.0f);  // each model's clipping factor
-  each(K, [&](int64_t k) {
+  const auto clip = [&](int64_t k) {
     if (max_grad_norm[k] <= 0) return;
     double squares = 0.0;
     for (const at::Tensor& grad : grads) {
@@ -684,12 +702,12 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
       squares += sum_of_squares(grad.data_ptr<float>() + k * size, size);
     }
     scale[k] = std::min(1.0f, static_cast<float>(max_grad_norm[k] / (std::sqrt(squares) + 1e-6)));
-  });
+  };
   const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)));
   const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
   const float inv_bc2 = static_cast<float>(1.0 / bias_correction2_sqrt), epsilon = static_cast<float>(eps);
-  each(static_cast<int64_t>(pieces.size()), [&](int64_t i) {
+  const auto update = [&](int64_t i) {
     const Piece& piece = pieces[i];
     float* p = params[piece.param].data_ptr<float>();
     float* g = grads[piece.param].data_ptr<float>();
@@ -703,7 +721,8 @@ void adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs
       adam_update(p + begin, g + begin, m + begin, v + begin, end - begin, a);
       begin = end;
     }
-  });
+  };
+  passes(Pass<decltype(clip)>{K, clip}, Pass<decltype(update)>{static_cast<int64_t>(pieces.size()), update});
 }
 
 }  // namespace

@@ -38,8 +38,8 @@ class Step:
     def __call__(
         self, tokens: torch.Tensor, targets: torch.Tensor, sums: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        if self.fused is not None:  # time-major, as the kernel reads them
-            return self.fused(tokens.transpose(1, 2).contiguous(), targets.transpose(1, 2).contiguous())
+        if self.fused is not None:
+            return self.fused(tokens, targets)
         losses, outputs = member_losses(self.stacked, tokens, targets, self.noise)
         if self.sum_state is not None:
             assert sums is not None, "the sum-state loss reads each row's running sums"

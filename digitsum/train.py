@@ -263,14 +263,16 @@ class _Run:
                 _gathered([s for s, _ in self.sums], orders, width, 0),
                 _gathered([m for _, m in self.sums], orders, width, False),
             )
-        loss_sums = torch.zeros(len(self.trains), device=tokens.device)
+        step_losses, rows = [], []
         for begin in range(0, tokens.shape[1], tc.batch_size):
             batch = slice(begin, begin + tc.batch_size)
             step_sums = (sums[0][:, batch], sums[1][:, batch]) if sums is not None else None
-            step_losses = self.step(tokens[:, batch], targets[:, batch], step_sums)
+            step_losses.append(self.step(tokens[:, batch], targets[:, batch], step_sums))
             self.optimizer.step()
-            loss_sums += step_losses * min(tc.batch_size, tokens.shape[1] - begin)
-        return (loss_sums / tokens.shape[1]).tolist()  # one sync per epoch, not one per step
+            rows.append(min(tc.batch_size, tokens.shape[1] - begin))
+        weights = torch.tensor(rows, dtype=torch.float32, device=tokens.device)[:, None]
+        # one sync per epoch, not one per step
+        return ((torch.stack(step_losses) * weights).sum(0) / tokens.shape[1]).tolist()
 
 
 def _gathered(tensors: list[torch.Tensor], orders: list[torch.Tensor], width: int, value: int | bool) -> torch.Tensor:

@@ -75,7 +75,7 @@ def test_loss_and_gradients_equal_autograd_through_torch_nn(model_type, embeddin
     inputs, targets = batch()
     loss, expected = autograd_loss_and_grads(model, inputs, targets)
     step = step_of(model)
-    fused_loss = step(inputs.T.contiguous()[None], targets.T.contiguous()[None])
+    fused_loss = step(inputs[None], targets[None])
     assert fused_loss.shape == (1,) and fused_loss.item() == pytest.approx(loss.item(), rel=1e-5)
     for (name, p), grad, want in zip(model.named_parameters(), grads_of(step), expected, strict=True):
         assert grad.shape == p.shape, name
@@ -89,8 +89,8 @@ def test_each_member_computes_its_own_step_whatever_the_others_and_the_threads(m
     one thread or two: its tiles hold its own rows only, and each gradient is summed in one fixed order."""
     models = [recurrent(model_type, seed=seed) for seed in range(3)]
     batches = [batch(rows=32, seed=seed) for seed in range(3)]
-    tokens = torch.stack([inputs.T for inputs, _ in batches])
-    targets = torch.stack([t.T for _, t in batches])
+    tokens = torch.stack([inputs for inputs, _ in batches])
+    targets = torch.stack([t for _, t in batches])
     for threads in (1, 2):
         torch.set_num_threads(threads)
         together = step_of(*models)
@@ -108,9 +108,9 @@ def test_a_step_writes_every_gradient_afresh(model_type):
     """The kernel overwrites .grad (no accumulation), so no zero_grad is needed between steps."""
     step = step_of(recurrent(model_type))
     inputs, targets = batch(seed=2)
-    step(inputs.T.contiguous()[None], targets.T.contiguous()[None])
+    step(inputs[None], targets[None])
     first = [g.clone() for g in step.grads]
-    step(inputs.T.contiguous()[None], targets.T.contiguous()[None])
+    step(inputs[None], targets[None])
     for g, again in zip(first, step.grads, strict=True):
         assert torch.equal(g, again)
 
@@ -118,13 +118,13 @@ def test_a_step_writes_every_gradient_afresh(model_type):
 def test_bad_tokens_and_shapes_are_refused():
     step = step_of(recurrent())
     inputs, targets = batch()
-    tokens = inputs.T.contiguous()[None]
+    tokens = inputs[None]
     with pytest.raises(RuntimeError, match="out of range"):
-        step(tokens.clone().fill_(99), targets.T.contiguous()[None])
-    with pytest.raises(RuntimeError, match=r"\[K, T, B\]"):
-        step(tokens, targets.T.contiguous()[None, :, :3])
-    with pytest.raises(RuntimeError, match=r"\[K, T, B\]"):
-        step(tokens[0], targets.T.contiguous())
+        step(tokens.clone().fill_(99), targets[None])
+    with pytest.raises(RuntimeError, match=r"\[K, B, T\]"):
+        step(tokens, targets[None, :, :3])
+    with pytest.raises(RuntimeError, match=r"\[K, B, T\]"):
+        step(tokens[0], targets)
 
 
 # ---------------------------------------------------------------------------------------------
