@@ -255,7 +255,7 @@ def test_ctrl_c_fails_every_stacked_trial_as_interrupted_and_a_resume_retries_th
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from sweep_helpers import kill_group, start_sweep, sweep_process, wait_for_running
 
-    fixed = {**stacked_spec()["fixed"], "train.n_epochs": 200, "train.num_threads": 1}
+    fixed = {**stacked_spec()["fixed"], "train.n_epochs": 80, "train.num_threads": 1}
     space = {"train.learning_rate": {"low": 0.002, "high": 0.05, "log": True}}
     spec = write_spec(tmp_path, spec=stacked_spec(fixed=fixed, space=space, sampler={"type": "random"}, n_trials=3))
     args = ["run", spec, "--storage", storage_url(tmp_path), "--artifacts", checkpoint_dir(tmp_path), "--stack", "3"]
