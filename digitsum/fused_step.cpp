@@ -480,6 +480,19 @@ at::Tensor losses_of(const Step& s) {
   return losses;
 }
 
+// The scratch both cells use (each cell adds its own state: slots 3, 4 and 8).
+struct Buffers {
+  float *table, *act, *out, *d_logits, *d_out, *d_h, *d_table;
+  explicit Buffers(const Step& s)
+      : table(scratch(0, s.K * s.V * s.G)),
+        act(scratch(1, s.K * s.N * s.G)),
+        out(scratch(2, s.K * s.N * s.H)),
+        d_logits(scratch(5, s.K * s.N * s.O)),
+        d_out(scratch(6, s.K * s.N * s.H)),
+        d_h(scratch(7, s.K * s.B * s.H)),
+        d_table(scratch(9, s.K * s.V * s.G)) {}
+};
+
 // ---------------------------------------------------------------------------------------------
 // LSTM
 
@@ -530,29 +543,24 @@ at::Tensor lstm_train_step(const at::Tensor& tokens, const at::Tensor& targets, 
                            const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads) {
   Step s = check_step("lstm_train_step", 4, tokens, targets, embedding, {&w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b},
                       grads);
-  const int64_t KN = s.K * s.N;
-  float* table = scratch(0, s.K * s.V * s.G);
-  float* act = scratch(1, KN * s.G);
-  float* out = scratch(2, KN * s.H);
-  float* cell = scratch(3, KN * s.H);
-  float* tcell = scratch(4, KN * s.H);
-  float* d_logits = scratch(5, KN * s.O);
-  float* d_out = scratch(6, KN * s.H);
-  float* d_h = scratch(7, s.K * s.B * s.H);
+  const Buffers x(s);
+  float* cell = scratch(3, s.K * s.N * s.H);
+  float* tcell = scratch(4, s.K * s.N * s.H);
   float* d_c = scratch(8, s.K * s.B * s.H);
-  float* d_table = scratch(9, s.K * s.V * s.G);
-  input_tables(s, table, true);
-  each(static_cast<int64_t>(s.tiles.size()), [&](int64_t i) {
+  input_tables(s, x.table, true);
+  const auto tiles = [&](int64_t i) {
     const Tile& tile = s.tiles[i];
-    lstm_forward(s, tile, table, act, out, cell, tcell);
-    head_and_loss(s, i, out, d_logits, d_out);
-    lstm_backward(s, tile, act, cell, tcell, d_out, d_h, d_c);
-  });
-  each(static_cast<int64_t>(s.jobs.size()), [&](int64_t i) {
+    lstm_forward(s, tile, x.table, x.act, x.out, cell, tcell);
+    head_and_loss(s, i, x.out, x.d_logits, x.d_out);
+    lstm_backward(s, tile, x.act, cell, tcell, x.d_out, x.d_h, d_c);
+  };
+  const auto jobs = [&](int64_t i) {
     const Tile& job = s.jobs[i];
-    weight_grads(s, job, act, act, out, d_logits, d_table);
+    weight_grads(s, job, x.act, x.act, x.out, x.d_logits, x.d_table);
     if (job.b0 == 0) std::copy_n(s.g[kBih].at(job.k), s.G, s.g[kBhh].at(job.k));  // both biases: one grad
-  });
+  };
+  passes(Pass<decltype(tiles)>{static_cast<int64_t>(s.tiles.size()), tiles},
+         Pass<decltype(jobs)>{static_cast<int64_t>(s.jobs.size()), jobs});
   return losses_of(s);
 }
 
@@ -603,26 +611,19 @@ at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, c
                           const at::Tensor& head_w, const at::Tensor& head_b, at::TensorList grads) {
   Step s = check_step("gru_train_step", 3, tokens, targets, embedding, {&w_ih, &w_hh, &b_ih, &b_hh, &head_w, &head_b},
                       grads);
-  const int64_t KN = s.K * s.N;
-  float* table = scratch(0, s.K * s.V * s.G);
-  float* act = scratch(1, KN * s.G);
-  float* out = scratch(2, KN * s.H);
-  float* gh = scratch(3, KN * s.G);
-  float* d_logits = scratch(5, KN * s.O);
-  float* d_out = scratch(6, KN * s.H);
-  float* d_h = scratch(7, s.K * s.B * s.H);
+  const Buffers x(s);
+  float* gh = scratch(3, s.K * s.N * s.G);
   float* carry = scratch(8, s.K * s.B * s.H);
-  float* d_table = scratch(9, s.K * s.V * s.G);
-  input_tables(s, table, false);
-  each(static_cast<int64_t>(s.tiles.size()), [&](int64_t i) {
+  input_tables(s, x.table, false);
+  const auto tiles = [&](int64_t i) {
     const Tile& tile = s.tiles[i];
-    gru_forward(s, tile, table, act, out, gh);
-    head_and_loss(s, i, out, d_logits, d_out);
-    gru_backward(s, tile, act, gh, out, d_out, d_h, carry);
-  });
-  each(static_cast<int64_t>(s.jobs.size()), [&](int64_t i) {
+    gru_forward(s, tile, x.table, x.act, x.out, gh);
+    head_and_loss(s, i, x.out, x.d_logits, x.d_out);
+    gru_backward(s, tile, x.act, gh, x.out, x.d_out, x.d_h, carry);
+  };
+  const auto jobs = [&](int64_t i) {
     const Tile& job = s.jobs[i];
-    weight_grads(s, job, gh, act, out, d_logits, d_table);
+    weight_grads(s, job, gh, x.act, x.out, x.d_logits, x.d_table);
     if (job.b0 != 0) return;
     float* b_hh = s.g[kBhh].at(job.k);  // b_hh sits inside r * (...): its grad is gh's column sum
     const float* ghk = gh + job.k * s.N * s.G;
@@ -630,7 +631,9 @@ at::Tensor gru_train_step(const at::Tensor& tokens, const at::Tensor& targets, c
     for (int64_t n = 0; n < s.N; ++n) {
       for (int64_t j = 0; j < s.G; ++j) b_hh[j] += ghk[n * s.G + j];
     }
-  });
+  };
+  passes(Pass<decltype(tiles)>{static_cast<int64_t>(s.tiles.size()), tiles},
+         Pass<decltype(jobs)>{static_cast<int64_t>(s.jobs.size()), jobs});
   return losses_of(s);
 }
 

@@ -128,26 +128,18 @@ def trial_context(
     keep: Keep | None = None,
     tensorboard: str | None = None,
 ) -> TrialContext:
-    """What a worker's trials share (`make_objective`'s arguments)."""
+    """What a worker's trials share. ``stop`` set (the first Ctrl-C) ends a trial at its next epoch; a
+    trial's checkpoint goes to the artifact store at `artifacts` when ``keep`` says so (None: always);
+    with ``tensorboard`` (a folder), each trial writes its TensorBoard run there (`trial_events`), the
+    probe scored every epoch."""
     return TrialContext(
         spec, open_store(artifacts, create=True), stop, num_threads, keep, tensorboard, probe_rows(spec.probe)
     )
 
 
-def make_objective(
-    spec: StudySpec,
-    artifacts: str,
-    stop: threading.Event,
-    num_threads: int = 0,
-    keep: Keep | None = None,
-    tensorboard: str | None = None,
-) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
-    """The objective of the spec's trials; ``stop`` set (the first Ctrl-C) ends a trial at its next epoch.
-
-    One value per objective: a float for one objective, a tuple for several. A trial's checkpoint
-    goes to the artifact store at `artifacts` when ``keep`` says so (None: always). With ``tensorboard``
-    (a folder), each trial writes its TensorBoard run there (`trial_events`), the probe scored every epoch."""
-    context = trial_context(spec, artifacts, stop, num_threads, keep, tensorboard)
+def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
+    """The objective of one trial at a time: one value per objective (a float for one objective, a
+    tuple for several)."""
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         run = TrialRun(trial, context)

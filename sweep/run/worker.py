@@ -205,8 +205,8 @@ class _TrialLoop:
         warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
         keep_best = plan.spec.keep_checkpoints is Keep.BEST
         keep = ledger.would_be_best if keep_best else None
-        objective = make_objective(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
         self.context = trial_context(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
+        objective = make_objective(self.context)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
         self.full: int | None = None  # the id of a trial that could not store its checkpoint: the disk is full
         self.guarded = budgeted(objective, plan.n_trials, ledger, self.settle.mine.add, self._failed)
