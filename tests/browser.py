@@ -206,6 +206,20 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
             time.sleep(0.25)
 
 
+@contextlib.contextmanager
+def served_dashboard(cwd: Path, storage: str) -> Iterator[str]:
+    """`sweep dashboard` on a free loopback port for the `with` block; yields its base URL."""
+    port = free_port()
+    log = cwd / "dashboard.log"
+    process = start_sweep(cwd, "dashboard", "--storage", storage, "--host", "127.0.0.1", "--port", port, log=log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/api/meta", process, log)
+        yield base
+    finally:
+        stop_process(process)
+
+
 def get_json(url: str, timeout: float = 30) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         assert response.status == 200, (url, response.status)

@@ -8,7 +8,7 @@ import math
 
 import optuna
 import pytest
-from browser import chromium, free_port, get_json, start_sweep, stop_process, wait_for_http
+from browser import chromium, get_json, served_dashboard
 from optuna.trial import TrialState
 from sweep_helpers import invoke, run_cli, spec_dict, storage_url, write_spec
 from test_report import assert_clean, render
@@ -136,20 +136,13 @@ def test_the_report_renders_the_cost_and_seed_figures(multi):
 @pytest.mark.processes
 def test_the_dashboard_serves_the_multi_objective_study(multi):
     folder, _, url = multi
-    port = free_port()
-    log = folder / "dashboard.log"
-    process = start_sweep(folder, "dashboard", "--storage", url, "--port", port, log=log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/api/meta", process, log, timeout=30)
+    with served_dashboard(folder, url) as base:
         summaries = get_json(f"{base}/api/studies")["study_summaries"]
         multi_summary = next(s for s in summaries if s["study_name"] == "multi")
         assert multi_summary["directions"] == ["maximize", "minimize", "minimize"]
         detail = get_json(f"{base}/api/studies/{multi_summary['study_id']}")
         assert detail["objective_names"] == ["val_exact_match", "n_parameters", "seconds_to_target"]
         assert {t["number"] for t in detail["best_trials"]} == {t.number for t in _study(url).best_trials}
-    finally:
-        stop_process(process, timeout=10)
 
 
 @pytest.mark.parametrize("sampler", [{"type": "gp", "seed": 1, "n_startup_trials": 2}, {"type": "nsgaiii", "seed": 1}])

@@ -141,23 +141,16 @@ def test_rerun_trains_more_seeds_at_once_beside_the_trials_own(seeds_study):
 
 @pytest.mark.processes
 def test_the_dashboard_serves_a_study_of_seeds(seeds_study):
-    from browser import free_port, get_json, start_sweep, stop_process, wait_for_http
+    from browser import get_json, served_dashboard
 
     folder, url = seeds_study
-    port = free_port()
-    log = folder / "dashboard.log"
-    server = start_sweep(folder, "dashboard", "--storage", url, "--host", "127.0.0.1", "--port", port, log=log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/api/studies", server, log)
+    with served_dashboard(folder, url) as base:
         (listed,) = [s for s in get_json(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "seeds"]
         detail = get_json(f"{base}/api/studies/{listed['study_id']}")
         shown = [t for t in detail["trials"] if t["state"] == "Complete"]
         assert shown and all(any(a["key"] == "per_seed" for a in t["user_attrs"]) for t in shown)
         assert all(t["intermediate_values"] for t in shown)  # the value over seeds, every epoch
         assert any(t["artifacts"] for t in shown)  # the best trial's checkpoint (its first seed's model)
-    finally:
-        stop_process(server)
 
 
 def test_evaluate_scores_every_seed_of_a_run_at_once(tmp_path):

@@ -126,7 +126,7 @@ def test_a_stack_of_seeds_trains_trials_times_seeds_members(tmp_path):
 @pytest.mark.processes
 def test_a_stacked_study_with_a_median_pruner_runs_end_to_end(tmp_path):
     """run (two workers, each stacking its own asks), best, report, rerun, dashboard."""
-    from browser import free_port, get_json, start_sweep, stop_process, wait_for_http
+    from browser import get_json, served_dashboard
 
     space = {"train.learning_rate": {"low": 0.002, "high": 0.05, "log": True}}
     pruner = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
@@ -145,17 +145,10 @@ def test_a_stacked_study_with_a_median_pruner_runs_end_to_end(tmp_path):
     assert report.exit_code == 0, report.output
     rerun = invoke("rerun", "stacked", str(study.best_trial.number), "--storage", url, "--threads", "1")
     assert rerun.exit_code == 0, rerun.output
-    port = free_port()
-    log = tmp_path / "dashboard.log"
-    server = start_sweep(tmp_path, "dashboard", "--storage", url, "--host", "127.0.0.1", "--port", port, log=log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/api/studies", server, log)
+    with served_dashboard(tmp_path, url) as base:
         (listed,) = get_json(f"{base}/api/studies")["study_summaries"]
         detail = get_json(f"{base}/api/studies/{listed['study_id']}")
         assert len(detail["trials"]) == 10
-    finally:
-        stop_process(server)
 
 
 @pytest.mark.processes
