@@ -8,6 +8,7 @@ validation accuracy (`digitsum.decode`), its best epoch kept and, when asked, wr
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on its stop event (a Ctrl-C, a scheduler's SIGTERM): a KeyboardInterrupt, so that
+    what ends a run on Ctrl-C (Optuna failing the running trial, among others) ends it the same way."""
+
+
 # Each training member's epoch, in member order; True stops them all, a collection of member indices
 # stops those (they leave the computation, the others go on).
 OnEpoch = Callable[[list[EpochResult]], "bool | Collection[int] | None"]
@@ -90,6 +96,7 @@ def fit(
     events: Sequence[EventLog | None] | None = None,
     checkpoints: Sequence[Path | None] | None = None,
     raise_diverged: bool = True,
+    stop: threading.Event | None = None,
 ) -> list[FitResult]:
     """Train the members as one computation; each member's FitResult, what its own run would give.
 
@@ -104,9 +111,11 @@ def fit(
     ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A member whose
     training loss becomes NaN or infinite raises TrainingDiverged; without ``raise_diverged``,
     ``on_epoch`` hears its loss and says whether it leaves (a stack of trials prunes it alone).
+    ``stop`` set (a Ctrl-C, a scheduler's SIGTERM) raises Interrupted before the next step: within a
+    step's time, not an epoch's, and the epoch it cut short counts for nothing.
     """
     check_members(members)
-    run = _Run.start(members, probe_rows)
+    run = _Run.start(members, probe_rows, stop)
     logs = list(events or [None] * len(members))
     paths = list(checkpoints or [None] * len(members))
     bests = [_Best() for _ in members]
@@ -124,8 +133,8 @@ def fit(
             if best.see(result, score, run.stacked, slot) and path is not None and best.model is not None:
                 metrics = {"epoch": epoch, "val_exact_match": best.exact_match}
                 save_checkpoint(path, best.model, members[result.member].config.to_dict(), metrics)
-        stop = on_epoch(results) if on_epoch is not None else None
-        leaving = set(run.indices) if stop is True else set(stop) & set(run.indices) if stop else set()
+        asked = on_epoch(results) if on_epoch is not None else None
+        leaving = set(run.indices) if asked is True else set(asked) & set(run.indices) if asked else set()
         if leaving == set(run.indices):
             break
         if leaving:
@@ -184,9 +193,10 @@ class _Run:
     generators: list[torch.Generator]
     sums: list[tuple[torch.Tensor, torch.Tensor]] | None  # per member, where one has the sum-state loss
     indices: list[int]  # each training member's index among those fit was given
+    stop: threading.Event | None
 
     @classmethod
-    def start(cls, members: Sequence[Member], probe_rows: Rows | None) -> _Run:
+    def start(cls, members: Sequence[Member], probe_rows: Rows | None, stop: threading.Event | None) -> _Run:
         tc = members[0].config.train
         torch.set_flush_denormal(True)  # denormals made late LSTM epochs ~3x slower on CPU
         if tc.num_threads > 0:
@@ -209,7 +219,7 @@ class _Run:
         vals = [encode(m.val).to(device) for m in members]
         step = Step(stacked, configs)
         indices = list(range(len(members)))
-        return cls(members, stacked, trains, vals, probe, in_range, step, optimizer, generators, sums, indices)
+        return cls(members, stacked, trains, vals, probe, in_range, step, optimizer, generators, sums, indices, stop)
 
     def epoch(self, epoch: int) -> tuple[list[EpochResult], list[Accuracy]]:
         """Train one epoch of every member, then score each: validation loss and exact match, and the probe."""
@@ -265,6 +275,8 @@ class _Run:
             )
         step_losses, rows = [], []
         for begin in range(0, tokens.shape[1], tc.batch_size):
+            if self.stop is not None and self.stop.is_set():
+                raise Interrupted("training was stopped")
             batch = slice(begin, begin + tc.batch_size)
             step_sums = (sums[0][:, batch], sums[1][:, batch]) if sums is not None else None
             step_losses.append(self.step(tokens[:, batch], targets[:, batch], step_sums))

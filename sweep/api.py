@@ -219,7 +219,9 @@ def plan(spec: str | Path, options: RunOptions | None = None, **changes: Any) ->
 
 
 def execute(plan: RunPlan, on_trial: Callable[[FrozenTrial, float | None], None] | None = None) -> optuna.Study:
-    """Run a plan's workers; ``on_trial`` hears of each finished trial, with the best value so far."""
+    """Run a plan's workers; ``on_trial`` hears of each finished trial, with the best value so far.
+    Ctrl-C or SIGTERM raises `sweep.run.signals.Stopped` (a KeyboardInterrupt) once the running trials
+    are failed and queued again; its ``requeued`` names them."""
     from sweep.run.launch import run_study
 
     return run_study(plan, on_trial)

@@ -387,7 +387,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     finally:
         kill_group(process)
     assert process.returncode == 130, out + err
-    assert "interrupted: finished trials are stored; run the same command to resume" in err
+    assert "interrupted: finished trials are stored; trial " in err and "run the same command to resume" in err
     study = load(storage_url(tmp_path), "slow")  # the storage still loads
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert swallowed == 0, err  # the first Ctrl-C stops the run (at the next epoch boundary)

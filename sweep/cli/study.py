@@ -212,16 +212,27 @@ def _print_notes(plan: Any) -> None:
 
 
 def _run_with_progress(plan: Any, finished: int) -> None:
-    """The run with a progress bar and a line per trial; Ctrl-C exits 130 (a failed run: the boundary, 1)."""
+    """The run with a progress bar and a line per trial; Ctrl-C exits 130, SIGTERM 143 (a failed run: the
+    boundary, 1)."""
     from sweep.cli.progress import TrialPrinter
+    from sweep.run.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Stopped
 
     with TrialPrinter(plan.study_name, plan.n_trials, finished) as printer:
         try:
             api.execute(plan, printer.on_trial)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stopped:
             printer.stop()
-            typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
-            raise typer.Exit(130) from None
+            requeued = stopped.requeued if isinstance(stopped, Stopped) else []
+            again = f"; {_trials(requeued)} queued again with the same parameters" if requeued else ""
+            if isinstance(stopped, Stopped) and stopped.exit_code == EXIT_TERMINATED:
+                typer.echo(f"terminated (SIGTERM){again}; run the same command to finish the study", err=True)
+                raise typer.Exit(EXIT_TERMINATED) from None
+            typer.echo(f"interrupted: finished trials are stored{again}; run the same command to resume", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _trials(numbers: list[int]) -> str:
+    return f"trial {numbers[0]}" if len(numbers) == 1 else "trials " + ", ".join(map(str, numbers))
 
 
 @app.command(context_settings={"allow_extra_args": False})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,7 +21,9 @@ from digitsum.errors import UsageError, one_line, warning_line
 from sweep.run.failures import RunFailed, StorageLost, WorkersFailed, lost_message
 from sweep.run.ledger import FINISHED, Ledger
 from sweep.run.plan import RunPlan
-from sweep.run.worker import work
+from sweep.run.signals import Signals, Stopped, stop_on_signals
+from sweep.run.trial import worker_id
+from sweep.run.worker import requeued_by, work
 from sweep.spec.objectives import feasible, sign
 from sweep.store.storage import close_storage, open_storage, storage_error
 
@@ -75,16 +78,19 @@ def _run_with_monitor(
     monitor = _Monitor(study, on_trial)
     context = multiprocessing.get_context("spawn")
     helpers = [context.Process(target=_worker_process, args=(plan, i, deadline)) for i in range(1, plan.workers)]
-    for process in helpers:
-        process.start()
-    thread = threading.Thread(target=monitor.watch, daemon=True)
-    thread.start()
-    try:
-        _work_with_helpers(plan, helpers, deadline, storage)
-    finally:
-        monitor.stop.set()
-        thread.join()
-    failed = [p.exitcode for p in helpers if p.exitcode not in (0, None)]
+    stop = threading.Event()
+    with stop_on_signals(stop, forward=lambda signum: _pass_on(helpers, signum)) as signals:
+        for process in helpers:
+            process.start()
+        thread = threading.Thread(target=monitor.watch, daemon=True)
+        thread.start()
+        try:
+            _work_with_helpers(plan, helpers, deadline, storage, signals)
+        finally:
+            monitor.stop.set()
+            thread.join()
+    # a helper that a SIGTERM reached before it could set its handler ended on it, with no trial to stop
+    failed = [p.exitcode for p in helpers if p.exitcode not in (0, None, -signal.SIGTERM)]
     if failed:
         raise WorkersFailed(
             f"{len(failed)} worker(s) failed (exit codes {failed}); run the same command again to resume"
@@ -93,21 +99,41 @@ def _run_with_monitor(
 
 
 def _work_with_helpers(
-    plan: RunPlan, helpers: list[Any], deadline: float | None, storage: optuna.storages.BaseStorage
+    plan: RunPlan, helpers: list[Any], deadline: float | None, storage: optuna.storages.BaseStorage, signals: Signals
 ) -> None:
-    """Worker 0's share, then wait for the helpers (on a Ctrl-C, for at most 30 s)."""
+    """Worker 0's share, then wait for the helpers (once stopped, for at most 30 s). Stopped by a signal,
+    raise `Stopped` with the trials that every worker queued again."""
     try:
-        work(plan, threading.Event(), 0, deadline, storage)
+        work(plan, signals.stop, 0, deadline, storage)
         _join(helpers)
-    except KeyboardInterrupt:
-        _join(helpers, timeout=30)  # they got the same Ctrl-C; give them time to mark their trials
-        raise
+    except KeyboardInterrupt as stopped:
+        # they got the same Ctrl-C (the terminal signals the group) or the SIGTERM passed on to them;
+        # give them time to mark their trials
+        _join(helpers, timeout=30)
+        own = stopped.requeued if isinstance(stopped, Stopped) else []
+        raise signals.stopped(sorted(own + _requeued_by_helpers(plan, storage, helpers))) from None
     except Exception as error:
         _join(helpers)  # they meet the same storage, or go on with their share of the budget
         lost = storage_error(error)
         if lost is None:
             raise
         raise StorageLost(lost_message(lost)) from None
+    if signals.stop.is_set():  # a signal while waiting for the helpers, after worker 0's share
+        raise signals.stopped(_requeued_by_helpers(plan, storage, helpers))
+
+
+def _pass_on(helpers: list[Any], signum: int) -> None:
+    """A SIGTERM to the parent (`kill`, a scheduler that signals one process) reaches its workers too."""
+    for process in helpers:
+        if process.pid is not None and process.exitcode is None:
+            os.kill(process.pid, signum)
+
+
+def _requeued_by_helpers(plan: RunPlan, storage: optuna.storages.BaseStorage, helpers: list[Any]) -> list[int]:
+    workers = {worker_id(p.pid) for p in helpers if p.pid is not None}
+    if not workers:
+        return []
+    return requeued_by(optuna.load_study(study_name=plan.study_name, storage=storage), workers)
 
 
 def _join(processes: list[Any], timeout: float | None = None) -> None:

@@ -106,7 +106,9 @@ def _train_group(runs: list[TrialRun], context: TrialContext, end: End) -> None:
         events = [log for run in runs for log in logs.enter_context(run.events())]
         probe = context.probe if any(run.scored_probe(events) is not None for run in runs) else None
         try:
-            fits = fit(members, _dispatch(runs, owner, gone, end), probe, events, raise_diverged=False)
+            fits = fit(
+                members, _dispatch(runs, owner, gone, end), probe, events, raise_diverged=False, stop=context.stop
+            )
         except KeyboardInterrupt:
             for index, run in enumerate(runs):
                 if index not in gone:

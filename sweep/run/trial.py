@@ -29,7 +29,7 @@ from digitsum.errors import UsageError
 from digitsum.members import config_seeds, seed_config, seed_members
 from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
-from digitsum.train import EpochResult, FitResult, OnEpoch, TrainingDiverged, fit
+from digitsum.train import EpochResult, FitResult, Interrupted, OnEpoch, TrainingDiverged, fit
 from sweep.run.outcome import epoch_over_seeds, objective_values, record_fit, record_run, score_probe, seed_outcome
 from sweep.spec.model import StudySpec, ValueFrom
 from sweep.spec.objectives import epoch_accuracy, objectives_from_stored
@@ -42,7 +42,7 @@ Keep = Callable[[int, tuple[float, ...], bool], bool]  # (trial number, values, 
 @dataclasses.dataclass(frozen=True)
 class TrialContext:
     """What every trial of a worker shares: the spec, where checkpoints and TensorBoard runs go, the
-    probe, its threads, and the event that stops it (the first Ctrl-C)."""
+    probe, its threads, and the event that stops it (the first Ctrl-C, a SIGTERM)."""
 
     spec: StudySpec
     store: Any  # the artifact store (sweep.store.artifacts)
@@ -71,7 +71,7 @@ class TrialRun:
         write_trial(
             trial,
             model_type=self.config.model.model_type,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
+            worker=worker_id(),
             num_threads=context.num_threads,
         )
         self.seeds = config_seeds(self.config.train)
@@ -97,7 +97,7 @@ class TrialRun:
         return self.context.probe if wanted else None
 
     def interrupted(self) -> None:
-        """Ctrl-C stopped it: keep how far it got; the worker queues it again (sweep.run.worker)."""
+        """Ctrl-C or SIGTERM stopped it: keep how far it got; the worker queues it again (sweep.run.worker)."""
         record_run(self.trial, self.epochs, self.context.spec.target)
         write_trial(self.trial, interrupted=True)
 
@@ -120,6 +120,11 @@ class TrialRun:
         return values
 
 
+def worker_id(pid: int | None = None) -> str:
+    """How a trial records the worker that ran it: host:pid."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
 def trial_context(
     spec: StudySpec,
     artifacts: str,
@@ -128,7 +133,7 @@ def trial_context(
     keep: Keep | None = None,
     tensorboard: str | None = None,
 ) -> TrialContext:
-    """What a worker's trials share. ``stop`` set (the first Ctrl-C) ends a trial at its next epoch; a
+    """What a worker's trials share. ``stop`` set (the first Ctrl-C, a SIGTERM) ends a trial before its next step; a
     trial's checkpoint goes to the artifact store at `artifacts` when ``keep`` says so (None: always);
     with ``tensorboard`` (a folder), each trial writes its TensorBoard run there (`trial_events`), the
     probe scored every epoch."""
@@ -145,9 +150,12 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float | tu
         run = TrialRun(trial, context)
         with run.events() as events:
             try:
-                fits = fit(run.members, run.hear, run.scored_probe(events), events)
+                fits = fit(run.members, run.hear, run.scored_probe(events), events, stop=context.stop)
             except TrainingDiverged as error:
                 raise run.diverged(error) from None
+            except KeyboardInterrupt:
+                run.interrupted()
+                raise
         values = run.finish(fits)
         return values[0] if len(values) == 1 else values
 
@@ -220,10 +228,8 @@ def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], s
     def on_epoch(results: list[EpochResult]) -> None:
         result = epoch_over_seeds(results, over)
         epochs.append(result)
-        if stop.is_set():  # Ctrl-C: keep how far it got; the worker queues it again (sweep.run.worker)
-            record_run(trial, epochs, spec.target)
-            write_trial(trial, interrupted=True)
-            raise KeyboardInterrupt
+        if stop.is_set():  # Ctrl-C or SIGTERM: the trial records how far it got (TrialRun.interrupted)
+            raise Interrupted("training was stopped")
         if spec.reports_per_epoch:
             value = over.of([epoch_accuracy(r, spec.goals[0].metric) for r in results])
             trial.report(value, result.epoch)

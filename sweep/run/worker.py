@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
-import signal
-import socket
 import threading
 import time
 import warnings
@@ -25,15 +22,16 @@ from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.train import warm_up
 from sweep.run.budget import Step, budgeted, enqueue_balanced, mark_surplus, next_step, over_budget, room
 from sweep.run.failures import DiskFull, FailureCount, requeue
 from sweep.run.ledger import Ledger
 from sweep.run.plan import RunPlan
+from sweep.run.signals import Signals, stop_on_signals
 from sweep.run.stack import Ending, fail_reason, run_stack
-from sweep.run.trial import make_objective, trial_context
+from sweep.run.trial import make_objective, trial_context, worker_id
 from sweep.spec.model import Keep
 from sweep.store.artifacts import open_store, remove
 from sweep.store.records import TrialRecord
@@ -116,28 +114,6 @@ def _quiet_storage_errors_in_threads() -> Iterator[None]:
         threading.excepthook = previous
 
 
-@contextlib.contextmanager
-def _ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: set ``stop``; the running trial ends at its next epoch boundary (failed, nothing
-    stays RUNNING). Raising from the handler could land inside library callbacks that swallow it.
-    Second Ctrl-C: an immediate KeyboardInterrupt. The previous handler is restored at the end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def work(
     plan: RunPlan,
     stop: threading.Event,
@@ -146,32 +122,39 @@ def work(
     storage: optuna.storages.BaseStorage | None = None,
 ) -> None:
     """One worker: start trials until the study's budget is taken, the deadline passes or ``stop`` is set.
-    On its own storage (closed at the end), or on ``storage``, which the caller closes."""
+    On its own storage (closed at the end), or on ``storage``, which the caller closes.
+
+    Ctrl-C or SIGTERM (`sweep.run.signals`) sets ``stop``: the running trials are failed and queued
+    again, and `Stopped` says which."""
     # No preloading of torch._dynamo (~2.5 s): torch.optim's optimizers import it on first use, but
     # training's own (digitsum.optim.MemberAdamW) never does.
     own = storage is None
     storage = open_storage(plan.storage_url) if storage is None else storage
     try:
-        with _quiet_storage_errors_in_threads(), _ctrl_c_stops(stop):
-            _run_trials(plan, stop, worker, deadline, storage)
+        with _quiet_storage_errors_in_threads(), stop_on_signals(stop) as signals:
+            _run_trials(plan, stop, worker, deadline, storage, signals)
     finally:
         if own:
             close_storage(storage)
 
 
 def _run_trials(
-    plan: RunPlan, stop: threading.Event, worker: int, deadline: float | None, storage: optuna.storages.BaseStorage
+    plan: RunPlan,
+    stop: threading.Event,
+    worker: int,
+    deadline: float | None,
+    storage: optuna.storages.BaseStorage,
+    signals: Signals,
 ) -> None:
     loop = _TrialLoop(plan, stop, worker, deadline, storage)
     outage = _Outage(plan.patience, storage)
     while True:
-        if stop.is_set():
-            raise KeyboardInterrupt
         try:
+            if stop.is_set():
+                raise KeyboardInterrupt
             finished = loop.step()
         except KeyboardInterrupt:
-            _requeue_interrupted(loop.study)
-            raise
+            raise signals.stopped(_requeue_interrupted(loop.study)) from None
         except DiskFull as error:
             requeue(loop.study, error.trial)
             raise
@@ -340,19 +323,29 @@ def _taken_over(error: BaseException) -> bool:
     return False
 
 
-def _requeue_interrupted(study: optuna.Study) -> None:
-    """Queue this worker's Ctrl-C'd trials again with their parameters, as a killed worker's trial is
-    (Optuna's retry, so the budget counts it in its original's place). Only the worker that ran a
-    trial queues it, so no two workers queue the same one."""
-    me = f"{socket.gethostname()}:{os.getpid()}"
+def _requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue this worker's stopped trials (Ctrl-C, SIGTERM) again with their parameters, as a killed
+    worker's trial is (Optuna's retry, so the budget counts it in its original's place); their numbers.
+    Only the worker that ran a trial queues it, so no two workers queue the same one."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    queued = []
+    for trial in _interrupted(trials, {worker_id()}):
+        if trial.number not in retried:
+            requeue(study, trial)
+            queued.append(trial.number)
+    return queued
+
+
+def requeued_by(study: optuna.Study, workers: set[str]) -> list[int]:
+    """The trials these workers (`worker_id`) stopped and queued again: what a parent reports of its own."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    return [t.number for t in _interrupted(trials, workers) if t.number in retried]
+
+
+def _interrupted(trials: list[FrozenTrial], workers: set[str]) -> Iterator[FrozenTrial]:
     for trial in trials:
         record = TrialRecord.read(trial)
-        if (
-            trial.state == TrialState.FAIL
-            and record.interrupted
-            and record.worker == me
-            and trial.number not in retried
-        ):
-            requeue(study, trial)
+        if trial.state == TrialState.FAIL and record.interrupted and record.worker in workers:
+            yield trial
