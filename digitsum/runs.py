@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Collection
 from pathlib import Path
 
@@ -80,11 +81,16 @@ def place_run(config: Config, named: bool, overwrite: bool) -> tuple[Config, Pat
 
 
 def train_run(
-    config: Config, on_epoch: OnEpoch | None = None, tensorboard: bool = False, probe: Probe | None = None
+    config: Config,
+    on_epoch: OnEpoch | None = None,
+    tensorboard: bool = False,
+    probe: Probe | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[list[FitResult], Path]:
     """Fit a config's members (its ``train.n_seeds`` seeds, at once) and write its run folder; each
     member's FitResult, in seed order. ``probe``'s lengths, unseen in training, are scored every epoch;
-    with ``tensorboard``, TensorBoard's event files too, where the package is installed."""
+    with ``tensorboard``, TensorBoard's event files too, where the package is installed. ``stop`` set
+    ends the training before its next step (`digitsum.train.Interrupted`), each member's best kept."""
     probed = unseen_probe(load_rows(config.train), probe or Probe())
     members = seed_members(config)
     run_dir = run_folder(config)
@@ -101,7 +107,8 @@ def train_run(
             stack.enter_context(recording(folder if tensorboard else None, flatten(m.config.to_dict())))
             for folder, m in zip(folders, members, strict=True)
         ]
-        results = fit(members, _recorder(folders, on_epoch), probed, events, [folder / "best.pt" for folder in folders])
+        checkpoints = [folder / "best.pt" for folder in folders]
+        results = fit(members, _recorder(folders, on_epoch), probed, events, checkpoints, stop=stop)
     return results, run_dir
 
 

@@ -10,6 +10,7 @@ torch nor optuna, and importing this module never loads typer.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,15 @@ def train(
     on_start: Callable[[Any, Path | None], None] | None = None,
     tensorboard: bool = True,
     probe: str | None = None,
+    stop: threading.Event | None = None,
 ) -> Trained:
     """Train like `sweep train`: a YAML/JSON file of config keys, then KEY=VALUE overrides; with
     ``train.n_seeds`` K, its K seeds at once. ``on_start`` hears the config and, where the run's folder
     held an earlier run, that folder; ``on_epoch`` each epoch's results, one per seed. ``tensorboard``:
     TensorBoard event files in the run folder too, where the optional package is installed
     (`digitsum.tensorboard.missing()` says why not, in one line). ``probe``: input lengths never
-    trained on (``"5"``, ``"5-6"``), scored every epoch."""
+    trained on (``"5"``, ``"5-6"``), scored every epoch. ``stop`` set (a signal's handler sets it) ends
+    the training before its next step with `digitsum.train.Interrupted`; each seed's best so far is kept."""
     from digitsum import config as cfg
     from digitsum.errors import DataError
     from digitsum.lengths import Probe, parse_lengths
@@ -81,7 +84,7 @@ def train(
     config, moved_to = place_run(config, named, overwrite)
     if on_start is not None:
         on_start(config, taken if moved_to else None)
-    results, run_dir = train_run(config, on_epoch, tensorboard, probed)
+    results, run_dir = train_run(config, on_epoch, tensorboard, probed, stop)
     checkpoints = tuple(folder / "best.pt" for folder in member_folders(config))
     return Trained(tuple(results), run_dir, moved_to, tuple(config_seeds(config.train)), checkpoints)
 

@@ -124,7 +124,8 @@ def test_a_killed_run_of_seeds_leaves_every_seeds_best_checkpoint_and_history(tm
 
 
 @pytest.mark.processes
-def test_ctrl_c_says_where_each_seeds_best_model_is(tmp_path):
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_says_where_each_seeds_best_model_is(tmp_path, sent, code):
     command = [
         str(SWEEP), "train", "train.n_seeds=2", "train.lengths=1-3", "train.n_epochs=200",
         "model.model_type=gru", "model.hidden_size=16", "train.num_threads=1", "train.device=cpu",
@@ -137,9 +138,9 @@ def test_ctrl_c_says_where_each_seeds_best_model_is(tmp_path):
     for line in process.stdout:
         if line.startswith("epoch   2/"):
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     said = [line for line in err.splitlines() if line]
     assert said[0].startswith("interrupted at epoch "), err
     for seed, line in zip((0, 1), said[1:], strict=True):

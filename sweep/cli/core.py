@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,18 +108,23 @@ def train(
     """Train one model, like the tutorial's train.py; writes <log_path>/<run_name>/. `sweep keys` lists the keys.
 
     With train.n_seeds=K, K seeds train at once (one stacked computation) into seed-S/ folders.
-    Ctrl-C stops it and says where each model's best epoch so far is kept (exit 130).
+    Ctrl-C (exit 130) or SIGTERM (exit 143) stops it and says where each model's best epoch so far is kept.
 
     Example: sweep train model.model_type=lstm model.hidden_size=128 train.n_epochs=40
     """
     progress = _Progress()
     start = _starter(tensorboard, progress)
     began = time.perf_counter()
-    try:
-        trained = api.train(config_file, overrides or [], overwrite, progress.show, start, tensorboard, probe)
-    except KeyboardInterrupt:
-        progress.interrupted()
-        raise typer.Exit(130) from None
+    from sweep.run.signals import stop_on_signals
+
+    with stop_on_signals(threading.Event()) as signals:
+        try:
+            trained = api.train(
+                config_file, overrides or [], overwrite, progress.show, start, tensorboard, probe, signals.stop
+            )
+        except KeyboardInterrupt:
+            progress.interrupted()
+            raise typer.Exit(signals.stopped([]).exit_code) from None
     if len(trained.results) > 1:
         _print_seeds(trained, time.perf_counter() - began)
     else:
