@@ -205,6 +205,15 @@ def check(spec: str | Path) -> SpecCheck:
     return SpecCheck(loaded, len(train_rows), len(val_rows), len(probe) if probe is not None else None)
 
 
+def checkpoints_location(spec: StudySpec, storage: str | None = None, artifacts: str | None = None) -> tuple[str, str]:
+    """Where `sweep run` would store this spec's study's checkpoints (the store it recorded, for a study
+    that exists), and why there. A new study on a server storage with no store given raises
+    `sweep.store.artifacts.ArtifactError` (it would be refused)."""
+    from sweep.store.artifacts import where_checkpoints_go
+
+    return where_checkpoints_go(spec.name, storage, artifacts)
+
+
 def plan(spec: str | Path, options: RunOptions | None = None, **changes: Any) -> tuple[RunPlan, int]:
     """A checked run plan, its study made or resumed, and how many of its trials are finished already.
     ``options`` (`sweep.run.plan.RunOptions`), or its fields as keywords: ``api.plan(spec, trials=20)``;

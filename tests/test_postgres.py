@@ -205,7 +205,7 @@ def test_unreachable_server_is_one_line(tmp_path, database_url):
 def test_storage_lost_mid_run_then_resumed(tmp_path, server):
     spec = tmp_path / "lost.yaml"
     spec.write_text(SPEC.replace("name: pg-kill", "name: pg-lost").replace("n_trials: 9", "n_trials: 4"))
-    worker = _start_worker(spec, server.url, tmp_path, patience=2)  # gives up at once: the server stays down
+    worker = _start_worker(spec, server.url, tmp_path, tmp_path / "ckpt", patience=2)  # patience 2: gives up at once
     storage = optuna.storages.RDBStorage(server.url)
     try:
         deadline = time.time() + 120
@@ -388,3 +388,30 @@ def _finished_when(storage, name: str, at_least: int) -> dict:
                 return finished
         time.sleep(0.2)
     raise AssertionError(f"{at_least} trials of {name} did not finish in time")
+
+
+def test_a_new_study_on_postgresql_needs_a_checkpoint_store_every_machine_reaches(tmp_path, database_url, monkeypatch):
+    from sweep_helpers import invoke
+
+    from sweep.store.records import StudyMeta
+
+    monkeypatch.delenv("SWEEP_ARTIFACTS", raising=False)
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(SPEC.replace("name: pg-kill", "name: pg-shared"))
+    refused = invoke("run", spec, "--storage", database_url, "--trials", "1")
+    assert refused.exit_code == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "needs a checkpoint store every machine reaches: pass --artifacts" in refused.stderr
+    assert "pg-shared" not in [s.study_name for s in optuna.get_all_study_summaries(database_url)]  # nothing stored
+    checked = invoke("check", spec, "--storage", database_url)
+    assert "checkpoints: none yet; `sweep run` would refuse" in checked.stdout, checked.output
+
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("SWEEP_ARTIFACTS", str(shared))
+    assert f"checkpoints: {shared} (from $SWEEP_ARTIFACTS)" in invoke("check", spec, "--storage", database_url).stdout
+    ran = invoke("run", spec, "--storage", database_url, "--trials", "1", "--threads", "1")
+    assert ran.exit_code == 0, ran.output
+    study = optuna.load_study(study_name="pg-shared", storage=database_url)
+    assert StudyMeta.read(study).artifacts == str(shared) and any(shared.iterdir())
+    monkeypatch.delenv("SWEEP_ARTIFACTS")  # the study keeps the store it recorded
+    again = invoke("check", spec, "--storage", database_url)
+    assert f"checkpoints: {shared} (recorded by study 'pg-shared')" in again.stdout, again.output

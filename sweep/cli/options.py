@@ -40,8 +40,8 @@ CheckpointArg = Annotated[
 ]
 ARTIFACTS_HELP = (
     "Where checkpoints are stored: a folder (shared by every machine of a study) or s3://BUCKET/PREFIX "
-    "(AWS_* variables configure it). Default: the store the study recorded when it was made, else artifacts/ "
-    "beside the storage file (or beside the default storage)."
+    "(AWS_* variables configure it). Default: the store the study recorded when it was made, else "
+    "$SWEEP_ARTIFACTS, else artifacts/ beside the storage file; a new study on PostgreSQL needs one given."
 )
 Artifacts = Annotated[str | None, typer.Option(help=ARTIFACTS_HELP)]
 Oversubscribe = Annotated[

@@ -53,12 +53,14 @@ Stack = Annotated[
 
 
 @app.command()
-def check(spec_path: SpecPath) -> None:
-    """Check a study spec without training: the resolved space, sampler, pruner, data sizes and budget.
+def check(spec_path: SpecPath, storage: Storage = None, artifacts: Artifacts = None) -> None:
+    """Check a study spec without training: the resolved space, sampler, pruner, data sizes, budget, and
+    where its checkpoints would go.
 
-    Example: sweep check studies/compare-cost.yaml
+    Example: sweep check studies/compare-cost.yaml --storage postgresql+psycopg://sweep@db/sweep
     """
     from digitsum import config as cfg
+    from sweep.store.artifacts import ArtifactError
 
     checked = api.check(spec_path)
     spec = checked.spec
@@ -93,6 +95,11 @@ def check(spec_path: SpecPath) -> None:
             f"  stack: each worker trains up to {spec.stack} trials at once (those that share shapes and batch plan)"
         )
     _print_data_and_budget(checked)
+    try:
+        location, why = api.checkpoints_location(spec, storage, artifacts)
+        typer.echo(f"  checkpoints: {location} ({why})")
+    except ArtifactError as refused:
+        typer.echo(f"  checkpoints: none yet; `sweep run` would refuse: {refused}")
 
 
 def _print_data_and_budget(checked: api.SpecCheck) -> None:

@@ -17,7 +17,7 @@ from sweep.spec.enqueue import enqueue_params
 from sweep.spec.files import load_spec
 from sweep.spec.model import Param, SpecError, StudySpec
 from sweep.spec.names import check_study_name
-from sweep.store.artifacts import S3, check_bucket, location_for
+from sweep.store.artifacts import S3, check_bucket, location_for, new_study_location
 from sweep.store.records import StudyMeta, queued_or_tried, write_artifacts, write_fingerprint, write_space
 from sweep.store.storage import open_existing, patience_seconds, study_names
 
@@ -98,8 +98,12 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
     check_cores(options.workers, options.threads, options.oversubscribe)
     name = options.name or spec.name
     events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)
-    chosen = location_for(options.artifacts, None, options.storage)  # recorded by a new study
-    study = prepare_study(spec, open_existing(options.storage, create=True), name, chosen)
+    storage = open_existing(options.storage, create=True)
+    if name in study_names(storage):
+        chosen = location_for(options.artifacts, None, options.storage)  # for one made before artifacts
+    else:
+        chosen = new_study_location(options.artifacts, options.storage)  # recorded by the new study
+    study = prepare_study(spec, storage, name, chosen)
     location = location_for(options.artifacts, study, options.storage)
     _check_writable(location)
     plan = RunPlan(

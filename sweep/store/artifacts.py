@@ -10,6 +10,7 @@ otherwise. Studies made before artifacts recorded a checkpoint path instead; it 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,12 +42,62 @@ def default_location(storage_url: str | None) -> str:
     return str(folder / "artifacts")
 
 
+ENV_VAR = "SWEEP_ARTIFACTS"
+
+
 def location_for(given: str | None, study: optuna.Study | None, storage_url: str | None) -> str:
-    """``--artifacts`` if given, else the store the study recorded, else the default store."""
+    """``--artifacts`` if given, else the store the study recorded, else $SWEEP_ARTIFACTS, else the default."""
     if given:
-        return given if given.startswith(S3) else str(Path(given).expanduser().resolve())
+        return _resolved(given)
     recorded = StudyMeta.read(study).artifacts if study is not None else None
-    return recorded or default_location(storage_url)
+    return recorded or _resolved(os.environ.get(ENV_VAR) or default_location(storage_url))
+
+
+def new_study_location(given: str | None, storage_url: str | None, flag: str = "--artifacts") -> str:
+    """Where a new study's checkpoints go (the study records it): `location_for` without a study.
+
+    On a server storage (PostgreSQL, MySQL) the machines of a study share no disk, and a folder beside
+    a storage file does not exist: the default would be a folder in the home of each machine, each
+    holding its own trials' checkpoints. There the store must be given."""
+    from sweep.store.storage import default_url, safe_url, storage_file
+
+    url = storage_url or default_url()
+    if not (given or os.environ.get(ENV_VAR)) and storage_file(url) is None and not url.startswith("sqlite"):
+        raise ArtifactError(
+            f"a new study on a server storage ({safe_url(url)}) needs a checkpoint store every machine reaches: "
+            f"pass {flag} /shared/folder or s3://BUCKET/PREFIX, or set ${ENV_VAR} (without it each "
+            "machine would keep its trials' checkpoints in its own home folder)"
+        )
+    return location_for(given, None, storage_url)
+
+
+def where_checkpoints_go(study_name: str, storage_url: str | None, given: str | None) -> tuple[str, str]:
+    """Where `sweep run` would store the study's checkpoints, and why there (for `sweep check`); a new
+    study on a server storage without a store given raises `new_study_location`'s ArtifactError."""
+    import optuna
+
+    from sweep.store.storage import close_storage, default_url, open_storage, storage_file, study_names
+
+    url = storage_url or default_url()
+    path = storage_file(url)
+    recorded = None
+    if path is None or path.is_file():  # a storage file not made yet holds no study: nothing to open
+        storage = open_storage(url)
+        try:
+            if study_name in study_names(storage):
+                recorded = StudyMeta.read(optuna.load_study(study_name=study_name, storage=storage)).artifacts
+        finally:
+            close_storage(storage)
+    if given:
+        return _resolved(given), "from --artifacts"
+    if recorded:
+        return recorded, f"recorded by study {study_name!r}"
+    location = new_study_location(None, url)
+    return location, f"from ${ENV_VAR}" if os.environ.get(ENV_VAR) else "beside the storage file"
+
+
+def _resolved(location: str) -> str:
+    return location if location.startswith(S3) else str(Path(location).expanduser().resolve())
 
 
 def store_for(given: str | None, study: optuna.Study | None, storage_url: str | None) -> Any:

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from digitsum.errors import UsageError
-from sweep.store.artifacts import ArtifactError, location_for, open_store, store_for
+from sweep.store.artifacts import ArtifactError, new_study_location, open_store, store_for
 from sweep.store.queries import live_trials, read_trials
 from sweep.store.records import (
     StudyMeta,
@@ -95,7 +95,7 @@ def copy_study(
             f"a study named {to_name!r} is already in {safe_url(to_url)}; give another name with --to-name, "
             f"or delete that one first (sweep rm {to_name} --storage URL)"
         )
-    location = location_for(to_artifacts, None, to_url)
+    location = new_study_location(to_artifacts, to_url, "--to-artifacts")
     written = _Written(target, to_name, open_store(location, create=True))
     try:
         new_ids, removed = _copy_checkpoints(trials, source_store, written)
