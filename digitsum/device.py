@@ -3,6 +3,8 @@ this machine has, or one line saying what it has instead, in the words of the op
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
 from digitsum.config import DEVICE_RULE
@@ -37,3 +39,20 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
 
 def _has_mps() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def processor_name(device: torch.device) -> str:
+    """What computes on ``device``: the GPU's name, or the CPU's model (two trials of the same parameters
+    on two CPU models train two models: float rounding differs)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -111,8 +111,7 @@ def fit(
     ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A member whose
     training loss becomes NaN or infinite raises TrainingDiverged; without ``raise_diverged``,
     ``on_epoch`` hears its loss and says whether it leaves (a stack of trials prunes it alone).
-    ``stop`` set (a Ctrl-C, a scheduler's SIGTERM) raises Interrupted before the next step: within a
-    step's time, not an epoch's, and the epoch it cut short counts for nothing.
+    ``stop`` set (Ctrl-C, SIGTERM) raises Interrupted before the next step; the epoch cut short counts for nothing.
     """
     check_members(members)
     run = _Run.start(members, probe_rows, stop)

@@ -43,6 +43,21 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "per_seed": record.per_seed or None,  # with train.n_seeds: each seed's outcome, by seed
         "seed_aggregate": StudyMeta.read(study).seed_aggregate if record.per_seed else None,
         "over_seeds": over_seeds(seed_runs(trial, read_reruns(study))),
+        "ran_on": ran_on(record),
+    }
+
+
+def ran_on(record: TrialRecord) -> dict[str, Any] | None:
+    """Where the trial ran (sweep.run.machine); None for a trial recorded before it was kept."""
+    if record.host is None:
+        return None
+    threads = record.num_threads or None  # 0: torch's default, not recorded
+    return {
+        "host": record.host,
+        "processor": record.processor,
+        "device": record.device,
+        "threads": threads,
+        "versions": record.versions,
     }
 
 
@@ -64,6 +79,7 @@ def pareto_summary(study: optuna.Study) -> dict[str, Any]:
                 "checkpoint": checkpoint_text(study, record),
                 "per_seed": record.per_seed or None,
                 "over_seeds": over_seeds(seed_runs(trial, reruns)),
+                "ran_on": ran_on(record),
             }
         )
     return {

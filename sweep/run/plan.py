@@ -13,6 +13,7 @@ import optuna
 import optuna_dashboard
 
 from digitsum.errors import UsageError
+from sweep.run.machine import version_note, versions
 from sweep.spec.enqueue import enqueue_params
 from sweep.spec.files import load_spec
 from sweep.spec.model import Param, SpecError, StudySpec
@@ -116,7 +117,7 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         artifacts=location,
         threads=options.threads,
         tensorboard=events,
-        notes=notes,
+        notes=notes + tuple(n for n in [version_note(StudyMeta.read(study).versions, name)] if n is not None),
         stack=options.stack or spec.stack,
     )
     return plan, study
@@ -191,6 +192,7 @@ def prepare_study(spec: StudySpec, storage: optuna.storages.BaseStorage, name: s
             artifacts=artifacts,
             space=[param.to_dict() for param in spec.space],
             seed_aggregate=spec.seed_aggregate.value,
+            versions=versions(),
         ).write(study)
         study.set_metric_names([goal.metric.value for goal in spec.goals])
         optuna_dashboard.save_note(study, spec_note(spec))

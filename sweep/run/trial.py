@@ -30,6 +30,7 @@ from digitsum.members import config_seeds, seed_config, seed_members
 from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
 from digitsum.train import EpochResult, FitResult, Interrupted, OnEpoch, TrainingDiverged, fit
+from sweep.run.machine import machine
 from sweep.run.outcome import epoch_over_seeds, objective_values, record_fit, record_run, score_probe, seed_outcome
 from sweep.spec.model import StudySpec, ValueFrom
 from sweep.spec.objectives import epoch_accuracy, objectives_from_stored
@@ -73,6 +74,7 @@ class TrialRun:
             model_type=self.config.model.model_type,
             worker=worker_id(),
             num_threads=context.num_threads,
+            **machine(self.config.train.device),
         )
         self.seeds = config_seeds(self.config.train)
         self.members = seed_members(self.config)

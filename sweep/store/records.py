@@ -39,6 +39,7 @@ class StudyMeta:
     artifacts: str | None = None  # where checkpoints are stored (sweep.store.artifacts); None: made before artifacts
     space: list[dict[str, Any]] | None = None  # the searched dimensions (Param.to_dict each); for `sweep enqueue`
     seed_aggregate: str = "mean"  # a trial's value over its train.n_seeds seeds: mean or min
+    versions: dict[str, str] | None = None  # torch, optuna, digitsum-sweep when made; None: made before they were
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -191,6 +192,11 @@ class TrialRecord:
 
     model_type: str | None = None
     worker: str | None = None  # host:pid
+    # where it ran (sweep.run.machine): the same seed trains another model on another processor or torch
+    host: str | None = None
+    processor: str | None = None  # the CPU's model or the GPU's name
+    device: str | None = None  # cpu, cuda:0, ...
+    versions: dict[str, str] = field(default_factory=dict)  # torch, optuna, digitsum-sweep
     checkpoint: str | None = None  # the checkpoint's path, in studies made before artifacts
     artifact_id: str | None = None  # the best-epoch checkpoint's Optuna artifact (kept trials only)
     num_threads: int = 0  # torch threads: results depend on it, so `sweep rerun` reuses it
@@ -212,7 +218,7 @@ class TrialRecord:
     pruned_reason: str | None = None
     fail_reason: str | None = None
     surplus: bool = False  # asked for when the budget was already taken; not a real trial
-    interrupted: bool = False  # stopped by Ctrl-C (failed, and queued again with the same parameters)
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM (failed, and queued again with the same parameters)
     # with train.n_seeds > 1: each seed's outcome by seed (RerunRecord's fields but trial and seed);
     # the trial's own fields above hold their aggregate (StudyMeta.seed_aggregate), its checkpoint the first seed's
     per_seed: dict[str, dict[str, Any]] = field(default_factory=dict)
