@@ -155,10 +155,22 @@ def run(
     oversubscribe: Oversubscribe = False,
     tensorboard: TensorboardDir = None,
     stack: Stack = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            metavar="auto|cuda:0,cuda:1,...",
+            help="GPUs for the workers, round-robin: worker i trains on device i mod D and sees only it "
+            "(CUDA_VISIBLE_DEVICES); auto: every GPU here. Default: the spec's train.device, in every worker.",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a study: train one model per trial, prune on unrolled validation accuracy.
 
-    Example: sweep run studies/quickstart.yaml --workers 2   (or --stack 4: four trials at once per worker)
+    Ctrl-C (exit 130) or SIGTERM (exit 143, what schedulers send) stops the workers: running trials are
+    failed and queued again with their parameters, and the same command resumes.
+
+    Example: sweep run studies/quickstart.yaml --workers 2   (or --stack 4: four trials at once per worker;
+    --workers 4 --devices auto: one worker per GPU on a 4-GPU machine)
     """
     from sweep.run.plan import RunOptions
     from sweep.store.storage import shown_url
@@ -174,6 +186,7 @@ def run(
         oversubscribe=oversubscribe,
         tensorboard=str(tensorboard) if tensorboard is not None else None,
         stack=stack,
+        devices=devices,
     )
     plan, finished = api.plan(spec_path, options)
     _print_notes(plan)
@@ -201,6 +214,7 @@ def _run_if_budget_left(plan: Any, finished: int, where: str) -> None:
             f"{where}: {finished} of {plan.n_trials} trials finished; "
             f"{plan.workers} worker(s) x {plan.threads_per_worker} thread(s)"
             + (f", {plan.stack} trials at once each" if plan.stack > 1 else "")
+            + (f", on {', '.join(plan.devices)} round-robin" if plan.devices else "")
             + (f"; timeout {plan.timeout:.0f}s" if plan.timeout else "")
             + (f"; {plan.warm_starts} warm start(s) queued from enqueue:" if plan.warm_starts else "")
         )

@@ -3,6 +3,7 @@ that reports each finished trial."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import multiprocessing
 import os
@@ -11,13 +12,14 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from digitsum.errors import UsageError, one_line, warning_line
+from sweep.run.devices import device_of, visible
 from sweep.run.failures import RunFailed, StorageLost, WorkersFailed, lost_message
 from sweep.run.ledger import FINISHED, Ledger
 from sweep.run.plan import RunPlan
@@ -77,11 +79,14 @@ def _run_with_monitor(
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
     monitor = _Monitor(study, on_trial)
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=_worker_process, args=(plan, i, deadline)) for i in range(1, plan.workers)]
+    # on GPUs every worker is a process of its own, started with its device alone (sweep.run.devices)
+    first = 0 if plan.devices else 1
+    helpers = [context.Process(target=_worker_process, args=(plan, i, deadline)) for i in range(first, plan.workers)]
     stop = threading.Event()
     with stop_on_signals(stop, forward=lambda signum: _pass_on(helpers, signum)) as signals:
-        for process in helpers:
-            process.start()
+        for worker, process in enumerate(helpers, start=first):
+            with _environment(visible(device_of(plan.devices, worker)) if plan.devices else {}):
+                process.start()
         thread = threading.Thread(target=monitor.watch, daemon=True)
         thread.start()
         try:
@@ -101,10 +106,12 @@ def _run_with_monitor(
 def _work_with_helpers(
     plan: RunPlan, helpers: list[Any], deadline: float | None, storage: optuna.storages.BaseStorage, signals: Signals
 ) -> None:
-    """Worker 0's share, then wait for the helpers (once stopped, for at most 30 s). Stopped by a signal,
+    """Worker 0's share (on GPUs it is a helper too), then wait for the helpers (once stopped, for at most
+    30 s). Stopped by a signal,
     raise `Stopped` with the trials that every worker queued again."""
     try:
-        work(plan, signals.stop, 0, deadline, storage)
+        if not plan.devices:
+            work(plan, signals.stop, 0, deadline, storage)
         _join(helpers)
     except KeyboardInterrupt as stopped:
         # they got the same Ctrl-C (the terminal signals the group) or the SIGTERM passed on to them;
@@ -120,6 +127,21 @@ def _work_with_helpers(
         raise StorageLost(lost_message(lost)) from None
     if signals.stop.is_set():  # a signal while waiting for the helpers, after worker 0's share
         raise signals.stopped(_requeued_by_helpers(plan, storage, helpers))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ while inside: a process started there inherits them."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _pass_on(helpers: list[Any], signum: int) -> None:

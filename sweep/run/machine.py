@@ -31,17 +31,18 @@ def _machine(device_name: str) -> tuple[tuple[str, Any], ...]:
     import torch
 
     from digitsum.device import processor_name, resolve_device
+    from sweep.run.devices import physical
 
     device = resolve_device(device_name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    facts = {"host": socket.gethostname(), "processor": processor_name(device), "device": str(device)}
+    facts = {"host": socket.gethostname(), "processor": processor_name(device), "device": physical(str(device))}
     return (*facts.items(), ("versions", versions()))
 
 
 def machine(device_name: str) -> dict[str, Any]:
-    """A trial's record of where it ran: host, processor (CPU model or GPU name), device, versions;
-    read once per worker and device."""
+    """A trial's record of where it ran: host, processor (CPU model or GPU name), device (as this
+    machine numbers it, whatever CUDA_VISIBLE_DEVICES shows the worker), versions; read once per worker."""
     return dict(_machine(device_name))
 
 

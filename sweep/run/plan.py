@@ -13,6 +13,7 @@ import optuna
 import optuna_dashboard
 
 from digitsum.errors import UsageError
+from sweep.run.devices import parse_devices
 from sweep.run.machine import version_note, versions
 from sweep.spec.enqueue import enqueue_params
 from sweep.spec.files import load_spec
@@ -38,6 +39,7 @@ class RunOptions:
     oversubscribe: bool = False  # allow more threads in all than cores
     tensorboard: str | None = None  # a TensorBoard run per trial under TENSORBOARD/STUDY/; None: the spec's key
     stack: int | None = None  # trials a worker trains at once (sweep.run.stack); None: the spec's stack
+    devices: str | None = None  # auto or cuda:0,cuda:1,...: workers placed round-robin (sweep.run.devices)
 
     def __post_init__(self) -> None:  # folders may be given as paths
         for name in ("artifacts", "tensorboard"):
@@ -62,6 +64,7 @@ class RunPlan:
     tensorboard: str | None = None  # the folder of this study's TensorBoard runs, one per trial; None: none
     notes: tuple[str, ...] = ()  # what the run says once before it starts (a missing optional package)
     stack: int = 1  # trials each worker trains at once (sweep.run.stack)
+    devices: tuple[str, ...] = ()  # worker i on devices[i mod D], each its own process (sweep.run.devices)
 
     @property
     def threads_per_worker(self) -> int:
@@ -97,6 +100,7 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         check_study_name(options.name)
     spec = load_spec(spec_path)
     check_cores(options.workers, options.threads, options.oversubscribe)
+    devices = parse_devices(options.devices) if options.devices is not None else ()
     name = options.name or spec.name
     events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)
     storage = open_existing(options.storage, create=True)
@@ -119,6 +123,7 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         tensorboard=events,
         notes=notes + tuple(n for n in [version_note(StudyMeta.read(study).versions, name)] if n is not None),
         stack=options.stack or spec.stack,
+        devices=devices,
     )
     return plan, study
 

@@ -52,6 +52,7 @@ class TrialContext:
     keep: Keep | None = None  # store a trial's checkpoint? None: always
     tensorboard: str | None = None  # a folder: a TensorBoard run per trial (and seed)
     probe: Rows | None = None
+    device: str | None = None  # where its trials train, over the spec's train.device (--devices)
 
     @property
     def probe_each_epoch(self) -> bool:
@@ -66,9 +67,10 @@ class TrialRun:
         self.trial, self.context, spec = trial, context, context.spec
         self.params = spec.suggest(trial)
         config = spec.config_for(self.params)
-        self.config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, num_threads=context.num_threads)
-        )
+        train = dataclasses.replace(config.train, num_threads=context.num_threads)
+        if context.device is not None:
+            train = dataclasses.replace(train, device=context.device)
+        self.config = dataclasses.replace(config, train=train)
         write_trial(
             trial,
             model_type=self.config.model.model_type,
@@ -134,14 +136,14 @@ def trial_context(
     num_threads: int = 0,
     keep: Keep | None = None,
     tensorboard: str | None = None,
+    device: str | None = None,
 ) -> TrialContext:
-    """What a worker's trials share. ``stop`` set (the first Ctrl-C, a SIGTERM) ends a trial before its next step; a
-    trial's checkpoint goes to the artifact store at `artifacts` when ``keep`` says so (None: always);
-    with ``tensorboard`` (a folder), each trial writes its TensorBoard run there (`trial_events`), the
-    probe scored every epoch."""
-    return TrialContext(
-        spec, open_store(artifacts, create=True), stop, num_threads, keep, tensorboard, probe_rows(spec.probe)
-    )
+    """What a worker's trials share. ``stop`` set (the first Ctrl-C, a SIGTERM) ends a trial before its
+    next step; a trial's checkpoint goes to the artifact store at `artifacts` when ``keep`` says so
+    (None: always); with ``tensorboard`` (a folder), each trial writes its TensorBoard run there
+    (`trial_events`), the probe scored every epoch; ``device``: where they train, whatever the spec says."""
+    store = open_store(artifacts, create=True)
+    return TrialContext(spec, store, stop, num_threads, keep, tensorboard, probe_rows(spec.probe), device)
 
 
 def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float | tuple[float, ...]]:

@@ -188,7 +188,10 @@ class _TrialLoop:
         warm_up(plan.spec.model_types(), plan.threads_per_worker)  # one-off costs stay out of trial timings
         keep_best = plan.spec.keep_checkpoints is Keep.BEST
         keep = ledger.would_be_best if keep_best else None
-        self.context = trial_context(plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard)
+        device = "cuda:0" if plan.devices else None  # the one GPU its CUDA_VISIBLE_DEVICES shows (sweep.run.devices)
+        self.context = trial_context(
+            plan.spec, plan.artifacts, stop, plan.threads_per_worker, keep, plan.tensorboard, device
+        )
         objective = make_objective(self.context)
         self.settle = _Settle(ledger, open_store(plan.artifacts) if keep_best else None)
         self.full: int | None = None  # the id of a trial that could not store its checkpoint: the disk is full
