@@ -31,6 +31,7 @@ Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, ...")]
 StudyName = Annotated[str, typer.Argument(help="Study name.")]
+SpecPath = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")]
 CheckpointArg = Annotated[
     str,
     typer.Argument(

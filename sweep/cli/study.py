@@ -17,13 +17,13 @@ from sweep.cli.options import (
     Artifacts,
     AsJson,
     Oversubscribe,
+    SpecPath,
     Storage,
     StudyName,
     TensorboardDir,
 )
 from sweep.cli.output import echo_json, number_text, seeds_text
 
-SpecPath = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="A study spec, e.g. studies/quickstart.yaml.")]
 Trials = Annotated[
     int | None,
     typer.Option(min=1, max=MAX_TRIALS, help="The study's total of finished trials (default: the spec's n_trials)."),

@@ -78,6 +78,8 @@ def where_checkpoints_go(study_name: str, storage_url: str | None, given: str | 
 
     from sweep.store.storage import close_storage, default_url, open_storage, storage_file, study_names
 
+    if given:
+        return _resolved(given), "from --artifacts"
     url = storage_url or default_url()
     path = storage_file(url)
     recorded = None
@@ -88,8 +90,6 @@ def where_checkpoints_go(study_name: str, storage_url: str | None, given: str | 
                 recorded = StudyMeta.read(optuna.load_study(study_name=study_name, storage=storage)).artifacts
         finally:
             close_storage(storage)
-    if given:
-        return _resolved(given), "from --artifacts"
     if recorded:
         return recorded, f"recorded by study {study_name!r}"
     location = new_study_location(None, url)
