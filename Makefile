@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 
 RUNS ?= 20
 
-.PHONY: runtime install system lint test test-latest test-oldest fuzz flakes quickstart bench clean
+.PHONY: runtime install system lint test test-latest test-oldest fuzz flakes quickstart bench clean wheelhouse
 
 # What running needs (torch, the project); `make test` adds the dev tools and the test servers' drivers.
 $(VENV)/.runtime: pyproject.toml
@@ -64,6 +64,20 @@ test-oldest:
 	PIP_CONSTRAINT=$(CURDIR)/$(OLDEST_VENV).constraints $(MAKE) install VENV=$(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|optuna|optuna-dashboard|pandas|plotly|typer|numpy|scipy|tensorboard|cmaes) '
 	$(MAKE) test VENV=$(OLDEST_VENV)
+
+# For a GPU node with no network and its own Python and torch (docs/scaling.md): every wheel the project
+# needs apart from torch, for that Python, and the project's own wheel, into one folder;
+# bench/gpu_check.sh installs them with pip install --no-index --no-deps (WHEELHOUSE=wheelhouse).
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHON ?= 3.12
+wheelhouse: $(VENV)/.runtime
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(PY) bench/wheelhouse.py > $(WHEELHOUSE)/requirements.txt
+	$(PY) -m pip download -q -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt --only-binary=:all: \
+	  --python-version $(WHEEL_PYTHON) --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform linux_x86_64
+	$(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) .
+	@echo "$$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels for Python $(WHEEL_PYTHON) in $(WHEELHOUSE)/"
 
 # The fuzzers' long profile: new random inputs every time (make test runs a short, fixed set); failing
 # inputs are kept in .hypothesis/ and tried first next time. SWEEP_FUZZ_EXAMPLES=N sets the examples per test.

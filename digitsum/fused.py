@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,12 +68,25 @@ def _build_options() -> tuple[str, list[str]]:
 STALE_LOCK_SECONDS = 600  # a compile takes ~30 s; a lock this old belongs to a process that died compiling
 
 
+def _cpp_extension() -> Any:
+    """torch.utils.cpp_extension, imported without the warning a CUDA build of torch logs on import
+    where the machine has no GPU ("No CUDA runtime is found"): this kernel is for the CPU."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    return cpp_extension
+
+
 def _clear_stale_lock(build_dir: Path) -> None:
     """Wait while another process compiles; remove its lock if it died doing so (torch's own wait has no
     end: a compile killed once, by Ctrl-C say, would make every later run hang). Only where torch locks
     by the lock file's existence (its FileBaton, up to 2.14); torch 2.15 holds an OS lock on the file
     instead, which dies with its holder, and leaves the file in place."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     if not hasattr(cpp_extension, "FileBaton"):
         return
@@ -98,7 +112,7 @@ def load() -> bool:
 
 
 def _load() -> bool:
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:

@@ -49,7 +49,7 @@ def terminate(process: subprocess.Popen) -> tuple[str, str, float]:
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
     try:
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=90)  # a loaded machine; the stop itself takes a step
     except subprocess.TimeoutExpired:
         kill_group(process)
         raise

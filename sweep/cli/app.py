@@ -3,7 +3,7 @@
 Every expected mistake (bad key, bad file, bad spec, unknown study, bad storage URL) ends as one
 line on stderr and exit code 2; a run that stops (`RunFailed`) or an OS error (a full disk) as one
 line and exit code 1; no traceback. The commands live in one module per group (`sweep.cli.core`,
-`study`, `reruns`, `report`, `launch`); each parses, calls `sweep.api` or the core, and prints.
+`run`, `study`, `reruns`, `report`, `launch`); each parses, calls `sweep.api` or the core, and prints.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from digitsum.errors import UsageError, warning_line
 from sweep.cli.output import say_error
 
 # The command groups in the pipeline's order: `sweep --help` lists their commands so.
-GROUPS = ("sweep.cli.core", "sweep.cli.study", "sweep.cli.reruns", "sweep.cli.report", "sweep.cli.launch")
+GROUPS = (
+    "sweep.cli.core",
+    "sweep.cli.run",
+    "sweep.cli.study",
+    "sweep.cli.reruns",
+    "sweep.cli.report",
+    "sweep.cli.launch",
+)
 
 
 class _ErrorBoundary(TyperGroup):

@@ -16,29 +16,29 @@ launch = typer.Typer(
 app.add_typer(launch, name="launch")
 
 
+Workers = Annotated[int, typer.Option(min=1, max=MAX_PROCESSES, help="Workers: one array task each.")]
+Time = Annotated[str, typer.Option(help="Each task's time limit, as Slurm reads it (minutes, or [D-]HH:MM:SS).")]
+Partition = Annotated[str | None, typer.Option(help="The partition (default: the cluster's).")]
+Cpus = Annotated[int, typer.Option(min=1, max=MAX_PROCESSES, help="CPUs per task, and the worker's torch threads.")]
+Gpus = Annotated[int, typer.Option(min=0, help="GPUs per task: 0, or 1 (the worker trains on it: --devices auto).")]
+Logs = Annotated[Path, typer.Option(help="Folder for the script and each task's output (on a disk the nodes share).")]
+Name = Annotated[str | None, typer.Option(help="Study name (default: the spec's name).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the script; submit nothing, store nothing.")]
+
+
 @launch.command()
 def slurm(
     spec_path: SpecPath,
-    workers: Annotated[int, typer.Option(min=1, max=MAX_PROCESSES, help="Workers: one array task each.")] = 4,
-    time: Annotated[
-        str, typer.Option(help="Each task's time limit, as Slurm reads it (minutes, or [D-]HH:MM:SS).")
-    ] = "1:00:00",
-    partition: Annotated[str | None, typer.Option(help="The partition (default: the cluster's).")] = None,
-    cpus_per_worker: Annotated[
-        int, typer.Option(min=1, max=MAX_PROCESSES, help="CPUs per task, and the worker's torch threads.")
-    ] = 1,
-    gpus_per_worker: Annotated[
-        int, typer.Option(min=0, help="GPUs per task: 0, or 1 (the worker trains on it: --devices auto).")
-    ] = 0,
+    workers: Workers = 4,
+    time: Time = "1:00:00",
+    partition: Partition = None,
+    cpus_per_worker: Cpus = 1,
+    gpus_per_worker: Gpus = 0,
     storage: Storage = None,
     artifacts: Artifacts = None,
-    logs: Annotated[
-        Path, typer.Option(help="Folder for the script and each task's output (on a disk the nodes share).")
-    ] = Path("slurm"),
-    name: Annotated[str | None, typer.Option(help="Study name (default: the spec's name).")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the script; submit nothing, store nothing.")
-    ] = False,
+    logs: Logs = Path("slurm"),
+    name: Name = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Write a Slurm job array of `sweep run` workers (one per task) and submit it with sbatch.
 
@@ -46,8 +46,8 @@ def slurm(
     run the study's exact total. A task that Slurm stops (its time limit, scancel, preemption) gets
     SIGTERM and queues its trial again; submit the same command again to finish.
 
-    Example: sweep launch slurm studies/quickstart.yaml --workers 16 --time 2:00:00 \\
-    --storage postgresql+psycopg://sweep@db/sweep --artifacts /shared/sweep-artifacts
+    Example: sweep launch slurm studies/quickstart.yaml --workers 16 --time 2:00:00 --storage
+    postgresql+psycopg://sweep@db/sweep --artifacts /shared/sweep-artifacts
     """
     from sweep.run.slurm import launch as launch_job
 
