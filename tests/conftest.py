@@ -180,3 +180,23 @@ def fuzz_box(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# The files of the longest tests (servers, many processes, Slurm) are handed to the two pytest-xdist
+# workers first: the short files then fill the gaps at the end, instead of one worker finishing a
+# long file alone while the other idles.
+LONG_FIRST = (
+    "test_postgres.py",
+    "test_slurm.py",
+    "test_faults.py",
+    "test_stack.py",
+    "test_install.py",
+    "test_signals.py",
+    "test_fuzz_spec.py",
+    "test_run.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: each file's order stays

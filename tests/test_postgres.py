@@ -248,7 +248,7 @@ def test_storage_lost_mid_run_then_resumed(tmp_path, server):
 
 MANY_SPEC = """
 name: pg-many
-n_trials: 300
+n_trials: 160
 data: {lengths: [1, 2], val_fraction: 0.2}
 fixed: {train.n_epochs: 2, train.seed: 0, model.hidden_size: 8}
 sampler: {type: random, seed: 7}
@@ -261,7 +261,7 @@ N_WORKERS = 16
 
 
 def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
-    """16 `sweep run` processes on one server, 300 tiny trials; two are SIGKILLed at random moments of
+    """16 `sweep run` processes on one server, 160 tiny trials; two are SIGKILLed at random moments of
     a running trial. The total is exact, numbers unique, nothing left running, and the connections
     stay within what docs/scaling.md says N workers need (2 per worker + 1 per `sweep run`)."""
     import random
@@ -290,7 +290,7 @@ def test_sixteen_workers_two_killed_at_random_moments(tmp_path, server):
     assert all(w.returncode == 0 for w in workers if w.pid not in dead), survivors
     assert not [out for out in outputs if "too many connections" in out or "Traceback" in out]
     trials = optuna.load_study(study_name="pg-many", storage=storage).get_trials(deepcopy=False)
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 300
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 160
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for number in killed.values():  # failed as stale, and retried with the same parameters
@@ -326,13 +326,13 @@ def _kill_one_mid_trial(storage, workers: list, killed: dict, dead: set, rng) ->
 # ---------------------------------------------------------------------------------------------
 # Faults: the database restarts under a running study
 
-RESTART_SPEC = MANY_SPEC.replace("name: pg-many", "name: pg-restart").replace("n_trials: 300", "n_trials: 200")
+RESTART_SPEC = MANY_SPEC.replace("name: pg-many", "name: pg-restart").replace("n_trials: 160", "n_trials: 120")
 RESTART_WORKERS = 8
 DOWN_SECONDS = 10  # the outage the issue asks for: a fast shutdown, 10 s down, then the server starts again
 
 
 def test_a_database_restart_under_eight_workers(tmp_path, server):
-    """8 `sweep run` processes, 200 tiny trials; the server stops (fast shutdown) for 10 s and starts
+    """8 `sweep run` processes, 120 tiny trials; the server stops (fast shutdown) for 10 s and starts
     again. Each worker waits for it (SWEEP_STORAGE_PATIENCE) and goes on, or exits with one line; a
     second `sweep run` finishes the study; nothing finished before the outage is lost."""
     spec = tmp_path / "restart.yaml"
@@ -366,7 +366,7 @@ def test_a_database_restart_under_eight_workers(tmp_path, server):
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
     trials = optuna.load_study(study_name="pg-restart", storage=storage).get_trials(deepcopy=False)
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 200
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 120
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     after = {t.number: (t.state, t.values, t.params) for t in trials}

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 LONG_EPOCHS = spec_dict(
     name="long",
     data={"lengths": "1-5", "val_fraction": 0.2},
-    fixed={"train.n_epochs": 2, "train.device": "cpu", "train.batch_size": 4, "model.embedding_dim": 8},
+    fixed={"train.n_epochs": 1, "train.device": "cpu", "train.batch_size": 4, "model.embedding_dim": 8},
     space={"model.model_type": {"choices": ["gru"]}, "model.hidden_size": {"low": 8, "high": 16}},
 )
 

@@ -133,7 +133,7 @@ def test_a_two_task_array_runs_the_study_to_its_exact_total(cluster, server, tmp
 
 @needs_slurm
 def test_scancel_of_one_task_mid_trial_loses_nothing_and_its_trial_is_retried(cluster, server, tmp_path):
-    long = SPEC | {"name": "cancelled", "fixed": {**SPEC["fixed"], "train.n_epochs": 40}}  # trials of seconds
+    long = SPEC | {"name": "cancelled", "fixed": {**SPEC["fixed"], "train.n_epochs": 15}}  # trials of seconds
     job = submit(cluster, tmp_path, write_spec(tmp_path, spec=long), server.url)
     study = optuna.load_study(study_name="cancelled", storage=server.url)
     deadline = time.monotonic() + 120
