@@ -183,15 +183,17 @@ def fuzz_box(tmp_path_factory):
 
 
 # The files of the longest tests (servers, many processes, Slurm) are handed to the two pytest-xdist
-# workers first: the short files then fill the gaps at the end, instead of one worker finishing a
-# long file alone while the other idles.
+# workers first, so the short files fill the gaps at the end instead of one worker finishing a long
+# file alone. pytest-xdist deals the first files out in turns (worker A the 1st, 3rd, ...; B the 2nd,
+# 4th, ...), so the order below pairs them: A gets PostgreSQL's many-worker tests, then Slurm and the
+# signal tests (after them: each starts processes too); B the rest.
 LONG_FIRST = (
     "test_postgres.py",
-    "test_slurm.py",
-    "test_faults.py",
-    "test_stack.py",
     "test_install.py",
+    "test_slurm.py",
+    "test_stack.py",
     "test_signals.py",
+    "test_faults.py",
     "test_fuzz_spec.py",
     "test_run.py",
 )
