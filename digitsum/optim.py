@@ -59,6 +59,17 @@ class MemberAdamW:
         self.weight_decays = [self.weight_decays[k] for k in members]
         self.max_norms = [self.max_norms[k] for k in members]
 
+    def copy(self, source: int, target: int) -> None:
+        """Member ``target`` takes member ``source``'s moments (population-based training's exploit)."""
+        for state in (*self.exp_avgs, *self.exp_avg_sqs):
+            state[target].copy_(state[source])
+
+    def retune(self, slot: int, config: TrainConfig, total_steps: int) -> None:
+        """Member ``slot`` goes on with ``config``'s rate, schedule, weight decay and clipping, at the
+        step the run is at (population-based training's explore)."""
+        self.peaks[slot], self.factors[slot] = config.learning_rate, schedule(config.lr_schedule, total_steps)
+        self.weight_decays[slot], self.max_norms[slot] = config.weight_decay, config.grad_clip
+
     @property
     def learning_rates(self) -> list[float]:
         """Each member's learning rate at the next step."""

@@ -28,7 +28,7 @@ from digitsum.errors import ConfigError, UsageError
 from digitsum.lengths import Probe, lengths_text
 from digitsum.members import config_seeds, seed_members
 from digitsum.tensorboard import recording
-from digitsum.train import EpochResult, FitResult, OnEpoch, fit
+from digitsum.train import EpochResult, Exploit, FitResult, OnEpoch, fit
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_exact_match", "seconds", "train_seconds", "learning_rate")
 SEED_FOLDER = "seed-"
@@ -115,7 +115,7 @@ def train_run(
 def _recorder(folders: list[Path], on_epoch: OnEpoch | None) -> OnEpoch:
     """Each member's history line, written as its epoch ends, then ``on_epoch``."""
 
-    def record(results: list[EpochResult]) -> bool | Collection[int] | None:
+    def record(results: list[EpochResult]) -> bool | Collection[int] | Exploit | None:
         for result in results:
             with (folders[result.member] / "history.csv").open("a") as handle:
                 handle.write(history_row(result))

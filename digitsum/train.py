@@ -7,6 +7,7 @@ validation accuracy (`digitsum.decode`), its best epoch kept and, when asked, wr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -84,9 +85,19 @@ class Interrupted(KeyboardInterrupt):
     what ends a run on Ctrl-C (Optuna failing the running trial, among others) ends it the same way."""
 
 
+@dataclass(frozen=True)
+class Exploit:
+    """Population-based training's step between two epochs, by member index: each ``copies`` target
+    takes its source's weights and optimizer state (exploit), then goes on with ``configs[target]``,
+    its new hyperparameters (explore: only keys members may differ in)."""
+
+    copies: dict[int, int] = field(default_factory=dict)  # target -> source
+    configs: dict[int, Config] = field(default_factory=dict)
+
+
 # Each training member's epoch, in member order; True stops them all, a collection of member indices
-# stops those (they leave the computation, the others go on).
-OnEpoch = Callable[[list[EpochResult]], "bool | Collection[int] | None"]
+# stops those (they leave the computation, the others go on); an Exploit changes members between epochs.
+OnEpoch = Callable[[list[EpochResult]], "bool | Collection[int] | Exploit | None"]
 
 
 def fit(
@@ -132,8 +143,7 @@ def fit(
             if best.see(result, score, run.stacked, slot) and path is not None and best.model is not None:
                 metrics = {"epoch": epoch, "val_exact_match": best.exact_match}
                 save_checkpoint(path, best.model, members[result.member].config.to_dict(), metrics)
-        asked = on_epoch(results) if on_epoch is not None else None
-        leaving = set(run.indices) if asked is True else set(asked) & set(run.indices) if asked else set()
+        leaving = run.follow(on_epoch(results) if on_epoch is not None else None)
         if leaving == set(run.indices):
             break
         if leaving:
@@ -253,6 +263,31 @@ class _Run:
         self.stacked = self.stacked.keep(slots)
         self.optimizer.keep(slots, list(self.stacked.parameters()))
         self.step = Step(self.stacked, [m.config for m in self.members])
+
+    def follow(self, asked: bool | Collection[int] | Exploit | None) -> set[int]:
+        """What on_epoch asked: an Exploit is applied; the members that leave are returned."""
+        if isinstance(asked, Exploit):
+            self.exploit(asked)
+            return set()
+        return set(self.indices) if asked is True else set(asked) & set(self.indices) if asked else set()
+
+    def exploit(self, change: Exploit) -> None:
+        """Copy weights and optimizer state source -> target, then give members their new configs."""
+        slot = {k: i for i, k in enumerate(self.indices)}
+        with torch.no_grad():
+            for target, source in change.copies.items():
+                for weight in self.stacked.parameters():
+                    weight[slot[target]].copy_(weight[slot[source]])
+                self.optimizer.copy(slot[source], slot[target])
+        members = list(self.members)
+        for k, config in change.configs.items():
+            retuned = dataclasses.replace(members[slot[k]], config=config)
+            check_members([members[slot[k]], retuned])  # the shapes and the batch plan stay
+            members[slot[k]] = retuned
+            self.optimizer.retune(slot[k], config.train, total_steps(self.trains[0], config.train))
+        self.members = members
+        if change.configs:
+            self.step = Step(self.stacked, [m.config for m in self.members])
 
     def _train(self, epoch: int) -> list[float]:
         """One epoch of every member, step by step: member k's batches are its own run's. Mean loss per member."""

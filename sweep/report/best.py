@@ -44,6 +44,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "seed_aggregate": StudyMeta.read(study).seed_aggregate if record.per_seed else None,
         "over_seeds": over_seeds(seed_runs(trial, read_reruns(study))),
         "ran_on": ran_on(record),
+        "schedule": record.schedule or None,  # a pbt member's hyperparameters: at the start and at each change
+        "lineage": record.lineage or None,  # whose weights it took, at which epoch
     }
 
 

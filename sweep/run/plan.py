@@ -101,6 +101,11 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
     spec = load_spec(spec_path)
     check_cores(options.workers, options.threads, options.oversubscribe)
     devices = parse_devices(options.devices) if options.devices is not None else ()
+    if spec.pbt is not None and (options.workers > 1 or (options.stack or 1) > 1 or devices):
+        raise UsageError(
+            "a pbt population trains as one computation in one worker: leave out --workers, --stack and --devices "
+            "(islands of populations across workers are not built)"
+        )
     name = options.name or spec.name
     events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)
     storage = open_existing(options.storage, create=True)

@@ -62,11 +62,11 @@ def run_stack(study: optuna.Study, trials: list[optuna.Trial], context: TrialCon
 
     with contextlib.ExitStack() as beats:
         for trial in trials:
-            beats.enter_context(_heartbeat(study, trial))
+            beats.enter_context(heartbeat(study, trial))
         try:
             groups: dict[tuple[tuple[str, Any], ...], list[TrialRun]] = defaultdict(list)
             for trial in trials:
-                run = _begin(trial, context, once)
+                run = begin(trial, context, once)
                 if run is not None:
                     groups[batch_plan(run.config)].append(run)
             for group in groups.values():
@@ -79,7 +79,7 @@ def run_stack(study: optuna.Study, trials: list[optuna.Trial], context: TrialCon
 
 
 @contextlib.contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """The trial's heartbeat while it trains (where the storage keeps them), as study.optimize gives one."""
     thread = get_heartbeat_thread(trial._trial_id, study._storage)
     thread.start()
@@ -89,7 +89,7 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def _begin(trial: optuna.Trial, context: TrialContext, end: End) -> TrialRun | None:
+def begin(trial: optuna.Trial, context: TrialContext, end: End) -> TrialRun | None:
     try:
         return TrialRun(trial, context)
     except Exception as error:  # a config the search space should not give, a lost storage
@@ -122,7 +122,7 @@ def _train_group(runs: list[TrialRun], context: TrialContext, end: End) -> None:
             return
     for index, run in enumerate(runs):
         if index not in gone:
-            end(_finished(run, [f for f, o in zip(fits, owner, strict=True) if o == index]))
+            end(finished(run, [f for f, o in zip(fits, owner, strict=True) if o == index]))
 
 
 def _dispatch(
@@ -153,7 +153,7 @@ def _dispatch(
     return on_epoch
 
 
-def _finished(run: TrialRun, fits: list[FitResult]) -> Ending:
+def finished(run: TrialRun, fits: list[FitResult]) -> Ending:
     """A trial that trained to its end: recorded and measured, on its own seeds' fits."""
     try:
         return Ending(run.trial, TrialState.COMPLETE, run.finish(fits))

@@ -17,7 +17,7 @@ import datetime
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -28,6 +28,7 @@ from digitsum.train import warm_up
 from sweep.run.budget import Step, budgeted, enqueue_balanced, mark_surplus, next_step, over_budget, room
 from sweep.run.failures import DiskFull, FailureCount, requeue
 from sweep.run.ledger import Ledger
+from sweep.run.pbt import run_population
 from sweep.run.plan import RunPlan
 from sweep.run.signals import Signals, stop_on_signals
 from sweep.run.stack import Ending, fail_reason, run_stack
@@ -217,8 +218,10 @@ class _TrialLoop:
             _adopt_orphans(ledger, self.storage, self.adopted)
             time.sleep(POLL_SECONDS)
             return False
-        if plan.stack > 1:
-            self._stack()
+        if plan.spec.pbt is not None:
+            self._stack(plan.spec.pbt.population, run_population)
+        elif plan.stack > 1:
+            self._stack(plan.stack, run_stack)
         else:
             if plan.spec.balance is not None:
                 enqueue_balanced(self.study, plan.spec.balance, ledger)
@@ -228,12 +231,13 @@ class _TrialLoop:
         # grid and bruteforce call study.stop() once every combination is tried; Optuna keeps no public flag
         return self.study._stop_flag
 
-    def _stack(self) -> None:
-        """Ask for up to `stack` trials within the budget and train them at once (sweep.run.stack)."""
+    def _stack(self, size: int, train: Callable[..., None]) -> None:
+        """Ask for up to ``size`` trials within the budget and ``train`` them at once: a stack of trials
+        (sweep.run.stack) or a pbt population (sweep.run.pbt)."""
         plan, ledger, study = self.plan, self.ledger, self.study
         optuna.storages.fail_stale_trials(study)  # as study.optimize does before each trial
         trials = []
-        for _ in range(max(1, min(plan.stack, room(ledger, plan.n_trials, self.settle.mine)))):
+        for _ in range(max(1, min(size, room(ledger, plan.n_trials, self.settle.mine)))):
             if plan.spec.balance is not None:
                 ledger.refresh()  # the choices this worker just asked for count
                 enqueue_balanced(study, plan.spec.balance, ledger)
@@ -246,7 +250,7 @@ class _TrialLoop:
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             trials.append(trial)
-        run_stack(study, trials, self.context, self._end)
+        train(study, trials, self.context, self._end)
 
     def _end(self, ending: Ending) -> None:
         """Tell Optuna how a stacked trial ended; past the budget (a retry seen since), as surplus."""

@@ -143,6 +143,40 @@ class SpecKeys:
         "end the search when it stops improving (see stop.*), e.g. {patience: 30, min_delta: 0.0005}",
         parse=_mapping,
     )
+    pbt: dict[str, Any] | None = key(
+        None,
+        "population-based training (see pbt.*): the population trains as one computation, and every interval "
+        "its worst members take the weights of its best and change their hyperparameters within space",
+        parse=_mapping,
+    )
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    ok = isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+    return (float(value[0]), float(value[1])) if ok and not any(isinstance(v, bool) for v in value) else None
+
+
+@dataclass(frozen=True)
+class PBTKeys:
+    """``pbt:``, population-based training (sweep.run.pbt)."""
+
+    population: int | None = key(
+        None, "members trained at once, one trial each; n_trials must equal it (required)", between(2, 256)
+    )
+    interval: int | None = key(None, "epochs between two exploit steps (required)", between(1, 100_000))
+    quantile: float = key(
+        0.25, "the share of members at the bottom that copy one at the top", Rule(lambda v: 0 < v <= 0.5, "in (0, 0.5]")
+    )
+    perturb: tuple[float, float] = key(
+        (0.8, 1.25),
+        "the factors a copied member's numeric hyperparameters are multiplied by, one drawn per key",
+        Rule(lambda v: all(f > 0 for f in v), "two factors > 0, like [0.8, 1.25]"),
+        parse=_pair,
+    )
+    resample: float = key(
+        0.25, "the chance a hyperparameter is drawn anew from space instead", Rule(lambda v: 0 <= v <= 1, "in [0, 1]")
+    )
+    seed: int = key(0, "seeds the exploit and explore draws", between(0, 2**31 - 1))
 
 
 @dataclass(frozen=True)
@@ -242,6 +276,7 @@ SPEC_SECTIONS = {
     "constraints",
     "enqueue",
     "stop",
+    "pbt",
 }  # parsed on their own
 
 

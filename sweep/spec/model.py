@@ -72,6 +72,20 @@ class StopRule:
     min_delta: float = 0.0
 
 
+@dataclass(frozen=True)
+class PBTRule:
+    """Population-based training (``pbt:``): ``population`` members, one trial each, trained as one
+    computation; every ``interval`` epochs the bottom ``quantile`` copy a member of the top one, then
+    perturb each hyperparameter by a factor of ``perturb`` or, with chance ``resample``, draw it anew."""
+
+    population: int
+    interval: int
+    quantile: float = 0.25
+    perturb: tuple[float, float] = (0.8, 1.25)
+    resample: float = 0.25
+    seed: int = 0
+
+
 class SpecError(UsageError):
     """A bad study spec."""
 
@@ -160,6 +174,7 @@ class StudySpec:
     tensorboard: str | None = None  # the folder whose STUDY/ holds a TensorBoard run per trial; None: off
     enqueue: tuple[dict[str, Any], ...] = ()  # warm starts: params the study tries first (sweep.spec.enqueue)
     stop: StopRule | None = None  # ends the search when it stops improving
+    pbt: PBTRule | None = None  # population-based training (sweep.run.pbt)
     seed_aggregate: SeedAggregate = SeedAggregate.MEAN  # a trial's value over its train.n_seeds seeds
     stack: int = 1  # trials a worker trains at once (sweep.run.stack); not part of the fingerprint
 
@@ -238,6 +253,8 @@ class StudySpec:
             shape["target"] = self.target
         if self.seed_aggregate is not SeedAggregate.MEAN:
             shape["seed_aggregate"] = self.seed_aggregate.value
+        if self.pbt is not None:  # a population's trials change their hyperparameters as they train
+            shape["pbt"] = dataclasses.asdict(self.pbt)
         if self.objectives or self.constraints:
             shape["objectives"] = [o.to_dict() for o in self.goals]
             shape["constraints"] = [c.to_dict() for c in self.constraints]

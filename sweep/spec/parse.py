@@ -18,6 +18,7 @@ from sweep.spec.enqueue import spec_enqueue
 from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys, read_keys
 from sweep.spec.model import Keep, Param, SeedAggregate, SpecError, StopRule, StudySpec, ValueFrom
 from sweep.spec.objectives import Constraint, Direction, Metric, Objective, reports_per_epoch
+from sweep.spec.pbt import parse_pbt
 
 
 def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> StudySpec:
@@ -46,6 +47,7 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
     _check_probe_metrics(top, probe, objectives, constraints, fail)
     enqueue = spec_enqueue(raw.get("enqueue"), space, base, folder, fail)
     stop = _parse_stop(raw.get("stop"), fail)
+    pbt = parse_pbt(raw.get("pbt"), top["n_trials"], space, base, pruner, len(objectives) > 1, fail)
     spec = StudySpec(
         **_top_level(top, source),
         base=base,
@@ -59,6 +61,7 @@ def parse_spec(raw: Any, source: str = "<spec>", folder: Path | None = None) -> 
         constraints=constraints,
         enqueue=enqueue,
         stop=stop,
+        pbt=pbt,
     )
     _check_builds(spec, fail)
     return spec

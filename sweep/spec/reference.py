@@ -13,7 +13,7 @@ from pathlib import Path
 from digitsum import config as cfg
 from digitsum.keys import help_of, rule_of, show
 from sweep.spec.components import PRUNERS, SAMPLERS, WRAPPED
-from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, SpecKeys, StopKeys
+from sweep.spec.keys import ConstraintKeys, DataKeys, ObjectiveKeys, ParamKeys, PBTKeys, SpecKeys, StopKeys
 
 
 def config_rows() -> list[tuple[str, str, str, str, str]]:
@@ -30,6 +30,7 @@ def spec_rows() -> list[tuple[str, str, str, str]]:
         ("data.", DataKeys),
         ("space.KEY.", ParamKeys),
         ("stop.", StopKeys),
+        ("pbt.", PBTKeys),
     )
     return [
         (prefix + f.name, show(f.default), rule_of(f).allowed, help_of(f))

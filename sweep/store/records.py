@@ -222,6 +222,10 @@ class TrialRecord:
     # with train.n_seeds > 1: each seed's outcome by seed (RerunRecord's fields but trial and seed);
     # the trial's own fields above hold their aggregate (StudyMeta.seed_aggregate), its checkpoint the first seed's
     per_seed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a pbt member's hyperparameters: [{epoch, params}], at the start (epoch 0) and at each change; and
+    # whose weights it took at each exploit: [{epoch, from_trial}] (sweep.run.pbt)
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialRecord:

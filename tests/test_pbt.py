@@ -1,0 +1,131 @@
+"""Population-based training: the moves (digitsum.pbt), the copy inside one computation
+(digitsum.train.Exploit) and a pbt study end to end (sweep.run.pbt)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+from sweep_helpers import assert_spec_mistake, invoke, run_cli, spec_dict, storage_url, write_spec
+
+from digitsum import config as cfg
+from digitsum.members import seed_members
+from digitsum.pbt import Range, exploit, explore
+from digitsum.train import Exploit, _Run
+
+# ---------------------------------------------------------------------------------------------
+# The moves
+
+
+def test_the_bottom_quantile_copies_a_member_of_the_top_one():
+    scores = [0.9, 0.1, 0.5, 0.7, 0.2, 0.8, 0.3, 0.6]
+    copies = exploit(scores, 0.25, random.Random(0))
+    assert sorted(copies) == [1, 4]  # the two worst of eight
+    assert set(copies.values()) <= {0, 5}  # each copies one of the two best
+    assert exploit([0.5, 0.1], 0.25, random.Random(0)) == {1: 0}  # at least one moves, at most half
+
+
+def test_explore_stays_inside_the_space_and_is_seeded():
+    ranges = {"train.learning_rate": Range(1e-3, 1e-2, log=True), "train.grad_clip": Range(0.5, 2.0)}
+    start = {"train.learning_rate": 9e-3, "train.grad_clip": 1.9}
+    first = [explore(start, ranges, (0.8, 1.25), 0.25, random.Random(seed)) for seed in range(200)]
+    again = [explore(start, ranges, (0.8, 1.25), 0.25, random.Random(seed)) for seed in range(200)]
+    assert first == again
+    for moved in first:
+        assert 1e-3 <= moved["train.learning_rate"] <= 1e-2 and 0.5 <= moved["train.grad_clip"] <= 2.0
+    rates = {m["train.learning_rate"] for m in first}
+    assert 1e-2 in rates and 9e-3 * 0.8 in rates  # perturbed up (clipped to the range) and down
+    assert any(r not in (1e-2, 9e-3 * 0.8) for r in rates)  # and drawn anew
+
+
+# ---------------------------------------------------------------------------------------------
+# The copy inside one stacked computation
+
+
+def test_an_exploit_copies_weights_and_optimizer_state_and_retunes_the_target(tiny_config):
+    members = seed_members(
+        dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, n_seeds=3))
+    )
+    run = _Run.start(members, None, None)
+    run.epoch(1)
+    faster = cfg.apply(members[2].config, {"train.learning_rate": 0.05, "train.weight_decay": 0.01})
+    run.exploit(Exploit(copies={2: 0}, configs={2: faster}))
+    for weight in run.stacked.parameters():
+        assert torch.equal(weight[2], weight[0]) and not torch.equal(weight[1], weight[0])
+    for moment in (*run.optimizer.exp_avgs, *run.optimizer.exp_avg_sqs):
+        assert torch.equal(moment[2], moment[0])
+    assert run.optimizer.peaks[2] == 0.05 and run.optimizer.weight_decays[2] == 0.01
+    assert run.members[2].config == faster and run.members[2].seed == members[2].seed  # its own rows and seed
+    run.epoch(2)  # and it trains on
+
+
+# ---------------------------------------------------------------------------------------------
+# A pbt study
+
+
+PBT_SPEC = spec_dict(
+    name="population",
+    n_trials=4,
+    data={"lengths": [1, 2], "val_fraction": 0.2},
+    fixed={
+        "train.n_epochs": 6,
+        "train.device": "cpu",
+        "train.batch_size": 16,
+        "model.model_type": "gru",
+        "model.hidden_size": 16,
+        "model.embedding_dim": 8,
+        "train.lr_schedule": "constant",
+    },  # fmt: skip
+    sampler={"type": "random", "seed": 3},
+    space={"train.learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}, "train.grad_clip": {"low": 0.5, "high": 2}},
+    pbt={"population": 4, "interval": 2, "seed": 1},
+)
+
+
+def test_a_pbt_study_trains_its_population_and_stores_each_members_schedule_and_lineage(tmp_path):
+    result = run_cli(tmp_path, write_spec(tmp_path, spec=PBT_SPEC))
+    assert result.exit_code == 0, result.output
+    import optuna
+
+    trials = optuna.load_study(study_name="population", storage=storage_url(tmp_path)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert {len(t.intermediate_values) for t in trials} == {6}  # every member reported every epoch
+    lineages = [entry for t in trials for entry in t.user_attrs.get("lineage", [])]
+    assert sorted(e["epoch"] for e in lineages) == [2, 4]  # one exploit (the worst of 4) at each interval
+    numbers = {t.number for t in trials}
+    for trial in trials:
+        schedule = trial.user_attrs["schedule"]
+        assert schedule[0] == {"epoch": 0, "params": trial.params}  # the start: what the sampler suggested
+        assert [s["epoch"] for s in schedule[1:]] == [e["epoch"] for e in trial.user_attrs.get("lineage", [])]
+        assert all(e["from_trial"] in numbers - {trial.number} for e in trial.user_attrs.get("lineage", []))
+        for entry in schedule:
+            assert 1e-3 <= entry["params"]["train.learning_rate"] <= 5e-2
+            assert 0.5 <= entry["params"]["train.grad_clip"] <= 2
+    shown = json.loads(invoke("best", "population", "--storage", storage_url(tmp_path), "--json").stdout)
+    best = next(t for t in trials if t.number == shown["trial"])
+    assert shown["schedule"] == best.user_attrs["schedule"]
+    assert shown["lineage"] == (best.user_attrs.get("lineage") or None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "message"),
+    [
+        ({"space": {"model.num_layers": {"low": 1, "high": 2}}}, "space.model.num_layers", "changes the weights'"),
+        ({"space": {"model.dropout": {"low": 0.0, "high": 0.2}}}, "space.model.dropout", "fixed when training starts"),
+        ({"n_trials": 5}, "n_trials", "one trial per member; set n_trials: 4"),
+        ({"pruner": {"type": "median"}}, "pruner", "set pruner: none"),
+        ({"pbt": {"population": 4}}, "pbt.interval", "required"),
+        ({"pbt": {"population": 4, "interval": 6}}, "pbt.interval", "fewer than train.n_epochs"),
+        ({"space": {"train.learning_rate": {"choices": [0.01, 0.02]}}}, "space.train.learning_rate", "low and high"),
+    ],
+)
+def test_what_pbt_cannot_do_is_one_line(tmp_path, changes, key, message):
+    assert_spec_mistake(tmp_path, PBT_SPEC | changes, key, message)
+
+
+def test_pbt_with_several_workers_is_refused(tmp_path):
+    result = run_cli(tmp_path, write_spec(tmp_path, spec=PBT_SPEC), "--workers", 2)
+    assert result.exit_code == 2 and "trains as one computation in one worker" in result.stderr
