@@ -129,3 +129,19 @@ def test_what_pbt_cannot_do_is_one_line(tmp_path, changes, key, message):
 def test_pbt_with_several_workers_is_refused(tmp_path):
     result = run_cli(tmp_path, write_spec(tmp_path, spec=PBT_SPEC), "--workers", 2)
     assert result.exit_code == 2 and "trains as one computation in one worker" in result.stderr
+
+
+def test_a_pbt_study_reports_lists_and_exports(tmp_path):
+    """The study is trials like any other's: `sweep ls`, `export` and the report read it; the report
+    shows the population over time and the best member's schedule."""
+    assert run_cli(tmp_path, write_spec(tmp_path, spec=PBT_SPEC)).exit_code == 0
+    url = storage_url(tmp_path)
+    listed = invoke("ls", "--storage", url)
+    assert listed.exit_code == 0 and "population" in listed.stdout
+    exported = invoke("export", "population", "--storage", url, "--out", tmp_path / "t.csv")
+    assert exported.exit_code == 0 and "user_attrs_schedule" in (tmp_path / "t.csv").read_text().splitlines()[0]
+    page = tmp_path / "r.html"
+    reported = invoke("report", "population", "--storage", url, "--out", page)
+    assert reported.exit_code == 0, reported.output
+    text = page.read_text()
+    assert "Population (pbt)" in text and "copied a better member" in text and "hyperparameters" in text

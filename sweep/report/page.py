@@ -25,6 +25,7 @@ from sweep.report._curves import curves_section
 from sweep.report._errors import error_section
 from sweep.report._hyperparameters import hyperparameter_section
 from sweep.report._lengths import lengths_section
+from sweep.report._population import population_section
 from sweep.report._seeds import seeds_section, target_section
 from sweep.report._summary import summary_section
 from sweep.report.frame import Section, read_all, shown_metric, trials_frame
@@ -54,17 +55,19 @@ def build_report(
     frame = trials_frame(studies, loaded)
     if frame.empty:
         raise UsageError("the studies have no trials yet; run them with `sweep run` first")
-    sections = [
+    listed = [
         summary_section(frame, metric),
         seeds_section(studies, frame),
         target_section(studies, frame, StudyMeta.read(studies[0]).target),
         comparison_section(frame, metric),
         cost_section(frame, StudyMeta.read(studies[0]).target),
         curves_section(frame, metric),
+        population_section(frame, metric),
         hyperparameter_section(studies, metric, loaded),
         lengths_section(frame),
         error_section(studies, frame, stores or {}),
     ]
+    sections = [section for section in listed if section is not None]  # a population's, where one trained
     page = _page_head(studies, len(frame), storage_text)
     n_figures = 0
     for section in sections:
