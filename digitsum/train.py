@@ -25,6 +25,7 @@ from digitsum.data import IGNORE, PAD, Encoded, Rows, encode, epoch_order
 from digitsum.datasets import split_rows
 from digitsum.decode import Accuracy, accuracies, answers_in_range, scores
 from digitsum.device import resolve_device
+from digitsum.fit_state import BestState, FitState, accuracy_dict, accuracy_of
 from digitsum.members import Member, check_members
 from digitsum.model import DigitSumModel, count_parameters
 from digitsum.optim import MemberAdamW
@@ -108,47 +109,49 @@ def fit(
     checkpoints: Sequence[Path | None] | None = None,
     raise_diverged: bool = True,
     stop: threading.Event | None = None,
+    resume: FitState | None = None,
+    on_state: Callable[[FitState], None] | None = None,
+    state_every: int = 0,
 ) -> list[FitResult]:
     """Train the members as one computation; each member's FitResult, what its own run would give.
 
     Each epoch trains every member on its own batches, then scores its validation loss and unrolled
     exact match on its own rows. ``on_epoch`` hears each training member's result and may return True
     to stop all of them, or the indices (in ``members``) of those to stop: they leave the computation
-    (a pruned trial) and the others go on, each still what its own run computes. Each member's best
-    epoch by validation exact match (the earliest on ties) is kept, and written to ``checkpoints[k]``
-    as soon as it is the best so far, so a run stopped at any epoch leaves every member's best.
-    ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for each member also over the
-    rows whose sum occurs in its own training rows, but never used to choose the best epoch.
-    ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A member whose
-    training loss becomes NaN or infinite raises TrainingDiverged; without ``raise_diverged``,
-    ``on_epoch`` hears its loss and says whether it leaves (a stack of trials prunes it alone).
-    ``stop`` set (Ctrl-C, SIGTERM) raises Interrupted before the next step; the epoch cut short counts for nothing.
+    (a pruned trial) and the others go on, each still what its own run computes; or an Exploit. Each
+    member's best epoch by validation exact match (the earliest on ties) is kept, and written to
+    ``checkpoints[k]`` as soon as it is the best so far, so a run stopped at any epoch leaves every
+    member's best. ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for each member
+    also over the rows whose sum occurs in its own training rows, but never used to choose the best
+    epoch. ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A
+    member whose training loss becomes NaN or infinite raises TrainingDiverged; without
+    ``raise_diverged``, ``on_epoch`` hears its loss and says whether it leaves. ``stop`` set (Ctrl-C,
+    SIGTERM) raises Interrupted before the next step. ``on_state`` hears the whole state every
+    ``state_every`` epochs (after on_epoch's changes), and ``resume`` goes on from such a state.
     """
     check_members(members)
     run = _Run.start(members, probe_rows, stop)
+    first = run.restore(resume) if resume is not None else 1
     logs = list(events or [None] * len(members))
     paths = list(checkpoints or [None] * len(members))
-    bests = [_Best() for _ in members]
-    for epoch in range(1, members[0].config.train.n_epochs + 1):
+    n_epochs = members[0].config.train.n_epochs
+    for epoch in range(first, n_epochs + 1):
         results, scores = run.epoch(epoch)
         for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
-            k = result.member
-            log = logs[k]
+            log = logs[result.member]
             if log is not None:
                 log.epoch(result, score, run.stacked.unstack(slot), run.vals[slot])
         if raise_diverged:
             _check_finite(members, results)
-        for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
-            best, path = bests[result.member], paths[result.member]
-            if best.see(result, score, run.stacked, slot) and path is not None and best.model is not None:
-                metrics = {"epoch": epoch, "val_exact_match": best.exact_match}
-                save_checkpoint(path, best.model, members[result.member].config.to_dict(), metrics)
+        run.keep_best(results, scores, paths)
         leaving = run.follow(on_epoch(results) if on_epoch is not None else None)
         if leaving == set(run.indices):
             break
         if leaving:
             run.leave(leaving)
-    return [best.result() for best in bests]
+        if on_state is not None and state_every and epoch % state_every == 0 and epoch < n_epochs:
+            on_state(run.state(epoch))
+    return [best.result() for best in run.bests]
 
 
 def _check_finite(members: Sequence[Member], results: list[EpochResult]) -> None:
@@ -180,6 +183,20 @@ class _Best:
         self.model = stacked.unstack(k)
         return True
 
+    def to_state(self) -> BestState:
+        history = [dataclasses.asdict(result) for result in self.history]
+        model = self.model.state_dict() if self.model is not None else None
+        return BestState(history, self.epoch, self.exact_match, model, accuracy_dict(self.accuracy))
+
+    @classmethod
+    def of_state(cls, state: BestState, config: ModelConfig, device: torch.device) -> _Best:
+        history = [EpochResult(**{**values, "probe": accuracy_of(values["probe"])}) for values in state.history]
+        model = None
+        if state.model is not None:
+            model = DigitSumModel(config).to(device)
+            model.load_state_dict(state.model)
+        return cls(history, state.epoch, state.exact_match, model, accuracy_of(state.accuracy))
+
     def result(self) -> FitResult:
         assert self.model is not None, "the first epoch is always the best so far"
         return FitResult(
@@ -203,6 +220,7 @@ class _Run:
     sums: list[tuple[torch.Tensor, torch.Tensor]] | None  # per member, where one has the sum-state loss
     indices: list[int]  # each training member's index among those fit was given
     stop: threading.Event | None
+    bests: list[_Best]  # every member's, by its index among those fit was given
 
     @classmethod
     def start(cls, members: Sequence[Member], probe_rows: Rows | None, stop: threading.Event | None) -> _Run:
@@ -228,7 +246,10 @@ class _Run:
         vals = [encode(m.val).to(device) for m in members]
         step = Step(stacked, configs)
         indices = list(range(len(members)))
-        return cls(members, stacked, trains, vals, probe, in_range, step, optimizer, generators, sums, indices, stop)
+        bests = [_Best() for _ in members]
+        return cls(
+            members, stacked, trains, vals, probe, in_range, step, optimizer, generators, sums, indices, stop, bests
+        )
 
     def epoch(self, epoch: int) -> tuple[list[EpochResult], list[Accuracy]]:
         """Train one epoch of every member, then score each: validation loss and exact match, and the probe."""
@@ -263,6 +284,42 @@ class _Run:
         self.stacked = self.stacked.keep(slots)
         self.optimizer.keep(slots, list(self.stacked.parameters()))
         self.step = Step(self.stacked, [m.config for m in self.members])
+
+    def keep_best(self, results: list[EpochResult], scores: list[Accuracy], paths: list[Path | None]) -> None:
+        """Each member's best epoch so far, its checkpoint written where it has a path."""
+        for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
+            best, path = self.bests[result.member], paths[result.member]
+            if best.see(result, score, self.stacked, slot) and path is not None and best.model is not None:
+                metrics = {"epoch": result.epoch, "val_exact_match": best.exact_match}
+                save_checkpoint(path, best.model, self.members[slot].config.to_dict(), metrics)
+
+    def state(self, epoch: int) -> FitState:
+        """All that going on from the end of ``epoch`` needs (copies)."""
+        clone = lambda tensors: [t.detach().clone() for t in tensors]  # noqa: E731
+        return FitState(
+            epoch, list(self.indices), [m.config for m in self.members], clone(self.stacked.parameters()),
+            self.optimizer.steps, clone(self.optimizer.exp_avgs), clone(self.optimizer.exp_avg_sqs),
+            [g.get_state() for g in self.generators], torch.get_rng_state(), [b.to_state() for b in self.bests],
+        )  # fmt: skip
+
+    def restore(self, state: FitState) -> int:
+        """Go on from ``state`` (`state`); the first epoch to train."""
+        gone = set(self.indices) - set(state.indices)
+        if gone:
+            self.leave(gone)
+        self.exploit(Exploit(configs=dict(zip(state.indices, state.configs, strict=True))))
+        with torch.no_grad():
+            pairs = [(self.stacked.parameters(), state.weights), (self.optimizer.exp_avgs, state.exp_avgs)]
+            for mine, saved in [*pairs, (self.optimizer.exp_avg_sqs, state.exp_avg_sqs)]:
+                for tensor, value in zip(mine, saved, strict=True):
+                    tensor.copy_(value)
+        self.optimizer.steps = state.steps
+        for generator, stream in zip(self.generators, state.generators, strict=True):
+            generator.set_state(stream)
+        torch.set_rng_state(state.rng)
+        shape, device = self.members[0].config.model, self.stacked.device
+        self.bests = [_Best.of_state(best, shape, device) for best in state.bests]
+        return state.epoch + 1
 
     def follow(self, asked: bool | Collection[int] | Exploit | None) -> set[int]:
         """What on_epoch asked: an Exploit is applied; the members that leave are returned."""
