@@ -115,19 +115,15 @@ def fit(
 ) -> list[FitResult]:
     """Train the members as one computation; each member's FitResult, what its own run would give.
 
-    Each epoch trains every member on its own batches, then scores its validation loss and unrolled
-    exact match on its own rows. ``on_epoch`` hears each training member's result and may return True
-    to stop all of them, or the indices (in ``members``) of those to stop: they leave the computation
-    (a pruned trial) and the others go on, each still what its own run computes; or an Exploit. Each
-    member's best epoch by validation exact match (the earliest on ties) is kept, and written to
-    ``checkpoints[k]`` as soon as it is the best so far, so a run stopped at any epoch leaves every
-    member's best. ``probe_rows`` (e.g. longer, unseen inputs) are scored every epoch, for each member
-    also over the rows whose sum occurs in its own training rows, but never used to choose the best
-    epoch. ``events[k]`` (TensorBoard's event files) hears member k's epoch before ``on_epoch``. A
-    member whose training loss becomes NaN or infinite raises TrainingDiverged; without
-    ``raise_diverged``, ``on_epoch`` hears its loss and says whether it leaves. ``stop`` set (Ctrl-C,
-    SIGTERM) raises Interrupted before the next step. ``on_state`` hears the whole state every
-    ``state_every`` epochs (after on_epoch's changes), and ``resume`` goes on from such a state.
+    Each epoch trains every member on its own batches, then scores it on its own validation rows (and
+    on ``probe_rows``, unseen inputs, never used to pick the best epoch). ``on_epoch`` hears each
+    training member's result and may return True to stop all, the indices of those to stop (they leave
+    the computation and the others go on, each still what its own run computes), or an Exploit. Each
+    member's best epoch (the earliest on ties) is kept, and written to ``checkpoints[k]`` as it comes.
+    ``events[k]`` hears member k's epoch first. A NaN or infinite training loss raises TrainingDiverged
+    (without ``raise_diverged``, ``on_epoch`` hears it). ``stop`` set (Ctrl-C, SIGTERM) raises
+    Interrupted before the next step. ``on_state`` hears the whole state every ``state_every`` epochs
+    (after on_epoch's changes); ``resume`` goes on from one.
     """
     check_members(members)
     run = _Run.start(members, probe_rows, stop)
