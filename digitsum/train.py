@@ -186,7 +186,7 @@ class _Best:
 
     @classmethod
     def of_state(cls, state: BestState, config: ModelConfig, device: torch.device) -> _Best:
-        history = [EpochResult(**{**values, "probe": accuracy_of(values["probe"])}) for values in state.history]
+        history = epoch_results(state)
         model = None
         if state.model is not None:
             model = DigitSumModel(config).to(device)
@@ -198,6 +198,11 @@ class _Best:
         return FitResult(
             self.model, self.history, self.epoch, self.exact_match, count_parameters(self.model), self.accuracy
         )
+
+
+def epoch_results(best: BestState) -> list[EpochResult]:
+    """A saved member's history (`digitsum.fit_state.BestState`) as EpochResults."""
+    return [EpochResult(**{**values, "probe": accuracy_of(values["probe"])}) for values in best.history]
 
 
 @dataclass

@@ -145,3 +145,56 @@ def test_a_pbt_study_reports_lists_and_exports(tmp_path):
     assert reported.exit_code == 0, reported.output
     text = page.read_text()
     assert "Population (pbt)" in text and "copied a better member" in text and "hyperparameters" in text
+
+
+def _saved_epoch(db) -> int | None:
+    """The epoch of the population state the study records, read straight from the SQLite file."""
+    import contextlib
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            rows = con.execute("SELECT value_json FROM study_user_attributes WHERE key = 'pbt_state'").fetchall()
+    except sqlite3.Error:
+        return None
+    saved = json.loads(rows[0][0]) if rows else None
+    return saved["epoch"] if saved else None
+
+
+@pytest.mark.processes
+def test_a_killed_population_resumes_from_its_last_interval(tmp_path):
+    import time
+
+    import optuna
+    from sweep_helpers import kill_group, start_sweep, sweep_process
+
+    slow = PBT_SPEC | {"data": {"lengths": "1-4", "val_fraction": 0.2}}
+    slow["fixed"] = {**PBT_SPEC["fixed"], "train.n_epochs": 12, "train.batch_size": 8}
+    slow["pbt"] = {"population": 4, "interval": 3, "seed": 1}
+    write_spec(tmp_path, spec=slow)
+    args = ("run", "spec.yaml", "--storage", storage_url(tmp_path), "--artifacts", tmp_path / "ckpt")
+    first = start_sweep(tmp_path, *args)
+    try:
+        deadline = time.monotonic() + 120
+        while (_saved_epoch(tmp_path / "s.db") or 0) < 3:  # the first interval's state is stored
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+    finally:
+        kill_group(first)  # SIGKILL: the trials stay RUNNING until their heartbeats go stale
+        first.wait(timeout=60)
+    saved = _saved_epoch(tmp_path / "s.db")
+    assert saved is not None and saved < 12
+    resumed = sweep_process(tmp_path, *args, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming the pbt population of 'population' from epoch {saved}" in resumed.stdout
+    trials = optuna.load_study(study_name="population", storage=storage_url(tmp_path)).trials
+    killed = [t for t in trials if t.state.name == "FAIL"]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(killed) == 4 and len(done) == 4
+    for trial in done:
+        assert trial.user_attrs["resumed_from"] == saved  # went on from the state, not from epoch 1
+        assert sorted(trial.intermediate_values) == list(range(1, 13))  # its whole curve, before and after
+        assert trial.user_attrs["epochs_run"] == 12
+        assert trial.user_attrs["schedule"][0]["epoch"] == 0
+    assert _saved_epoch(tmp_path / "s.db") is None  # a finished population keeps no state
+    assert len(list((tmp_path / "ckpt").iterdir())) == 1  # the best member's checkpoint alone

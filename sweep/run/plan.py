@@ -126,11 +126,22 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         artifacts=location,
         threads=options.threads,
         tensorboard=events,
-        notes=notes + tuple(n for n in [version_note(StudyMeta.read(study).versions, name)] if n is not None),
+        notes=notes + tuple(n for n in [version_note(StudyMeta.read(study).versions, name), _resumes(study)] if n),
         stack=options.stack or spec.stack,
         devices=devices,
     )
     return plan, study
+
+
+def _resumes(study: optuna.Study) -> str | None:
+    """One line where a pbt population stopped midway and goes on from its last interval's state."""
+    saved = StudyMeta.read(study).pbt_state
+    if saved is None:
+        return None
+    return (
+        f"resuming the pbt population of {study.study_name!r} from epoch {saved['epoch']} (its state at the "
+        f"last interval), not from epoch 1"
+    )
 
 
 def tensorboard_folder(parent: str | None, study_name: str) -> tuple[str | None, tuple[str, ...]]:

@@ -191,6 +191,31 @@ def upload(store: ArtifactStore, trial: optuna.Trial, path: Path) -> str:
         raise ArtifactError(f"cannot store trial {trial.number}'s checkpoint: {_reason(error)}") from None
 
 
+def upload_state(store: ArtifactStore, study: optuna.Study, path: Path) -> str:
+    """Store a file of the study's own (a pbt population's state) as its artifact; its id."""
+    from optuna.artifacts import upload_artifact
+
+    try:
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    except Exception as error:  # a full disk, a refused bucket
+        raise ArtifactError(f"cannot store the state of study {study.study_name!r}: {_reason(error)}") from None
+
+
+def download_state(store: ArtifactStore, artifact_id: str, path: Path) -> None:
+    from optuna.artifacts import download_artifact
+
+    download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+
+
+def remove_id(store: ArtifactStore | None, artifact_id: str | None) -> None:
+    """Remove an artifact by its id; one already gone is no error."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if artifact_id and store is not None:
+        with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+            store.remove(artifact_id)
+
+
 def remove(store: ArtifactStore | None, record: TrialRecord) -> None:
     """Remove a trial's checkpoint: its artifact, or the file of a study made before artifacts."""
     from optuna.artifacts.exceptions import ArtifactNotFound

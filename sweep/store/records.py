@@ -40,6 +40,9 @@ class StudyMeta:
     space: list[dict[str, Any]] | None = None  # the searched dimensions (Param.to_dict each); for `sweep enqueue`
     seed_aggregate: str = "mean"  # a trial's value over its train.n_seeds seeds: mean or min
     versions: dict[str, str] | None = None  # torch, optuna, digitsum-sweep when made; None: made before they were
+    # a pbt population's state at its last interval, while it trains (sweep.run.pbt): {artifact_id, epoch,
+    # trials (by member), params (by member), rng}; None once it finished, or without pbt
+    pbt_state: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyMeta:
@@ -226,6 +229,7 @@ class TrialRecord:
     # whose weights it took at each exploit: [{epoch, from_trial}] (sweep.run.pbt)
     schedule: list[dict[str, Any]] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None  # a pbt member's retry: the epoch its population's saved state was at
 
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialRecord:
@@ -234,6 +238,11 @@ class TrialRecord:
 
 
 TRIAL_KEYS = frozenset(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def write_pbt_state(study: optuna.Study, state: dict[str, Any] | None) -> None:
+    """Record (or, with None, clear) the study's pbt population state (StudyMeta.pbt_state)."""
+    study.set_user_attr("pbt_state", state)
 
 
 def write_trial(trial: optuna.Trial, **values: Any) -> None:

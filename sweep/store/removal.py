@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 
 from sweep.store import artifacts as store_of
-from sweep.store.records import TrialRecord
+from sweep.store.records import StudyMeta, TrialRecord
 from sweep.store.storage import load_study, open_existing
 
 
@@ -26,10 +26,12 @@ def remove_study(
     files = [r for r in records if not r.artifact_id and r.checkpoint and Path(r.checkpoint).is_file()]
     if confirm is not None and not confirm(f"study {name!r} ({len(records)} trials) and its checkpoints"):
         return None
-    artifact_store = store_of.store_for(artifacts, study, storage) if stored else None
+    population = StudyMeta.read(study).pbt_state  # a pbt population's state, while one trains
+    artifact_store = store_of.store_for(artifacts, study, storage) if stored or population else None
     optuna.delete_study(study_name=name, storage=store)
     for record in stored + files:
         store_of.remove(artifact_store, record)
+    store_of.remove_id(artifact_store, population["artifact_id"] if population else None)
     _remove_empty_folders([Path(r.checkpoint) for r in files if r.checkpoint], name)
     return len(records), len(stored) + len(files)
 
