@@ -198,3 +198,24 @@ def test_a_killed_population_resumes_from_its_last_interval(tmp_path):
         assert trial.user_attrs["schedule"][0]["epoch"] == 0
     assert _saved_epoch(tmp_path / "s.db") is None  # a finished population keeps no state
     assert len(list((tmp_path / "ckpt").iterdir())) == 1  # the best member's checkpoint alone
+
+
+def test_a_rerun_of_a_member_replays_its_schedule_and_says_whether_it_reproduces(tmp_path):
+    import optuna
+
+    assert run_cli(tmp_path, write_spec(tmp_path, spec=PBT_SPEC)).exit_code == 0
+    url = storage_url(tmp_path)
+    trials = optuna.load_study(study_name="population", storage=url).trials
+    copied = next(t for t in trials if t.user_attrs.get("lineage"))
+    never = next(t for t in trials if not t.user_attrs.get("lineage"))
+    said = invoke("rerun", "population", copied.number, "--storage", url)
+    assert said.exit_code == 0, said.output
+    changes = len(copied.user_attrs["schedule"]) - 1
+    epochs = ", ".join(str(e["epoch"]) for e in copied.user_attrs["lineage"])
+    assert (
+        f"pbt replay: its schedule ({changes} change(s)) from scratch, without the weights it copied at epochs {epochs}"
+        in said.stdout
+    )
+    # a member that never copied trained in the population as it trains alone (the fused step, bit for bit)
+    alone = invoke("rerun", "population", never.number, "--storage", url, "--json")
+    assert json.loads(alone.stdout)["replay"] == {"changes": 0, "copied_at": [], "reproduces": True}

@@ -85,3 +85,16 @@ def _print_summary(name: str, row: dict[str, Any]) -> None:
         )
     if len(row["runs"]) > 1:
         typer.echo(f"  mean {row['mean']:.4f}, stdev {row['stdev']:.4f} over {len(row['runs'])} seeds")
+    replay = row["replay"]
+    if replay is not None:
+        copied = replay["copied_at"]
+        took = (
+            f"without the weights it copied at epochs {', '.join(map(str, copied))}"
+            if copied
+            else "and it copied no weights"
+        )
+        verdict = {True: "reproduces its stored value", False: "does not reproduce its stored value", None: ""}
+        typer.echo(
+            f"  pbt replay: its schedule ({replay['changes']} change(s)) from scratch, {took}; "
+            f"{verdict[replay['reproduces']] or 'its own seed was not replayed'}"
+        )

@@ -139,23 +139,39 @@ def summary(study: optuna.Study, numbers: list[int], seeds: list[int] | None = N
     `seed_runs`), mean and spread."""
     reruns = read_reruns(study)
     trials = study.get_trials(deepcopy=False)
+    own_seed = int((StudyMeta.read(study).base_config or {}).get("train", {}).get("seed", 0))
     rows = []
     for number in numbers:
         trial = trials[number]
         runs = [r for r in seed_runs(trial, reruns) if seeds is None or r.seed in seeds]
         spread = Spread(tuple(r.value for r in runs)) if runs else None
+        stored = trial.values[0] if trial.values else None
         rows.append(
             {
                 "trial": number,
                 "model_type": model_type(trial),
-                "stored_value": trial.values[0] if trial.values else None,
+                "stored_value": stored,
                 "stored_state": trial.state.name,
                 "runs": [r.__dict__ for r in runs],
                 "mean": spread.mean if spread else None,
                 "stdev": spread.stdev if spread else 0.0,
+                "replay": _replay(TrialRecord.read(trial), runs, own_seed, stored),
             }
         )
     return rows
+
+
+def _replay(record: TrialRecord, runs: list[RerunRecord], own_seed: int, stored: float | None) -> dict | None:
+    """For a pbt member: its schedule's changes, the epochs it took others' weights at, and whether the
+    replay with its own seed gave its stored value (None where that seed was not replayed)."""
+    if not record.schedule:
+        return None
+    own = next((r for r in runs if r.seed == own_seed), None)
+    return {
+        "changes": len(record.schedule) - 1,
+        "copied_at": [entry["epoch"] for entry in record.lineage],
+        "reproduces": None if own is None or stored is None else own.value == stored,
+    }
 
 
 def check_trial(study: optuna.Study, number: int) -> None:

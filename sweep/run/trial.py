@@ -26,10 +26,10 @@ from digitsum.config import Config
 from digitsum.data import Rows
 from digitsum.datasets import probe_rows
 from digitsum.errors import UsageError
-from digitsum.members import config_seeds, seed_config, seed_members
+from digitsum.members import Member, config_seeds, seed_config, seed_members
 from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
-from digitsum.train import EpochResult, FitResult, Interrupted, OnEpoch, TrainingDiverged, fit
+from digitsum.train import EpochResult, Exploit, FitResult, Interrupted, OnEpoch, TrainingDiverged, fit
 from sweep.run.machine import machine
 from sweep.run.outcome import epoch_over_seeds, objective_values, record_fit, record_run, score_probe, seed_outcome
 from sweep.spec.model import StudySpec, ValueFrom
@@ -258,7 +258,9 @@ def retrain(
     study: optuna.Study, number: int, seeds: list[int] | None = None, num_threads: int = 0
 ) -> list[dict[str, Any]]:
     """Re-train one stored trial's config from scratch with each seed (all at once where several); each
-    seed's outcome (`seed_outcome`) with its seed. A reproducibility check, and more seeds for a comparison."""
+    seed's outcome (`seed_outcome`) with its seed. A reproducibility check, and more seeds for a comparison.
+    A pbt member replays its schedule (PBT replay): its hyperparameters change at the epochs they did in
+    the population, but it copies no other member's weights."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         raise UsageError(f"study {study.study_name!r} has no trial {number}; see `sweep export {study.study_name}`")
@@ -275,7 +277,7 @@ def retrain(
     goals = objectives_from_stored(meta.objectives, meta.metric)
     per_epoch = any(g.metric.uses_probe for g in goals)
     members = [m for seed in seeds for m in seed_members(seed_config(config, seed))]  # any seeds, not only a run
-    fits = fit(members, None, probe if per_epoch else None)
+    fits = fit(members, replay(TrialRecord.read(trial).schedule, members), probe if per_epoch else None)
     train_rows = [m.train for m in members]
     probes = score_probe(fits, probe, train_rows) if probe is not None else [None] * len(fits)
     value_from, share = ValueFrom(meta.value_from), 1 / len(fits)  # K seeds at once: each is charged 1/K
@@ -283,6 +285,22 @@ def retrain(
         {"seed": seed, **seed_outcome(fitted, goals, value_from, meta.target, share, measured)}
         for seed, fitted, measured in zip(seeds, fits, probes, strict=True)
     ]
+
+
+def replay(schedule: list[dict[str, Any]], members: list[Member]) -> OnEpoch | None:
+    """The on_epoch that gives every member a pbt schedule's hyperparameters after the epochs they
+    changed at; None for a trial without a schedule (or one that never changed)."""
+    changes = {entry["epoch"]: entry["params"] for entry in schedule[1:]}
+    if not changes:
+        return None
+
+    def on_epoch(results: list[EpochResult]) -> Exploit | None:
+        params = changes.get(results[0].epoch)
+        if params is None:
+            return None
+        return Exploit(configs={r.member: cfg.apply(members[r.member].config, params) for r in results})
+
+    return on_epoch
 
 
 def stored_base_config(values: dict[str, Any]) -> dict[str, Any]:
