@@ -25,7 +25,7 @@ from digitsum.decode import Accuracy
 class BestState:
     """One member's history and best epoch so far (`digitsum.train._Best`), with its best weights."""
 
-    history: list[dict[str, Any]]  # EpochResult fields, by `epoch_result`
+    history: list[Any]  # EpochResults (dicts of their fields once saved; `digitsum.train.epoch_results`)
     epoch: int
     exact_match: float
     model: dict[str, torch.Tensor] | None  # the best epoch's DigitSumModel state_dict
@@ -47,7 +47,7 @@ class FitState:
 
 
 def save_state(state: FitState, path: str | Path) -> None:
-    payload = dataclasses.asdict(state)
+    payload = dataclasses.asdict(state)  # EpochResults and their Accuracy become dicts too
     payload["configs"] = [config.to_dict() for config in state.configs]
     torch.save(payload, Path(path))
 

@@ -180,7 +180,7 @@ class _Best:
         return True
 
     def to_state(self) -> BestState:
-        history = [dataclasses.asdict(result) for result in self.history]
+        history = list(self.history)  # EpochResults: turned into dicts only when saved (save_state)
         model = self.model.state_dict() if self.model is not None else None
         return BestState(history, self.epoch, self.exact_match, model, accuracy_dict(self.accuracy))
 
@@ -202,7 +202,10 @@ class _Best:
 
 def epoch_results(best: BestState) -> list[EpochResult]:
     """A saved member's history (`digitsum.fit_state.BestState`) as EpochResults."""
-    return [EpochResult(**{**values, "probe": accuracy_of(values["probe"])}) for values in best.history]
+    return [
+        values if isinstance(values, EpochResult) else EpochResult(**{**values, "probe": accuracy_of(values["probe"])})
+        for values in best.history
+    ]
 
 
 @dataclass

@@ -163,3 +163,47 @@ def test_nested_handlers_keep_the_outer_one_which_forwards():
     stop = threading.Event()
     with stop_on_signals(stop, forward=lambda signum: None) as outer, stop_on_signals(stop) as inner:
         assert inner is outer
+
+
+def _reported(db, number: int) -> int:
+    """How many epochs trial ``number`` has reported, read straight from the SQLite file."""
+    import contextlib
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            query = (
+                "SELECT count(*) FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id "
+                "WHERE t.number = ?"
+            )
+            return int(con.execute(query, (number,)).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.processes
+def test_a_stopped_k_seed_trials_retry_goes_on_from_its_last_epoch(tmp_path):
+    fast = LONG_EPOCHS | {"data": {"lengths": "1-3", "val_fraction": 0.2}}
+    fast["fixed"] = {**LONG_EPOCHS["fixed"], "train.n_epochs": 30, "train.batch_size": 8, "train.fused": True,
+                     "train.n_seeds": 2}  # fmt: skip
+    write_spec(tmp_path, spec=fast)
+    url, db = storage_url(tmp_path), tmp_path / "s.db"
+    process = start_sweep(tmp_path, *run_args(tmp_path, 1))
+    number = wait_for_running(db, process)
+    deadline = time.monotonic() + 60
+    while _reported(db, number) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    out, err, _ = terminate(process)
+    assert process.returncode == EXIT_TERMINATED, out + err
+    (stopped,) = [t for t in trials(url, "long") if t.number == number]
+    assert stopped.user_attrs["resume_id"] and len(stopped.intermediate_values) < 30
+    resumed = sweep_process(tmp_path, *run_args(tmp_path, 1), timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (retry,) = [t for t in trials(url, "long") if t.state in FINISHED]
+    went_on = retry.user_attrs["resumed_from"]
+    assert 3 <= went_on <= len(stopped.intermediate_values)  # from its last finished epoch, not from epoch 1
+    assert sorted(retry.intermediate_values) == list(range(1, 31))
+    assert all(retry.intermediate_values[e] == stopped.intermediate_values[e] for e in range(1, went_on + 1))
+    assert retry.user_attrs["epochs_run"] == 30
+    assert len([p for p in (tmp_path / "ckpt").iterdir() if p.is_file()]) == 1  # the state went with the retry

@@ -26,12 +26,23 @@ from digitsum.config import Config
 from digitsum.data import Rows
 from digitsum.datasets import probe_rows
 from digitsum.errors import UsageError
+from digitsum.fit_state import FitState
 from digitsum.members import Member, config_seeds, seed_config, seed_members
 from digitsum.runs import free_folder
 from digitsum.tensorboard import EventLog, outcome, recording
-from digitsum.train import EpochResult, Exploit, FitResult, Interrupted, OnEpoch, TrainingDiverged, fit
+from digitsum.train import (
+    EpochResult,
+    Exploit,
+    FitResult,
+    Interrupted,
+    OnEpoch,
+    TrainingDiverged,
+    epoch_results,
+    fit,
+)
 from sweep.run.machine import machine
 from sweep.run.outcome import epoch_over_seeds, objective_values, record_fit, record_run, score_probe, seed_outcome
+from sweep.run.resume import stopped_state, store_stopped
 from sweep.spec.model import StudySpec, ValueFrom
 from sweep.spec.objectives import epoch_accuracy, objectives_from_stored
 from sweep.store.artifacts import checkpoint_name, open_store, upload
@@ -83,6 +94,26 @@ class TrialRun:
         self.epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
         self.ending: str | None = None  # how its TensorBoard runs close where no exception says so
         self.hear = _reporter(trial, spec, self.epochs, context.stop)
+        self.last_state: FitState | None = None  # at its last finished epoch, for a retry (sweep.run.resume)
+
+    def keep_state(self, state: FitState) -> None:
+        self.last_state = state
+
+    def resume(self) -> FitState | None:
+        """Where this trial retries a stopped one that stored its state: that state, with the curve so far
+        reported again; None otherwise."""
+        found = stopped_state(self.trial, self.context.store)
+        if found is None:
+            return None
+        state, failed = found
+        for epoch, value in sorted(failed.intermediate_values.items()):
+            if epoch <= state.epoch:
+                self.trial.report(value, epoch)
+        over = self.context.spec.seed_aggregate
+        histories = [epoch_results(best) for best in state.bests]
+        self.epochs.extend(epoch_over_seeds(list(row), over) for row in zip(*histories, strict=True))
+        write_trial(self.trial, resumed_from=state.epoch)
+        return state
 
     @contextlib.contextmanager
     def events(self) -> Iterator[list[EventLog | None]]:
@@ -101,9 +132,11 @@ class TrialRun:
         return self.context.probe if wanted else None
 
     def interrupted(self) -> None:
-        """Ctrl-C or SIGTERM stopped it: keep how far it got; the worker queues it again (sweep.run.worker)."""
+        """Ctrl-C or SIGTERM stopped it: keep how far it got, and its state for its retry; the worker queues
+        it again (sweep.run.worker)."""
         record_run(self.trial, self.epochs, self.context.spec.target)
         write_trial(self.trial, interrupted=True)
+        store_stopped(self.trial, self.context.store, self.last_state)
 
     def diverged(self, error: TrainingDiverged) -> optuna.TrialPruned:
         """Its training loss became NaN or infinite: recorded, and the trial ends as pruned."""
@@ -152,9 +185,14 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float | tu
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         run = TrialRun(trial, context)
+        resume = run.resume()
         with run.events() as events:
             try:
-                fits = fit(run.members, run.hear, run.scored_probe(events), events, stop=context.stop)
+                probe = run.scored_probe(events)
+                fits = fit(
+                    run.members, run.hear, probe, events, stop=context.stop, resume=resume,
+                    on_state=run.keep_state, state_every=1,
+                )  # fmt: skip
             except TrainingDiverged as error:
                 raise run.diverged(error) from None
             except KeyboardInterrupt:

@@ -229,7 +229,8 @@ class TrialRecord:
     # whose weights it took at each exploit: [{epoch, from_trial}] (sweep.run.pbt)
     schedule: list[dict[str, Any]] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
-    resumed_from: int | None = None  # a pbt member's retry: the epoch its population's saved state was at
+    resumed_from: int | None = None  # a retry that went on from a stopped run's state: the epoch it was at
+    resume_id: str | None = None  # a stopped trial's training state, for its retry (sweep.run.resume)
 
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialRecord:

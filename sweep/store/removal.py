@@ -27,11 +27,13 @@ def remove_study(
     if confirm is not None and not confirm(f"study {name!r} ({len(records)} trials) and its checkpoints"):
         return None
     population = StudyMeta.read(study).pbt_state  # a pbt population's state, while one trains
-    artifact_store = store_of.store_for(artifacts, study, storage) if stored or population else None
+    states = [r.resume_id for r in records if r.resume_id]  # stopped trials' states, for retries not run yet
+    artifact_store = store_of.store_for(artifacts, study, storage) if stored or population or states else None
     optuna.delete_study(study_name=name, storage=store)
     for record in stored + files:
         store_of.remove(artifact_store, record)
-    store_of.remove_id(artifact_store, population["artifact_id"] if population else None)
+    for artifact_id in [*states, population["artifact_id"] if population else None]:
+        store_of.remove_id(artifact_store, artifact_id)
     _remove_empty_folders([Path(r.checkpoint) for r in files if r.checkpoint], name)
     return len(records), len(stored) + len(files)
 
