@@ -34,7 +34,6 @@ from digitsum.train import (
     EpochResult,
     Exploit,
     FitResult,
-    Interrupted,
     OnEpoch,
     TrainingDiverged,
     epoch_results,
@@ -93,7 +92,7 @@ class TrialRun:
         self.members = seed_members(self.config)
         self.epochs: list[EpochResult] = []  # the trial's, over its seeds (`epoch_over_seeds`)
         self.ending: str | None = None  # how its TensorBoard runs close where no exception says so
-        self.hear = _reporter(trial, spec, self.epochs, context.stop)
+        self.hear = _reporter(trial, spec, self.epochs)
         self.last_state: FitState | None = None  # at its last finished epoch, for a retry (sweep.run.resume)
 
     def keep_state(self, state: FitState) -> None:
@@ -260,18 +259,17 @@ def _store_checkpoint(trial: optuna.Trial, store: Any, fitted: FitResult, config
         write_trial(trial, artifact_id=upload(store, trial, path))
 
 
-def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult], stop: threading.Event) -> OnEpoch:
+def _reporter(trial: optuna.Trial, spec: StudySpec, epochs: list[EpochResult]) -> OnEpoch:
     """The on_epoch of the trial's seeds: report the epoch's value over them and prune when the pruner
     says so (one accuracy objective), or keep the validation curve and apply the spec's early-stop rule
-    (several); stop on Ctrl-C."""
+    (several). Ctrl-C and SIGTERM stop the fit itself, before its next step: every epoch that finished
+    is reported, and kept in the state a retry goes on from (sweep.run.resume)."""
     early_stop = spec.early_stop
     over = spec.seed_aggregate
 
     def on_epoch(results: list[EpochResult]) -> None:
         result = epoch_over_seeds(results, over)
         epochs.append(result)
-        if stop.is_set():  # Ctrl-C or SIGTERM: the trial records how far it got (TrialRun.interrupted)
-            raise Interrupted("training was stopped")
         if spec.reports_per_epoch:
             value = over.of([epoch_accuracy(r, spec.goals[0].metric) for r in results])
             trial.report(value, result.epoch)
