@@ -94,16 +94,28 @@ def check(spec_path: SpecPath, storage: Storage = None, artifacts: Artifacts = N
         typer.echo(f"  warm start: {' '.join(f'{k}={v}' for k, v in params.items())}")
     if spec.tensorboard is not None:
         typer.echo(f"  TensorBoard: a run per trial under {spec.tensorboard}/{spec.name}/")
-    if spec.stack > 1:
-        typer.echo(
-            f"  stack: each worker trains up to {spec.stack} trials at once (those that share shapes and batch plan)"
-        )
+    _print_at_once(spec)
     _print_data_and_budget(checked)
     try:
         location, why = api.checkpoints_location(spec, storage, artifacts)
         typer.echo(f"  checkpoints: {location} ({why})")
     except ArtifactError as refused:
         typer.echo(f"  checkpoints: none yet; `sweep run` would refuse: {refused}")
+
+
+def _print_at_once(spec: Any) -> None:
+    """What trains as one computation: a stack of trials, or a pbt population."""
+    if spec.stack > 1:
+        typer.echo(
+            f"  stack: each worker trains up to {spec.stack} trials at once (those that share shapes and batch plan)"
+        )
+    if spec.pbt is not None:
+        pbt = spec.pbt
+        typer.echo(
+            f"  pbt: {pbt.population} members as one computation, one trial each; every {pbt.interval} epochs the "
+            f"bottom {pbt.quantile:.0%} copy a top member, then perturb by {list(pbt.perturb)} or resample "
+            f"(chance {pbt.resample:g}), seed {pbt.seed}"
+        )
 
 
 def _print_data_and_budget(checked: api.SpecCheck) -> None:

@@ -236,8 +236,15 @@ class _TrialLoop:
         (sweep.run.stack) or a pbt population (sweep.run.pbt)."""
         plan, ledger, study = self.plan, self.ledger, self.study
         optuna.storages.fail_stale_trials(study)  # as study.optimize does before each trial
+        ledger.refresh()
+        free = room(ledger, plan.n_trials, self.settle.mine)
+        if train is run_population and free < size and ledger.open_trials(TrialState.RUNNING):
+            # a killed population's trials go stale one by one: wait for all of its retries, so that it
+            # resumes whole from its saved state (sweep.run.pbt) rather than start again in parts
+            time.sleep(POLL_SECONDS)
+            return
         trials = []
-        for _ in range(max(1, min(size, room(ledger, plan.n_trials, self.settle.mine)))):
+        for _ in range(max(1, min(size, free))):
             if plan.spec.balance is not None:
                 ledger.refresh()  # the choices this worker just asked for count
                 enqueue_balanced(study, plan.spec.balance, ledger)
