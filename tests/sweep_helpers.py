@@ -190,16 +190,21 @@ def sweep_process(tmp_path: Path, *args: Any, timeout: float = 60) -> subprocess
     )
 
 
-def running_numbers(db_path: Path) -> list[int]:
-    """Numbers of RUNNING trials, read straight from the SQLite file (read-only, so a poll never
-    creates tables while `sweep run` is creating them)."""
+def read_only(db_path: Path, query: str, *params: Any) -> list[tuple]:
+    """Rows of ``query`` read straight from a SQLite storage file (read-only, so a poll never creates
+    tables while `sweep run` is creating them); none while it is not there, or locked for a moment."""
     if not Path(db_path).is_file():
         return []
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
-            return [n for (n,) in db.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
+            return db.execute(query, params).fetchall()
     except sqlite3.Error:  # not created yet, or locked for a moment
         return []
+
+
+def running_numbers(db_path: Path) -> list[int]:
+    """Numbers of RUNNING trials, read straight from the SQLite file."""
+    return [n for (n,) in read_only(db_path, "SELECT number FROM trials WHERE state = 'RUNNING'")]
 
 
 def wait_for_running(db_path: Path, process: subprocess.Popen, timeout: float = 60) -> int:

@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from sweep_helpers import assert_spec_mistake, invoke, run_cli, spec_dict, storage_url, write_spec
+from sweep_helpers import assert_spec_mistake, invoke, read_only, run_cli, spec_dict, storage_url, write_spec
 
 from digitsum import config as cfg
 from digitsum.members import seed_members
@@ -149,14 +149,7 @@ def test_a_pbt_study_reports_lists_and_exports(tmp_path):
 
 def _saved_epoch(db) -> int | None:
     """The epoch of the population state the study records, read straight from the SQLite file."""
-    import contextlib
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            rows = con.execute("SELECT value_json FROM study_user_attributes WHERE key = 'pbt_state'").fetchall()
-    except sqlite3.Error:
-        return None
+    rows = read_only(db, "SELECT value_json FROM study_user_attributes WHERE key = 'pbt_state'")
     saved = json.loads(rows[0][0]) if rows else None
     return saved["epoch"] if saved else None
 

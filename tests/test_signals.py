@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from sweep_helpers import (
     FINISHED,
     kill_group,
+    read_only,
     running_numbers,
     spec_dict,
     start_sweep,
@@ -171,18 +172,11 @@ def test_nested_handlers_keep_the_outer_one_which_forwards():
 
 def _reported(db, number: int) -> int:
     """How many epochs trial ``number`` has reported, read straight from the SQLite file."""
-    import contextlib
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            query = (
-                "SELECT count(*) FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id "
-                "WHERE t.number = ?"
-            )
-            return int(con.execute(query, (number,)).fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    query = (
+        "SELECT count(*) FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.number = ?"
+    )
+    rows = read_only(db, query, number)
+    return int(rows[0][0]) if rows else 0
 
 
 @pytest.mark.processes

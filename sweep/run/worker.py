@@ -238,7 +238,7 @@ class _TrialLoop:
         optuna.storages.fail_stale_trials(study)  # as study.optimize does before each trial
         ledger.refresh()
         free = room(ledger, plan.n_trials, self.settle.mine)
-        if train is run_population and free < size and ledger.open_trials(TrialState.RUNNING):
+        if plan.spec.pbt is not None and free < size and ledger.open_trials(TrialState.RUNNING):
             # a killed population's trials go stale one by one: wait for all of its retries, so that it
             # resumes whole from its saved state (sweep.run.pbt) rather than start again in parts
             time.sleep(POLL_SECONDS)
