@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 
 RUNS ?= 20
 
-.PHONY: runtime install system lint test test-latest test-oldest fuzz flakes quickstart bench clean wheelhouse
+.PHONY: runtime install system lint test test-latest test-oldest fuzz flakes quickstart bench bench-peers clean wheelhouse
 
 # What running needs (torch, the project); `make test` adds the dev tools and the test servers' drivers.
 $(VENV)/.runtime: pyproject.toml
@@ -101,5 +101,14 @@ quickstart: runtime
 bench: install
 	$(PY) bench/run_all.py
 
+# The quickstart's search run by the tools a user would pick instead (a plain Optuna script, Ray Tune)
+# and by `sweep run --stack 1/4`, side by side; Ray lives in a venv of its own, never in `make test`'s.
+PEERS_VENV ?= .venv-peers
+RAY_SPEC ?= ray[tune]==2.60.0
+bench-peers:
+	$(MAKE) runtime VENV=$(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q "$(RAY_SPEC)"
+	$(PEERS_VENV)/bin/python bench/bench_peers.py $(PEERS_ARGS)
+
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) $(OLDEST_VENV).constraints runs .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) $(PEERS_VENV) $(OLDEST_VENV).constraints runs .pytest_cache
