@@ -8,6 +8,7 @@ training and decoding never loop over rows in Python.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from digitsum.errors import DataError, shown
 from digitsum.files import atomic_path, require_file
+from digitsum.in_range import in_range_count, sample_in_range
 from digitsum.lengths import MAX_LENGTH, check_lengths
 
 # Token ids. Digits are their own ids; PAD is an input id only and never a target.
@@ -26,6 +28,7 @@ N_INPUT_TOKENS = 13
 N_OUTPUT_TOKENS = 12  # digits, EOS (never a target), EOA
 IGNORE = -100  # target for positions that are not scored (cross_entropy's ignore_index)
 
+INT64_DIGITS = 18  # 10**18 still fits in int64: up to here, strings are drawn as numbers
 FULL_LIMIT = 1_000_000  # above this many strings of one length, a seeded sample is drawn
 AUTO_SAMPLE = 100_000  # the sample size used when FULL_LIMIT forces sampling
 
@@ -69,11 +72,18 @@ def plan_rows(lengths: list[int], sample: int | None = None) -> dict[int, tuple[
 
 
 def make_rows(lengths: list[int], sample: int | None = None, seed: int = 0) -> Rows:
-    """Every digit string of each length, in numeric order, or a seeded sample per `plan_rows`."""
+    """Every digit string of each length, in numeric order, or a seeded sample per `plan_rows`: drawn
+    without replacement up to INT64_DIGITS digits, and above, digit by digit with replacement and then
+    deduplicated (at 19 digits, 100,000 draws repeat one with a chance of 5e-10)."""
     xs, ys = [], []
     for length, (count, sampled) in plan_rows(lengths, sample).items():
+        rng = np.random.default_rng([seed, length])
+        if sampled and length > INT64_DIGITS:
+            digits = np.unique(rng.integers(0, 10, size=(count, length), dtype=np.int8), axis=0)  # sorted
+            xs.append(digit_strings(digits))
+            ys.append(digits.sum(axis=1, dtype=np.int64))
+            continue
         if sampled:
-            rng = np.random.default_rng([seed, length])
             numbers = np.sort(rng.choice(10**length, size=count, replace=False))
         else:
             numbers = np.arange(10**length, dtype=np.int64)
@@ -83,9 +93,39 @@ def make_rows(lengths: list[int], sample: int | None = None, seed: int = 0) -> R
     return Rows(np.concatenate(xs), np.concatenate(ys).astype(np.int64))
 
 
+def make_in_range_rows(lengths: list[int], sums: Iterable[int], sample: int, seed: int = 0) -> Rows:
+    """``sample`` strings of each length, uniform among those whose digit sum is in ``sums`` (with
+    replacement; `digitsum.in_range`), sorted: the rows a model that saw only those sums can answer."""
+    wanted = set(sums)
+    xs, ys = [], []
+    for length in check_lengths(lengths):
+        if in_range_count(length, wanted) == 0:
+            raise DataError(f"length {length}: no string of {length} digits has a digit sum in {sorted(wanted)}")
+        digits = sample_in_range(length, wanted, sample, [seed, length])
+        digits = digits[np.lexsort(digits.T[::-1])]
+        xs.append(digit_strings(digits))
+        ys.append(digits.sum(axis=1, dtype=np.int64))
+    return Rows(np.concatenate(xs), np.concatenate(ys).astype(np.int64))
+
+
+def digit_strings(digits: np.ndarray) -> np.ndarray:
+    """[N, L] digits (0-9) -> N unicode strings of L characters."""
+    n, length = digits.shape
+    as_bytes = np.ascontiguousarray(digits.astype(np.uint8) + ord("0")).view(f"S{length}").reshape(n)
+    return as_bytes.astype(f"U{length}")
+
+
 def digit_sums(x: np.ndarray) -> np.ndarray:
-    codes = _char_codes(x)
-    return np.where(codes > 0, codes - ord("0"), 0).sum(axis=1).astype(np.int64)
+    """Each string's digit sum, from its characters (never through an integer of the whole string),
+    a chunk of rows at a time so long strings never hold more than ~4M code points at once."""
+    width = max(int(np.char.str_len(x).max()), 1) if len(x) else 1
+    step = max(1, 2**22 // width)
+    sums = [_chunk_sums(_char_codes(x[i : i + step])) for i in range(0, len(x), step)]
+    return np.concatenate(sums or [np.zeros(0)]).astype(np.int64)
+
+
+def _chunk_sums(codes: np.ndarray) -> np.ndarray:
+    return np.where(codes > 0, codes - ord("0"), 0).sum(axis=1)
 
 
 def _char_codes(x: np.ndarray) -> np.ndarray:
@@ -97,7 +137,7 @@ def _char_codes(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # CSV (headerless ``x,y``, the tutorial's format)
 
-_LINE = re.compile(r"([0-9]+),([0-9]{1,4})")  # [0-9], not \d: \d matches other scripts' digits
+_LINE = re.compile(r"([0-9]+),([0-9]{1,6})")  # [0-9], not \d: \d matches other scripts' digits
 
 
 def read_csv(path: str | Path) -> Rows:
@@ -115,10 +155,14 @@ def read_csv(path: str | Path) -> Rows:
     xs, ys = [], []
     for number, line in enumerate(lines, start=1):
         match = _LINE.fullmatch(line.strip())
-        if not match or len(match.group(1)) > MAX_LENGTH:
+        if not match:
             raise DataError(
                 f"{path}:{number}: {line[:40]!r} is not a row; "
                 "expected digits, a comma and their digit sum, like 1294,16"
+            )
+        if len(match.group(1)) > MAX_LENGTH:
+            raise DataError(
+                f"{path}:{number}: an input of {len(match.group(1)):,} digits; at most {MAX_LENGTH:,} digits a row"
             )
         xs.append(match.group(1))
         ys.append(int(match.group(2)))
@@ -127,10 +171,14 @@ def read_csv(path: str | Path) -> Rows:
     if len(wrong):
         i = int(wrong[0])
         raise DataError(
-            f"{path}:{i + 1}: {lines[i]!r}: {ys[i]} is not the digit sum of {xs[i]} "
+            f"{path}:{i + 1}: {lines[i][:60]!r}: {ys[i]} is not the digit sum of {_cut(xs[i])} "
             f"(it is {int(digit_sums(rows.x[i : i + 1])[0])})"
         )
     return rows
+
+
+def _cut(x: str, limit: int = 40) -> str:
+    return x if len(x) <= limit else f"{x[:limit]}... ({len(x):,} digits)"
 
 
 def write_csv(rows: Rows, path: str | Path) -> None:
@@ -225,12 +273,12 @@ def encode(rows: Rows) -> Encoded:
 def encode_prompts(sequences: list[str]) -> Encoded:
     """Encode digit strings with unknown answers (for `predict`): answers are left as PAD."""
     if not sequences:
-        raise DataError(f"nothing to predict; give digit strings of 1 to {MAX_LENGTH} digits, like 1294")
+        raise DataError(f"nothing to predict; give digit strings of 1 to {MAX_LENGTH:,} digits, like 1294")
     for text in sequences:
         if re.fullmatch("[0-9]+", text) and len(text) > MAX_LENGTH:
-            raise DataError(f"{shown(text, 24)} has {len(text):,} digits; give 1 to {MAX_LENGTH} digits, like 1294")
+            raise DataError(f"{shown(text, 24)} has {len(text):,} digits; give 1 to {MAX_LENGTH:,} digits, like 1294")
         if not re.fullmatch(f"[0-9]{{1,{MAX_LENGTH}}}", text):
-            raise DataError(f"{shown(text, 24)} is not a digit sequence; give 1 to {MAX_LENGTH} digits, like 1294")
+            raise DataError(f"{shown(text, 24)} is not a digit sequence; give 1 to {MAX_LENGTH:,} digits, like 1294")
     x = np.array(sequences)
     return encode(Rows(x, digit_sums(x)))
 
@@ -249,7 +297,7 @@ def stratified_split(rows: Rows, train_fraction: float, seed: int) -> tuple[np.n
         raise DataError(f"train_split_fraction {train_fraction}: must be between 0 and 1 (exclusive)")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
-    group = rows.lengths[order] * 1000 + rows.y[order]
+    group = rows.lengths[order] * (int(rows.y.max()) + 1) + rows.y[order]  # by (length, sum)
     order = order[np.argsort(group, kind="stable")]
     group = np.sort(group, kind="stable")
     starts = np.r_[0, np.flatnonzero(np.diff(group)) + 1]

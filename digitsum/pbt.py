@@ -34,10 +34,12 @@ class Range:
 
 def exploit(scores: Sequence[float], quantile: float, rng: random.Random) -> dict[int, int]:
     """target -> source: each member in the bottom ``quantile`` of ``scores`` (higher is better) copies
-    a member drawn from the top one. At least one member moves, and at most half of them."""
+    a member drawn from the top one. At least one member moves, and at most half of them. A NaN score
+    (a member that diverged, or has nothing to score) ranks below every other."""
     n = len(scores)
     cut = min(n // 2, max(1, math.ceil(n * quantile)))
-    order = sorted(range(n), key=lambda i: (scores[i], -i))  # ties: the later member ranks lower
+    rank = [-math.inf if math.isnan(s) else s for s in scores]
+    order = sorted(range(n), key=lambda i: (rank[i], -i))  # ties: the later member ranks lower
     top = order[n - cut :]
     return {target: rng.choice(top) for target in order[:cut]}
 

@@ -87,6 +87,8 @@ def test_best(studied):
     assert "probe (unseen lengths) exact match" in result.stdout
     artifact = best_trial(study).user_attrs["artifact_id"]
     assert f"checkpoint: artifact {artifact} in {Path(checkpoint_dir(folder)).resolve()}\n" in result.stdout
+    rerun = f"sweep rerun tiny {study.best_trial.number} --seeds 0,1,2"
+    assert f"validation exact match over seeds: not measured yet ({rerun})" in result.stdout
 
 
 def test_best_json(studied):

@@ -75,9 +75,9 @@ def test_make_rows_several_lengths_are_sorted_and_deduplicated():
     assert np.all(np.diff(rows.lengths) >= 0)
 
 
-@pytest.mark.parametrize("lengths", [[], [0], [MAX_LENGTH + 1], [2, 19], [-1]])
+@pytest.mark.parametrize("lengths", [[], [0], [MAX_LENGTH + 1], [2, 10_001], [-1]])
 def test_make_rows_rejects_bad_lengths(lengths):
-    with pytest.raises(DataError, match="between 1 and 18"):
+    with pytest.raises(DataError, match="between 1 and 10,000"):
         make_rows(lengths)
 
 
@@ -109,11 +109,24 @@ def test_make_rows_sample_at_least_total_enumerates_everything():
     assert rows.x.tolist() == [str(n).zfill(2) for n in range(100)]
 
 
-def test_make_rows_longest_length_sample():
-    rows = make_rows([MAX_LENGTH], sample=5, seed=1)
-    assert len(rows) == 5
-    assert all(len(x) == MAX_LENGTH for x in rows.x.tolist())
+@pytest.mark.parametrize("length", [18, 19, 20, 100, 1000, MAX_LENGTH])
+def test_make_rows_samples_long_lengths_digit_by_digit(length):
+    rows = make_rows([length], sample=50, seed=1)
+    assert len(rows) == 50 and len(set(rows.x.tolist())) == 50
+    assert all(len(x) == length for x in rows.x.tolist())
+    assert rows.x.tolist() == sorted(rows.x.tolist())
     assert rows.y.tolist() == [python_digit_sum(x) for x in rows.x.tolist()]
+    assert np.array_equal(make_rows([length], sample=50, seed=1).x, rows.x)
+    if length >= 100:  # drawn digit by digit: each digit about as often as any other
+        digits = np.frombuffer("".join(rows.x.tolist()).encode(), dtype=np.uint8) - ord("0")
+        assert 0.08 < (digits == 7).mean() < 0.12
+
+
+def test_make_rows_keeps_the_samples_of_lengths_up_to_18():
+    # drawn as numbers without replacement, as before lengths grew past 18: the probes' rows stay the same
+    rows = make_rows([10], sample=3, seed=1234)
+    rng = np.random.default_rng([1234, 10])
+    assert rows.x.tolist() == [str(n).zfill(10) for n in np.sort(rng.choice(10**10, size=3, replace=False))]
 
 
 def test_plan_rows_full_sampled_and_forced_sample():
@@ -169,7 +182,7 @@ def test_parse_lengths(text, expected):
     assert parse_lengths(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "a", "2-", "-3", "2..4", "2;3", "2-4-6", "1.5", "2,", "0", "19", "0-3", "4-2"])
+@pytest.mark.parametrize("text", ["", "a", "2-", "-3", "2..4", "2;3", "2-4-6", "1.5", "2,", "0", "10001", "0-3", "4-2"])
 def test_parse_lengths_rejects(text):
     with pytest.raises(DataError, match="lengths"):
         parse_lengths(text)
@@ -260,7 +273,7 @@ def test_read_csv_crlf_blank_trailing_lines_and_spaces(tmp_path):
         ("x,y\n12,3\n", 1, "is not a row"),  # header
         ("12,-3\n", 1, "is not a row"),  # negative sum
         ("12,3\n,3\n", 2, "is not a row"),  # empty x
-        ("1" * 19 + ",19\n", 1, "is not a row"),  # longer than MAX_LENGTH
+        ("1" * 10_001 + ",10001\n", 1, "an input of 10,001 digits; at most 10,000"),
         ("12,3\n34,7\n56,11\n78,14\n", 4, "is not the digit sum"),
     ],
 )
@@ -408,7 +421,7 @@ def test_encode_prompts():
         ([], "nothing to predict"),
         (["12a"], "'12a' is not a digit sequence"),
         ([""], "is not a digit sequence"),
-        (["1" * 19], "has 19 digits; give 1 to 18 digits"),
+        (["1" * 10_001], "has 10,001 digits; give 1 to 10,000 digits"),
         (["12", " 3"], "' 3' is not a digit sequence"),
         (["-1"], "'-1' is not a digit sequence"),
     ],

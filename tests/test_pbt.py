@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 
 import pytest
@@ -26,6 +27,8 @@ def test_the_bottom_quantile_copies_a_member_of_the_top_one():
     assert sorted(copies) == [1, 4]  # the two worst of eight
     assert set(copies.values()) <= {0, 5}  # each copies one of the two best
     assert exploit([0.5, 0.1], 0.25, random.Random(0)) == {1: 0}  # at least one moves, at most half
+    diverged = math.nan  # a member whose training loss went NaN: last, below a score of 0
+    assert list(exploit([0.0, diverged, 0.9, 0.5], 0.25, random.Random(0))) == [1]
 
 
 def test_explore_stays_inside_the_space_and_is_seeded():
@@ -60,6 +63,24 @@ def test_an_exploit_copies_weights_and_optimizer_state_and_retunes_the_target(ti
     assert run.optimizer.peaks[2] == 0.05 and run.optimizer.weight_decays[2] == 0.01
     assert run.members[2].config == faster and run.members[2].seed == members[2].seed  # its own rows and seed
     run.epoch(2)  # and it trains on
+
+
+def test_a_diverged_member_stays_apart_and_an_exploit_brings_it_back(tiny_config):
+    members = seed_members(
+        dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, n_seeds=3))
+    )
+    run = _Run.start(members, None, None)
+    run.epoch(1)
+    with torch.no_grad():
+        for weight in run.stacked.parameters():
+            weight[1].fill_(math.nan)  # member 1 diverged
+    results, _ = run.epoch(2)
+    assert [math.isfinite(r.train_loss) for r in results] == [True, False, True]  # NaN stays in its slice
+    for weight in run.stacked.parameters():
+        assert torch.isfinite(weight[0]).all() and torch.isfinite(weight[2]).all()
+    run.exploit(Exploit(copies={1: 2}, configs={}))
+    results, _ = run.epoch(3)
+    assert all(math.isfinite(r.train_loss) for r in results)
 
 
 # ---------------------------------------------------------------------------------------------

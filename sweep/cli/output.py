@@ -37,9 +37,9 @@ def number_text(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
 
 
-def seeds_text(over: dict[str, Any] | None) -> str:
+def seeds_text(over: dict[str, Any] | None, study: str, trial: int) -> str:
     """A trial's seed reruns as ``99.50% +- 0.10 over 3 seeds`` (sweep.report.best.over_seeds)."""
     if over is None:
-        return "no seed reruns (sweep rerun NAME TRIAL --seeds 0,1,2)"
+        return f"not measured yet (sweep rerun {study} {trial} --seeds 0,1,2)"
     mean, sd, n = 100 * over["val_exact_match_mean"], 100 * over["val_exact_match_stdev"], len(over["seeds"])
     return f"{mean:.2f}% +- {sd:.2f} over {n} seeds"

@@ -98,7 +98,9 @@ def _print_one(summary: dict[str, Any]) -> None:
     state = "" if summary["checkpoint_exists"] else " (not on this machine)"
     whose = f" (seed {next(iter(per_seed))}'s model)" if per_seed else ""
     typer.echo(f"  checkpoint{whose}: {summary['checkpoint']}{state}")
-    typer.echo(f"  validation exact match {seeds_text(summary['over_seeds'])}")
+    typer.echo(
+        f"  validation exact match over seeds: {seeds_text(summary['over_seeds'], summary['study'], summary['trial'])}"
+    )
 
 
 def _print_pareto(summary: dict[str, Any]) -> None:
@@ -109,7 +111,8 @@ def _print_pareto(summary: dict[str, Any]) -> None:
     for row in summary["pareto"]:
         values = "  ".join(f"{row['values'][n]:17.6g}" for n in names)
         typer.echo(f"{row['trial']:6d}  {row['model_type']:5s} {row['n_parameters'] or 0:10,d}  {values}")
-        typer.echo(f"{'':6s}  validation exact match {seeds_text(row['over_seeds'])}")
+        over = seeds_text(row["over_seeds"], summary["study"], row["trial"])
+        typer.echo(f"{'':6s}  validation exact match over seeds: {over}")
 
 
 @app.command("ls")

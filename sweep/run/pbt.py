@@ -23,6 +23,7 @@ lineage, and training resumes at the next epoch, not at epoch 1.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import tempfile
 from pathlib import Path
@@ -66,8 +67,8 @@ def run_population(study: optuna.Study, trials: list[optuna.Trial], context: Tri
                 members = [run.members[0] for run in runs]
                 every = spec.pbt.interval
                 fits = fit(
-                    members, population.on_epoch, probe, events, stop=context.stop, resume=resume,
-                    on_state=population.checkpoint, state_every=every,
+                    members, population.on_epoch, probe, events, raise_diverged=False, stop=context.stop,
+                    resume=resume, on_state=population.checkpoint, state_every=every,
                 )  # fmt: skip
             except KeyboardInterrupt as stopped:
                 for run in runs:
@@ -124,8 +125,7 @@ class _Population:
         epoch = results[0].epoch
         if epoch % self.rule.interval or epoch >= self.configs[0].train.n_epochs:
             return None
-        metric = self.spec.goals[0].metric
-        scores = [epoch_accuracy(result, metric) for result in sorted(results, key=lambda r: r.member)]
+        scores = [self.score(result) for result in sorted(results, key=lambda r: r.member)]
         copies = exploit(scores, self.rule.quantile, self.rng)
         configs = {}
         for target, source in copies.items():
@@ -136,6 +136,13 @@ class _Population:
             self.lineages[target].append({"epoch": epoch, "from_trial": self.runs[source].trial.number})
             write_trial(self.runs[target].trial, schedule=self.schedules[target], lineage=self.lineages[target])
         return Exploit(copies, configs)
+
+    def score(self, result: EpochResult) -> float:
+        """A member's objective at an interval; NaN, which `exploit` ranks last, where its training loss
+        went NaN or infinite: a diverged member is then among those that copy, and a better member's
+        weights and AdamW state replace its own, rather than the whole population failing."""
+        value = epoch_accuracy(result, self.spec.goals[0].metric)
+        return value if math.isfinite(result.train_loss) else math.nan
 
     def checkpoint(self, state: FitState) -> None:
         """The population's state at an interval, to the artifact store; the one before it removed."""
