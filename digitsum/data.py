@@ -79,9 +79,9 @@ def make_rows(lengths: list[int], sample: int | None = None, seed: int = 0) -> R
     for length, (count, sampled) in plan_rows(lengths, sample).items():
         rng = np.random.default_rng([seed, length])
         if sampled and length > INT64_DIGITS:
-            digits = np.unique(rng.integers(0, 10, size=(count, length), dtype=np.int8), axis=0)  # sorted
-            xs.append(digit_strings(digits))
-            ys.append(digits.sum(axis=1, dtype=np.int64))
+            drawn = np.unique(rng.integers(0, 10, size=(count, length), dtype=np.int8), axis=0)  # sorted
+            xs.append(digit_strings(drawn))
+            ys.append(drawn.sum(axis=1, dtype=np.int64))
             continue
         if sampled:
             numbers = np.sort(rng.choice(10**length, size=count, replace=False))
