@@ -100,7 +100,10 @@ def make_in_range_rows(lengths: list[int], sums: Iterable[int], sample: int, see
     xs, ys = [], []
     for length in check_lengths(lengths):
         if in_range_count(length, wanted) == 0:
-            raise DataError(f"length {length}: no string of {length} digits has a digit sum in {sorted(wanted)}")
+            shown_sums = (
+                f"{min(wanted)}-{max(wanted)}" if len(wanted) == max(wanted) - min(wanted) + 1 else sorted(wanted)
+            )
+            raise DataError(f"length {length}: no string of {length} digits has a digit sum in {shown_sums}")
         digits = sample_in_range(length, wanted, sample, [seed, length])
         digits = digits[np.lexsort(digits.T[::-1])]
         xs.append(digit_strings(digits))

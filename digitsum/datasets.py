@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from digitsum.config import TrainConfig, from_dict
-from digitsum.data import Rows, make_rows, read_csv, stratified_split
+from digitsum.data import Rows, make_in_range_rows, make_rows, read_csv, stratified_split
 from digitsum.errors import DataError, UsageError
 from digitsum.lengths import PROBE_SEED, Probe, parse_lengths
 
@@ -65,10 +65,21 @@ def _data_only(config: TrainConfig) -> TrainConfig:
     )
 
 
+def probe_rows(probe: Probe, train: TrainConfig | None = None) -> Rows | None:
+    """All strings of each probe length, or a seeded sample of ``probe.sample`` where there are more;
+    with ``probe.in_range``, ``probe.sample`` strings per length drawn uniformly among those whose sum
+    occurs in the training rows of ``train``'s data setting."""
+    if probe.in_range and probe.lengths:
+        assert train is not None, "an in-range probe draws from the training rows' sums"
+        return _probe_rows(probe, tuple(np.unique(data_split(train)[0].y).tolist()))
+    return _probe_rows(probe, ())
+
+
 @functools.lru_cache(maxsize=4)
-def probe_rows(probe: Probe) -> Rows | None:
-    """All strings of each probe length, or a seeded sample of ``probe.sample`` where there are more."""
+def _probe_rows(probe: Probe, sums: tuple[int, ...]) -> Rows | None:
     if not probe.lengths:
         return None
+    if probe.in_range:
+        return make_in_range_rows(list(probe.lengths), sums, probe.sample, seed=PROBE_SEED)
     sampled = any(10**n > probe.sample for n in probe.lengths)
     return make_rows(list(probe.lengths), sample=probe.sample if sampled else None, seed=PROBE_SEED)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from digitsum.data import EOA, IGNORE, N_OUTPUT_TOKENS, PAD, Encoded
+from digitsum.data import EOA, IGNORE, N_OUTPUT_TOKENS, PAD, Encoded, Rows, encode
 from digitsum.model import DigitSumModel
 from digitsum.stacked import StackedModel, StackedState, stack
 
@@ -33,10 +33,15 @@ from digitsum.stacked import StackedModel, StackedState, stack
 # Measured on 2 cores (100,000 five-digit rows): LSTM 64 took 1.1 s in chunks of 2,048 rows and
 # 1.3 s in chunks of 16,384; LSTM 128 2.5 s in chunks of 1,024-2,048 and 4.3 s in 16,384.
 CHUNK_FLOATS = 2**17  # rows x hidden_size x models per chunk (of decoding, and of scoring's one pass)
+SHORT_WIDTH = 32  # tokens per row up to which the chunk is CHUNK_FLOATS alone; longer rows get fewer
+BLOCK_TOKENS = 2**21  # rows x tokens encoded at once by `score_models`: memory bounded on long inputs
 
 
-def chunk_rows(hidden_size: int, models: int = 1) -> int:
-    return max(256, CHUNK_FLOATS // (hidden_size * models))
+def chunk_rows(hidden_size: int, models: int = 1, width: int = 0) -> int:
+    """Rows per chunk; with rows of ``width`` tokens past SHORT_WIDTH, proportionally fewer (at least
+    16), so a chunk's activations [rows, width, hidden] stay the size they have on short inputs."""
+    rows = max(256, CHUNK_FLOATS // (hidden_size * models))
+    return rows if width <= SHORT_WIDTH else max(16, rows * SHORT_WIDTH // width)
 
 
 def max_answer_tokens(input_length: int) -> int:
@@ -59,7 +64,9 @@ def decode(stacked: StackedModel, datas: Sequence[Encoded], steps: int | None = 
         orders = [torch.argsort(d.input_lengths.cpu(), stable=True) for d in datas]  # lengths line up across K
         chunks = [
             _decode_chunk(stacked, _rows(datas, orders, index), steps)
-            for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, stacked.k))
+            for index in torch.arange(len(datas[0])).split(
+                chunk_rows(stacked.config.hidden_size, stacked.k, max(d.inputs.shape[1] for d in datas) + steps)
+            )
         ]
         decoded = torch.cat(chunks, dim=1).cpu()  # [K, N, steps] in sorted order
         results = []
@@ -156,6 +163,16 @@ def scores(
     answer position, and its unrolled (greedy) exact match, overall and per input length, and with
     ``in_ranges[k]`` (a boolean mask of the rows whose answer occurs in model k's training rows, see
     `answers_in_range`) also over those rows alone."""
+    totals, counts, correct = _matches(stacked, datas)
+    masks = in_ranges if in_ranges is not None else [None] * len(datas)
+    found = [_accuracy(c, d.input_lengths, mask) for c, d, mask in zip(correct, datas, masks, strict=True)]
+    return (totals / counts.clamp(min=1)).tolist(), found
+
+
+@torch.inference_mode()
+def _matches(stacked: StackedModel, datas: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher-forced pass: each model's summed loss and scored positions [K], and its exact matches
+    [K, N] (row by row, a chunk of rows at a time)."""
     was_training = stacked.training
     stacked.eval()
     try:
@@ -163,7 +180,7 @@ def scores(
         totals = torch.zeros(len(datas), dtype=torch.float64)
         counts = torch.zeros(len(datas), dtype=torch.float64)
         matches = []
-        for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, len(datas))):
+        for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, len(datas), width)):
             parts = [d.take(index.to(d.inputs.device)) for d in datas]
             tokens = torch.stack([F.pad(d.inputs, (0, width - d.inputs.shape[1]), value=PAD) for d in parts])
             targets = torch.stack([F.pad(d.targets, (0, width - d.targets.shape[1]), value=IGNORE) for d in parts])
@@ -176,18 +193,15 @@ def scores(
             matches.append(((logits.argmax(-1) == targets) | (targets == IGNORE)).all(-1).cpu())  # [K, rows]
     finally:
         stacked.train(was_training)
-    correct = torch.cat(matches, dim=1)
-    masks = in_ranges if in_ranges is not None else [None] * len(datas)
-    found = [_accuracy(c, d, mask) for c, d, mask in zip(correct, datas, masks, strict=True)]
-    return (totals / counts.clamp(min=1)).tolist(), found
+    return totals, counts, torch.cat(matches, dim=1)
 
 
-def _accuracy(correct: torch.Tensor, data: Encoded, in_range: np.ndarray | None) -> Accuracy:
-    result = accuracy_from_matches(correct, data.input_lengths)
+def _accuracy(correct: torch.Tensor, input_lengths: torch.Tensor, in_range: np.ndarray | None) -> Accuracy:
+    result = accuracy_from_matches(correct, input_lengths)
     if in_range is None or not in_range.any():
         return result
     inside = torch.from_numpy(np.asarray(in_range, dtype=bool))
-    return replace(result, in_range=accuracy_from_matches(correct[inside], data.input_lengths[inside]))
+    return replace(result, in_range=accuracy_from_matches(correct[inside], input_lengths.cpu()[inside]))
 
 
 def accuracies(
@@ -207,12 +221,20 @@ def accuracy(model: DigitSumModel | StackedModel, data: Encoded, in_range: np.nd
     return accuracies(_stacked(model), [data.to(next(model.parameters()).device)], [in_range])[0]
 
 
-def score_models(
-    models: Sequence[DigitSumModel], data: Encoded, in_ranges: Sequence[np.ndarray | None]
-) -> list[Accuracy]:
+def score_models(models: Sequence[DigitSumModel], rows: Rows, in_ranges: Sequence[np.ndarray | None]) -> list[Accuracy]:
     """Each model's accuracy on the same rows (and over its own in-range mask), all scored at once:
-    models of one shape (seeds of one config, a run's members)."""
-    return accuracies(stack(list(models)), [data.to(next(models[0].parameters()).device)] * len(models), in_ranges)
+    models of one shape (seeds of one config, a run's members). The rows are encoded a block at a time
+    (BLOCK_TOKENS), so memory does not grow with their number however long the inputs."""
+    stacked = stack(list(models))
+    device = next(models[0].parameters()).device
+    step = max(1, BLOCK_TOKENS // (int(rows.lengths.max()) + 8))
+    correct = []
+    for start in range(0, len(rows), step):
+        block = encode(rows.take(np.arange(start, min(start + step, len(rows))))).to(device)
+        correct.append(_matches(stacked, [block] * len(models))[2])
+    lengths = torch.from_numpy(rows.lengths)
+    masks = list(in_ranges) if in_ranges is not None else [None] * len(models)
+    return [_accuracy(c, lengths, mask) for c, mask in zip(torch.cat(correct, dim=1), masks, strict=True)]
 
 
 def answers_in_range(answers: np.ndarray, seen: np.ndarray) -> np.ndarray:

@@ -23,6 +23,9 @@ class Probe:
 
     lengths: tuple[int, ...] = ()
     sample: int = PROBE_SAMPLE
+    # draw each length's rows uniformly among the strings whose sum occurs in training (digitsum.in_range)
+    # rather than among all strings: past ~15 digits almost no uniform string is in range
+    in_range: bool = False
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -40,6 +43,17 @@ def parse_lengths(text: str) -> list[int]:
     return check_lengths(lengths)
 
 
+def parse_sums(text: str) -> list[int]:
+    """Digit sums as ``0-36``, ``5`` or ``3,7,9`` (0 allowed, unlike a length)."""
+    sums: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
+        if not match or int(match.group(1)) > int(match.group(2) or match.group(1)):
+            raise DataError(f"sums {shown(text)}: expected a sum like 7, a range like 0-36 or a list like 3,7,9")
+        sums.extend(range(int(match.group(1)), int(match.group(2) or match.group(1)) + 1))
+    return sorted(set(sums))
+
+
 def check_lengths(lengths: list[int]) -> list[int]:
     """Sorted and deduplicated; DataError unless every length is in 1..MAX_LENGTH."""
     bad = [n for n in lengths if not 1 <= n <= MAX_LENGTH]
@@ -51,3 +65,14 @@ def check_lengths(lengths: list[int]) -> list[int]:
 def lengths_text(lengths: list[int] | tuple[int, ...]) -> str:
     """The canonical spelling: [2, 3, 4] -> "2,3,4"."""
     return ",".join(map(str, lengths))
+
+
+def holds_up_to(lengths: list[int], values: list[float], level: float = 0.99) -> int | None:
+    """The longest of ``lengths`` (ascending) up to which every value is at or above ``level``; None
+    where the shortest already falls below it (a length curve: how far a model counts)."""
+    longest = None
+    for length, value in zip(lengths, values, strict=True):
+        if value < level:
+            break
+        longest = length
+    return longest

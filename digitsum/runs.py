@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitsum.config import Config, flatten
+from digitsum.config import Config, TrainConfig, flatten
 from digitsum.data import Rows
 from digitsum.datasets import load_rows, probe_rows
 from digitsum.errors import ConfigError, UsageError
@@ -91,7 +91,7 @@ def train_run(
     member's FitResult, in seed order. ``probe``'s lengths, unseen in training, are scored every epoch;
     with ``tensorboard``, TensorBoard's event files too, where the package is installed. ``stop`` set
     ends the training before its next step (`digitsum.train.Interrupted`), each member's best kept."""
-    probed = unseen_probe(load_rows(config.train), probe or Probe())
+    probed = unseen_probe(config.train, probe or Probe())
     members = seed_members(config)
     run_dir = run_folder(config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,9 +124,9 @@ def _recorder(folders: list[Path], on_epoch: OnEpoch | None) -> OnEpoch:
     return record
 
 
-def unseen_probe(rows: Rows, probe: Probe) -> Rows | None:
+def unseen_probe(train: TrainConfig, probe: Probe) -> Rows | None:
     """The probe's rows (None: no probe lengths); ConfigError where a probe length is trained on."""
-    trained = sorted(set(np.unique(rows.lengths).tolist()) & set(probe.lengths))
+    trained = sorted(set(np.unique(load_rows(train).lengths).tolist()) & set(probe.lengths))
     if trained:
         raise ConfigError(f"probe length(s) {lengths_text(trained)} are trained on: a probe takes unseen lengths")
-    return probe_rows(probe)
+    return probe_rows(probe, train)

@@ -103,7 +103,7 @@ def test_greedy_decode_in_chunks_and_with_fixed_steps(model_type, monkeypatch):
     data = encode(rows)
     model = make_model(model_type, seed=4, eoa_bias=2.0)
     whole = greedy_decode(model, data)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 5)  # 48 rows in 10 chunks
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 5)  # 48 rows in 10 chunks
     assert torch.equal(greedy_decode(model, data), whole)
     short = greedy_decode(model, data, steps=2)
     assert short.shape == (len(rows), 2)
@@ -336,7 +336,7 @@ def test_k_models_decode_score_and_lose_as_each_alone(model_type, num_layers, mo
     models = [make_model(model_type, seed=seed, num_layers=num_layers, eoa_bias=1.0) for seed in range(3)]
     datas = seeded_splits()
     stacked = stack(models)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 50)  # several chunks of each
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 50)  # several chunks of each
     decoded = decode.decode(stacked, datas)
     scores = decode.accuracies(stacked, datas)
     losses = decode.losses(stacked, datas)
@@ -360,8 +360,25 @@ def test_score_models_scores_each_model_on_the_same_rows():
     data = encode(mixed_rows())
     seen = [np.array([1, 2, 3]), None, np.array([5])]
     masks = [answers_in_range(mixed_rows().y, s) if s is not None else None for s in seen]
-    scores = decode.score_models(models, data, masks)
+    scores = decode.score_models(models, mixed_rows(), masks)
     assert scores == [accuracy(m, data, mask) for m, mask in zip(models, masks, strict=True)]
+
+
+def test_score_models_encodes_long_inputs_a_block_at_a_time(monkeypatch):
+    from digitsum.data import make_rows
+
+    rows = make_rows([40, 60], sample=30, seed=2)
+    models = [make_model("lstm", seed=seed, eoa_bias=1.0) for seed in range(2)]
+    whole = decode.score_models(models, rows, [None, None])
+    monkeypatch.setattr(decode, "BLOCK_TOKENS", 7 * 68)  # blocks of 7 rows: 9 blocks
+    assert decode.score_models(models, rows, [None, None]) == whole
+    assert whole == [accuracy(m, encode(rows)) for m in models]
+
+
+def test_chunks_of_long_rows_hold_fewer_rows():
+    assert decode.chunk_rows(64, 1, 20) == decode.chunk_rows(64)
+    assert decode.chunk_rows(64, 1, 1000) == decode.chunk_rows(64) * 32 // 1000
+    assert decode.chunk_rows(64, 1, 10**6) == 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +400,7 @@ def test_loss_is_the_mean_cross_entropy_over_answer_positions(monkeypatch):
         expected = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets.reshape(-1), ignore_index=IGNORE)
     stacked = stack([model.train()])
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models: 7)
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 7)
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
     assert stacked.training  # mode restored
 

@@ -57,8 +57,10 @@ def seeds_study(tmp_path_factory):
         fixed=fixed,
         seed_aggregate="min",
         pruner={"type": "median", "n_startup_trials": 1},
-        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3], "probe_sample": 50},
-    )
+        # drawn among strings whose sum occurs in training: at 20 digits a uniform one almost never does
+        data={"lengths": [1, 2], "val_fraction": 0.2, "probe_lengths": [3, 20], "probe_sample": 50,
+              "probe_in_range": True},
+    )  # fmt: skip
     url = storage_url(folder)
     result = invoke("run", write_spec(folder, spec=spec), "--storage", url, "--artifacts", checkpoint_dir(folder))
     assert result.exit_code == 0, result.output
@@ -94,6 +96,11 @@ def test_each_trial_reports_its_worst_seed_and_records_every_seed(seeds_study):
             sum(run["train_seconds"] for run in per_seed.values()) / 3, rel=0.01, abs=1e-3
         )
         assert len(trial.intermediate_values) == trial.user_attrs["epochs_run"]
+        # every probe row is in range: the in-range curve is the whole probe's, per seed and over seeds
+        curves = [run["probe_in_range_by_length"] for run in per_seed.values()]
+        assert all(list(curve) == ["3", "20"] for curve in curves)
+        assert trial.user_attrs["probe_in_range_by_length"] == {n: min(c[n] for c in curves) for n in ("3", "20")}
+        assert trial.user_attrs["probe_in_range_exact_match"] == trial.user_attrs["probe_exact_match"]
 
 
 def test_best_json_keys_each_seed(seeds_study):
@@ -111,7 +118,7 @@ def test_best_json_keys_each_seed(seeds_study):
 
 
 def test_the_report_shows_each_trial_over_its_seeds_without_reruns(seeds_study):
-    from sweep_helpers import invoke
+    from sweep_helpers import invoke, load
 
     folder, url = seeds_study
     out = folder / "report.html"
@@ -120,6 +127,9 @@ def test_the_report_shows_each_trial_over_its_seeds_without_reruns(seeds_study):
     page = out.read_text()
     assert "No seed reruns stored yet" not in page
     assert "(3 seeds)" in page and "+-" in page
+    assert "How far the best trial counts" in page  # the length curve: one line per seed
+    best = load(url, "seeds").best_trial.number
+    assert all(f"trial {best}, seed {s}" in page for s in (0, 1, 2))
 
 
 def test_rerun_trains_more_seeds_at_once_beside_the_trials_own(seeds_study):

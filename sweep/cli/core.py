@@ -25,15 +25,28 @@ def data(
         typer.Option(min=1, max=MAX_SAMPLE, help="Draw a seeded sample of N rows per length instead of all."),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the sample.")] = 0,
+    sums: Annotated[
+        str | None,
+        typer.Option(
+            help="Only strings whose digit sum is in this range or list, e.g. 0-36 (what training on 1-4 digits "
+            "shows): --sample strings per length (default 5,000), drawn uniformly among them.",
+        ),
+    ] = None,
 ) -> None:
     """Write every digit string of the given lengths with its digit sum.
 
-    Example: sweep data data/seq_len_4.csv --lengths 2-4
+    Example: sweep data data/seq_len_4.csv --lengths 2-4   (or: sweep data data/in-range-20.csv --lengths 20
+    --sums 0-36: 5,000 twenty-digit strings a model trained on 1-4 digits can answer)
     """
-    from digitsum.data import make_rows, plan_rows, write_csv
-    from digitsum.lengths import parse_lengths
+    from digitsum.data import make_in_range_rows, make_rows, plan_rows, write_csv
+    from digitsum.lengths import parse_lengths, parse_sums
 
     wanted = parse_lengths(lengths)
+    if sums is not None:
+        rows = make_in_range_rows(wanted, parse_sums(sums), sample or 5000, seed)
+        write_csv(rows, out)
+        typer.echo(f"wrote {len(rows):,} rows (lengths {lengths}, digit sums {sums}) to {out}")
+        return
     for length, (count, sampled) in plan_rows(wanted, sample).items():
         if sampled and sample is None:
             typer.echo(
@@ -230,7 +243,19 @@ def _print_seeds(trained: Any, seconds: float) -> None:
 @app.command()
 def evaluate(
     checkpoint: CheckpointArg,
-    data_csv: Annotated[Path, typer.Argument(metavar="DATA.csv", help="Headerless x,y CSV, e.g. from `sweep data`.")],
+    data_csv: Annotated[
+        Path | None,
+        typer.Argument(metavar="[DATA.csv]", help="Headerless x,y CSV, e.g. from `sweep data` (or give --lengths)."),
+    ] = None,
+    lengths: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of a CSV: the length curve at these input lengths, e.g. 5,10,20,50,100: in-range exact "
+            "match on --sample strings per length, drawn among those whose sum occurs in training."
+        ),
+    ] = None,
+    sample: Annotated[int, typer.Option(min=1, max=MAX_SAMPLE, help="Strings per length of --lengths.")] = 5000,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --lengths' strings.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: Device = "auto",
     storage: Storage = None,
@@ -239,10 +264,19 @@ def evaluate(
     """Unrolled exact-match accuracy of a checkpoint, overall and per input length.
 
     Example: sweep evaluate runs/run/best.pt data/seq_len_5_only.csv   (or: sweep evaluate quickstart:best data.csv;
-    a train.n_seeds run folder, runs/run, scores every seed and prints the mean and spread)
+    a train.n_seeds run folder, runs/run, scores every seed and prints the mean and spread;
+    sweep evaluate runs/run --lengths 5,10,20,50,100: how far each seed counts)
     """
     from digitsum.device import resolve_device
+    from digitsum.errors import UsageError
 
+    if (data_csv is None) == (lengths is None):
+        raise UsageError("give a DATA.csv to score, or --lengths 5,10,20 for the length curve (not both)")
+    if lengths is not None:
+        where = resolve_device(device, "--device")
+        _length_curve(api.length_curve(checkpoint, lengths, sample, seed, where, storage, artifacts), as_json)
+        return
+    assert data_csv is not None
     if Path(checkpoint).is_dir():  # a train.n_seeds run folder: every seed at once
         _evaluate_seeds(api.evaluate_seeds(checkpoint, data_csv, resolve_device(device, "--device")), as_json)
         return
@@ -280,6 +314,35 @@ def _evaluate_seeds(scored: Any, as_json: bool) -> None:
         f"over {len(values)} seeds: {spread.text()}, worst {min(values):.2%}; {scored.accuracies[0].n_rows:,} rows, "
         f"all seeds decoded in {scored.seconds:.2f}s"
     )
+
+
+def _length_curve(curve: Any, as_json: bool) -> None:
+    """Each seed's in-range exact match per length, the mean and worst, and how far each holds at 99%."""
+    held = curve.holds_up_to()
+    if as_json:
+        per_seed = {
+            str(seed): {"by_length": dict(zip(map(str, curve.lengths), values, strict=True)), "holds_99_up_to": h}
+            for seed, values, h in zip(curve.seeds, curve.exact_match, held, strict=True)
+        }
+        echo_json({"lengths": curve.lengths, "sample": curve.sample, "sums": curve.sums, "per_seed": per_seed,
+                   "seconds": round(curve.seconds, 3)})  # fmt: skip
+        return
+    typer.echo(
+        f"in-range exact match by input length: {curve.sample:,} strings per length, drawn uniformly among "
+        f"those whose sum occurs in training ({_sums_text(curve.sums)}); {curve.seconds:.1f}s"
+    )
+    several = len(curve.seeds) > 1
+    typer.echo(f"{'length':>7s} " + " ".join(f"{'seed ' + str(s):>9s}" for s in curve.seeds)
+               + (f" {'mean':>8s} {'worst':>8s}" if several else ""))  # fmt: skip
+    for i, length in enumerate(curve.lengths):
+        values = [v[i] for v in curve.exact_match]
+        extra = f" {sum(values) / len(values):8.2%} {min(values):8.2%}" if several else ""
+        typer.echo(f"{length:7d} " + " ".join(f"{v:9.2%}" for v in values) + extra)
+    holds = ", ".join(
+        f"seed {s}: {f'{h} digits' if h is not None else f'not even {curve.lengths[0]}'}"
+        for s, h in zip(curve.seeds, held, strict=True)
+    )
+    typer.echo(f"holds >= 99% up to: {holds}")
 
 
 def _sums_text(seen: Any) -> str:

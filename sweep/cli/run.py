@@ -127,7 +127,8 @@ def _print_data_and_budget(checked: api.SpecCheck) -> None:
         f"{checked.n_val:,} validation" + (" (trials that search train.lengths differ)" if searched else "")
     )
     if checked.n_probe is not None:
-        typer.echo(f"  probe: lengths {', '.join(map(str, spec.probe.lengths))}: {checked.n_probe:,} rows")
+        drawn = ", drawn among strings whose sum occurs in training" if spec.probe.in_range else ""
+        typer.echo(f"  probe: lengths {', '.join(map(str, spec.probe.lengths))}: {checked.n_probe:,} rows{drawn}")
     epochs = spec.base.train.n_epochs
     timeout = f"; no new trial after {spec.timeout:g} s" if spec.timeout else ""
     typer.echo(

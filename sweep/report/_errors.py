@@ -60,9 +60,10 @@ def _decoded_rows(model: Any, config_values: dict[str, Any], meta: StudyMeta) ->
     from digitsum.datasets import data_split, probe_rows
     from digitsum.decode import answers_to_numbers, exact_matches, greedy_decode
 
-    _, val_rows = data_split(cfg.from_dict(config_values).train)
+    train = cfg.from_dict(config_values).train
+    _, val_rows = data_split(train)
     parts = [("validation", val_rows)]
-    probe = probe_rows(meta.probe)
+    probe = probe_rows(meta.probe, train)
     if probe is not None:
         parts.append(("probe", probe))
     records = []

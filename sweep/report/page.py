@@ -24,6 +24,7 @@ from sweep.report._cost import cost_section
 from sweep.report._curves import curves_section
 from sweep.report._errors import error_section
 from sweep.report._hyperparameters import hyperparameter_section
+from sweep.report._length_curve import length_curve_section
 from sweep.report._lengths import lengths_section
 from sweep.report._population import population_section
 from sweep.report._seeds import seeds_section, target_section
@@ -65,6 +66,7 @@ def build_report(
         population_section(frame, metric),
         hyperparameter_section(studies, metric, loaded),
         lengths_section(frame),
+        length_curve_section(studies, frame),
         error_section(studies, frame, stores or {}),
     ]
     sections = [section for section in listed if section is not None]  # a population's, where one trained

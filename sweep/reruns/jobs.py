@@ -131,6 +131,7 @@ def _record(trial: int, result: dict[str, Any], num_threads: int) -> RerunRecord
         seconds_to_target=result["seconds_to_target"],
         epochs=result["epochs"],
         num_threads=num_threads,
+        probe_in_range_by_length=result.get("probe_in_range_by_length"),
     )
 
 

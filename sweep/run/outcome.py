@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from digitsum.data import Rows, encode
+from digitsum.data import Rows
 from digitsum.decode import Accuracy, answers_in_range, score_models
 from digitsum.train import EpochResult, FitResult, time_to_target
 from sweep.spec.model import SeedAggregate, StudySpec, ValueFrom
@@ -57,8 +57,7 @@ def score_probe(fits: Sequence[FitResult], probe: Rows, train_rows: Sequence[Row
     """Each seed's best model on the probe, and on the probe rows whose sum occurs in its own training
     rows (``train_rows[k]``), all K decoded at once."""
     in_ranges: list[np.ndarray | None] = [answers_in_range(probe.y, rows.y) for rows in train_rows]
-    device = next(fits[0].model.parameters()).device
-    return score_models([f.model for f in fits], encode(probe).to(device), in_ranges)
+    return score_models([f.model for f in fits], probe, in_ranges)
 
 
 def seed_outcome(
@@ -85,6 +84,11 @@ def seed_outcome(
         "values": {str(g.metric): values[g.metric] if math.isfinite(values[g.metric]) else None for g in goals},
         "val_exact_match": fitted.best_exact_match,
         "probe_exact_match": probe.exact_match if probe is not None else None,
+        **(
+            {"probe_in_range_by_length": by_length([probe.in_range.by_length], SeedAggregate.MEAN)}
+            if probe is not None and probe.in_range is not None
+            else {}
+        ),
         "epochs": len(fitted.history),
         **cost,
     }

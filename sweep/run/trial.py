@@ -175,7 +175,8 @@ def trial_context(
     (None: always); with ``tensorboard`` (a folder), each trial writes its TensorBoard run there
     (`trial_events`), the probe scored every epoch; ``device``: where they train, whatever the spec says."""
     store = open_store(artifacts, create=True)
-    return TrialContext(spec, store, stop, num_threads, keep, tensorboard, probe_rows(spec.probe), device)
+    probe = probe_rows(spec.probe, spec.base.train)
+    return TrialContext(spec, store, stop, num_threads, keep, tensorboard, probe, device)
 
 
 def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
@@ -305,7 +306,7 @@ def retrain(
         raise UsageError(f"study {study.study_name!r} was not made by `sweep run`; it cannot be re-run")
     base = cfg.from_dict(stored_base_config(meta.base_config))
     num_threads = num_threads or TrialRecord.read(trial).num_threads
-    probe = probe_rows(meta.probe)
+    probe = probe_rows(meta.probe, base.train)
     seeds = seeds or [base.train.seed]
     config = cfg.apply(
         base, {**trial.params, "train.seed": seeds[0], "train.n_seeds": 1, "train.num_threads": num_threads}

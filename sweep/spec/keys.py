@@ -241,6 +241,11 @@ class DataKeys:
     probe_sample: int = key(
         PROBE_SAMPLE, "probe rows per length where there are more strings (a seeded sample)", between(1, 1_000_000)
     )
+    probe_in_range: bool = key(
+        False,
+        "draw the probe among the strings whose sum occurs in training (uniformly; long lengths need it)",
+        Rule(lambda v: isinstance(v, bool), "true or false"),
+    )
 
 
 @dataclass(frozen=True)

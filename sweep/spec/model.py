@@ -253,6 +253,8 @@ class StudySpec:
             shape["target"] = self.target
         if self.seed_aggregate is not SeedAggregate.MEAN:
             shape["seed_aggregate"] = self.seed_aggregate.value
+        if self.probe.in_range:  # other probe rows: other values
+            shape["probe_in_range"] = True
         if self.pbt is not None:  # a population's trials change their hyperparameters as they train
             shape["pbt"] = dataclasses.asdict(self.pbt)
         if self.objectives or self.constraints:

@@ -229,7 +229,11 @@ def _parse_data(data: Any, fail: Callable[[str, str], SpecError]) -> tuple[Confi
         if "val_fraction" in given:
             values["train.train_split_fraction"] = round(1.0 - given["val_fraction"], 10)
         lengths = given.get("probe_lengths", ())
-        probe = Probe(tuple(check_lengths(list(lengths))) if lengths else (), given.get("probe_sample", PROBE_SAMPLE))
+        probe = Probe(
+            tuple(check_lengths(list(lengths))) if lengths else (),
+            given.get("probe_sample", PROBE_SAMPLE),
+            given.get("probe_in_range", False),
+        )
         return cfg.apply(Config(), values), probe
     except (DataError, UsageError) as error:
         raise fail("data", str(error)) from None

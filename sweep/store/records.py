@@ -49,7 +49,11 @@ class StudyMeta:
         attrs = study.user_attrs
         known = {f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs and f.name != "probe"}
         stored_probe = attrs.get("probe") or {}
-        probe = Probe(tuple(stored_probe.get("lengths", ())), int(stored_probe.get("sample", PROBE_SAMPLE)))
+        probe = Probe(
+            tuple(stored_probe.get("lengths", ())),
+            int(stored_probe.get("sample", PROBE_SAMPLE)),
+            bool(stored_probe.get("in_range", False)),
+        )
         return cls(**known, probe=probe)
 
     def write(self, study: optuna.Study) -> None:
@@ -57,6 +61,8 @@ class StudyMeta:
             value = getattr(self, f.name)
             if f.name == "probe":
                 value = {"lengths": list(self.probe.lengths), "sample": self.probe.sample}
+                if self.probe.in_range:  # only then: a study's stored probe is as before without it
+                    value["in_range"] = True
             study.set_user_attr(f.name, value)
 
 
@@ -76,6 +82,8 @@ class RerunRecord:
     seconds_to_target: float | None = None
     epochs: int = 0
     num_threads: int = 0
+    # in-range exact match per probe length (a study whose probe has in-range rows): the length curve
+    probe_in_range_by_length: dict[str, float] | None = None
 
     @property
     def key(self) -> str:
