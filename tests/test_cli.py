@@ -255,6 +255,17 @@ def test_data_sample(tmp_path):
     assert len(lines) == 7 and all(len(line.split(",")[0]) == 5 for line in lines)
 
 
+def test_data_in_range_draws_only_the_given_sums(tmp_path):
+    result = invoke("data", tmp_path / "d.csv", "--lengths", "20,100", "--sums", "0-36", "--sample", "40")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "wrote 80 rows (lengths 20,100, digit sums 0-36)" in result.stdout
+    rows = [line.split(",") for line in (tmp_path / "d.csv").read_text().splitlines()]
+    assert sorted({len(x) for x, _ in rows}) == [20, 100]
+    assert all(sum(map(int, x)) == int(y) <= 36 for x, y in rows)
+    bad = invoke("data", tmp_path / "e.csv", "--lengths", "2", "--sums", "30-40")
+    assert bad.exit_code == 2 and "no string of 2 digits has a digit sum in 30-40" in bad.stderr
+
+
 def test_train_writes_a_run(trained):
     folder, result = trained
     run_dir = folder / "runs" / "r"

@@ -1,5 +1,5 @@
 """Fuzz CSV data for `evaluate`, `train` (train.dataset_path) and `data` (writing over a file):
-byte order marks, CRLF, blank lines, non-digits, wrong answers, strings over 18 digits, other
+byte order marks, CRLF, blank lines, non-digits, wrong answers, strings of 19 to 10,001 digits, other
 scripts' digits, headers, binary garbage, and valid rows.
 """
 
@@ -25,8 +25,9 @@ bad_rows = st.one_of(
     st.just("x,y"),
     st.just("١٢,٣"),  # Arabic-Indic digits: Python's \d would take them
     st.just("12;3"),
-    st.just("1" * 19 + ",19"),
+    st.just("1" * 19 + ",19"),  # valid: any length up to MAX_LENGTH
     st.just("0" * 5000 + ",0"),
+    st.just("1" * 10_001 + ",10001"),  # over MAX_LENGTH
     weird_text,
 )
 lines = st.lists(st.one_of(good_rows, good_rows, bad_rows, st.just(""), st.just("   ")), max_size=12)

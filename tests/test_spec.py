@@ -91,6 +91,20 @@ def test_config_for_applies_params_over_the_base():
     assert config.train.n_epochs == 2  # from fixed
 
 
+def test_an_in_range_probe_is_parsed_stored_and_fingerprinted():
+    from sweep.store.records import StudyMeta
+
+    plain = parse_spec(spec_dict(data={"lengths": "1-2", "probe_lengths": [20]}))
+    drawn = parse_spec(spec_dict(data={"lengths": "1-2", "probe_lengths": [20], "probe_in_range": True}))
+    assert not plain.probe.in_range and drawn.probe.in_range
+    assert drawn.fingerprint() != plain.fingerprint()
+    study = optuna.create_study()
+    StudyMeta(probe=drawn.probe).write(study)
+    assert StudyMeta.read(study).probe == drawn.probe
+    StudyMeta(probe=plain.probe).write(study)
+    assert study.user_attrs["probe"] == {"lengths": [20], "sample": plain.probe.sample}  # stored as before
+
+
 def test_fingerprint_follows_the_search_space_not_the_name():
     base = parse_spec(spec_dict())
     assert parse_spec(spec_dict(name="other")).fingerprint() == base.fingerprint()
