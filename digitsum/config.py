@@ -47,7 +47,7 @@ def _lengths_ok(value: str) -> bool:
         return False
 
 
-_LENGTHS = Rule(_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 18)")
+_LENGTHS = Rule(_lengths_ok, "input lengths like 2-4, 5 or 2,4,6 (1 to 10,000)")
 # [0-9], not \d: \d takes other scripts' digits, which torch does not
 DEVICE_RULE = Rule(
     lambda v: bool(re.fullmatch(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,2}))?", v)),  # as torch spells them

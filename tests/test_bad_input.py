@@ -133,7 +133,7 @@ def cases(folder: Path) -> dict[str, tuple[list, str]]:
             ["report", "nope", "--storage", url, "--out", folder / "r.html"],
             "no study named 'nope'",
         ),
-        "predict: 19 digits": (["predict", checkpoint, "1" * 19], "has 19 digits; give 1 to 18 digits"),
+        "predict: 10,001 digits": (["predict", checkpoint, "1" * 10_001], "has 10,001 digits; give 1 to 10,000 digits"),
         "predict: a huge argument": (["predict", checkpoint, "x" * 100_000], "characters) is not a digit sequence"),
         "run: more threads than cores": (
             ["run", folder / "spec.yaml", "--storage", url, "--workers", 64],
