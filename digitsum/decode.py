@@ -37,11 +37,13 @@ SHORT_WIDTH = 32  # tokens per row up to which the chunk is CHUNK_FLOATS alone; 
 BLOCK_TOKENS = 2**21  # rows x tokens encoded at once by `score_models`: memory bounded on long inputs
 
 
-def chunk_rows(hidden_size: int, models: int = 1, width: int = 0) -> int:
+def chunk_rows(hidden_size: int, models: int = 1, width: int = 0, head_size: int = 0) -> int:
     """Rows per chunk; with rows of ``width`` tokens past SHORT_WIDTH, proportionally fewer (at least
-    16), so a chunk's activations [rows, width, hidden] stay the size they have on short inputs."""
-    rows = max(256, CHUNK_FLOATS // (hidden_size * models))
-    return rows if width <= SHORT_WIDTH else max(16, rows * SHORT_WIDTH // width)
+    16), so a chunk's activations [rows, width, units] (units: the wider of the recurrent layer and the
+    head) stay near what a chunk holds on short inputs."""
+    if width <= SHORT_WIDTH:
+        return max(256, CHUNK_FLOATS // (hidden_size * models))
+    return max(16, CHUNK_FLOATS * SHORT_WIDTH // (max(hidden_size, head_size) * models * width))
 
 
 def max_answer_tokens(input_length: int) -> int:
@@ -61,11 +63,12 @@ def decode(stacked: StackedModel, datas: Sequence[Encoded], steps: int | None = 
     stacked.eval()
     try:
         steps = steps or max_answer_tokens(max(int(d.input_lengths.max()) for d in datas))
+        c = stacked.config
         orders = [torch.argsort(d.input_lengths.cpu(), stable=True) for d in datas]  # lengths line up across K
         chunks = [
             _decode_chunk(stacked, _rows(datas, orders, index), steps)
             for index in torch.arange(len(datas[0])).split(
-                chunk_rows(stacked.config.hidden_size, stacked.k, max(d.inputs.shape[1] for d in datas) + steps)
+                chunk_rows(c.hidden_size, stacked.k, max(d.inputs.shape[1] for d in datas) + steps, c.head_size)
             )
         ]
         decoded = torch.cat(chunks, dim=1).cpu()  # [K, N, steps] in sorted order
@@ -180,7 +183,8 @@ def _matches(stacked: StackedModel, datas: Sequence[Encoded]) -> tuple[torch.Ten
         totals = torch.zeros(len(datas), dtype=torch.float64)
         counts = torch.zeros(len(datas), dtype=torch.float64)
         matches = []
-        for index in torch.arange(len(datas[0])).split(chunk_rows(stacked.config.hidden_size, len(datas), width)):
+        c = stacked.config
+        for index in torch.arange(len(datas[0])).split(chunk_rows(c.hidden_size, len(datas), width, c.head_size)):
             parts = [d.take(index.to(d.inputs.device)) for d in datas]
             tokens = torch.stack([F.pad(d.inputs, (0, width - d.inputs.shape[1]), value=PAD) for d in parts])
             targets = torch.stack([F.pad(d.targets, (0, width - d.targets.shape[1]), value=IGNORE) for d in parts])

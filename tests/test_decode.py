@@ -103,7 +103,9 @@ def test_greedy_decode_in_chunks_and_with_fixed_steps(model_type, monkeypatch):
     data = encode(rows)
     model = make_model(model_type, seed=4, eoa_bias=2.0)
     whole = greedy_decode(model, data)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 5)  # 48 rows in 10 chunks
+    monkeypatch.setattr(
+        decode, "chunk_rows", lambda hidden_size, models, width=0, head_size=0: 5
+    )  # 48 rows in 10 chunks
     assert torch.equal(greedy_decode(model, data), whole)
     short = greedy_decode(model, data, steps=2)
     assert short.shape == (len(rows), 2)
@@ -336,7 +338,9 @@ def test_k_models_decode_score_and_lose_as_each_alone(model_type, num_layers, mo
     models = [make_model(model_type, seed=seed, num_layers=num_layers, eoa_bias=1.0) for seed in range(3)]
     datas = seeded_splits()
     stacked = stack(models)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 50)  # several chunks of each
+    monkeypatch.setattr(
+        decode, "chunk_rows", lambda hidden_size, models, width=0, head_size=0: 50
+    )  # several chunks of each
     decoded = decode.decode(stacked, datas)
     scores = decode.accuracies(stacked, datas)
     losses = decode.losses(stacked, datas)
@@ -377,7 +381,8 @@ def test_score_models_encodes_long_inputs_a_block_at_a_time(monkeypatch):
 
 def test_chunks_of_long_rows_hold_fewer_rows():
     assert decode.chunk_rows(64, 1, 20) == decode.chunk_rows(64)
-    assert decode.chunk_rows(64, 1, 1000) == decode.chunk_rows(64) * 32 // 1000
+    assert decode.chunk_rows(64, 1, 1000) == decode.CHUNK_FLOATS * 32 // (64 * 1000)
+    assert decode.chunk_rows(24, 1, 1000, head_size=256) == decode.CHUNK_FLOATS * 32 // (256 * 1000)  # the head
     assert decode.chunk_rows(64, 1, 10**6) == 16
 
 
@@ -400,7 +405,7 @@ def test_loss_is_the_mean_cross_entropy_over_answer_positions(monkeypatch):
         expected = F.cross_entropy(logits.reshape(-1, N_OUTPUT_TOKENS), data.targets.reshape(-1), ignore_index=IGNORE)
     stacked = stack([model.train()])
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
-    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0: 7)
+    monkeypatch.setattr(decode, "chunk_rows", lambda hidden_size, models, width=0, head_size=0: 7)
     assert decode.losses(stacked, [data])[0] == pytest.approx(float(expected), rel=1e-5)
     assert stacked.training  # mode restored
 
