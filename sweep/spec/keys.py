@@ -234,7 +234,8 @@ class DataKeys:
     dataset_path: str | None = key(None, "a headerless x,y CSV to train on instead (train.dataset_path)")
     probe_lengths: tuple[int, ...] = key(
         (),
-        "unseen input lengths scored after training, e.g. [5, 6]",
+        "unseen input lengths, e.g. [5, 6]: scored at the best epoch, and every epoch where a probe metric or "
+        "TensorBoard needs it",
         Rule(lambda v: True, "a list of lengths, e.g. [5, 6]"),
         parse=_probe_lengths,
     )
