@@ -70,6 +70,8 @@ def test_the_installed_command_finds_its_code_and_its_shipped_specs(installed, e
     assert "digitsum-sweep" in run([sweep, "--version"], cwd=tmp_path, env=empty_folder).stdout
     assert "model.hidden_size" in run([sweep, "keys"], cwd=tmp_path, env=empty_folder).stdout
     assert "study 'quickstart', valid" in run([sweep, "check", "quickstart"], cwd=tmp_path, env=empty_folder).stdout
+    checked = run([sweep, "check", "counter-seeds"], cwd=tmp_path, env=empty_folder).stdout  # its warm start too
+    assert "study 'counter-seeds', valid" in checked and "warm start: model.model_type=lrnn" in checked
     ran = run([sweep, "run", "quickstart", "--trials", "1"], cwd=tmp_path, env=empty_folder)
     assert "best of 'quickstart': trial 0" in ran.stdout
     assert (tmp_path / ".local" / "share" / "digitsum-sweep" / "sweep.db").is_file()
