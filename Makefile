@@ -24,7 +24,7 @@ $(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install -q -e ".[dev,postgres,s3,tensorboard]"
 	touch $@
 
-# The fused training kernel compiles on first use (~30 s, once per machine); do it here, not mid-run.
+# The fused training kernel compiles on first use (25-30 s, once per machine); do it here, not mid-run.
 runtime: $(VENV)/.runtime
 	$(PY) -m digitsum.fused
 
