@@ -52,8 +52,17 @@ def lengths_section(frame: pd.DataFrame) -> Section:
         "lengths trained on (shaded), then the probe of longer inputs that no model saw in training. Solid: "
         "all rows; dotted: the in-range rows alone, whose sum occurs in the training rows (every validation "
         "row is), so a model that writes only answers it was taught is not capped there.",
-        [layout(fig, "Exact match by input length", "input length (digits)", "exact match").update_xaxes(dtick=1)],
+        [_length_axis(layout(fig, "Exact match by input length", "input length (digits)", "exact match"))],
     )
+
+
+def _length_axis(fig: go.Figure) -> go.Figure:
+    """A tick at every length up to 20 digits; past that, a log axis ticked at the lengths drawn (a probe
+    at 20, 50 and 100 digits would otherwise squeeze the training lengths into a corner)."""
+    lengths = sorted({int(x) for trace in fig.data for x in trace.x})
+    if not lengths or lengths[-1] <= 20:
+        return fig.update_xaxes(dtick=1)
+    return fig.update_xaxes(type="log", tickvals=lengths, ticktext=[str(n) for n in lengths])
 
 
 def _length_curves(record: TrialRecord) -> list[tuple[str, dict[int, float], str]]:
