@@ -152,6 +152,15 @@ class TrainConfig:
         "share of the epochs over which training grows from the shortest input length to all of them; 0: off",
         within(0, 1, note=" (0: off; 0.3: one more length every 30%/L of the epochs, for L lengths)"),
     )
+    # A counter's validation exact match reaches 100% long before it counts far, so the first best epoch
+    # is an early one; its last epoch counts further (docs/results.md: Counting far)
+    keep_epoch: str = key(
+        "best",
+        "the epoch whose model a run keeps (best.pt, a trial's checkpoint and value): best, the first with the "
+        "best validation exact match; or last",
+        one_of(("best", "last")),
+        member=True,
+    )
     fused: bool = key(
         True,
         "the fused C++ CPU step for one-layer LSTMs and GRUs where it applies",

@@ -119,7 +119,8 @@ def fit(
     on ``probe_rows``, unseen inputs, never used to pick the best epoch). ``on_epoch`` hears each
     training member's result and may return True to stop all, the indices of those to stop (they leave
     the computation and the others go on, each still what its own run computes), or an Exploit. Each
-    member's best epoch (the earliest on ties) is kept, and written to ``checkpoints[k]`` as it comes.
+    member's best epoch (the earliest on ties; its last with train.keep_epoch=last) is kept, and written to
+    ``checkpoints[k]`` as it comes.
     ``events[k]`` hears member k's epoch first. A NaN or infinite training loss raises TrainingDiverged
     (without ``raise_diverged``, ``on_epoch`` hears it). ``stop`` set (Ctrl-C, SIGTERM) raises
     Interrupted before the next step. ``on_state`` hears the whole state every ``state_every`` epochs
@@ -170,10 +171,11 @@ class _Best:
     model: DigitSumModel | None = None
     accuracy: Accuracy | None = None
 
-    def see(self, result: EpochResult, score: Accuracy, stacked: StackedModel, k: int) -> bool:
-        """Add an epoch; True (and a copy of the member's model) where it is the best so far."""
+    def see(self, result: EpochResult, score: Accuracy, stacked: StackedModel, k: int, last: bool = False) -> bool:
+        """Add an epoch; True (and a copy of the member's model) where it is the best so far, or with
+        ``last`` (train.keep_epoch=last) at every epoch."""
         self.history.append(result)
-        if score.exact_match <= self.exact_match:
+        if score.exact_match <= self.exact_match and not last:
             return False
         self.epoch, self.exact_match, self.accuracy = result.epoch, score.exact_match, score
         self.model = stacked.unstack(k)
@@ -293,7 +295,8 @@ class _Run:
         """Each member's best epoch so far, its checkpoint written where it has a path."""
         for slot, (result, score) in enumerate(zip(results, scores, strict=True)):
             best, path = self.bests[result.member], paths[result.member]
-            if best.see(result, score, self.stacked, slot) and path is not None and best.model is not None:
+            last = self.members[slot].config.train.keep_epoch == "last"
+            if best.see(result, score, self.stacked, slot, last) and path is not None and best.model is not None:
                 metrics = {"epoch": result.epoch, "val_exact_match": best.exact_match}
                 save_checkpoint(path, best.model, self.members[slot].config.to_dict(), metrics)
 

@@ -178,6 +178,23 @@ def test_best_epoch_is_not_the_last_when_training_gets_worse(tiny_config, tiny_r
     assert accuracy(result.model, encode(val)).exact_match == result.best_exact_match
 
 
+def test_keep_epoch_last_keeps_the_last_epochs_model(tiny_config, tiny_rows, tmp_path):
+    config = tiny_config(n_epochs=6, learning_rate=0.03)
+    train, val = split(config, tiny_rows)
+    for seed in range(8):  # a seed whose last epoch is not its best, so the two rules differ
+        best = fit_one(with_train(config, seed=seed), train, val)
+        if best.best_epoch < 6:
+            break
+    else:
+        pytest.skip("no seed's best epoch came before its last")
+    path = tmp_path / "best.pt"
+    last = fit_one(with_train(config, seed=seed, keep_epoch="last"), train, val, checkpoints=[path])
+    assert [e.val_exact_match for e in last.history] == [e.val_exact_match for e in best.history]  # same training
+    assert last.best_epoch == 6 and last.best_exact_match == last.history[-1].val_exact_match
+    assert accuracy(last.model, encode(val)).exact_match == last.history[-1].val_exact_match
+    assert load_checkpoint(path)[1]["metrics"]["epoch"] == 6
+
+
 def test_no_checkpoint_without_a_path(tiny_config, tiny_rows, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tiny_config(n_epochs=1)
