@@ -227,7 +227,7 @@ def test_wrong_type_says_what_is_allowed():
         ("train.log_path", "", "folder"),
         ("train.lengths", "4-2", "lengths"),
         ("train.lengths", "0", "lengths"),
-        ("train.lengths", "19", "lengths"),
+        ("train.lengths", "10001", "lengths"),
         ("train.lengths", "two", "lengths"),
         ("model.hidden_size", "100000", "from 1 to 16384"),  # a slip that would not fit in memory
         ("train.n_epochs", "10000000", "from 1 to 100000"),

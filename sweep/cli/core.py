@@ -240,22 +240,28 @@ def _print_seeds(trained: Any, seconds: float) -> None:
     )
 
 
+DataCsv = Annotated[
+    Path | None,
+    typer.Argument(metavar="[DATA.csv]", help="Headerless x,y CSV, e.g. from `sweep data` (or give --lengths)."),
+]
+CurveLengths = Annotated[
+    str | None,
+    typer.Option(
+        help="Instead of a CSV: the length curve at these input lengths, e.g. 5,10,20,50,100: in-range exact "
+        "match on --sample strings per length, drawn among those whose sum occurs in training."
+    ),
+]
+CurveSample = Annotated[int, typer.Option(min=1, max=MAX_SAMPLE, help="Strings per length of --lengths.")]
+CurveSeed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --lengths' strings.")]
+
+
 @app.command()
 def evaluate(
     checkpoint: CheckpointArg,
-    data_csv: Annotated[
-        Path | None,
-        typer.Argument(metavar="[DATA.csv]", help="Headerless x,y CSV, e.g. from `sweep data` (or give --lengths)."),
-    ] = None,
-    lengths: Annotated[
-        str | None,
-        typer.Option(
-            help="Instead of a CSV: the length curve at these input lengths, e.g. 5,10,20,50,100: in-range exact "
-            "match on --sample strings per length, drawn among those whose sum occurs in training."
-        ),
-    ] = None,
-    sample: Annotated[int, typer.Option(min=1, max=MAX_SAMPLE, help="Strings per length of --lengths.")] = 5000,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --lengths' strings.")] = 0,
+    data_csv: DataCsv = None,
+    lengths: CurveLengths = None,
+    sample: CurveSample = 5000,
+    seed: CurveSeed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: Device = "auto",
     storage: Storage = None,
@@ -270,17 +276,19 @@ def evaluate(
     from digitsum.device import resolve_device
     from digitsum.errors import UsageError
 
-    if (data_csv is None) == (lengths is None):
-        raise UsageError("give a DATA.csv to score, or --lengths 5,10,20 for the length curve (not both)")
-    if lengths is not None:
-        where = resolve_device(device, "--device")
+    where = resolve_device(device, "--device")
+    if lengths is not None and data_csv is None:
         _length_curve(api.length_curve(checkpoint, lengths, sample, seed, where, storage, artifacts), as_json)
-        return
-    assert data_csv is not None
-    if Path(checkpoint).is_dir():  # a train.n_seeds run folder: every seed at once
-        _evaluate_seeds(api.evaluate_seeds(checkpoint, data_csv, resolve_device(device, "--device")), as_json)
-        return
-    scored = api.evaluate(checkpoint, data_csv, resolve_device(device, "--device"), storage, artifacts)
+    elif lengths is not None or data_csv is None:
+        raise UsageError("give a DATA.csv to score, or --lengths 5,10,20 for the length curve (not both)")
+    elif Path(checkpoint).is_dir():  # a train.n_seeds run folder: every seed at once
+        _evaluate_seeds(api.evaluate_seeds(checkpoint, data_csv, where), as_json)
+    else:
+        _evaluate_one(api.evaluate(checkpoint, data_csv, where, storage, artifacts), as_json)
+
+
+def _evaluate_one(scored: Any, as_json: bool) -> None:
+    """One checkpoint's exact match, per length, and in range."""
     result, seen = scored.accuracy, scored.training_sums
     if as_json:
         echo_json({**result.to_dict(), "seconds": round(scored.seconds, 4)})
