@@ -34,6 +34,7 @@ def test_the_keys_members_may_differ_in():
         "train.answer_balance",
         "train.balance_lengths",
         "train.grad_clip",
+        "train.keep_epoch",
         "train.learning_rate",
         "train.lr_schedule",
         "train.seed",

@@ -393,7 +393,7 @@ MISTAKES = {
         "data.val_fraction",
         "between 0 and 1",
     ),
-    "bad lengths": (dict(data={"lengths": "0-2"}), "data", "between 1 and 18"),
+    "bad lengths": (dict(data={"lengths": "0-2"}), "data", "between 1 and 10,000"),
     "bad probe_lengths": (
         dict(data={"lengths": [1, 2], "probe_lengths": "five"}),
         "data.probe_lengths",

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from sweep.store.copy import Copied
     from sweep.store.records import RerunRecord
 
-# the one-model half of the API (train, evaluate, predict) lives in sweep.model_api
-from sweep.model_api import Trained, answers, evaluate, evaluate_seeds, length_curve, load_model, predict, train
+# the one-model half of the API (train, evaluate, predict) lives in sweep.api._models
+from sweep.api._models import Trained, answers, evaluate, evaluate_seeds, length_curve, load_model, predict, train
 
 __all__ = [
     "answers",
