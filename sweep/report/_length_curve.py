@@ -17,7 +17,7 @@ HOLD = 0.99
 
 
 def length_curve_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section | None:
-    """None where no study's best trial scored its probe's in-range rows per length."""
+    """None where no study's best trial scored its probe's in-range rows at two lengths or more."""
     fig = go.Figure()
     rows = []
     for study in studies:
@@ -26,6 +26,8 @@ def length_curve_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Se
             continue
         for seed, curve in _seed_curves(study, int(best.number), best.record).items():
             lengths = sorted(int(n) for n in curve)
+            if len(lengths) < 2:  # one probe length is a point, not a curve (the lengths section shows it)
+                continue
             values = [curve[str(n)] for n in lengths]
             name = f"{study.study_name} trial {int(best.number)}" if len(studies) > 1 else f"trial {int(best.number)}"
             label = f"{name}, {seed}"
