@@ -65,11 +65,11 @@ def search(folder: Path, spec: dict, fresh_csv: Path) -> dict:
     return {"best": best["value"], "values": values, "fresh": _in_range(fresh.accuracy), "seconds": seconds}
 
 
-def _values(name: str, storage: str) -> list[dict]:
+def _values(name: str, storage: str) -> list[float]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=storage)
-    return [{"value": t.value} for t in study.trials if t.value is not None]
+    return [t.value for t in study.trials if t.value is not None]
 
 
 def recipe(folder: Path, seed: int, epochs: int, probe_csv: Path, fresh_csv: Path) -> dict:
@@ -86,7 +86,7 @@ def recipe(folder: Path, seed: int, epochs: int, probe_csv: Path, fresh_csv: Pat
     probe = [_in_range(a) for a in api.evaluate_seeds(run_dir, probe_csv, "cpu").accuracies]
     fresh = [_in_range(a) for a in api.evaluate_seeds(run_dir, fresh_csv, "cpu").accuracies]
     chosen = max(range(len(probe)), key=lambda i: (probe[i], -i))
-    return {"best": probe[chosen], "values": [{"value": v} for v in probe], "fresh": fresh[chosen], "seconds": seconds}
+    return {"best": probe[chosen], "values": probe, "fresh": fresh[chosen], "seconds": seconds}
 
 
 def _in_range(accuracy: object) -> float:
@@ -133,7 +133,7 @@ def main() -> None:
             results["recipe"].append(recipe(folder, seed, epochs, probe_csv, fresh_csv))
             for method, runs in results.items():
                 r = runs[-1]
-                median = statistics.median(v["value"] for v in r["values"])
+                median = statistics.median(r["values"])
                 print(f"seed {seed} {method:6s}: best {r['best']:.2%}, median member {median:.2%}, "
                       f"best on fresh strings {r['fresh']:.2%}, {r['seconds']:.0f} s", flush=True)  # fmt: skip
     titles = {"pbt": "PBT (counter-pbt.yaml)", "tpe": "TPE, --stack 4", "recipe": "counter-robust.yaml, 8 seeds"}

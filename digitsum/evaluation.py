@@ -19,7 +19,7 @@ from digitsum.data import Rows, make_in_range_rows
 from digitsum.datasets import training_answers
 from digitsum.decode import Accuracy, answers_in_range, score_models
 from digitsum.errors import UsageError
-from digitsum.lengths import holds_up_to
+from digitsum.lengths import CURVE_LENGTHS, HOLD_LEVEL, IN_RANGE_SAMPLE, holds_up_to
 from digitsum.model import DigitSumModel
 from digitsum.runs import seed_checkpoints
 
@@ -48,23 +48,16 @@ class SeedsEvaluation:
 
 def evaluate_run(run_dir: Path, rows: Rows, device: torch.device) -> SeedsEvaluation:
     """Every seed of a `train.n_seeds` run folder on these rows, decoded at once (models of one shape)."""
-    found = seed_checkpoints(run_dir)
-    if not found:
-        raise UsageError(f"{run_dir}: is a folder, not a checkpoint file (nor a train.n_seeds run: no seed-S/best.pt)")
-    loaded = [load_checkpoint(path, device) for _, path in found]
+    loaded = load_models(run_dir, device)
     seen = [training_answers(payload["config"]) for _, payload in loaded]
     masks = [answers_in_range(rows.y, s) if s is not None else None for s in seen]
     start = time.perf_counter()
     scores = score_models([model for model, _ in loaded], rows, masks)
-    return SeedsEvaluation([seed for seed, _ in found], scores, time.perf_counter() - start)
+    return SeedsEvaluation(_seeds(loaded), scores, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------
 # The length curve: in-range exact match against input length, far past the training lengths
-
-CURVE_LENGTHS = (5, 10, 20, 50, 100)
-CURVE_SAMPLE = 5000
-HOLD_LEVEL = 0.99
 
 
 @dataclass(frozen=True)
@@ -88,7 +81,7 @@ class LengthCurve:
 def length_curve(
     loaded: list[tuple[DigitSumModel, dict[str, Any]]],
     lengths: tuple[int, ...] = CURVE_LENGTHS,
-    sample: int = CURVE_SAMPLE,
+    sample: int = IN_RANGE_SAMPLE,
     seed: int = 0,
 ) -> LengthCurve:
     """The length curve of these models (checkpoints of one shape: one model, or a run's seeds), each
@@ -106,12 +99,15 @@ def length_curve(
         rows = make_in_range_rows([length], sums, sample, seed)
         for k, accuracy in enumerate(score_models(models, rows, [None] * len(models))):
             values[k].append(accuracy.exact_match)
-    seeds = [int(payload["config"]["train"]["seed"]) for _, payload in loaded]
-    return LengthCurve(list(lengths), seeds, values, sample, sums, time.perf_counter() - start)
+    return LengthCurve(list(lengths), _seeds(loaded), values, sample, sums, time.perf_counter() - start)
+
+
+def _seeds(loaded: list[tuple[DigitSumModel, dict[str, Any]]]) -> list[int]:
+    return [int(payload["config"]["train"]["seed"]) for _, payload in loaded]
 
 
 def load_models(path: Path, device: torch.device) -> list[tuple[DigitSumModel, dict[str, Any]]]:
-    """A checkpoint file's model, or every seed's of a `train.n_seeds` run folder."""
+    """A checkpoint file's model, or every seed's of a `train.n_seeds` run folder, by seed."""
     if not path.is_dir():
         return [load_checkpoint(path, device)]
     found = seed_checkpoints(path)

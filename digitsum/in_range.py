@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from digitsum.errors import DataError
+
 
 def string_counts(length: int, max_sum: int) -> list[list[int]]:
     """counts[n][s]: how many n-digit strings (leading zeros allowed) have digit sum s, for n in
@@ -27,21 +29,15 @@ def string_counts(length: int, max_sum: int) -> list[list[int]]:
     return counts
 
 
-def in_range_count(length: int, sums: Iterable[int]) -> int:
-    """How many strings of this length have a digit sum in ``sums``."""
-    wanted = sorted({int(s) for s in sums if 0 <= s <= 9 * length})
-    if not wanted:
-        return 0
-    counts = string_counts(length, wanted[-1])
-    return sum(counts[length][s] for s in wanted)
-
-
 def sample_in_range(length: int, sums: Iterable[int], count: int, seed: int | list[int]) -> np.ndarray:
     """``count`` strings of ``length`` digits, uniform among those whose digit sum is in ``sums``, with
-    replacement (seeded); their digits as an int8 array [count, length]."""
-    wanted = sorted({int(s) for s in sums if 0 <= s <= 9 * length})
+    replacement (seeded); their digits as an int8 array [count, length]. DataError where no string of
+    this length has such a sum."""
+    given = sorted({int(s) for s in sums})
+    wanted = [s for s in given if 0 <= s <= 9 * length]
     if not wanted:
-        raise ValueError(f"no string of {length} digits has a digit sum in the given set")
+        shown = f"{given[0]}-{given[-1]}" if given and len(given) == given[-1] - given[0] + 1 else given
+        raise DataError(f"length {length}: no string of {length} digits has a digit sum in {shown}")
     counts = string_counts(length, wanted[-1])
     rng = np.random.default_rng(seed)
     total = sum(counts[length][s] for s in wanted)

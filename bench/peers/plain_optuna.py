@@ -129,12 +129,18 @@ def load(train_csv: str, val_csv: str) -> dict[str, Any]:
     return {"train": encode(*read_csv(train_csv)), "val": read_csv(val_csv)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The search's arguments, which bench/peers/ray_tune.py takes too."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("train_csv")
     parser.add_argument("val_csv")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=15)
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

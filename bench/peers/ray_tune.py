@@ -10,7 +10,6 @@ JSON: {"trials", "complete", "pruned", "best"}, where "pruned" counts trials ASH
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,21 +28,18 @@ def space(trial: Any) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("train_csv")
-    parser.add_argument("val_csv")
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=15)
+    sys.path.insert(0, str(HERE))
+    from plain_optuna import arguments, load, train
+
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # for Ray's workers
-    sys.path.insert(0, str(HERE))
 
     import optuna
     import ray
     import torch
-    from plain_optuna import load, train
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -64,7 +60,11 @@ def main() -> None:
                     sampler=optuna.samplers.TPESampler(seed=42, n_startup_trials=4),
                 ),
                 scheduler=ASHAScheduler(
-                    metric="val_exact_match", mode="max", max_t=args.epochs, grace_period=5, reduction_factor=2
+                    metric="val_exact_match",
+                    mode="max",
+                    max_t=args.epochs,
+                    grace_period=min(5, args.epochs),
+                    reduction_factor=2,
                 ),
                 num_samples=args.trials,
             ),

@@ -118,25 +118,27 @@ def evaluate_seeds(run_dir: str | Path, data_csv: str | Path, device: str | torc
 
 def length_curve(
     checkpoint: str | Path,
-    lengths: str = "5,10,20,50,100",
-    sample: int = 5000,
+    lengths: str | None = None,
+    sample: int | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     storage: str | None = None,
     artifacts: str | None = None,
 ) -> LengthCurve:
     """In-range exact match against input length (`sweep evaluate --lengths`) of a checkpoint (a file,
-    ``STUDY:TRIAL``) or of every seed of a `train.n_seeds` run folder: ``sample`` strings per length,
-    drawn (seeded) uniformly among those whose digit sum occurs in the training rows."""
+    ``STUDY:TRIAL``) or of every seed of a `train.n_seeds` run folder: ``sample`` strings per length
+    (default 5,000), drawn (seeded) uniformly among those whose digit sum occurs in the training rows;
+    ``lengths`` default to 5,10,20,50,100."""
     from digitsum.evaluation import length_curve as curve
     from digitsum.evaluation import load_models
-    from digitsum.lengths import parse_lengths
+    from digitsum.lengths import CURVE_LENGTHS, IN_RANGE_SAMPLE, parse_lengths
     from sweep.report.best import trial_checkpoint
 
-    wanted = tuple(parse_lengths(lengths))  # bad lengths are named before any checkpoint is read
+    # bad lengths are named before any checkpoint is read
+    wanted = tuple(parse_lengths(lengths)) if lengths is not None else CURVE_LENGTHS
     with trial_checkpoint(str(checkpoint), storage, artifacts) as path:
         loaded = load_models(Path(path), _device(device))
-    return curve(loaded, wanted, sample, seed)
+    return curve(loaded, wanted, sample or IN_RANGE_SAMPLE, seed)
 
 
 def load_model(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from digitsum.lengths import HOLD_LEVEL, IN_RANGE_SAMPLE
 from sweep import api
 from sweep.cli.app import app
 from sweep.cli.options import MAX_SAMPLE, Artifacts, CheckpointArg, Device, Storage
@@ -43,7 +44,7 @@ def data(
 
     wanted = parse_lengths(lengths)
     if sums is not None:
-        rows = make_in_range_rows(wanted, parse_sums(sums), sample or 5000, seed)
+        rows = make_in_range_rows(wanted, parse_sums(sums), sample or IN_RANGE_SAMPLE, seed)
         write_csv(rows, out)
         typer.echo(f"wrote {len(rows):,} rows (lengths {lengths}, digit sums {sums}) to {out}")
         return
@@ -260,7 +261,7 @@ def evaluate(
     checkpoint: CheckpointArg,
     data_csv: DataCsv = None,
     lengths: CurveLengths = None,
-    sample: CurveSample = 5000,
+    sample: CurveSample = IN_RANGE_SAMPLE,
     seed: CurveSeed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: Device = "auto",
@@ -325,7 +326,7 @@ def _evaluate_seeds(scored: Any, as_json: bool) -> None:
 
 
 def _length_curve(curve: Any, as_json: bool) -> None:
-    """Each seed's in-range exact match per length, the mean and worst, and how far each holds at 99%."""
+    """Each seed's in-range exact match per length, the mean and worst, and how far each holds (HOLD_LEVEL)."""
     held = curve.holds_up_to()
     if as_json:
         per_seed = {
@@ -350,7 +351,7 @@ def _length_curve(curve: Any, as_json: bool) -> None:
         f"seed {s}: {f'{h} digits' if h is not None else f'not even {curve.lengths[0]}'}"
         for s, h in zip(curve.seeds, held, strict=True)
     )
-    typer.echo(f"holds >= 99% up to: {holds}")
+    typer.echo(f"holds >= {HOLD_LEVEL:.0%} up to: {holds}")
 
 
 def _sums_text(seen: Any) -> str:

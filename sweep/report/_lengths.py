@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from sweep.report.frame import Section, completed, group_colors, layout
+from sweep.report.frame import Section, completed, group_colors, layout, length_axis
 from sweep.store.records import TrialRecord
 
 
@@ -52,17 +52,8 @@ def lengths_section(frame: pd.DataFrame) -> Section:
         "lengths trained on (shaded), then the probe of longer inputs that no model saw in training. Solid: "
         "all rows; dotted: the in-range rows alone, whose sum occurs in the training rows (every validation "
         "row is), so a model that writes only answers it was taught is not capped there.",
-        [_length_axis(layout(fig, "Exact match by input length", "input length (digits)", "exact match"))],
+        [length_axis(layout(fig, "Exact match by input length", "input length (digits)", "exact match"))],
     )
-
-
-def _length_axis(fig: go.Figure) -> go.Figure:
-    """A tick at every length up to 20 digits; past that, a log axis ticked at the lengths drawn (a probe
-    at 20, 50 and 100 digits would otherwise squeeze the training lengths into a corner)."""
-    lengths = sorted({int(x) for trace in fig.data for x in trace.x})
-    if not lengths or lengths[-1] <= 20:
-        return fig.update_xaxes(dtick=1)
-    return fig.update_xaxes(type="log", tickvals=lengths, ticktext=[str(n) for n in lengths])
 
 
 def _length_curves(record: TrialRecord) -> list[tuple[str, dict[int, float], str]]:

@@ -130,6 +130,15 @@ def best_row(rows: pd.DataFrame) -> pd.Series | None:
     return None if best is None else rows[rows.trial.map(id) == id(best)].iloc[0]
 
 
+def length_axis(fig: go.Figure) -> go.Figure:
+    """A tick at every length up to 20 digits; past that, a log axis ticked at the lengths drawn (a probe
+    at 20, 50 and 100 digits would otherwise squeeze the training lengths into a corner)."""
+    lengths = sorted({int(x) for trace in fig.data for x in trace.x})
+    if not lengths or lengths[-1] <= 20:
+        return fig.update_xaxes(dtick=1)
+    return fig.update_xaxes(type="log", tickvals=lengths, ticktext=[str(n) for n in lengths])
+
+
 def log_y(fig: go.Figure, log: bool) -> go.Figure:
     return fig.update_yaxes(type="log") if log else fig
 
