@@ -309,12 +309,17 @@ ALL_PLOTS_DRAWN = """() => {
 
 
 def rendered_plots(page: Any) -> list[dict]:
-    """Each `.js-plotly-plot` element: its title, whether it holds an svg.main-svg, its traces' names."""
+    """Each `.js-plotly-plot` element: its title, whether it holds an svg.main-svg, its traces' names, and
+    the tick labels Plotly drew on its log-scale y axes (`log_ticks`)."""
     return page.eval_on_selector_all(
         ".js-plotly-plot",
         """els => els.map(e => ({
             title: (e.layout && e.layout.title && (e.layout.title.text ?? e.layout.title)) || '',
             svg: e.querySelector('svg.main-svg') !== null,
             traces: (e.data || []).map(t => t.name || ''),
+            log_ticks: Object.keys(e._fullLayout || {})
+                .filter(k => /^yaxis\\d*$/.test(k) && e._fullLayout[k].type === 'log')
+                .flatMap(k => [...e.querySelectorAll('.' + k.replace('axis', '') + 'tick text')]
+                    .map(t => t.textContent)),
         }))""",
     )

@@ -200,6 +200,13 @@ def test_report_has_every_section(rendered):
     assert STUDY in rendered.h1
 
 
+def test_log_axes_label_error_rates_in_percent_never_bare_minor_ticks(rendered):
+    # Plotly's own log ticks label 0.002 and 0.005 as a bare "2" and "5", read as error rates of 2 and 5
+    ticks = [tick for plot in rendered.plots for tick in plot["log_ticks"]]
+    assert ticks, "no log-scale axis drawn"
+    assert all(tick.endswith("%") for tick in ticks), ticks
+
+
 def test_summary_table_lists_each_model_type(rendered):
     assert rendered.summary_header[0] == "group"
     assert sorted(row[0] for row in rendered.summary_rows) == sorted(MODEL_TYPES)

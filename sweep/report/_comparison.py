@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from sweep.report.frame import ERROR_FLOOR, Section, add_spread, error_rate, group_colors, layout, log_y
+from sweep.report.frame import ERROR_FLOOR, Section, add_spread, error_axis, error_rate, group_colors, layout
 from sweep.spec.objectives import ACCURACY_METRICS
 
 
@@ -38,11 +38,11 @@ def comparison_section(frame: pd.DataFrame, metric: str) -> Section:
             else ""
         ),
         [
-            log_y(layout(by_number, f"Best {metric} so far, by trial number", "trial number", y), as_error),
-            log_y(
+            error_axis(layout(by_number, f"Best {metric} so far, by trial number", "trial number", y), as_error),
+            error_axis(
                 layout(by_time, f"Best {metric} so far, by wall-clock time", "minutes since the first trial", y),
                 as_error,
             ),
-            log_y(layout(spread, f"Final {metric} per model type", "", y), as_error),
+            error_axis(layout(spread, f"Final {metric} per model type", "", y), as_error),
         ],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from sweep.report.frame import ERROR_FLOOR, Section, completed, error_rate, group_colors, layout
+from sweep.report.frame import ERROR_FLOOR, Section, completed, error_axis, error_rate, group_colors, layout
 from sweep.spec.objectives import Direction, pareto_front
 
 
@@ -63,7 +63,7 @@ def _cost_figure(frame: pd.DataFrame, name: str, label: str, log_x: bool) -> go.
                 showlegend=False,
             )
         )
-    fig.update_yaxes(type="log")
+    error_axis(fig)
     if log_x:
         fig.update_xaxes(type="log")
     return layout(fig, f"Validation error rate against {label}", label, "error rate (1 - exact match)")

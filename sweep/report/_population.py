@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sweep.report.frame import COLORS, EXTRA_COLORS, Section, layout
+from sweep.report.frame import COLORS, EXTRA_COLORS, Section, layout, values_axis
 
 
 def population_section(frame: pd.DataFrame, metric: str) -> Section | None:
@@ -59,5 +59,5 @@ def _schedule_figure(schedule: list[dict], number: int, last_epoch: int) -> go.F
             go.Scatter(x=epochs, y=[*values, values[-1]], mode="lines+markers", line=dict(shape="hv"), name=key),
             row=row, col=1,
         )  # fmt: skip
-        fig.update_yaxes(type="log", row=row, col=1)
+        values_axis(fig, values, row=row, col=1)
     return layout(fig, f"the best member's (trial {number}) hyperparameters", "epoch", "value")

@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from sweep.report.frame import Section, completed, error_rate, group_colors, layout
+from sweep.report.frame import Section, completed, error_axis, error_rate, group_colors, layout
 from sweep.store.records import TrialRecord
 
 
@@ -114,7 +114,7 @@ def seeds_section(studies: list[optuna.Study], frame: pd.DataFrame) -> Section:
                     marker_color=colors.get(group, "#7f7f7f"),
                 )
             )
-    fig.update_yaxes(type="log")
+    error_axis(fig)
     intro = (
         "The best trial over seeds of each model type, trained once per seed (another initialization, "
         "split and batch order each; by the trial itself with train.n_seeds, or by sweep rerun): mean and "

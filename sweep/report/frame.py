@@ -139,8 +139,24 @@ def length_axis(fig: go.Figure) -> go.Figure:
     return fig.update_xaxes(type="log", tickvals=lengths, ticktext=[str(n) for n in lengths])
 
 
-def log_y(fig: go.Figure, log: bool) -> go.Figure:
-    return fig.update_yaxes(type="log") if log else fig
+ERROR_TICKS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+
+
+def error_axis(fig: go.Figure, log: bool = True, **where: Any) -> go.Figure:
+    """An error-rate axis on a log scale, labelled only at 0.01%, 0.1%, 1%, 10% and 100% error: Plotly's own
+    log ticks label the minor ones "2" and "5", which read as error rates of 2 and 5."""
+    if not log:
+        return fig
+    text = [f"{tick * 100:g}%" for tick in ERROR_TICKS]
+    return fig.update_yaxes(type="log", tickvals=ERROR_TICKS, ticktext=text, **where)
+
+
+def values_axis(fig: go.Figure, values: list[float], **where: Any) -> go.Figure:
+    """A log axis ticked at the values drawn (a hyperparameter's schedule), each labelled in full."""
+    ticks = sorted(set(values))
+    if len(ticks) > 6:  # too many to read: the decades between them
+        ticks = [10.0**e for e in range(math.floor(math.log10(ticks[0])), math.ceil(math.log10(ticks[-1])) + 1)]
+    return fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{v:.3g}" for v in ticks], **where)
 
 
 def add_spread(fig: go.Figure, group: str, color: str, trials: pd.DataFrame) -> None:
