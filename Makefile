@@ -21,7 +21,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install -q -e ".[dev,postgres,s3,tensorboard]"
+	$(PY) -m pip install -q -e ".[dev,postgres,s3,tensorboard,notebook]"
 	touch $@
 
 # The fused training kernel compiles on first use (25-30 s, once per machine); do it here, not mid-run.

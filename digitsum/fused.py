@@ -7,7 +7,7 @@ uses it wherever it applies (`applies`). Everything else (the plain RNN among it
 where the kernel cannot be built (no C++ compiler), trains through the stacked torch.nn path
 (`digitsum.step`). The same kernel clips and updates the weights (`digitsum.optim.MemberAdamW`).
 
-The kernel is compiled once per machine with torch.utils.cpp_extension (~30 s, needs g++ or
+The kernel is compiled once per machine with torch.utils.cpp_extension (25-30 s, needs g++ or
 clang and ninja) into torch's extension cache; later processes load it in well under a second.
 """
 
@@ -65,7 +65,7 @@ def _build_options() -> tuple[str, list[str]]:
     return f"digitsum_fused_step_torch{torch_version}", flags
 
 
-STALE_LOCK_SECONDS = 600  # a compile takes ~30 s; a lock this old belongs to a process that died compiling
+STALE_LOCK_SECONDS = 600  # a compile takes 25-30 s; a lock this old belongs to a process that died compiling
 
 
 def _cpp_extension() -> Any:
@@ -118,7 +118,7 @@ def _load() -> bool:
     if shutil.which(compiler) is None:
         _say(
             f"no C++ compiler ({compiler}) found, so training uses torch.nn; install one (e.g. apt-get "
-            "install g++) for the fused training step, ~5x faster at batch 32"
+            "install g++) for the fused training step, 4-5x faster at batch 32"
         )
         return False
     name, flags = _build_options()
@@ -132,7 +132,7 @@ def _load() -> bool:
         build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
         _clear_stale_lock(build_dir)
         if not (build_dir / f"{name}.so").exists():
-            _say(f"compiling the fused training kernel into {build_dir} (once per machine, ~30 s)")
+            _say(f"compiling the fused training kernel into {build_dir} (once per machine, 25-30 s)")
         cpp_extension.load(
             name=name,
             sources=[str(SOURCE)],

@@ -121,3 +121,22 @@ def test_anchors_number_repeated_headings_and_skip_code_blocks():
 def test_links_in_code_are_not_links():
     text = '[a](a.md) and `[b](b.md)` and ![c](c.png "C")\n\n```md\n[d](d.md)\n```\n~~~\n[e](e.md)\n~~~\n'
     assert links_in(text) == ["a.md", "c.png"]
+
+
+def test_every_shipped_spec_and_recipe_is_in_the_specs_table():
+    """docs/specs.md has one table of the shipped specs and recipes: every studies/*.yaml and
+    studies/recipes/*.yaml is a row of it, named by its path in backticks."""
+    lines = prose_lines((REPO / "docs" / "specs.md").read_text(encoding="utf-8"))
+    tables, rows = [], []
+    for line in [*lines, ""]:
+        if line.lstrip().startswith("|"):
+            rows.append(line)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    assert len(tables) == 1, f"docs/specs.md should hold one table, not {len(tables)}"
+    shipped = sorted([*(REPO / "studies").glob("*.yaml"), *(REPO / "studies" / "recipes").glob("*.yaml")])
+    assert shipped, "no studies/*.yaml found"
+    paths = [path.relative_to(REPO).as_posix() for path in shipped]
+    missing = [path for path in paths if not any(f"`{path}`" in row for row in tables[0])]
+    assert missing == [], f"docs/specs.md's table lacks {', '.join(missing)}"

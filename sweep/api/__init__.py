@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from sweep.report.frame import Section
     from sweep.reruns.jobs import Reruns
     from sweep.run.plan import RunOptions, RunPlan
     from sweep.spec.model import StudySpec
@@ -48,6 +49,7 @@ __all__ = [
     "predict",
     "remove",
     "report",
+    "report_sections",
     "rerun",
     "run",
     "SpecCheck",
@@ -290,6 +292,13 @@ def report(names: list[str], out: str | Path | None = None, storage: str | None 
     """Write the HTML report of one or more studies, like `sweep report`; returns its path."""
     path, _ = write_report(names, Path(out) if out else None, storage)
     return path
+
+
+def report_sections(names: list[str], storage: str | None = None, artifacts: str | None = None) -> list[Section]:
+    """The report's sections (title, intro, Plotly figures, table HTML) in page order, to show in a notebook."""
+    from sweep.report.page import stored_sections
+
+    return stored_sections(names, storage, artifacts)
 
 
 def write_report(

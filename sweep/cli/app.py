@@ -56,7 +56,7 @@ class _ErrorBoundary(TyperGroup):
         except UsageError as error:
             say_error(str(error))
             raise typer.Exit(2) from None
-        except _run_failed() as error:  # a worker or the storage failed mid-run: said in one line
+        except _run_failed() as error:  # a worker or the storage failed mid-run, a loss gone NaN: one line
             say_error(str(error))
             raise typer.Exit(1) from None
         except BrokenPipeError:  # `sweep ls | head`: the reader has all it wanted
@@ -73,11 +73,12 @@ class _NeverRaised(Exception):
     pass
 
 
-def _run_failed() -> type[Exception]:
-    """`sweep.run.failures.RunFailed` once a run has loaded it (none is raised before): the boundary
-    does not import the run layer, so `sweep --help` loads neither torch nor optuna."""
-    failures = sys.modules.get("sweep.run.failures")
-    return failures.RunFailed if failures is not None else _NeverRaised
+def _run_failed() -> tuple[type[Exception], ...]:
+    """`sweep.run.failures.RunFailed` and `digitsum.train.TrainingDiverged`, once a command has loaded them
+    (none is raised before): the boundary imports neither, so `sweep --help` loads neither torch nor optuna."""
+    wanted = (("sweep.run.failures", "RunFailed"), ("digitsum.train", "TrainingDiverged"))
+    loaded = [getattr(sys.modules[module], name) for module, name in wanted if module in sys.modules]
+    return tuple(loaded) or (_NeverRaised,)
 
 
 def _silence_stdout() -> None:

@@ -10,6 +10,8 @@ _EXPORTS = {
     "figures_for_dashboard": "page",
     "pareto_summary": "best",
     "report_file_name": "page",
+    "report_sections": "page",
+    "stored_sections": "page",
     "write_report": "page",
 }
 __all__ = sorted(_EXPORTS)

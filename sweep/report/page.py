@@ -51,17 +51,30 @@ def build_report(
     studies: list[optuna.Study], storage_text: str, stores: dict[str, Any] | None = None
 ) -> tuple[str, int]:
     """The whole HTML page, and its number of figures; `stores`: each study's artifact store, by name."""
+    sections, n_trials = report_sections(studies, stores)
+    page = _page_head(studies, n_trials, storage_text)
+    n_figures = 0
+    for section in sections:
+        page.append(_section_html(section, include_plotlyjs=n_figures == 0))
+        n_figures += len(section.figures)
+    page.append("</body></html>")
+    return "\n".join(page), n_figures
+
+
+def report_sections(studies: list[optuna.Study], stores: dict[str, Any] | None = None) -> tuple[list[Section], int]:
+    """The report's sections in page order (those that apply to these studies), and its number of trials."""
     metric = shown_metric(studies[0])
     loaded = read_all(studies)
     frame = trials_frame(studies, loaded)
     if frame.empty:
         raise UsageError("the studies have no trials yet; run them with `sweep run` first")
+    target = StudyMeta.read(studies[0]).target
     listed = [
         summary_section(frame, metric),
         seeds_section(studies, frame),
-        target_section(studies, frame, StudyMeta.read(studies[0]).target),
+        target_section(studies, frame, target),
         comparison_section(frame, metric),
-        cost_section(frame, StudyMeta.read(studies[0]).target),
+        cost_section(frame, target),
         curves_section(frame, metric),
         population_section(frame, metric),
         hyperparameter_section(studies, metric, loaded),
@@ -69,14 +82,7 @@ def build_report(
         length_curve_section(studies, frame),
         error_section(studies, frame, stores or {}),
     ]
-    sections = [section for section in listed if section is not None]  # a population's, where one trained
-    page = _page_head(studies, len(frame), storage_text)
-    n_figures = 0
-    for section in sections:
-        page.append(_section_html(section, include_plotlyjs=n_figures == 0))
-        n_figures += len(section.figures)
-    page.append("</body></html>")
-    return "\n".join(page), n_figures
+    return [section for section in listed if section is not None], len(frame)
 
 
 def _page_head(studies: list[optuna.Study], n_trials: int, storage_text: str) -> list[str]:
@@ -146,13 +152,8 @@ def report_studies(
 ) -> tuple[Path, int]:
     """`sweep report`: the stored studies' report (reports/<names>.html by default), its path and number of
     figures; with ``attach``, each study also gets the comparison figures for optuna-dashboard."""
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UsageError(f"study {twice[0]!r} is named twice; name each study once")
-    store = open_existing(storage)
-    loaded = [load_study(n, store) for n in names]
+    loaded, stores = _open(names, storage, artifacts)
     out = out or Path("reports") / report_file_name(names)
-    stores = {s.study_name: store_for(artifacts, s, storage) for s in loaded}
     n_figures = write_report(loaded, out, shown_url(storage), stores)
     if attach:
         import optuna_dashboard
@@ -161,3 +162,18 @@ def report_studies(
             for index, figure in enumerate(figures_for_dashboard([study])):
                 optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=f"sweep-{index}")
     return out, n_figures
+
+
+def stored_sections(names: list[str], storage: str | None, artifacts: str | None) -> list[Section]:
+    """The stored studies' report as sections, for a notebook to show one by one."""
+    loaded, stores = _open(names, storage, artifacts)
+    return report_sections(loaded, stores)[0]
+
+
+def _open(names: list[str], storage: str | None, artifacts: str | None) -> tuple[list[optuna.Study], dict[str, Any]]:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"study {twice[0]!r} is named twice; name each study once")
+    store = open_existing(storage)
+    loaded = [load_study(n, store) for n in names]
+    return loaded, {s.study_name: store_for(artifacts, s, storage) for s in loaded}
