@@ -367,6 +367,16 @@ def test_train_empty_validation_split_is_explained(tmp_path, monkeypatch):
     assert "validation" in line
 
 
+def test_train_whose_loss_diverges_stops_in_one_line_and_keeps_its_best_epoch(tmp_path, monkeypatch):
+    # AdamW at lr 10 with weight decay 1 multiplies every weight by -9 a step: inf, then NaN, in a few epochs
+    monkeypatch.chdir(tmp_path)
+    args = ["train.learning_rate=10", "train.weight_decay=1", "train.n_epochs=60", "train.batch_size=8"]
+    result = invoke("train", *args, "train.lengths=1-2", "model.hidden_size=16", "train.device=cpu")
+    line = assert_one_error_line(result, code=1)
+    assert "training loss is nan at epoch" in line and "lower train.learning_rate" in line
+    assert (tmp_path / "runs" / "run" / "best.pt").is_file()
+
+
 def test_train_config_file_not_a_mapping(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("- a\n- list\n")
