@@ -1,8 +1,9 @@
 """Run every command of docs/tutorial.md and write what each printed under it, so the page cannot go stale.
 
-    .venv/bin/python docs/tutorial-page.py                 # rewrite the page's outputs (about 4 minutes on 2 cores)
+    .venv/bin/python docs/tutorial-page.py                 # rewrite the page's outputs (2-3 minutes on 2 cores)
     .venv/bin/python docs/tutorial-page.py --pictures      # also the report's picture (headless Chromium)
-    .venv/bin/python docs/tutorial-page.py --check         # exit 1 if an output no longer has the page's shape
+    .venv/bin/python docs/tutorial-page.py --check         # exit 1 if an output no longer has the page's shape,
+                                                           # or a file written is not in .gitignore
 
 A command is a line starting with `$ ` inside a ```console block; everything up to the next command is its
 output. The commands run in order, as a user would from the repository's root, in a fresh folder holding a
@@ -138,7 +139,8 @@ def mask(text: str) -> list[str]:
 
 
 def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], float]:
-    """The page with fresh outputs, the commands whose output changed shape, and the seconds they took."""
+    """The page with fresh outputs; the commands whose output changed shape (or that could not run here) and
+    the files the commands left untracked; and the seconds they took."""
     bin_dir = Path(sys.executable).parent
     changed: list[str] = []
     started = time.monotonic()
@@ -151,7 +153,7 @@ def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], flo
             text = ""
             for command in commands(match.group(1)):
                 if "$DB" in command.line and not db:
-                    changed.append(f"{command.line} (no PostgreSQL given: --postgres URL)")
+                    changed.append(f"{command.line} (not run: no PostgreSQL given, --postgres URL)")
                     text += f"$ {command.line}\n{command.output}"
                     continue
                 took = time.monotonic()
@@ -163,9 +165,22 @@ def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], flo
             return f"```console\n{text}```\n"
 
         page = BLOCK.sub(block, page)
+        changed += [f"{path}: left untracked; add it to .gitignore" for path in untracked(home)]
         if pictures:
             picture(home / "reports" / "quickstart.html")
     return page, changed, time.monotonic() - started
+
+
+def untracked(home: Path) -> list[str]:
+    """What the commands wrote that `git status` in a checkout would list: the page must leave a clean tree."""
+    copied = {p.relative_to(REPO).as_posix() for p in (REPO / "studies").rglob("*")}
+    written = sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
+    written = [path for path in written if path not in copied]
+    ignored = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(written), capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    return [path for path in written if path not in set(ignored)]
 
 
 def picture(report: Path) -> None:
@@ -193,11 +208,15 @@ def main() -> None:
     print(f"the commands took {seconds:.0f} s on {cores} cores", file=sys.stderr)
     if args.check:
         if changed:
-            raise SystemExit("outputs that no longer have the page's shape:\n  " + "\n  ".join(changed))
+            listed = "\n  ".join(changed)
+            raise SystemExit(f"outputs that no longer have the page's shape, or files left behind:\n  {listed}")
         print("every output has the page's shape")
         return
     PAGE.write_text(page, encoding="utf-8")
-    print(f"wrote {PAGE}" + (f" (not run: {changed})" if any("--postgres" in c for c in changed) else ""))
+    print(f"wrote {PAGE}")
+    problems = [c for c in changed if "not run" in c or "untracked" in c]
+    if problems:
+        raise SystemExit("  " + "\n  ".join(problems))
 
 
 if __name__ == "__main__":
