@@ -111,4 +111,4 @@ bench-peers:
 	$(PEERS_VENV)/bin/python bench/bench_peers.py $(PEERS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) $(PEERS_VENV) $(OLDEST_VENV).constraints runs .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) $(PEERS_VENV) $(OLDEST_VENV).constraints .pytest_cache

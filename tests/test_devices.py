@@ -57,3 +57,12 @@ def test_on_a_machine_without_gpus_devices_is_one_line_and_exit_2_with_nothing_s
         line = assert_one_error_line(run_cli(tmp_path, write_spec(tmp_path), "--devices", given))
         assert "leave --devices out to train on the CPU" in line
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_spec_whose_train_device_this_machine_lacks_is_one_line_before_any_trial(tmp_path):
+    if devices.cuda_devices():
+        pytest.skip("this machine has CUDA devices")
+    spec = write_spec(tmp_path, fixed={"train.n_epochs": 1, "train.device": "cuda"})
+    line = assert_one_error_line(run_cli(tmp_path, spec))
+    assert "fixed.train.device 'cuda': CUDA is not available on this machine" in line
+    assert not (tmp_path / "s.db").exists()  # refused before the storage was opened

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 import optuna_dashboard
 
-from digitsum.errors import UsageError
+from digitsum.errors import ConfigError, UsageError
 from sweep.run.devices import parse_devices
 from sweep.run.machine import version_note, versions
 from sweep.spec.enqueue import enqueue_params
@@ -106,6 +106,8 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
             "a pbt population trains as one computation in one worker: leave out --workers, --stack and --devices "
             "(islands of populations across workers are not built)"
         )
+    if not devices:  # --devices places each worker on its GPU itself, whatever train.device says
+        _check_device(spec_path, spec.base.train.device)
     name = options.name or spec.name
     events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)
     storage = open_existing(options.storage, create=True)
@@ -131,6 +133,16 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         devices=devices,
     )
     return plan, study
+
+
+def _check_device(spec_path: str | Path, device: str) -> None:
+    """A spec's train.device this machine lacks fails every trial at its start: say so once, before any."""
+    from digitsum.device import resolve_device
+
+    try:
+        resolve_device(device, option="fixed.train.device")
+    except ConfigError as error:
+        raise ConfigError(f"{spec_path}: {error}") from None
 
 
 def _resumes(study: optuna.Study) -> str | None:
