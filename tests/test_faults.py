@@ -104,6 +104,30 @@ def test_a_storage_locked_by_another_process_for_20_s_is_waited_for(tmp_path):
     assert not [t for t in found if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+def test_a_storage_locked_when_the_run_starts_is_one_line_after_the_patience_and_loses_nothing(tmp_path):
+    write_spec(tmp_path, spec=SPEC | {"fixed": {**SPEC["fixed"], "train.n_epochs": 1}})
+    db, url = tmp_path / "s.db", storage_url(tmp_path)
+    assert_resumes_to_the_total(tmp_path, url, tmp_path / "ckpt", 1)
+    hold = f"import sqlite3, time; db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+    hold += "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)"
+    locker = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        locked = subprocess.run(
+            [str(SWEEP), *map(str, run_args(url, tmp_path / "ckpt", 2))],
+            cwd=tmp_path, env=subprocess_env(SWEEP_STORAGE_PATIENCE="2"), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        locker.kill()
+        locker.wait()
+    assert locked.returncode == 1, locked.stdout + locked.stderr
+    assert "Traceback" not in locked.stderr
+    (line,) = error_lines(locked.stderr)
+    assert line.startswith("error: lost the storage (") and "database is locked" in line, line
+    assert integrity(db) == "ok"
+    assert_resumes_to_the_total(tmp_path, url, tmp_path / "ckpt", 2)  # the lock gone, the same command goes on
+
+
 # ---------------------------------------------------------------------------------------------
 # A full disk
 

@@ -14,6 +14,7 @@ import optuna_dashboard
 
 from digitsum.errors import ConfigError, UsageError
 from sweep.run.devices import parse_devices
+from sweep.run.failures import StorageLost, lost_message
 from sweep.run.machine import version_note, versions
 from sweep.spec.enqueue import enqueue_params
 from sweep.spec.files import load_spec
@@ -21,7 +22,7 @@ from sweep.spec.model import Param, SpecError, StudySpec
 from sweep.spec.names import check_study_name
 from sweep.store.artifacts import S3, check_bucket, location_for, new_study_location
 from sweep.store.records import StudyMeta, queued_or_tried, write_artifacts, write_fingerprint, write_space
-from sweep.store.storage import open_existing, patience_seconds, study_names
+from sweep.store.storage import open_existing, patience_seconds, storage_error, study_names
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,7 +116,13 @@ def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optun
         chosen = location_for(options.artifacts, None, options.storage)  # for one made before artifacts
     else:
         chosen = new_study_location(options.artifacts, options.storage)  # recorded by the new study
-    study = prepare_study(spec, storage, name, chosen)
+    try:
+        study = prepare_study(spec, storage, name, chosen)
+    except Exception as error:  # a file another program holds locked, a server gone: one line, not a traceback
+        cause = storage_error(error)  # the database's own words, not Optuna's wrapper's
+        if cause is None:
+            raise
+        raise StorageLost(lost_message(cause)) from None
     location = location_for(options.artifacts, study, options.storage)
     _check_writable(location)
     plan = RunPlan(

@@ -226,8 +226,9 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
             database = storage_file(url)
             if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
-            # Several workers share one file: wait for the lock instead of failing at once.
-            engine_kwargs = {"connect_args": {"timeout": 60}}
+            # Several workers share one file: wait for the lock instead of failing at once, as long
+            # as a worker waits for any storage that stopped answering.
+            engine_kwargs = {"connect_args": {"timeout": patience_seconds()}}
         else:
             engine_kwargs = {"pool_pre_ping": True, **POOL}
         storage = _rdb_storage(url, engine_kwargs, heartbeat)
