@@ -74,6 +74,21 @@ PRUNER_BODIES = {
 GRID_SPACE = {"model.model_type": {"choices": ["rnn", "gru"]}, "model.hidden_size": {"choices": [8, 16]}}
 
 
+@contextlib.contextmanager
+def on_one_core():
+    """This process (and what it starts meanwhile) on one core, its pytest worker's own (gw0 the first,
+    gw1 the second): a run then takes one torch thread, as on a one-core machine, instead of two that
+    would spin against the other pytest worker's. Behaviour is the same; only the oversubscription goes."""
+    allowed = sorted(os.sched_getaffinity(0))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    os.sched_setaffinity(0, {allowed[index % len(allowed)]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def spec_dict(**changes: Any) -> dict:
     """A copy of the tiny spec with top-level keys replaced (None removes a key)."""
     spec = copy.deepcopy(_BASE_SPEC)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from sweep_helpers import on_one_core
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     (tmp_path / "studies").mkdir()  # the default storage: the nearest studies/ folder
     monkeypatch.delenv("SWEEP_STORAGE", raising=False)
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), on_one_core():
         exec(compile(readme_example(), "README.md", "exec"), {})
     first, answers = printed.getvalue().splitlines()[-2:]
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path}/studies/sweep.db")

@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from sweep_helpers import on_one_core
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("pyproject.toml", "README.md", "digitsum", "sweep", "studies")
@@ -72,7 +73,8 @@ def test_the_installed_command_finds_its_code_and_its_shipped_specs(installed, e
     assert "study 'quickstart', valid" in run([sweep, "check", "quickstart"], cwd=tmp_path, env=empty_folder).stdout
     checked = run([sweep, "check", "counter-seeds"], cwd=tmp_path, env=empty_folder).stdout  # its warm start too
     assert "study 'counter-seeds', valid" in checked and "warm start: model.model_type=lrnn" in checked
-    ran = run([sweep, "run", "quickstart", "--trials", "1"], cwd=tmp_path, env=empty_folder)
+    with on_one_core():
+        ran = run([sweep, "run", "quickstart", "--trials", "1"], cwd=tmp_path, env=empty_folder)
     assert "best of 'quickstart': trial 0" in ran.stdout
     assert (tmp_path / ".local" / "share" / "digitsum-sweep" / "sweep.db").is_file()
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # nothing written to the working folder

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sweep_helpers import on_one_core
 
 nbclient = pytest.importorskip("nbclient", reason="the notebook extra: pip install -e .[notebook]")
 nbformat = pytest.importorskip("nbformat", reason="the notebook extra: pip install -e .[notebook]")
@@ -14,7 +15,18 @@ nbformat = pytest.importorskip("nbformat", reason="the notebook extra: pip insta
 pytestmark = pytest.mark.processes  # a Jupyter kernel, and the study's worker
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
-SMALL = "TRIALS = 3\nSEEDS = [0, 1]\nCOUNTER_EPOCHS = 3\nSTORAGE = None\nWORKDIR = {workdir!r}\n"
+# The quickstart's search, smaller: its cells and pruner, lengths 2-3, 4 epochs
+SMALL_SPEC = """
+name: notebook
+data: {lengths: [2, 3], val_fraction: 0.2, probe_lengths: [4]}
+fixed: {train.n_epochs: 4, train.seed: 0}
+sampler: {type: tpe, seed: 42, n_startup_trials: 4}
+pruner: {type: median, n_startup_trials: 3, n_warmup_steps: 2}
+space:
+  model.model_type: {choices: [lstm, gru]}
+  model.hidden_size: {low: 32, high: 64, step: 32}
+"""
+SMALL = "SPEC = {spec!r}\nTRIALS = 3\nSEEDS = [0, 1]\nCOUNTER_EPOCHS = 3\nSTORAGE = None\nWORKDIR = {workdir!r}\n"
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
@@ -27,10 +39,13 @@ def executed(tmp_path_factory):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(parameters) == 1, "the notebook needs one cell tagged parameters"
-    parameters[0].source = SMALL.format(workdir=str(folder))
-    nbclient.NotebookClient(
+    (folder / "small.yaml").write_text(SMALL_SPEC, encoding="utf-8")
+    parameters[0].source = SMALL.format(spec=str(folder / "small.yaml"), workdir=str(folder))
+    client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
-    ).execute()
+    )
+    with on_one_core():  # the kernel inherits it
+        client.execute()
     return notebook, folder
 
 

@@ -48,8 +48,9 @@ LONG_EPOCHS = spec_dict(
 
 
 def run_args(tmp_path, total: int, *extra) -> tuple:
+    # one thread a worker: the other pytest worker trains too, and oversubscribed torch threads spin
     return ("run", "spec.yaml", "--storage", storage_url(tmp_path), "--artifacts", tmp_path / "ckpt",
-            "--trials", total, *extra)  # fmt: skip
+            "--trials", total, "--threads", 1, *extra)  # fmt: skip
 
 
 def terminate(process: subprocess.Popen) -> tuple[str, str, float]:
