@@ -94,7 +94,7 @@ quickstart: runtime
 	$(VENV)/bin/sweep run studies/quickstart.yaml
 	$(VENV)/bin/sweep report quickstart
 	@echo
-	@echo "Open reports/quickstart.html in a browser. Next:"
+	@echo "Open reports/quickstart.html in a browser; docs/tutorial.md reads it with you. Next:"
 	@echo "  $(VENV)/bin/sweep dashboard                       # every trial live in optuna-dashboard, http://127.0.0.1:8080"
 	@echo "  $(VENV)/bin/sweep run studies/compare-cells.yaml  # RNN vs LSTM vs GRU on equal budgets"
 
