@@ -66,3 +66,15 @@ def test_a_spec_whose_train_device_this_machine_lacks_is_one_line_before_any_tri
     line = assert_one_error_line(run_cli(tmp_path, spec))
     assert "fixed.train.device 'cuda': CUDA is not available on this machine" in line
     assert not (tmp_path / "s.db").exists()  # refused before the storage was opened
+
+
+def test_a_study_made_for_other_machines_is_not_refused_for_this_ones_lack_of_gpus(tmp_path):
+    # `sweep launch slurm` makes the study on a login node; the spec's GPUs are the compute nodes'
+    from sweep.run.plan import RunOptions, plan_run
+    from sweep.store.storage import close_study
+
+    spec = write_spec(tmp_path, fixed={"train.n_epochs": 1, "train.device": "cuda"})
+    options = RunOptions(storage=f"sqlite:///{tmp_path / 's.db'}", artifacts=str(tmp_path / "ckpt"), workers=64)
+    plan, study = plan_run(spec, options, trains_here=False)
+    close_study(study)
+    assert plan.study_name == "tiny" and (tmp_path / "s.db").is_file()

@@ -153,7 +153,7 @@ def error_axis(fig: go.Figure, log: bool = True, **where: Any) -> go.Figure:
 
 def values_axis(fig: go.Figure, values: list[float], **where: Any) -> go.Figure:
     """A log axis ticked at the values drawn (a hyperparameter's schedule), each labelled in full."""
-    ticks = sorted(set(values))
+    ticks = sorted({v for v in values if v > 0})  # a log axis has no 0
     if len(ticks) > 6:  # too many to read: the decades between them
         ticks = [10.0**e for e in range(math.floor(math.log10(ticks[0])), math.ceil(math.log10(ticks[-1])) + 1)]
     return fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{v:.3g}" for v in ticks], **where)

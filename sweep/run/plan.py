@@ -95,19 +95,21 @@ def check_cores(workers: int, threads: int | None, oversubscribe: bool) -> None:
         )
 
 
-def plan_run(spec_path: str | Path, options: RunOptions) -> tuple[RunPlan, optuna.Study]:
-    """The checked plan of a run and its study, made or resumed."""
+def plan_run(spec_path: str | Path, options: RunOptions, trains_here: bool = True) -> tuple[RunPlan, optuna.Study]:
+    """The checked plan of a run and its study, made or resumed. ``trains_here``: this machine's cores and
+    devices are checked against the plan (not where a scheduler's nodes will train it)."""
     if options.name is not None:
         check_study_name(options.name)
     spec = load_spec(spec_path)
-    check_cores(options.workers, options.threads, options.oversubscribe)
+    if trains_here:
+        check_cores(options.workers, options.threads, options.oversubscribe)
     devices = parse_devices(options.devices) if options.devices is not None else ()
     if spec.pbt is not None and (options.workers > 1 or (options.stack or 1) > 1 or devices):
         raise UsageError(
             "a pbt population trains as one computation in one worker: leave out --workers, --stack and --devices "
             "(islands of populations across workers are not built)"
         )
-    if not devices:  # --devices places each worker on its GPU itself, whatever train.device says
+    if trains_here and not devices:  # --devices places each worker on its GPU itself, whatever train.device says
         _check_device(spec_path, spec.base.train.device)
     name = options.name or spec.name
     events, notes = tensorboard_folder(options.tensorboard or spec.tensorboard, name)

@@ -180,7 +180,7 @@ def _make_study(spec_path: str | Path, name: str, url: str, artifacts: str | Non
     from sweep.run.plan import RunOptions, plan_run
     from sweep.store.storage import close_study
 
-    options = RunOptions(storage=url, name=name, artifacts=artifacts, threads=threads, oversubscribe=True)
-    plan, study = plan_run(spec_path, options)  # the cores here are not the compute nodes'
+    options = RunOptions(storage=url, name=name, artifacts=artifacts, threads=threads)
+    plan, study = plan_run(spec_path, options, trains_here=False)  # the compute nodes' cores and GPUs, not these
     close_study(study)
     return plan.artifacts
