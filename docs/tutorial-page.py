@@ -32,14 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sweep.run.plan import available_cores
+
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "tutorial.md"
 PICTURE = REPO / "docs" / "images" / "tutorial-report.png"
 SHOWN_HOME = "/home/you/digitsum-sweep"  # the scratch folder, as the page shows it
 SHOWN_DB = "db-host:5432"
-SERVERS = ("sweep dashboard",)
+SERVERS = ("sweep dashboard",)  # commands that serve until Ctrl-C: started, read, then stopped
 LONG = 24  # an output longer than this shows its first and last lines, the middle cut (a training run's epochs)
-HEAD, TAIL = 5, 6  # commands that serve until Ctrl-C: started, read, then stopped
+HEAD, TAIL = 5, 6
 BLOCK = re.compile(r"^```console\n(.*?)^```\n", re.S | re.M)
 TIMING = re.compile(r"^_The commands above took .*_$", re.M)
 
@@ -94,7 +96,7 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> str:
     port = free_port()
     proc = subprocess.Popen(
         ["bash", "-c", f"exec {command} --port {port}"],
-        cwd=cwd, env=dict(env, PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=hears_ctrl_c,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -110,10 +112,9 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> str:
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # it ignored Ctrl-C: its threads' stacks (faulthandler) say where it hangs
-        proc.send_signal(signal.SIGABRT)
-        rest = proc.communicate(timeout=30)[0]
-        raise SystemExit(f"`{command}` did not stop on Ctrl-C within 30 s:\n{''.join(lines)}{rest}") from None
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SystemExit(f"`{command}` did not stop on Ctrl-C within 30 s:\n{''.join(lines)}") from None
     if not any(line.startswith("Listening on") for line in lines):
         raise SystemExit(f"`{command}` did not start:\n{''.join(lines)}")
     return "".join(lines).replace(f":{port}/", ":8080/")
@@ -138,11 +139,12 @@ def mask(text: str) -> list[str]:
     return [re.sub(r"\s+", " ", line).strip() for line in text.splitlines() if line.strip()]
 
 
-def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], float]:
-    """The page with fresh outputs; the commands whose output changed shape (or that could not run here) and
-    the files the commands left untracked; and the seconds they took."""
+def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], list[str], float]:
+    """The page with fresh outputs; the commands whose output changed shape; what could not be done (a
+    command not run here, a file left untracked); and the seconds the commands took."""
     bin_dir = Path(sys.executable).parent
     changed: list[str] = []
+    problems: list[str] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="digitsum-tutorial-") as scratch:
         home = Path(scratch).resolve() / "digitsum-sweep"
@@ -153,7 +155,7 @@ def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], flo
             text = ""
             for command in commands(match.group(1)):
                 if "$DB" in command.line and not db:
-                    changed.append(f"{command.line} (not run: no PostgreSQL given, --postgres URL)")
+                    problems.append(f"{command.line}: not run, no PostgreSQL given (--postgres URL)")
                     text += f"$ {command.line}\n{command.output}"
                     continue
                 took = time.monotonic()
@@ -165,10 +167,10 @@ def fill(page: str, db: str | None, pictures: bool) -> tuple[str, list[str], flo
             return f"```console\n{text}```\n"
 
         page = BLOCK.sub(block, page)
-        changed += [f"{path}: left untracked; add it to .gitignore" for path in untracked(home)]
+        problems += [f"{path}: left untracked; add it to .gitignore" for path in untracked(home)]
         if pictures:
             picture(home / "reports" / "quickstart.html")
-    return page, changed, time.monotonic() - started
+    return page, changed, problems, time.monotonic() - started
 
 
 def untracked(home: Path) -> list[str]:
@@ -180,7 +182,7 @@ def untracked(home: Path) -> list[str]:
         ["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin"],
         input="\n".join(written), capture_output=True, text=True,
     ).stdout.split()  # fmt: skip
-    return [path for path in written if path not in set(ignored)]
+    return sorted(set(written) - set(ignored))
 
 
 def picture(report: Path) -> None:
@@ -200,23 +202,22 @@ def main() -> None:
     parser.add_argument("--pictures", action="store_true", help="also redraw docs/images/tutorial-report.png")
     parser.add_argument("--postgres", default=os.environ.get("TUTORIAL_POSTGRES"), help="a PostgreSQL URL for $DB")
     args = parser.parse_args()
-    page, changed, seconds = fill(PAGE.read_text(encoding="utf-8"), args.postgres, args.pictures)
-    cores = os.cpu_count()
+    page, changed, problems, seconds = fill(PAGE.read_text(encoding="utf-8"), args.postgres, args.pictures)
+    cores = available_cores()
     day = datetime.date.today().isoformat()
     timing = f"_The commands above took {seconds / 60:.1f} minutes in all on {cores} cores ({day}, one run)._"
     page = TIMING.sub(timing, page)
     print(f"the commands took {seconds:.0f} s on {cores} cores", file=sys.stderr)
+    if not args.check:
+        PAGE.write_text(page, encoding="utf-8")
+        print(f"wrote {PAGE}")
+    failed = problems + (
+        [f"{line}: its output no longer has the page's shape" for line in changed] if args.check else []
+    )
+    if failed:
+        raise SystemExit("\n".join(failed))
     if args.check:
-        if changed:
-            listed = "\n  ".join(changed)
-            raise SystemExit(f"outputs that no longer have the page's shape, or files left behind:\n  {listed}")
         print("every output has the page's shape")
-        return
-    PAGE.write_text(page, encoding="utf-8")
-    print(f"wrote {PAGE}")
-    problems = [c for c in changed if "not run" in c or "untracked" in c]
-    if problems:
-        raise SystemExit("  " + "\n  ".join(problems))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,16 @@ def assert_resumes_to_the_total(tmp_path: Path, storage: str, artifacts: Path, t
 # SQLite: another process holds an exclusive lock on the storage
 
 
+def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding an exclusive lock on the SQLite file for ``seconds``; returns once it holds it."""
+    hold = f"import sqlite3, time; db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+    hold += f"db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep({seconds})\n"
+    hold += "db.execute('COMMIT'); print('released', flush=True)"
+    locker = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    return locker
+
+
 def test_a_storage_locked_by_another_process_for_20_s_is_waited_for(tmp_path):
     write_spec(tmp_path, spec=SPEC | {"fixed": {**SPEC["fixed"], "train.n_epochs": 10}})
     db, url = tmp_path / "s.db", storage_url(tmp_path)
@@ -82,11 +92,7 @@ def test_a_storage_locked_by_another_process_for_20_s_is_waited_for(tmp_path):
     locker = None
     try:
         wait_for_running(db, run)
-        hold = f"import sqlite3, time; db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-        hold += f"db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep({LOCK_SECONDS})\n"
-        hold += "db.execute('COMMIT'); print('released', flush=True)"
-        locker = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
-        assert locker.stdout.readline().strip() == "locked"
+        locker = hold_lock(db, LOCK_SECONDS)
         locked_at = time.monotonic()
         out, err = run.communicate(timeout=300)
         assert locker.wait(timeout=60) == 0
@@ -108,11 +114,8 @@ def test_a_storage_locked_when_the_run_starts_is_one_line_after_the_patience_and
     write_spec(tmp_path, spec=SPEC | {"fixed": {**SPEC["fixed"], "train.n_epochs": 1}})
     db, url = tmp_path / "s.db", storage_url(tmp_path)
     assert_resumes_to_the_total(tmp_path, url, tmp_path / "ckpt", 1)
-    hold = f"import sqlite3, time; db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-    hold += "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)"
-    locker = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    locker = hold_lock(db, 60)
     try:
-        assert locker.stdout.readline().strip() == "locked"
         locked = subprocess.run(
             [str(SWEEP), *map(str, run_args(url, tmp_path / "ckpt", 2))],
             cwd=tmp_path, env=subprocess_env(SWEEP_STORAGE_PATIENCE="2"), capture_output=True, text=True, timeout=120,
